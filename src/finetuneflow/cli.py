@@ -1,0 +1,229 @@
+"""The ``ftf`` command line: a thin layer over :mod:`finetuneflow.api`.
+
+Heavy libraries (torch, transformers, sqlalchemy) are imported inside commands, so ``ftf --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="FineTuneFlow: your material in, a fine-tuned model you run yourself out.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+dataset_app = typer.Typer(help="Build and inspect datasets.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+console = Console()
+
+Project = Annotated[str, typer.Option("--project", "-p", help="Project name (state lives in $FTF_HOME).")]
+RunId = Annotated[str | None, typer.Option("--run", "-r", help="Run id (default: the newest finished run).")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="JSON file of settings for this step.")]
+
+
+def _settings(cls: type, file: Path | None, **flags: Any) -> Any:
+    """Settings from a JSON file, overridden by flags that were given; all errors at once."""
+    from finetuneflow.config import from_dict
+
+    data: dict[str, Any] = json.loads(file.read_text()) if file else {}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    return from_dict(cls, data)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[red]error:[/red] {err}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def ingest(
+    inputs: Annotated[list[Path], typer.Argument(help="Files and folders to ingest.")],
+    project: Project = "default",
+    model: Annotated[str | None, typer.Option(help="Model whose tokenizer counts chunk tokens.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Largest chunk in tokens (default 512).")] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 50).")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Read documents, Q&A sheets and conversations into a project."""
+    from finetuneflow import api
+    from finetuneflow.ingest.step import IngestConfig
+    from finetuneflow.progress import RichProgress
+
+    try:
+        cfg = _settings(IngestConfig, config, tokenizer=model, max_tokens=max_tokens, overlap=overlap)
+        with RichProgress() as sink:
+            report = api.ingest(inputs, project, cfg, sink)
+    except (ValueError, LookupError) as err:
+        _fail(err)
+    table = Table("file", "status", "chunks", "problems")
+    for f in report.files:
+        colour = {"failed": "red", "partial": "yellow", "skipped": "dim"}.get(f.status, "green")
+        table.add_row(f.path, f"[{colour}]{f.status}[/{colour}]", str(f.chunks), "; ".join(f.problems)[:200])
+    console.print(table)
+    if report.failed:
+        console.print(f"[red]{len(report.failed)} file(s) failed[/red]; the others were ingested.")
+        raise typer.Exit(1)
+
+
+@dataset_app.command("build")
+def dataset_build(
+    project: Project = "default",
+    name: Annotated[str | None, typer.Option(help="Dataset name (default 'default').")] = None,
+    eval_fraction: Annotated[float | None, typer.Option(help="Share of chat examples held out (0.15).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed (42).")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System message added to chat examples.")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Turn the project's chunks into train/eval JSONL (chat `messages` + document `text`)."""
+    from finetuneflow import api
+    from finetuneflow.dataset.build import DatasetConfig
+
+    try:
+        cfg = _settings(DatasetConfig, config, name=name, eval_fraction=eval_fraction, seed=seed,
+                        system_prompt=system_prompt)
+        manifest = api.build_dataset(project, cfg)
+    except (ValueError, LookupError) as err:
+        _fail(err)
+    console.print(f"dataset [bold]{manifest['name']}[/bold] in {manifest['path']}")
+    console.print_json(data={"counts": manifest["counts"], "dropped": manifest["dropped"]})
+
+
+@app.command()
+def train(
+    project: Project = "default",
+    dataset: Annotated[str, typer.Option(help="Dataset name.")] = "default",
+    model: Annotated[str | None, typer.Option(help="Base model (default smollm2-135m-instruct).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (3).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (2e-4).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Packed rows per step (4).")] = None,
+    max_len: Annotated[int | None, typer.Option(help="Tokens per packed row (512).")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all cores.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, bf16, fp16 or fp32.")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Fine-tune the base model with LoRA on a dataset; prints the run id."""
+    from finetuneflow import api
+    from finetuneflow.progress import RichProgress
+    from finetuneflow.train.config import TrainConfig
+
+    try:
+        cfg = _settings(TrainConfig, config, base_model=model, epochs=epochs, max_steps=max_steps,
+                        learning_rate=learning_rate, batch_size=batch_size, max_len=max_len, lora_r=lora_r,
+                        threads=threads, precision=precision)
+        with RichProgress() as sink:
+            summary = api.train(project, dataset, cfg, sink)
+    except (ValueError, LookupError) as err:
+        _fail(err)
+    eval_loss = summary.get("eval_loss")
+    console.print(f"run [bold]{summary['run_id']}[/bold]: {summary['steps']} steps, final loss "
+                  f"{summary['final_loss']:.3f}" + (f", eval loss {eval_loss:.3f}" if eval_loss else ""))
+    console.print(f"folder: {summary['run_dir']}")
+
+
+@app.command()
+def evaluate(
+    project: Project = "default",
+    run: RunId = None,
+    answers: Annotated[int | None, typer.Option(help="Questions answered side by side (8).")] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Compare base and tuned model on held-out examples."""
+    from finetuneflow import api
+    from finetuneflow.evaluate.evaluate import EvalConfig
+    from finetuneflow.progress import RichProgress
+
+    try:
+        cfg = _settings(EvalConfig, config, answers=answers)
+        with RichProgress() as sink:
+            result = api.evaluate(project, run, cfg, sink)
+    except (ValueError, LookupError, FileNotFoundError) as err:
+        _fail(err)
+    table = Table("held-out", "examples", "base loss", "tuned loss", "base ppl", "tuned ppl")
+    for kind, v in result["losses"].items():
+        table.add_row(kind, str(v["examples"]), f"{v['base_loss']:.3f}", f"{v['tuned_loss']:.3f}",
+                      f"{v['base_perplexity']:.1f}", f"{v['tuned_perplexity']:.1f}")
+    console.print(table)
+    for a in result["answers"][:3]:
+        console.print(f"[bold]Q:[/bold] {a['question']}\n  [dim]base:[/dim]  {a['base'][:160]}\n"
+                      f"  [green]tuned:[/green] {a['tuned'][:160]}")
+
+
+@app.command()
+def export(
+    project: Project = "default",
+    run: RunId = None,
+    format: Annotated[list[str] | None, typer.Option("--format", "-f", help="adapter, merged, report.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: project's exports/<run>).")] = None,
+) -> None:
+    """Export the PEFT adapter, merged safetensors model and report.md."""
+    from finetuneflow import api
+    from finetuneflow.export.export import ExportConfig
+    from finetuneflow.progress import RichProgress
+
+    try:
+        cfg = _settings(ExportConfig, None, formats=format)
+        with RichProgress() as sink:
+            result = api.export(project, run, cfg, sink, out)
+    except (ValueError, LookupError, RuntimeError) as err:
+        _fail(err)
+    console.print(f"exported to [bold]{result['path']}[/bold]")
+    for name, value in result.items():
+        if isinstance(value, dict):
+            console.print(f"  {name}: {value.get('path')}")
+
+
+@app.command()
+def chat(
+    question: Annotated[str, typer.Argument(help="What to ask the tuned model.")],
+    project: Project = "default",
+    run: RunId = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
+) -> None:
+    """Ask the tuned model of a run one question."""
+    from finetuneflow import api
+
+    try:
+        console.print(api.chat(project, question, run, max_new_tokens))
+    except (ValueError, LookupError) as err:
+        _fail(err)
+
+
+@app.command()
+def runs(project: Project = "default") -> None:
+    """List the runs of a project."""
+    from finetuneflow import api
+
+    try:
+        rows = api.list_runs(project)
+    except LookupError as err:
+        _fail(err)
+    table = Table("run", "status", "dataset", "base model", "eval loss")
+    for r in rows:
+        table.add_row(r["id"], r["status"], r["dataset"], r["base_model"],
+                      f"{r['eval_loss']:.3f}" if r["eval_loss"] is not None else "-")
+    console.print(table)
+
+
+@app.command("model")
+def model_prepare(name: Annotated[str, typer.Argument(help="Model name to resolve.")] = "smollm2-135m-instruct") -> None:
+    """Resolve a base model to a local safetensors folder (converting a GGUF once) and print it."""
+    from finetuneflow.models.resolve import ModelError, resolve_model
+
+    try:
+        console.print(str(resolve_model(name)))
+    except ModelError as err:
+        _fail(err)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

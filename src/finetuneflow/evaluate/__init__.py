@@ -1,0 +1,1 @@
+"""Evaluation step: base vs tuned on held-out examples (see evaluate.py)."""

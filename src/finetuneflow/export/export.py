@@ -1,0 +1,137 @@
+"""Exporters by format (a registry), each writing into the export folder and returning what it did.
+
+Every exporter proves its output before reporting success: the merged model must reproduce the
+adapter model's logits, and NaN/inf weights are refused before anything is merged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetuneflow.config import setting
+from finetuneflow.events import Emitter, EventSink
+from finetuneflow.train import run_files as rf
+
+VERIFY_PROMPT = [{"role": "user", "content": "Summarise what you know in one sentence."}]
+
+
+class ExportError(RuntimeError):
+    """An export failed or did not verify; the message carries the numbers."""
+
+
+@dataclass
+class ExportConfig:
+    """What to export."""
+
+    formats: list[str] = setting(["adapter", "merged", "report"], "Any of: adapter, merged, report.")
+    merge_tolerance: float = setting(1e-3, "Max |logit difference| allowed between merged and adapter model.")
+
+    def problems(self) -> list[str]:
+        unknown = [f for f in self.formats if f not in EXPORTERS]
+        return [f"formats: unknown {unknown}; choose from {sorted(EXPORTERS)}"] if unknown else []
+
+
+@dataclass
+class Context:
+    run_dir: Path
+    out_dir: Path
+    cfg: ExportConfig
+    emit: Emitter
+    results: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file in ``folder`` (recorded in the report)."""
+    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def export_adapter(ctx: Context) -> dict[str, Any]:
+    """The PEFT adapter folder: loadable with ``PeftModel.from_pretrained`` and no code of ours."""
+    target = ctx.out_dir / "adapter"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(ctx.run_dir / rf.ADAPTER, target)
+    return {"path": str(target), "files": checksums(target)}
+
+
+def _assert_finite(model: Any, what: str) -> None:
+    import torch
+
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ExportError(f"{what} has NaN/inf values in {len(bad)} tensors (first: {bad[0]}); refusing to merge")
+
+
+def _verify_logits(model: Any, tokenizer: Any) -> Any:
+    import torch
+
+    text = tokenizer.apply_chat_template(VERIFY_PROMPT, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def export_merged(ctx: Context) -> dict[str, Any]:
+    """Adapter folded into the base weights, saved as a safetensors folder with tokenizer + template."""
+    from finetuneflow.models.load import load_tokenizer, load_with_adapter
+
+    run_cfg = rf.read_json(ctx.run_dir / rf.CONFIG)
+    tokenizer = load_tokenizer(ctx.run_dir / rf.ADAPTER)
+    model = load_with_adapter(Path(run_cfg["model_dir"]), ctx.run_dir / rf.ADAPTER).eval()
+    _assert_finite(model, "the adapter model")
+    before = _verify_logits(model, tokenizer)
+    merged = model.merge_and_unload()
+    _assert_finite(merged, "the merged model")
+    diff = float((_verify_logits(merged, tokenizer) - before).abs().max())
+    if diff > ctx.cfg.merge_tolerance:
+        raise ExportError(f"merged model differs from the adapter model by {diff:.2e} > {ctx.cfg.merge_tolerance}")
+    target = ctx.out_dir / "merged"
+    if target.exists():
+        shutil.rmtree(target)
+    merged.save_pretrained(str(target), safe_serialization=True)
+    tokenizer.save_pretrained(str(target))
+    return {"path": str(target), "max_logit_diff_vs_adapter": diff, "files": checksums(target)}
+
+
+def export_report(ctx: Context) -> dict[str, Any]:
+    """report.md + loss.png + metrics/config JSON (see report.py)."""
+    from finetuneflow.export.report import write_report
+
+    return write_report(ctx.run_dir, ctx.out_dir, ctx.results)
+
+
+# Order matters: the report describes what the exporters before it produced.
+EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "adapter": export_adapter,
+    "merged": export_merged,
+    "report": export_report,
+}
+
+
+def export(run_dir: Path, out_dir: Path, cfg: ExportConfig, on_event: EventSink | None = None) -> dict[str, Any]:
+    """Run the configured exporters for a finished run; returns {format: result} and writes export.json.
+
+    Raises:
+        ExportError: the run is unfinished, or an export failed its verification.
+    """
+    if not (run_dir / rf.SUMMARY).exists():
+        raise ExportError(f"{run_dir} is not a finished run (no {rf.SUMMARY}); train it first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(run_dir, out_dir, cfg, Emitter("export", on_event), {})
+    chosen = [name for name in EXPORTERS if name in cfg.formats]
+    for i, name in enumerate(chosen):
+        ctx.emit(name, i, len(chosen), message=f"exporting {name}")
+        ctx.results[name] = EXPORTERS[name](ctx)
+    (out_dir / "export.json").write_text(json.dumps(ctx.results, indent=2))
+    ctx.emit("done", len(chosen), len(chosen), message=f"exported to {out_dir}")
+    return ctx.results

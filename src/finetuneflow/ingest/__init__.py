@@ -1,0 +1,1 @@
+"""Ingest step: files -> cleaned records -> token chunks with provenance (see step.py)."""

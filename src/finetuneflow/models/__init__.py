@@ -1,0 +1,5 @@
+"""Base models: resolving what a user names into a local safetensors folder, and loading it."""
+
+from finetuneflow.models.resolve import DEFAULT_MODEL, ModelError, resolve_model
+
+__all__ = ["DEFAULT_MODEL", "ModelError", "resolve_model"]

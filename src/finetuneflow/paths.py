@@ -1,0 +1,57 @@
+"""Where FineTuneFlow keeps its state: one folder, movable with ``FTF_HOME``.
+
+Layout::
+
+    $FTF_HOME/                      (default ~/.finetuneflow)
+      ftf.db                        SQLite database (projects, files, chunks, examples, runs, jobs)
+      models/<name>/                base models converted once (e.g. GGUF -> safetensors)
+      projects/<project>/
+        raw/                        copies of ingested files, named by content hash
+        datasets/<name>/            built datasets (JSONL + manifest + stats)
+        runs/<run-id>/              training runs (config, manifest, metrics.jsonl, adapter/)
+        exports/<run-id>/           exported artefacts and the report
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def home() -> Path:
+    """The state folder (created on first use)."""
+    root = Path(os.environ.get("FTF_HOME") or Path.home() / ".finetuneflow").expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def models_dir() -> Path:
+    """Cache of converted base models."""
+    path = home() / "models"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def check_project_name(name: str) -> str:
+    """Return ``name`` if it is a safe folder name.
+
+    Raises:
+        ValueError: names with path separators, leading dots or odd characters.
+    """
+    if not PROJECT_NAME.match(name):
+        raise ValueError(
+            f"invalid project name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def project_dir(name: str) -> Path:
+    """The folder of project ``name`` with its standard sub-folders."""
+    root = home() / "projects" / check_project_name(name)
+    for sub in ("raw", "datasets", "runs", "exports"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
