@@ -37,8 +37,17 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def ingest(inputs: Sequence[str | Path], project: str = "default", config: IngestConfig | None = None,
-           on_event: EventSink | None = None) -> IngestReport:
+def _project_id(project: str) -> int:
+    with session_scope() as s:
+        return find_project(s, project).id
+
+
+def ingest(
+    inputs: Sequence[str | Path],
+    project: str = "default",
+    config: IngestConfig | None = None,
+    on_event: EventSink | None = None,
+) -> IngestReport:
     """Read files/folders into the project as chunks with provenance."""
     from finetuneflow.ingest.step import ingest as ingest_step
 
@@ -51,17 +60,26 @@ def ingest(inputs: Sequence[str | Path], project: str = "default", config: Inges
     return report
 
 
-def build_dataset(project: str = "default", config: DatasetConfig | None = None,
-                  on_event: EventSink | None = None) -> dict[str, Any]:
+def build_dataset(
+    project: str = "default", config: DatasetConfig | None = None, on_event: EventSink | None = None
+) -> dict[str, Any]:
     """Turn the project's chunks into a split JSONL dataset; returns its manifest (with ``path``)."""
     cfg = config or DatasetConfig()
     out_dir = paths.project_dir(project) / "datasets" / cfg.name
     with session_scope() as s:
         proj = find_project(s, project)
-        files = {f.id: f.path for f in s.scalars(select(schema.File).where(schema.File.project_id == proj.id))}
-        chunks = s.scalars(select(schema.Chunk).where(schema.Chunk.project_id == proj.id)
-                           .order_by(schema.Chunk.file_id, schema.Chunk.idx)).all()
-        units = [Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta) for c in chunks]
+        files = {
+            f.id: f.path for f in s.scalars(select(schema.File).where(schema.File.project_id == proj.id))
+        }
+        chunks = s.scalars(
+            select(schema.Chunk)
+            .where(schema.Chunk.project_id == proj.id)
+            .order_by(schema.Chunk.file_id, schema.Chunk.idx)
+        ).all()
+        units = [
+            Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta)
+            for c in chunks
+        ]
         project_id = proj.id
     with tracked("dataset", project_id, {"name": cfg.name}, on_event) as (_sink, done):
         manifest = build(units, out_dir, cfg)
@@ -75,14 +93,26 @@ def _store_examples(project_id: int, name: str, out_dir: Path) -> None:
     from finetuneflow.dataset.io import read_jsonl, split_path
 
     with session_scope() as s:
-        s.execute(delete(schema.Example).where(schema.Example.project_id == project_id,
-                                               schema.Example.dataset == name))
+        s.execute(
+            delete(schema.Example).where(
+                schema.Example.project_id == project_id, schema.Example.dataset == name
+            )
+        )
         for kind in ("chat", "text"):
             for split in ("train", "eval"):
                 for row in read_jsonl(split_path(out_dir, kind, split)):
-                    s.add(schema.Example(project_id=project_id, dataset=name, uid=row["id"], kind=kind,
-                                         split=split, messages=row.get("messages"), text=row.get("text"),
-                                         meta={"source": row["source"]}))
+                    s.add(
+                        schema.Example(
+                            project_id=project_id,
+                            dataset=name,
+                            uid=row["id"],
+                            kind=kind,
+                            split=split,
+                            messages=row.get("messages"),
+                            text=row.get("text"),
+                            meta={"source": row["source"]},
+                        )
+                    )
 
 
 def new_run_id() -> str:
@@ -104,15 +134,23 @@ def latest_run(project: str) -> str:
     """Id of the newest finished run of the project. Raises LookupError if there is none."""
     with session_scope() as s:
         proj = find_project(s, project)
-        run = s.scalars(select(schema.Run).where(schema.Run.project_id == proj.id, schema.Run.status == "finished")
-                        .order_by(schema.Run.created_at.desc())).first()
+        run = s.scalars(
+            select(schema.Run)
+            .where(schema.Run.project_id == proj.id, schema.Run.status == "finished")
+            .order_by(schema.Run.created_at.desc())
+        ).first()
         if run is None:
             raise LookupError(f"project {project!r} has no finished run; run `ftf train` first")
         return run.id
 
 
-def train(project: str = "default", dataset: str = "default", config: Any = None,
-          on_event: EventSink | None = None, run_id: str | None = None) -> dict[str, Any]:
+def train(
+    project: str = "default",
+    dataset: str = "default",
+    config: Any = None,
+    on_event: EventSink | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
     """LoRA fine-tune on a built dataset; returns the run summary (with ``run_id``)."""
     from finetuneflow.config import to_dict
     from finetuneflow.train.config import TrainConfig
@@ -126,8 +164,17 @@ def train(project: str = "default", dataset: str = "default", config: Any = None
     folder = paths.project_dir(project) / "runs" / run_id
     with session_scope() as s:
         proj = find_project(s, project)
-        s.add(schema.Run(id=run_id, project_id=proj.id, dataset=dataset, base_model=cfg.base_model,
-                         status="running", path=str(folder), config=to_dict(cfg)))
+        s.add(
+            schema.Run(
+                id=run_id,
+                project_id=proj.id,
+                dataset=dataset,
+                base_model=cfg.base_model,
+                status="running",
+                path=str(folder),
+                config=to_dict(cfg),
+            )
+        )
         project_id = proj.id
     try:
         with tracked("train", project_id, {"run_id": run_id, "dataset": dataset}, on_event) as (sink, done):
@@ -147,22 +194,28 @@ def _finish_run(run_id: str, status: str, summary: dict[str, Any]) -> None:
             run.status, run.summary, run.finished_at = status, summary, datetime.now(UTC)
 
 
-def evaluate(project: str, run_id: str | None = None, config: Any = None,
-             on_event: EventSink | None = None) -> dict[str, Any]:
+def evaluate(
+    project: str, run_id: str | None = None, config: Any = None, on_event: EventSink | None = None
+) -> dict[str, Any]:
     """Base vs tuned on the held-out examples; returns and stores the comparison."""
     from finetuneflow.evaluate.evaluate import EvalConfig
     from finetuneflow.evaluate.evaluate import evaluate as evaluate_step
 
     run_id = run_id or latest_run(project)
     folder = run_dir(project, run_id)
-    with tracked("evaluate", None, {"project": project, "run_id": run_id}, on_event) as (sink, done):
+    with tracked("evaluate", _project_id(project), {"run_id": run_id}, on_event) as (sink, done):
         result = evaluate_step(folder, config or EvalConfig(), sink)
         done({"losses": result["losses"]})
     return result
 
 
-def export(project: str, run_id: str | None = None, config: Any = None, on_event: EventSink | None = None,
-           out_dir: Path | None = None) -> dict[str, Any]:
+def export(
+    project: str,
+    run_id: str | None = None,
+    config: Any = None,
+    on_event: EventSink | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
     """Write the adapter, merged model and report into the project's exports/<run-id>/."""
     from finetuneflow.export.export import ExportConfig
     from finetuneflow.export.export import export as export_step
@@ -170,14 +223,19 @@ def export(project: str, run_id: str | None = None, config: Any = None, on_event
     run_id = run_id or latest_run(project)
     folder = run_dir(project, run_id)
     target = out_dir or paths.project_dir(project) / "exports" / run_id
-    with tracked("export", None, {"project": project, "run_id": run_id}, on_event) as (sink, done):
+    with tracked("export", _project_id(project), {"run_id": run_id}, on_event) as (sink, done):
         results = export_step(folder, target, config or ExportConfig(), sink)
         done(_jsonable({k: v.get("path") for k, v in results.items()}))
     return {"path": str(target), **results}
 
 
-def chat(project: str, question: str, run_id: str | None = None, max_new_tokens: int = 128,
-         system: str | None = None) -> str:
+def chat(
+    project: str,
+    question: str,
+    run_id: str | None = None,
+    max_new_tokens: int = 128,
+    system: str | None = None,
+) -> str:
     """Answer ``question`` with the tuned model of a run (greedy)."""
     from finetuneflow.models.generate import generate_reply
     from finetuneflow.models.load import load_tokenizer, load_with_adapter
@@ -186,7 +244,9 @@ def chat(project: str, question: str, run_id: str | None = None, max_new_tokens:
     folder = run_dir(project, run_id or latest_run(project))
     cfg = rf.read_json(folder / rf.CONFIG)
     model = load_with_adapter(Path(cfg["model_dir"]), folder / rf.ADAPTER).eval()
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
     return generate_reply(model, load_tokenizer(folder / rf.ADAPTER), messages, max_new_tokens)
 
 
@@ -194,7 +254,17 @@ def list_runs(project: str) -> list[dict[str, Any]]:
     """Runs of a project, newest first."""
     with session_scope() as s:
         proj = find_project(s, project)
-        runs = s.scalars(select(schema.Run).where(schema.Run.project_id == proj.id)
-                         .order_by(schema.Run.created_at.desc())).all()
-        return [{"id": r.id, "status": r.status, "dataset": r.dataset, "base_model": r.base_model,
-                 "eval_loss": (r.summary or {}).get("eval_loss"), "created_at": str(r.created_at)} for r in runs]
+        runs = s.scalars(
+            select(schema.Run).where(schema.Run.project_id == proj.id).order_by(schema.Run.created_at.desc())
+        ).all()
+        return [
+            {
+                "id": r.id,
+                "status": r.status,
+                "dataset": r.dataset,
+                "base_model": r.base_model,
+                "eval_loss": (r.summary or {}).get("eval_loss"),
+                "created_at": str(r.created_at),
+            }
+            for r in runs
+        ]

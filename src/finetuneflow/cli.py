@@ -14,15 +14,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="FineTuneFlow: your material in, a fine-tuned model you run yourself out.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="FineTuneFlow: your material in, a fine-tuned model you run yourself out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 dataset_app = typer.Typer(help="Build and inspect datasets.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 console = Console()
 
 Project = Annotated[str, typer.Option("--project", "-p", help="Project name (state lives in $FTF_HOME).")]
 RunId = Annotated[str | None, typer.Option("--run", "-r", help="Run id (default: the newest finished run).")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="JSON file of settings for this step.")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="JSON file of settings for this step.")
+]
 
 
 def _settings(cls: type, file: Path | None, **flags: Any) -> Any:
@@ -45,7 +50,9 @@ def ingest(
     project: Project = "default",
     model: Annotated[str | None, typer.Option(help="Model whose tokenizer counts chunk tokens.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Largest chunk in tokens (default 512).")] = None,
-    overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 50).")] = None,
+    overlap: Annotated[
+        int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 50).")
+    ] = None,
     config: ConfigFile = None,
 ) -> None:
     """Read documents, Q&A sheets and conversations into a project."""
@@ -73,7 +80,9 @@ def ingest(
 def dataset_build(
     project: Project = "default",
     name: Annotated[str | None, typer.Option(help="Dataset name (default 'default').")] = None,
-    eval_fraction: Annotated[float | None, typer.Option(help="Share of chat examples held out (0.15).")] = None,
+    eval_fraction: Annotated[
+        float | None, typer.Option(help="Share of chat examples held out (0.15).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Split seed (42).")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System message added to chat examples.")] = None,
     config: ConfigFile = None,
@@ -83,8 +92,14 @@ def dataset_build(
     from finetuneflow.dataset.build import DatasetConfig
 
     try:
-        cfg = _settings(DatasetConfig, config, name=name, eval_fraction=eval_fraction, seed=seed,
-                        system_prompt=system_prompt)
+        cfg = _settings(
+            DatasetConfig,
+            config,
+            name=name,
+            eval_fraction=eval_fraction,
+            seed=seed,
+            system_prompt=system_prompt,
+        )
         manifest = api.build_dataset(project, cfg)
     except (ValueError, LookupError) as err:
         _fail(err)
@@ -113,16 +128,28 @@ def train(
     from finetuneflow.train.config import TrainConfig
 
     try:
-        cfg = _settings(TrainConfig, config, base_model=model, epochs=epochs, max_steps=max_steps,
-                        learning_rate=learning_rate, batch_size=batch_size, max_len=max_len, lora_r=lora_r,
-                        threads=threads, precision=precision)
+        cfg = _settings(
+            TrainConfig,
+            config,
+            base_model=model,
+            epochs=epochs,
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_len=max_len,
+            lora_r=lora_r,
+            threads=threads,
+            precision=precision,
+        )
         with RichProgress() as sink:
             summary = api.train(project, dataset, cfg, sink)
     except (ValueError, LookupError) as err:
         _fail(err)
     eval_loss = summary.get("eval_loss")
-    console.print(f"run [bold]{summary['run_id']}[/bold]: {summary['steps']} steps, final loss "
-                  f"{summary['final_loss']:.3f}" + (f", eval loss {eval_loss:.3f}" if eval_loss else ""))
+    console.print(
+        f"run [bold]{summary['run_id']}[/bold]: {summary['steps']} steps, final loss "
+        f"{summary['final_loss']:.3f}" + (f", eval loss {eval_loss:.3f}" if eval_loss else "")
+    )
     console.print(f"folder: {summary['run_dir']}")
 
 
@@ -146,20 +173,32 @@ def evaluate(
         _fail(err)
     table = Table("held-out", "examples", "base loss", "tuned loss", "base ppl", "tuned ppl")
     for kind, v in result["losses"].items():
-        table.add_row(kind, str(v["examples"]), f"{v['base_loss']:.3f}", f"{v['tuned_loss']:.3f}",
-                      f"{v['base_perplexity']:.1f}", f"{v['tuned_perplexity']:.1f}")
+        table.add_row(
+            kind,
+            str(v["examples"]),
+            f"{v['base_loss']:.3f}",
+            f"{v['tuned_loss']:.3f}",
+            f"{v['base_perplexity']:.1f}",
+            f"{v['tuned_perplexity']:.1f}",
+        )
     console.print(table)
     for a in result["answers"][:3]:
-        console.print(f"[bold]Q:[/bold] {a['question']}\n  [dim]base:[/dim]  {a['base'][:160]}\n"
-                      f"  [green]tuned:[/green] {a['tuned'][:160]}")
+        console.print(
+            f"[bold]Q:[/bold] {a['question']}\n  [dim]base:[/dim]  {a['base'][:160]}\n"
+            f"  [green]tuned:[/green] {a['tuned'][:160]}"
+        )
 
 
 @app.command()
 def export(
     project: Project = "default",
     run: RunId = None,
-    format: Annotated[list[str] | None, typer.Option("--format", "-f", help="adapter, merged, report.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: project's exports/<run>).")] = None,
+    format: Annotated[
+        list[str] | None, typer.Option("--format", "-f", help="adapter, merged, report.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: project's exports/<run>).")
+    ] = None,
 ) -> None:
     """Export the PEFT adapter, merged safetensors model and report.md."""
     from finetuneflow import api
@@ -205,13 +244,20 @@ def runs(project: Project = "default") -> None:
         _fail(err)
     table = Table("run", "status", "dataset", "base model", "eval loss")
     for r in rows:
-        table.add_row(r["id"], r["status"], r["dataset"], r["base_model"],
-                      f"{r['eval_loss']:.3f}" if r["eval_loss"] is not None else "-")
+        table.add_row(
+            r["id"],
+            r["status"],
+            r["dataset"],
+            r["base_model"],
+            f"{r['eval_loss']:.3f}" if r["eval_loss"] is not None else "-",
+        )
     console.print(table)
 
 
 @app.command("model")
-def model_prepare(name: Annotated[str, typer.Argument(help="Model name to resolve.")] = "smollm2-135m-instruct") -> None:
+def model_prepare(
+    name: Annotated[str, typer.Argument(help="Model name to resolve.")] = "smollm2-135m-instruct",
+) -> None:
     """Resolve a base model to a local safetensors folder (converting a GGUF once) and print it."""
     from finetuneflow.models.resolve import ModelError, resolve_model
 

@@ -32,8 +32,9 @@ class RichProgress:
         self.progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
@@ -43,7 +44,9 @@ class RichProgress:
             return
         key = (event.step, event.stage)
         if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(f"{event.step}: {event.stage}", total=event.total, info="")
+            self.tasks[key] = self.progress.add_task(
+                f"{event.step}: {event.stage}", total=event.total, info=""
+            )
         self.progress.update(self.tasks[key], completed=event.done, total=event.total, info=_info(event))
 
 

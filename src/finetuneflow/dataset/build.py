@@ -24,7 +24,9 @@ class DatasetConfig:
     """How chunks become a train/eval dataset."""
 
     name: str = setting("default", "Dataset name (folder under the project's datasets/).")
-    eval_fraction: float = setting(0.15, "Share of chat examples (Q&A, conversations) held out for evaluation.")
+    eval_fraction: float = setting(
+        0.15, "Share of chat examples (Q&A, conversations) held out for evaluation."
+    )
     text_eval_fraction: float = setting(0.0, "Share of document chunks held out (0 = all train the model).")
     seed: int = setting(42, "Seed of the deterministic split: same inputs + seed = same split.")
     system_prompt: str = setting("", "System message prepended to chat examples that have none ('' = none).")
@@ -109,8 +111,9 @@ def split_examples(examples: list[Example], cfg: DatasetConfig) -> dict[str, lis
     return splits
 
 
-def write_dataset(splits: dict[str, list[Example]], out_dir: Path, cfg: DatasetConfig,
-                  drops: Counter[str]) -> dict[str, Any]:
+def write_dataset(
+    splits: dict[str, list[Example]], out_dir: Path, cfg: DatasetConfig, drops: Counter[str]
+) -> dict[str, Any]:
     """Write the JSONL files and manifest.json; returns the manifest."""
     counts: dict[str, int] = {}
     for kind in ("chat", "text"):

@@ -64,6 +64,4 @@ def file_sha256(path: Path) -> str:
 
 def dataset_hashes(dataset_dir: Path) -> dict[str, str]:
     """Relative path -> sha256 for every JSONL file of the dataset."""
-    return {
-        str(p.relative_to(dataset_dir)): file_sha256(p) for p in sorted(dataset_dir.glob("*/*.jsonl"))
-    }
+    return {str(p.relative_to(dataset_dir)): file_sha256(p) for p in sorted(dataset_dir.glob("*/*.jsonl"))}

@@ -38,7 +38,9 @@ class EvalConfig:
 
     def problems(self) -> list[str]:
         bad = [n for n in ("answers", "max_new_tokens", "batch_size", "threads") if getattr(self, n) < 0]
-        return [f"{n}: must be >= 0" for n in bad] + (["batch_size: must be >= 1"] if self.batch_size == 0 else [])
+        return [f"{n}: must be >= 0" for n in bad] + (
+            ["batch_size: must be >= 1"] if self.batch_size == 0 else []
+        )
 
 
 def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) -> dict[str, Any]:
@@ -70,7 +72,9 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
             base = mean_loss(model, rows, device, cfg.batch_size, amp)
         tuned = mean_loss(model, rows, device, cfg.batch_size, amp)
         losses[kind] = _loss_entry(base, tuned, counts)
-    answers = _side_by_side(model, tokenizer, read_split(dataset, "eval", ("chat",))[: cfg.answers], cfg, emit)
+    answers = _side_by_side(
+        model, tokenizer, read_split(dataset, "eval", ("chat",))[: cfg.answers], cfg, emit
+    )
     result = {"losses": losses, "answers": answers}
     (run_dir / RESULT).write_text(json.dumps(result, indent=2, ensure_ascii=False))
     emit("done", 1, 1, message=f"wrote {run_dir / RESULT}")
@@ -89,8 +93,9 @@ def _loss_entry(base: float, tuned: float, counts: dict[str, int]) -> dict[str, 
     }
 
 
-def _side_by_side(model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg: EvalConfig,
-                  emit: Emitter) -> list[dict[str, str]]:
+def _side_by_side(
+    model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg: EvalConfig, emit: Emitter
+) -> list[dict[str, str]]:
     out = []
     for i, rec in enumerate(records):
         messages = rec["messages"]
@@ -99,7 +104,13 @@ def _side_by_side(model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg
         with model.disable_adapter():
             base = generate_reply(model, tokenizer, prompt, cfg.max_new_tokens)
         tuned = generate_reply(model, tokenizer, prompt, cfg.max_new_tokens)
-        out.append({"question": prompt[-1]["content"], "reference": messages[last]["content"],
-                    "base": base, "tuned": tuned})
+        out.append(
+            {
+                "question": prompt[-1]["content"],
+                "reference": messages[last]["content"],
+                "base": base,
+                "tuned": tuned,
+            }
+        )
         emit("answers", i + 1, len(records))
     return out

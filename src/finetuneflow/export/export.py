@@ -69,7 +69,9 @@ def _assert_finite(model: Any, what: str) -> None:
 
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise ExportError(f"{what} has NaN/inf values in {len(bad)} tensors (first: {bad[0]}); refusing to merge")
+        raise ExportError(
+            f"{what} has NaN/inf values in {len(bad)} tensors (first: {bad[0]}); refusing to merge"
+        )
 
 
 def _verify_logits(model: Any, tokenizer: Any) -> Any:
@@ -94,7 +96,9 @@ def export_merged(ctx: Context) -> dict[str, Any]:
     _assert_finite(merged, "the merged model")
     diff = float((_verify_logits(merged, tokenizer) - before).abs().max())
     if diff > ctx.cfg.merge_tolerance:
-        raise ExportError(f"merged model differs from the adapter model by {diff:.2e} > {ctx.cfg.merge_tolerance}")
+        raise ExportError(
+            f"merged model differs from the adapter model by {diff:.2e} > {ctx.cfg.merge_tolerance}"
+        )
     target = ctx.out_dir / "merged"
     if target.exists():
         shutil.rmtree(target)
@@ -118,7 +122,9 @@ EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
 }
 
 
-def export(run_dir: Path, out_dir: Path, cfg: ExportConfig, on_event: EventSink | None = None) -> dict[str, Any]:
+def export(
+    run_dir: Path, out_dir: Path, cfg: ExportConfig, on_event: EventSink | None = None
+) -> dict[str, Any]:
     """Run the configured exporters for a finished run; returns {format: result} and writes export.json.
 
     Raises:

@@ -83,7 +83,6 @@ def discover(inputs: list[Path]) -> Iterator[tuple[Path, str]]:
         if not root.is_dir():
             yield root, str(root)
             continue
-        base = root.resolve()
         for file in sorted(root.rglob("*")):
             rel = file.relative_to(root)
             if any(part.startswith(".") for part in rel.parts) or not file.is_file():
@@ -104,15 +103,39 @@ def to_units(records: list[SourceRecord], spans: SpanFn, cfg: IngestConfig) -> l
     for rec in records:
         if rec.kind == "text":
             for c in chunk_text(rec.text, spans, cfg.max_tokens, cfg.overlap, page=rec.page):
-                units.append(dict(kind="text", text=c.text, n_tokens=c.n_tokens, page=c.page, line=rec.line,
-                                  char_start=c.char_start, char_end=c.char_end, messages=None, meta=rec.meta))
+                units.append(
+                    dict(
+                        kind="text",
+                        text=c.text,
+                        n_tokens=c.n_tokens,
+                        page=c.page,
+                        line=rec.line,
+                        char_start=c.char_start,
+                        char_end=c.char_end,
+                        messages=None,
+                        meta=rec.meta,
+                    )
+                )
         else:
-            units.append(dict(kind=rec.kind, text=rec.text, n_tokens=len(spans(rec.text)), page=rec.page,
-                              line=rec.line, char_start=None, char_end=None, messages=rec.messages, meta=rec.meta))
+            units.append(
+                dict(
+                    kind=rec.kind,
+                    text=rec.text,
+                    n_tokens=len(spans(rec.text)),
+                    page=rec.page,
+                    line=rec.line,
+                    char_start=None,
+                    char_end=None,
+                    messages=rec.messages,
+                    meta=rec.meta,
+                )
+            )
     return units
 
 
-def ingest(inputs: list[Path], project: str, cfg: IngestConfig, on_event: EventSink | None = None) -> IngestReport:
+def ingest(
+    inputs: list[Path], project: str, cfg: IngestConfig, on_event: EventSink | None = None
+) -> IngestReport:
     """Ingest files and folders into ``project``; returns a per-file report (never raises for a bad file)."""
     from finetuneflow.models.load import load_tokenizer
     from finetuneflow.models.resolve import resolve_model
@@ -132,30 +155,42 @@ def ingest(inputs: list[Path], project: str, cfg: IngestConfig, on_event: EventS
     return IngestReport(reports)
 
 
-def _ingest_one(session: Session, project: str, project_id: int, file: Path, name: str, inputs: list[Path],
-                spans: SpanFn, cfg: IngestConfig) -> FileReport:
+def _ingest_one(
+    session: Session,
+    project: str,
+    project_id: int,
+    file: Path,
+    name: str,
+    inputs: list[Path],
+    spans: SpanFn,
+    cfg: IngestConfig,
+) -> FileReport:
     if not file.exists():
         return FileReport(name, "failed", problems=["no such file or folder"])
     if file.is_symlink() and _outside(file, inputs):
-        return FileReport(name, "skipped", problems=["symlink pointing outside the ingested folder; not followed"])
+        return FileReport(
+            name, "skipped", problems=["symlink pointing outside the ingested folder; not followed"]
+        )
     if file.suffix.lower() not in SUPPORTED_EXTENSIONS:
         return FileReport(name, "skipped", problems=[f"unsupported type '{file.suffix}'"])
     size = file.stat().st_size
     if size > cfg.max_file_mb * 1024 * 1024:
-        return FileReport(name, "failed", problems=[f"{size / 2**20:.0f} MB is over max_file_mb={cfg.max_file_mb}"])
+        return FileReport(
+            name, "failed", problems=[f"{size / 2**20:.0f} MB is over max_file_mb={cfg.max_file_mb}"]
+        )
     data = file.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    row = session.scalar(select(schema.File).where(schema.File.project_id == project_id, schema.File.path == name))
+    row = session.scalar(
+        select(schema.File).where(schema.File.project_id == project_id, schema.File.path == name)
+    )
     if row is not None and row.sha256 == sha and row.status != "failed":
         return FileReport(name, "unchanged")
     try:
         result = read_file(file)
+        records, problems = result.records, result.problems
     except ReaderError as err:
-        result = None
-        problems = [str(err)]
-    else:
-        problems = result.problems
-    units = to_units(result.records, spans, cfg) if result else []
+        records, problems = [], [str(err)]
+    units = to_units(records, spans, cfg)
     status = "failed" if not units else ("partial" if problems else "ingested")
     stored = paths.project_dir(project) / "raw" / f"{sha[:16]}{file.suffix.lower()}"
     if not stored.exists():
@@ -166,5 +201,7 @@ def _ingest_one(session: Session, project: str, project_id: int, file: Path, nam
     row.stored_as, row.sha256, row.size, row.status, row.problems = str(stored), sha, size, status, problems
     session.flush()
     session.execute(delete(schema.Chunk).where(schema.Chunk.file_id == row.id))
-    session.add_all(schema.Chunk(project_id=project_id, file_id=row.id, idx=k, **u) for k, u in enumerate(units))
+    session.add_all(
+        schema.Chunk(project_id=project_id, file_id=row.id, idx=k, **u) for k, u in enumerate(units)
+    )
     return FileReport(name, status, len(units), problems)

@@ -18,8 +18,9 @@ MIN_UPDATE_S = 2.0  # do not hammer the database with every training step
 
 
 @contextmanager
-def tracked(step: str, project_id: int | None, params: dict[str, Any],
-            on_event: EventSink | None) -> Iterator[tuple[EventSink, Callable[[dict[str, Any]], None]]]:
+def tracked(
+    step: str, project_id: int | None, params: dict[str, Any], on_event: EventSink | None
+) -> Iterator[tuple[EventSink, Callable[[dict[str, Any]], None]]]:
     """Yields (event sink, set_result). Marks the job failed with the error text if the body raises."""
     with session_scope() as s:
         job = schema.Job(project_id=project_id, step=step, status="running", params=params)
@@ -35,7 +36,9 @@ def tracked(step: str, project_id: int | None, params: dict[str, Any],
         now = time.monotonic()
         if event.total and now - last[0] > MIN_UPDATE_S:
             last[0] = now
-            _update(job_id, progress=float(event.done) / float(event.total), message=event.message or event.stage)
+            _update(
+                job_id, progress=float(event.done) / float(event.total), message=event.message or event.stage
+            )
 
     try:
         yield sink, result.update

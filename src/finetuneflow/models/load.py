@@ -13,12 +13,25 @@ def load_tokenizer(model_dir: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
 
 
+def _quiet() -> None:
+    # our own progress display replaces transformers' per-load bars; peft 0.21 calls an API
+    # that transformers 5 marks deprecated on every wrap, which says nothing to a user
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def load_causal_lm(model_dir: Path, device: str = "cpu") -> Any:
     """A causal LM in fp32 (autocast supplies bf16 compute where supported)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
+    _quiet()
+
+    model: Any = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.float32, use_safetensors=True, trust_remote_code=False
     )
     return model.to(device)

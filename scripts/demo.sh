@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole pipeline on the shipped sample data with the default model (what `make demo` runs).
+# State goes to $FTF_HOME (default ./.ftf-demo so the demo never touches your ~/.finetuneflow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FTF_HOME="${FTF_HOME:-$PWD/.ftf-demo}"
+FTF="${FTF:-.venv/bin/ftf}"
+P=quickstart
+start=$(date +%s)
+
+echo "== 1/6 ingest";   $FTF ingest examples/quickstart/data --project $P
+echo "== 2/6 dataset";  $FTF dataset build --project $P
+echo "== 3/6 train";    $FTF train --project $P ${DEMO_TRAIN_ARGS:-}
+echo "== 4/6 evaluate"; $FTF evaluate --project $P
+echo "== 5/6 export";   $FTF export --project $P
+echo "== 6/6 chat"
+Q="What does error code E21 mean on the Proofwell P3?"
+echo "Q: $Q"
+echo -n "A: "; $FTF chat --project $P "$Q"
+
+run=$(ls -1t "$FTF_HOME/projects/$P/runs" | head -1)
+echo
+echo "Done in $(( $(date +%s) - start )) s. Everything is under $FTF_HOME:"
+echo "  dataset: $FTF_HOME/projects/$P/datasets/default/"
+echo "  run:     $FTF_HOME/projects/$P/runs/$run/  (config.json, manifest.json, metrics.jsonl, adapter/)"
+echo "  export:  $FTF_HOME/projects/$P/exports/$run/  (adapter/, merged/, report.md, loss.png)"
+grep -m1 -E "eval loss on held-out" "$FTF_HOME/projects/$P/exports/$run/report.md" || true

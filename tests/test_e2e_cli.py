@@ -1,0 +1,82 @@
+"""The whole pipeline through the `ftf` CLI on the shipped sample data and a tiny random model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import QUICKSTART
+from typer.testing import CliRunner
+
+from finetuneflow.cli import app
+
+runner = CliRunner()
+
+
+def ftf(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_pipeline_end_to_end(tiny_model: Path, ftf_home: Path, tmp_path: Path) -> None:
+    model = str(tiny_model)
+    ftf("ingest", str(QUICKSTART / "data"), "-p", "e2e", "--model", model, "--max-tokens", "128")
+    ftf("dataset", "build", "-p", "e2e")
+    out = ftf("train", "-p", "e2e", "--model", model, "--epochs", "2", "--lr", "3e-3", "--max-len", "256")
+    run_id = out.split("run ")[1].split(":")[0].strip()
+    run = ftf_home / "projects/e2e/runs" / run_id
+    for name in (
+        "config.json",
+        "manifest.json",
+        "metrics.jsonl",
+        "summary.json",
+        "adapter/adapter_config.json",
+    ):
+        assert (run / name).is_file(), name
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses[-1] < losses[0]  # a random model must learn something from 2 epochs
+
+    ftf("evaluate", "-p", "e2e", "--answers", "2")
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    chat = evaluation["losses"]["chat"]
+    assert chat["tuned_loss"] < chat["base_loss"]
+    ftf("export", "-p", "e2e")
+    export = ftf_home / "projects/e2e/exports" / run_id
+    report = (export / "report.md").read_text()
+    assert "is **lower** than the base model's" in report and (export / "loss.png").stat().st_size > 1000
+    assert (export / "merged/model.safetensors").is_file()
+    ftf("chat", "-p", "e2e", "What does E21 mean?", "--max-new-tokens", "8")
+    assert run_id in ftf("runs", "-p", "e2e")
+
+    # the exported adapter loads in a plain PEFT script, with no code of ours
+    script = (
+        f"from peft import PeftModel; from transformers import AutoModelForCausalLM as M;"
+        f"m = PeftModel.from_pretrained(M.from_pretrained({model!r}), {str(export / 'adapter')!r});"
+        f"print(type(m).__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "PeftModelForCausalLM", done.stderr
+
+
+def test_bad_setting_fails_with_the_key(tiny_model: Path) -> None:
+    result = runner.invoke(app, ["train", "-p", "x", "--lr", "5", "--batch-size", "0"])
+    assert result.exit_code == 2
+    assert "learning_rate" in result.output and "batch_size" in result.output
+
+
+def test_missing_dataset_is_explained(tiny_model: Path) -> None:
+    ftf("ingest", str(QUICKSTART / "data" / "qa.csv"), "-p", "nods", "--model", str(tiny_model))
+    result = runner.invoke(app, ["train", "-p", "nods", "--model", str(tiny_model)])
+    assert result.exit_code == 2 and "ftf dataset build" in result.output
+
+
+def test_help_is_fast_because_heavy_libraries_stay_unimported() -> None:
+    code = (
+        "import sys; from finetuneflow.cli import app; from typer.testing import CliRunner;"
+        "CliRunner().invoke(app, ['--help']);"
+        "print(sorted(m for m in ('torch', 'transformers', 'sqlalchemy', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr

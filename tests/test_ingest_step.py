@@ -1,0 +1,67 @@
+import os
+import shutil
+from pathlib import Path
+
+from conftest import QUICKSTART
+from sqlalchemy import select
+
+from finetuneflow import api
+from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.state import Chunk, File, session_scope
+
+
+def cfg(tiny_model: Path) -> IngestConfig:
+    return IngestConfig(tokenizer=str(tiny_model), max_tokens=128, overlap=16)
+
+
+def test_quickstart_ingests_with_provenance(tiny_model: Path) -> None:
+    report = api.ingest([QUICKSTART / "data"], "p", cfg(tiny_model))
+    assert report.counts() == {"ingested": 4}
+    with session_scope() as s:
+        chunks = s.scalars(select(Chunk)).all()
+        files = {f.id: f for f in s.scalars(select(File))}
+    kinds = {c.kind for c in chunks}
+    assert kinds == {"text", "qa", "conversation"}
+    pdf_pages = {c.page for c in chunks if files[c.file_id].path.endswith(".pdf")}
+    assert pdf_pages == {1, 2, 3}
+    assert all(c.n_tokens <= 128 for c in chunks if c.kind == "text")
+    for f in files.values():
+        assert Path(f.stored_as).read_bytes() == (QUICKSTART / "data" / Path(f.path).name).read_bytes()
+
+
+def test_reingest_skips_unchanged_and_replaces_changed(tiny_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "a.md").write_text("# A\n\nFirst version of the note about the cabinet.")
+    api.ingest([src], "p", cfg(tiny_model))
+    assert api.ingest([src], "p", cfg(tiny_model)).counts() == {"unchanged": 1}
+    (src / "a.md").write_text("# A\n\nSecond version, completely rewritten.")
+    assert api.ingest([src], "p", cfg(tiny_model)).counts() == {"ingested": 1}
+    with session_scope() as s:
+        texts = [c.text for c in s.scalars(select(Chunk))]
+    assert len(texts) == 1 and "Second version" in texts[0]
+
+
+def test_one_bad_file_never_stops_the_others(tiny_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "mixed"
+    src.mkdir()
+    (src / "good.txt").write_text("A perfectly good note about the product and its warranty.")
+    (src / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (src / "empty.md").write_bytes(b"")
+    (src / "tool.exe").write_bytes(b"MZ")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside the folder")
+    os.symlink(outside, src / "link.txt")
+    shutil.copy(QUICKSTART / "data" / "qa.csv", src / "qa.csv")
+    report = api.ingest([src], "p", cfg(tiny_model))
+    status = {Path(f.path).name: f.status for f in report.files}
+    assert status == {
+        "good.txt": "ingested",
+        "broken.pdf": "failed",
+        "empty.md": "failed",
+        "tool.exe": "skipped",
+        "link.txt": "skipped",
+        "qa.csv": "ingested",
+    }
+    problems = {Path(f.path).name: " ".join(f.problems) for f in report.files}
+    assert "outside" in problems["link.txt"] and problems["broken.pdf"]

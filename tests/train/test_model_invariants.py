@@ -1,0 +1,85 @@
+"""Invariants on a tiny random Llama: packed rows isolate examples, LoRA save/load and merge are exact."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from finetuneflow.models.load import load_causal_lm, load_with_adapter
+from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.data import encode_text, pack
+from finetuneflow.train.step import attach_lora
+
+
+def _perturb_lora(model: Any) -> None:
+    # fresh LoRA B matrices are zero; make the adapter actually change the outputs
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+
+
+def test_packed_row_equals_each_example_alone(tiny_model: Path, tiny_tokenizer: Any) -> None:
+    model = load_causal_lm(tiny_model).eval()
+    texts = ["The cover is open.", "Support is open Monday to Friday.", "Hello!"]
+    exs = [encode_text(tiny_tokenizer, t, 64) for t in texts]
+    (row,) = pack(exs, 64, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        packed = model(
+            input_ids=torch.tensor([row.input_ids]),
+            position_ids=torch.tensor([row.position_ids]),
+            attention_mask=None,
+            use_cache=False,
+        ).logits[0]
+        offset = 0
+        for ex in sorted(exs, key=lambda e: -len(e.input_ids)):  # the packing order
+            alone = model(input_ids=torch.tensor([ex.input_ids])).logits[0]
+            torch.testing.assert_close(
+                packed[offset : offset + len(ex.input_ids)], alone, atol=1e-4, rtol=1e-4
+            )
+            offset += len(ex.input_ids)
+
+
+def test_packing_without_position_resets_would_leak(tiny_model: Path, tiny_tokenizer: Any) -> None:
+    """Control for the test above: with plain positions the second example sees the first."""
+    model = load_causal_lm(tiny_model).eval()
+    a, b = (encode_text(tiny_tokenizer, t, 64) for t in ("The cover is open.", "Hello there friend."))
+    ids = torch.tensor([a.input_ids + b.input_ids])
+    with torch.no_grad():
+        joined = model(input_ids=ids).logits[0, len(a.input_ids) :]
+        alone = model(input_ids=torch.tensor([b.input_ids])).logits[0]
+    assert (joined - alone).abs().max() > 1e-3
+
+
+@pytest.fixture
+def adapter_dir(tiny_model: Path, tmp_path: Path) -> Path:
+    model = attach_lora(load_causal_lm(tiny_model), TrainConfig(lora_r=4, lora_alpha=8))
+    _perturb_lora(model)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    return tmp_path / "adapter"
+
+
+def test_adapter_round_trips_through_plain_peft(tiny_model: Path, adapter_dir: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    ours = load_with_adapter(tiny_model, adapter_dir).eval()
+    plain = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(adapter_dir)
+    ).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, plain(input_ids=ids).logits)
+        assert (plain(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-3
+
+
+def test_merged_model_equals_adapter_model(tiny_model: Path, adapter_dir: Path) -> None:
+    model = load_with_adapter(tiny_model, adapter_dir).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3, 7, 8]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        merged = model.merge_and_unload()
+        torch.testing.assert_close(merged(input_ids=ids).logits, before, atol=1e-5, rtol=1e-5)
