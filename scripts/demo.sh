@@ -10,7 +10,9 @@ start=$(date +%s)
 
 echo "== 1/6 ingest";   $FTF ingest examples/quickstart/data --project $P
 echo "== 2/6 dataset";  $FTF dataset build --project $P
-echo "== 3/6 train";    $FTF train --project $P ${DEMO_TRAIN_ARGS:-}
+# A 135M model on ~100 examples learns the facts faster at 1e-3 than at the general default 2e-4
+# (measured on this data: eval loss 2.71 vs 3.37 after the same 24 steps; base 3.97).
+echo "== 3/6 train";    $FTF train --project $P ${DEMO_TRAIN_ARGS:---lr 1e-3}
 echo "== 4/6 evaluate"; $FTF evaluate --project $P
 echo "== 5/6 export";   $FTF export --project $P
 echo "== 6/6 chat"
