@@ -1,14 +1,13 @@
 from pathlib import Path
 
 import pytest
+from conftest import QUICKSTART
 from sqlalchemy import select
 
 from finetuneflow import api
 from finetuneflow.events import Event
 from finetuneflow.ingest.step import IngestConfig
 from finetuneflow.state import Job, session_scope
-
-from conftest import QUICKSTART
 
 
 def test_every_step_call_is_recorded_as_a_job(tiny_model: Path) -> None:

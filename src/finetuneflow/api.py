@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
@@ -31,6 +31,11 @@ from finetuneflow.ingest.step import IngestConfig, IngestReport
 from finetuneflow.jobs.track import tracked
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import find_project, get_or_create_project
+
+if TYPE_CHECKING:  # these modules are imported lazily at call time
+    from finetuneflow.evaluate.evaluate import EvalConfig
+    from finetuneflow.export.export import ExportConfig
+    from finetuneflow.train.config import TrainConfig
 
 
 def _jsonable(value: Any) -> Any:
@@ -147,7 +152,7 @@ def latest_run(project: str) -> str:
 def train(
     project: str = "default",
     dataset: str = "default",
-    config: Any = None,
+    config: TrainConfig | None = None,
     on_event: EventSink | None = None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
@@ -195,7 +200,10 @@ def _finish_run(run_id: str, status: str, summary: dict[str, Any]) -> None:
 
 
 def evaluate(
-    project: str, run_id: str | None = None, config: Any = None, on_event: EventSink | None = None
+    project: str,
+    run_id: str | None = None,
+    config: EvalConfig | None = None,
+    on_event: EventSink | None = None,
 ) -> dict[str, Any]:
     """Base vs tuned on the held-out examples; returns and stores the comparison."""
     from finetuneflow.evaluate.evaluate import EvalConfig
@@ -212,7 +220,7 @@ def evaluate(
 def export(
     project: str,
     run_id: str | None = None,
-    config: Any = None,
+    config: ExportConfig | None = None,
     on_event: EventSink | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:

@@ -13,7 +13,10 @@ from finetuneflow.train.step import TrainingError, batches, lr_at, plan_steps, t
 
 def tiny_dataset(root: Path) -> Path:
     def chat(i: int) -> dict[str, object]:
-        msgs = [{"role": "user", "content": f"What is E{i}?"}, {"role": "assistant", "content": f"Fault {i}."}]
+        msgs = [
+            {"role": "user", "content": f"What is E{i}?"},
+            {"role": "assistant", "content": f"Fault {i}."},
+        ]
         return {"id": str(i), "source": "t", "messages": msgs}
 
     write_jsonl(split_path(root, "chat", "train"), [chat(i) for i in range(12)])
