@@ -23,7 +23,7 @@ demo: setup
 	bash scripts/demo.sh
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench scripts examples
+	$(VENV)/bin/ruff check src tests scripts examples $(wildcard bench)
 
 typecheck: setup
 	$(VENV)/bin/mypy
