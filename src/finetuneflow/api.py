@@ -78,11 +78,11 @@ def build_dataset(
         }
         chunks = s.scalars(
             select(schema.Chunk)
-            .where(schema.Chunk.project_id == proj.id)
+            .where(schema.Chunk.project_id == proj.id, schema.Chunk.drop_reason.is_(None))
             .order_by(schema.Chunk.file_id, schema.Chunk.idx)
         ).all()
         units = [
-            Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta)
+            Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta, c.domain)
             for c in chunks
         ]
         project_id = proj.id
@@ -116,6 +116,7 @@ def _store_examples(project_id: int, name: str, out_dir: Path) -> None:
                             messages=row.get("messages"),
                             text=row.get("text"),
                             meta={"source": row["source"]},
+                            domain=row.get("domain"),
                         )
                     )
 

@@ -53,24 +53,49 @@ def ingest(
     overlap: Annotated[
         int | None, typer.Option(help="Tokens shared by neighbouring chunks (default 50).")
     ] = None,
+    domain: Annotated[str | None, typer.Option(help="Only ingest collections of this domain.")] = None,
+    scrub_pii: Annotated[
+        bool | None, typer.Option("--scrub-pii/--keep-pii", help="Scrub PII at ingest.")
+    ] = None,
+    dedup: Annotated[
+        bool | None, typer.Option("--dedup/--no-dedup", help="Drop duplicate chunks (on).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel reader processes (0 = all cores).")] = None,
     config: ConfigFile = None,
 ) -> None:
-    """Read documents, Q&A sheets and conversations into a project."""
+    """Read documents, Q&A sheets, conversations, code and web pages into a project."""
     from finetuneflow import api
     from finetuneflow.ingest.step import IngestConfig
     from finetuneflow.progress import RichProgress
 
     try:
-        cfg = _settings(IngestConfig, config, tokenizer=model, max_tokens=max_tokens, overlap=overlap)
+        cfg = _settings(
+            IngestConfig,
+            config,
+            tokenizer=model,
+            max_tokens=max_tokens,
+            overlap=overlap,
+            domain=domain,
+            scrub_pii=scrub_pii,
+            dedup=dedup,
+            workers=workers,
+        )
         with RichProgress() as sink:
             report = api.ingest(inputs, project, cfg, sink)
     except (ValueError, LookupError) as err:
         _fail(err)
-    table = Table("file", "status", "chunks", "problems")
+    table = Table("file", "status", "chunks", "dropped", "problems")
     for f in report.files:
         colour = {"failed": "red", "partial": "yellow", "skipped": "dim"}.get(f.status, "green")
-        table.add_row(f.path, f"[{colour}]{f.status}[/{colour}]", str(f.chunks), "; ".join(f.problems)[:200])
+        drops = ", ".join(f"{n} {why}" for why, n in f.dropped.items())
+        table.add_row(
+            f.path, f"[{colour}]{f.status}[/{colour}]", str(f.chunks), drops, "; ".join(f.problems)[:200]
+        )
     console.print(table)
+    console.print(
+        f"files: {report.counts()}  dropped: {report.dropped() or 'none'}"
+        + (f"  PII replaced: {report.pii}" if report.pii else "")
+    )
     if report.failed:
         console.print(f"[red]{len(report.failed)} file(s) failed[/red]; the others were ingested.")
         raise typer.Exit(1)
@@ -85,6 +110,8 @@ def dataset_build(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Split seed (42).")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System message added to chat examples.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only chunks of this domain.")] = None,
+    scrub_pii: Annotated[bool | None, typer.Option("--scrub-pii/--keep-pii", help="Scrub PII (on).")] = None,
     config: ConfigFile = None,
 ) -> None:
     """Turn the project's chunks into train/eval JSONL (chat `messages` + document `text`)."""
@@ -99,12 +126,20 @@ def dataset_build(
             eval_fraction=eval_fraction,
             seed=seed,
             system_prompt=system_prompt,
+            domain=domain,
+            scrub_pii=scrub_pii,
         )
         manifest = api.build_dataset(project, cfg)
     except (ValueError, LookupError) as err:
         _fail(err)
     console.print(f"dataset [bold]{manifest['name']}[/bold] in {manifest['path']}")
-    console.print_json(data={"counts": manifest["counts"], "dropped": manifest["dropped"]})
+    console.print_json(
+        data={
+            "counts": manifest["counts"],
+            "dropped": manifest["dropped"],
+            "pii_replaced": manifest["pii_replaced"],
+        }
+    )
 
 
 @app.command()

@@ -60,6 +60,8 @@ class Example:
     def to_json(self) -> dict[str, Any]:
         """The JSONL row: ``messages`` or ``text`` plus provenance columns datasets/TRL ignore."""
         row: dict[str, Any] = {"id": self.id, "source": self.source}
+        if self.meta.get("domain"):
+            row["domain"] = self.meta["domain"]
         if self.kind == "chat":
             row["messages"] = self.messages
         else:

@@ -54,6 +54,8 @@ def only(result: ReadResult) -> str:
 
 def test_registry_covers_supported_extensions() -> None:
     expected = {".txt", ".md", ".markdown", ".pdf", ".docx", ".csv", ".tsv", ".json", ".jsonl"}
+    expected |= {".html", ".htm", ".xhtml", ".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".h"}
+    expected |= {".rb", ".sh", ".sql", ".yaml", ".yml", ".toml", ".ini"}
     assert set(SUPPORTED_EXTENSIONS) == set(READERS) == expected
 
 

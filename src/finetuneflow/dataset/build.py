@@ -31,6 +31,8 @@ class DatasetConfig:
     seed: int = setting(42, "Seed of the deterministic split: same inputs + seed = same split.")
     system_prompt: str = setting("", "System message prepended to chat examples that have none ('' = none).")
     min_text_tokens: int = setting(16, "Document chunks shorter than this many tokens are dropped.")
+    scrub_pii: bool = setting(True, "Replace e-mails, phones, IPs, IBANs, cards and keys with placeholders.")
+    domain: str = setting("", "Only use chunks of this domain ('' = all).")
 
     def problems(self) -> list[str]:
         out = []
@@ -55,6 +57,7 @@ class Unit:
     chunk_id: int | None = None
     page: int | None = None
     meta: dict[str, Any] | None = None
+    domain: str | None = None
 
 
 def _uid(kind: str, payload: Any) -> str:
@@ -62,12 +65,17 @@ def _uid(kind: str, payload: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def make_examples(units: Iterable[Unit], cfg: DatasetConfig, drops: Counter[str]) -> list[Example]:
-    """Convert units to examples, dropping exact duplicates and too-short chunks (counted in ``drops``)."""
+def make_examples(
+    units: Iterable[Unit], cfg: DatasetConfig, drops: Counter[str], pii: Counter[str] | None = None
+) -> list[Example]:
+    """Convert units to examples, dropping exact duplicates and too-short chunks (counted in ``drops``);
+    PII is scrubbed when configured (counted per type in ``pii``)."""
     seen: set[str] = set()
     out: list[Example] = []
     for unit in units:
-        example = _convert(unit, cfg)
+        if cfg.domain and unit.domain != cfg.domain:
+            continue
+        example = _convert(_scrubbed(unit, pii) if cfg.scrub_pii else unit, cfg)
         if example is None:
             drops["text shorter than min_text_tokens"] += 1
         elif example.id in seen:
@@ -78,8 +86,20 @@ def make_examples(units: Iterable[Unit], cfg: DatasetConfig, drops: Counter[str]
     return out
 
 
+def _scrubbed(unit: Unit, counts: Counter[str] | None) -> Unit:
+    from dataclasses import replace
+
+    from finetuneflow.ingest.pii import scrub
+
+    text, found = scrub(unit.text)
+    if counts is not None:
+        counts.update(found)
+    messages = [{**m, "content": scrub(m["content"])[0]} for m in unit.messages] if unit.messages else None
+    return replace(unit, text=text, messages=messages)
+
+
 def _convert(unit: Unit, cfg: DatasetConfig) -> Example | None:
-    meta = {"chunk_id": unit.chunk_id, "page": unit.page, **(unit.meta or {})}
+    meta = {"chunk_id": unit.chunk_id, "page": unit.page, "domain": unit.domain, **(unit.meta or {})}
     if unit.kind in ("qa", "conversation") and unit.messages:
         messages = [dict(m) for m in unit.messages]
         if cfg.system_prompt and messages[0]["role"] != "system":
@@ -112,7 +132,11 @@ def split_examples(examples: list[Example], cfg: DatasetConfig) -> dict[str, lis
 
 
 def write_dataset(
-    splits: dict[str, list[Example]], out_dir: Path, cfg: DatasetConfig, drops: Counter[str]
+    splits: dict[str, list[Example]],
+    out_dir: Path,
+    cfg: DatasetConfig,
+    drops: Counter[str],
+    pii: Counter[str] | None = None,
 ) -> dict[str, Any]:
     """Write the JSONL files and manifest.json; returns the manifest."""
     counts: dict[str, int] = {}
@@ -126,6 +150,7 @@ def write_dataset(
         "config": to_dict(cfg),
         "counts": counts,
         "dropped": dict(drops),
+        "pii_replaced": dict(pii or {}),
         "sources": dict(sorted(sources.items())),
         "files": dataset_hashes(out_dir),
         "load_with": 'datasets.load_dataset("json", data_files={"train": "chat/train.jsonl", '
@@ -138,7 +163,8 @@ def write_dataset(
 def build(units: Iterable[Unit], out_dir: Path, cfg: DatasetConfig) -> dict[str, Any]:
     """The whole core: convert, deduplicate, split, write. Returns the manifest."""
     drops: Counter[str] = Counter()
-    examples = make_examples(units, cfg, drops)
+    pii: Counter[str] = Counter()
+    examples = make_examples(units, cfg, drops, pii)
     if not examples:
         raise ValueError("nothing to build: the project has no usable chunks; run `ftf ingest` first")
-    return write_dataset(split_examples(examples, cfg), out_dir, cfg, drops)
+    return write_dataset(split_examples(examples, cfg), out_dir, cfg, drops, pii)

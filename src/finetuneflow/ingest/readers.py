@@ -1,8 +1,9 @@
-"""Read source files into :class:`SourceRecord` lists, one reader per file extension.
+"""Read source files into :class:`SourceRecord` lists, one reader per file type.
 
 Add a format by writing a ``Reader`` and registering it in :data:`READERS`; :func:`read_file`
-dispatches on the lower-case extension. Bad content raises :class:`ReaderError` (whole file
-unusable) or is listed in :attr:`ReadResult.problems` (one row or line unusable, the rest kept).
+dispatches on the type :func:`~finetuneflow.ingest.sniff.sniff` finds (magic bytes first, then
+the lower-case extension). Bad content raises :class:`ReaderError` (whole file unusable) or is
+listed in :attr:`ReadResult.problems` (one row or line unusable, the rest kept).
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetuneflow.ingest.clean import clean_message, clean_text, decode_bytes
-from finetuneflow.records import Message, ReaderError, SourceRecord
+from finetuneflow.ingest import json_shapes
+from finetuneflow.ingest.clean import clean_text, decode_bytes
+from finetuneflow.ingest.code import LANGUAGES, code_records
+from finetuneflow.ingest.html import html_record
+from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
+from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
+from finetuneflow.records import ReaderError, SourceRecord
+
+__all__ = ["QA_COLUMNS", "READERS", "SUPPORTED_EXTENSIONS", "ReadResult", "Reader", "read_file"]
 
 
 @dataclass
@@ -32,44 +39,33 @@ class ReadResult:
 
 Reader = Callable[[Path], ReadResult]
 
-# (question column, answer column) pairs we recognise, compared case-insensitively.
-QA_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("question", "answer"),
-    ("prompt", "response"),
-    ("instruction", "output"),
-    ("q", "a"),
-)
-_ROLE_NAMES = {
-    "system": "system",
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "chatgpt": "assistant",
-    "model": "assistant",
-}
 _WRAPPER_KEYS = ("conversations", "data", "examples", "items")
 _MAX_LISTED_PROBLEMS = 5
 
 
 def read_file(path: Path) -> ReadResult:
-    """Read one source file with the reader registered for its extension.
+    """Read one source file with the reader registered for its sniffed type.
+
+    The type comes from the content where it is unambiguous (a PDF named ``.txt`` is read as a
+    PDF; a zip holding ``word/document.xml`` as DOCX; HTML or JSON with an unknown extension by
+    its text), otherwise from the extension.
 
     Raises:
-        ReaderError: unsupported extension, missing / empty / unreadable file, or content the
-            reader cannot use at all; the message starts with the file name and says what to do.
+        ReaderError: missing / empty / unreadable file, unsupported type, binary data, a zip that is
+            not a DOCX (or is a zip bomb), a ``.pdf`` / ``.docx`` whose content is something else, or
+            content the reader cannot use at all; the message starts with the file name and says
+            what to do.
     """
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise ReaderError(
-            f"{path.name}: unsupported file type '{path.suffix or '(no extension)'}'; "
-            f"supported: {', '.join(sorted(READERS))}"
-        )
     try:
         if not path.is_file():
             raise ReaderError("file not found (or it is a folder); check the path")
         if path.stat().st_size == 0:
             raise ReaderError("the file is empty (0 bytes); re-export or re-copy it")
+        with path.open("rb") as handle:
+            kind = sniff(path, handle.read(HEAD_BYTES), READERS)
+        reader = READERS.get(kind)
+        if reader is None:
+            raise ReaderError(_unsupported(path.suffix))
         return reader(path)
     except ReaderError as exc:
         raise ReaderError(f"{path.name}: {exc}") from exc
@@ -78,6 +74,15 @@ def read_file(path: Path) -> ReadResult:
             f"{path.name}: cannot read the file ({exc.strerror or exc}); "
             "check that you have permission to read it"
         ) from exc
+
+
+def _unsupported(suffix: str) -> str:
+    """The 'unsupported file type' message: document types first, then source code extensions."""
+    documents = ", ".join(ext for ext in SUPPORTED_EXTENSIONS if ext not in LANGUAGES)
+    code = ", ".join(ext for ext in SUPPORTED_EXTENSIONS if ext in LANGUAGES)
+    return (
+        f"unsupported file type '{suffix or '(no extension)'}'; supported: {documents}; source code: {code}"
+    )
 
 
 # --- plain text -----------------------------------------------------------------------------
@@ -150,12 +155,11 @@ def _unlock_pdf(pdf: Any) -> None:
 
 
 def _read_docx(path: Path) -> ReadResult:
-    """DOCX: paragraphs and tables in document order as one ``text`` record; headings get '#'."""
-    if not zipfile.is_zipfile(path):
-        raise ReaderError(
-            "not a valid .docx file (it is not a zip package); if it is an old .doc or another "
-            "format renamed, open it in Word or LibreOffice and save it as .docx"
-        )
+    """DOCX: paragraphs and tables in document order as one ``text`` record; headings get '#'.
+
+    The zip's directory is checked for zip-bomb sizes before python-docx unpacks anything.
+    """
+    check_zip_bomb(path)
     import docx
 
     try:
@@ -215,7 +219,7 @@ def _read_delimited(path: Path) -> ReadResult:
     columns = [name.strip() for name in header]
     if not any(columns):
         raise ReaderError("the first row must be a header naming the columns")
-    qa_pair = _find_qa_keys(columns)
+    qa_pair = find_qa_keys(columns)
     records: list[SourceRecord] = []
     problems: list[str] = []
     for line, row in rows:
@@ -224,7 +228,7 @@ def _read_delimited(path: Path) -> ReadResult:
         if len(row) > len(columns):
             problems.append(f"row {line}: {len(row)} fields, header has {len(columns)}; extras ignored")
         values = dict(zip(columns, row, strict=False))
-        record = _qa_record(values, qa_pair, line) if qa_pair else _row_text_record(values, line)
+        record = qa_record(values, qa_pair, line) if qa_pair else _row_text_record(values, line)
         if isinstance(record, str):
             problems.append(f"row {line}: {record}")
         else:
@@ -257,98 +261,21 @@ def _row_text_record(values: dict[str, str], line: int) -> SourceRecord | str:
     return SourceRecord("text", text, line=line) if text else "no values"
 
 
-# --- Q&A and conversations (shared by CSV and JSON) -----------------------------------------
-
-
-def _find_qa_keys(keys: list[str]) -> tuple[str, str] | None:
-    """The actual (question key, answer key) among ``keys``, matched case-insensitively."""
-    by_lower = {key.strip().lower(): key for key in keys}
-    for question, answer in QA_COLUMNS:
-        if question in by_lower and answer in by_lower:
-            return by_lower[question], by_lower[answer]
-    return None
-
-
-def _qa_record(values: dict[str, Any], pair: tuple[str, str], line: int | None) -> SourceRecord | str:
-    """A ``qa`` record from a row / object, or a problem description ("empty answer")."""
-    question = clean_message(_as_text(values.get(pair[0])))
-    answer = clean_message(_as_text(values.get(pair[1])))
-    extra = {key: value for key, value in values.items() if key not in pair and value not in ("", None)}
-    # Alpaca-style data splits the user turn into instruction + input.
-    input_key = next((key for key in extra if key.lower() == "input"), None)
-    if pair[0].lower() == "instruction" and input_key:
-        question = f"{question}\n\n{clean_message(_as_text(extra.pop(input_key)))}".strip()
-    if not question:
-        return f"empty {pair[0]}"
-    if not answer:
-        return f"empty {pair[1]}"
-    messages: list[Message] = [
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": answer},
-    ]
-    meta = {key: value for key, value in extra.items() if key.lower() != "importance"}
-    importance_key = next((key for key in extra if key.lower() == "importance"), None)
-    if importance_key:
-        meta["importance"] = _number_or_text(extra[importance_key])
-    return SourceRecord("qa", _render(messages), line=line, messages=messages, meta=meta)
-
-
-def _number_or_text(value: Any) -> Any:
-    """An importance written as text (CSV cells) becomes a float; anything else is kept as given."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value.strip()
-    return value
-
-
-def _conversation_record(turns: list[Any], line: int | None) -> SourceRecord | str:
-    """A ``conversation`` record from OpenAI (role/content) or ShareGPT (from/value) turns."""
-    messages: list[Message] = []
-    for number, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            return f"message {number} is not an object"
-        raw_role = str(turn.get("role", turn.get("from", ""))).strip().lower()
-        role = _ROLE_NAMES.get(raw_role)
-        if role is None:
-            return f"message {number} has unsupported role '{raw_role}'; use system, user or assistant"
-        content = clean_message(_as_text(turn.get("content", turn.get("value"))))
-        if content:  # an empty turn carries nothing to learn
-            messages.append({"role": role, "content": content})
-    while messages and messages[-1]["role"] != "assistant":
-        messages.pop()  # a trailing user turn has no answer to learn from
-    roles = {message["role"] for message in messages}
-    if not {"user", "assistant"} <= roles:
-        return "conversation has no user message followed by a non-empty assistant reply"
-    return SourceRecord("conversation", _render(messages), line=line, messages=messages)
-
-
-def _render(messages: list[Message]) -> str:
-    """Plain 'role: content' rendering used as the record's text."""
-    return "\n".join(f"{message['role']}: {message['content']}" for message in messages)
-
-
-def _as_text(value: Any) -> str:
-    """Message content as a string; OpenAI content-part lists keep only their text parts."""
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return "\n".join(str(part.get("text", "")) for part in value if isinstance(part, dict))
-    return value if isinstance(value, str) else str(value)
-
-
 # --- JSON / JSONL ---------------------------------------------------------------------------
 
 
 def _read_json(path: Path) -> ReadResult:
-    """JSON: one example, a list of examples, a wrapper object with a list, or any document as text."""
+    """JSON: one example, a list of examples, a wrapper object with a list, facts, or any document as text.
+
+    Several JSON values one per line are read as JSONL; a document followed by anything else is
+    read and the rest reported as a problem.
+    """
     text, _ = decode_bytes(path.read_bytes())
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data":  # several JSON values in a row: a JSONL file named .json
-            return _read_jsonl_text(text)
+        if exc.msg == "Extra data":
+            return _read_json_with_extra_data(text, exc)
         raise ReaderError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix it there or validate "
             "the file with a JSON linter"
@@ -356,13 +283,26 @@ def _read_json(path: Path) -> ReadResult:
     return _non_empty(_from_document(document), "examples")
 
 
+def _read_json_with_extra_data(text: str, exc: json.JSONDecodeError) -> ReadResult:
+    """A JSONL file named .json, or one JSON document with trailing data (``exc.pos`` is where it starts)."""
+    if "\n" not in text[: exc.pos].strip():  # the first value fits on its first line: maybe JSONL
+        lines = _jsonl_result(text)
+        if len(lines.records) > 1 or not lines.problems:
+            return _non_empty(lines, "lines")
+    result = _from_document(json.loads(text[: exc.pos]))
+    result.problems.append(
+        f"trailing data after JSON document at line {exc.lineno} column {exc.colno} ignored"
+    )
+    return _non_empty(result, "examples")
+
+
 def _read_jsonl(path: Path) -> ReadResult:
     """JSONL: one example (or text object) per line; bad lines are problems, good lines are kept."""
     text, _ = decode_bytes(path.read_bytes())
-    return _read_jsonl_text(text)
+    return _non_empty(_jsonl_result(text), "lines")
 
 
-def _read_jsonl_text(text: str) -> ReadResult:
+def _jsonl_result(text: str) -> ReadResult:
     """Parse JSON lines text; see :func:`_read_jsonl`."""
     result = ReadResult([])
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -373,27 +313,42 @@ def _read_jsonl_text(text: str) -> ReadResult:
         except json.JSONDecodeError as exc:
             result.problems.append(f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})")
             continue
-        record = _example(value, number)
+        record = json_shapes.example(value, number)
         if record is None:
-            record = _text_record(value, number) or "no text in this line"
+            record = json_shapes.text_record(value, number) or "no text in this line"
         if isinstance(record, str):
             result.problems.append(f"line {number}: {record}")
         else:
             result.records.append(record)
-    return _non_empty(result, "lines")
+    return result
 
 
 def _from_document(document: Any) -> ReadResult:
-    """Records from a parsed JSON document of any supported shape."""
-    single = _example(document, None)
+    """Records from a parsed JSON document of any supported shape.
+
+    ``{"conversations": [...], "facts": [...]}`` gives the conversations' records, then one
+    ``text`` record per fact.
+    """
+    facts = document.get("facts") if isinstance(document, dict) else None
+    if not isinstance(facts, list):
+        return _examples(document)
+    rest = {key: value for key, value in document.items() if key != "facts"}
+    result = _examples(rest) if rest else ReadResult([])
+    records, problems = json_shapes.fact_records(facts)
+    return ReadResult(result.records + records, result.problems + problems)
+
+
+def _examples(document: Any) -> ReadResult:
+    """Records from a single example, a list / wrapper of examples, or the document as text."""
+    single = json_shapes.example(document, None)
     if isinstance(single, SourceRecord):
         return ReadResult([single])
     if isinstance(single, str):
         return ReadResult([], [f"the example: {single}"])
     items = _example_list(document)
-    results = [(number, _example(item, None)) for number, item in enumerate(items or [], start=1)]
+    results = [(number, json_shapes.example(item, None)) for number, item in enumerate(items or [], start=1)]
     if not any(record is not None for _, record in results):
-        text = _text_record(document, None)  # not chat data: keep it as a document
+        text = json_shapes.text_record(document, None)  # not chat data: keep it as a document
         return ReadResult([text] if text else [])
     result = ReadResult([])
     for number, record in results:
@@ -416,42 +371,6 @@ def _example_list(document: Any) -> list[Any] | None:
     return None
 
 
-def _example(value: Any, line: int | None) -> SourceRecord | str | None:
-    """A record from one chat/Q&A object, a problem description, or None if it is no such object."""
-    if not isinstance(value, dict):
-        return None
-    for key in ("messages", "conversations"):
-        turns = value.get(key)
-        if isinstance(turns, list) and turns and _looks_like_turn(turns[0]):
-            return _conversation_record(turns, line)
-    pair = _find_qa_keys(list(value))
-    return _qa_record(value, pair, line) if pair else None
-
-
-def _looks_like_turn(turn: Any) -> bool:
-    """True for a chat turn object; a wrapper's list of examples holds objects without roles."""
-    return isinstance(turn, dict) and ("role" in turn or "from" in turn)
-
-
-def _text_record(value: Any, line: int | None) -> SourceRecord | None:
-    """Arbitrary JSON as one ``text`` record of its string values, one per line; None if none."""
-    text = clean_text("\n".join(_strings(value)))
-    return SourceRecord("text", text, line=line) if text else None
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """Every non-blank string value in a JSON value, depth first, in document order."""
-    if isinstance(value, str):
-        if value.strip():
-            yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-
-
 def _non_empty(result: ReadResult, unit: str) -> ReadResult:
     """``result`` unchanged if it has records.
 
@@ -468,6 +387,23 @@ def _non_empty(result: ReadResult, unit: str) -> ReadResult:
     raise ReaderError(f"no usable {unit}: {shown}{suffix}")
 
 
+# --- HTML and source code --------------------------------------------------------------------
+
+
+def _read_html(path: Path) -> ReadResult:
+    """HTML: the page's main text (no navigation, scripts or footers) as one ``text`` record."""
+    text, encoding = decode_bytes(path.read_bytes())
+    record = html_record(text)
+    record.meta["encoding"] = encoding
+    return ReadResult([record])
+
+
+def _read_code(path: Path) -> ReadResult:
+    """Source code: the whole file as ``text``; Python also gives Q&A pairs of documented functions."""
+    text, _ = decode_bytes(path.read_bytes())
+    return ReadResult(code_records(text, path.suffix.lower()))
+
+
 READERS: dict[str, Reader] = {
     ".txt": _read_text,
     ".md": _read_text,
@@ -478,7 +414,11 @@ READERS: dict[str, Reader] = {
     ".tsv": _read_delimited,
     ".json": _read_json,
     ".jsonl": _read_jsonl,
+    ".html": _read_html,
+    ".htm": _read_html,
+    ".xhtml": _read_html,
+    **{suffix: _read_code for suffix in LANGUAGES},
 }
-"""Reader per lower-case file extension; later formats (HTML, source code) register here."""
+"""Reader per file type: the lower-case extension, or the type :func:`sniff` found in the content."""
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(sorted(READERS))

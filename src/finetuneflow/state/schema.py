@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -60,6 +60,12 @@ class Chunk(Base):
     char_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
     messages: Mapped[list[Any] | None] = mapped_column(nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    domain: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    content_hash: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    minhash: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # uint32 signature
+    # dedup and filters never delete: a dropped chunk stays, with the reason (and what it duplicates)
+    drop_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    duplicate_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Example(Base):
@@ -77,6 +83,7 @@ class Example(Base):
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    domain: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class Run(Base):
