@@ -9,7 +9,9 @@ P=quickstart
 start=$(date +%s)
 
 echo "== 1/6 ingest";   $FTF ingest examples/quickstart/data --project $P
-echo "== 2/6 dataset";  $FTF dataset build --project $P
+# PII scrubbing is on by default; the sample's phone number and e-mail are the fictional company's
+# public support lines, which the tuned model should learn to give out, so the demo keeps them.
+echo "== 2/6 dataset";  $FTF dataset build --project $P --keep-pii
 # A 135M model on ~100 examples learns the facts faster at 1e-3 than at the general default 2e-4
 # (measured on this data: eval loss 2.71 vs 3.37 after the same 24 steps; base 3.97).
 echo "== 3/6 train";    $FTF train --project $P ${DEMO_TRAIN_ARGS:---lr 1e-3}
