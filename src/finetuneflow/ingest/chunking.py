@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 from finetuneflow.records import Chunk
@@ -45,7 +46,7 @@ def hf_span_fn(tokenizer: Any) -> SpanFn:
     def spans(text: str) -> list[tuple[int, int]]:
         # verbose=False: documents are longer than the model context on purpose, that is why we chunk.
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        return [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
+        return list(encoded["offset_mapping"])
 
     return spans
 
@@ -109,11 +110,7 @@ def _token_bounds(token_spans: list[tuple[int, int]]) -> tuple[list[int], list[i
     """Sorted token starts and ends, with ends made non-decreasing so both can be bisected."""
     ordered = sorted(token_spans)
     starts = [s for s, _ in ordered]
-    ends: list[int] = []
-    furthest = 0
-    for _, e in ordered:
-        furthest = max(furthest, e)
-        ends.append(furthest)
+    ends = list(accumulate((e for _, e in ordered), max))
     return starts, ends
 
 

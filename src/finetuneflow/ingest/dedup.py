@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -339,9 +340,14 @@ def _permute(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _permutations(cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """The ``num_perm`` (a, b) pairs of ``cfg.seed``: a in [1, p), b in [0, p), uint64."""
-    rng = np.random.default_rng(cfg.seed)
-    a = rng.integers(1, _P, size=cfg.num_perm, dtype=np.uint64)
-    b = rng.integers(0, _P, size=cfg.num_perm, dtype=np.uint64)
+    return _permutations_for(cfg.num_perm, cfg.seed)
+
+
+@lru_cache(maxsize=8)
+def _permutations_for(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, _P, size=num_perm, dtype=np.uint64)
+    b = rng.integers(0, _P, size=num_perm, dtype=np.uint64)
     return a, b
 
 

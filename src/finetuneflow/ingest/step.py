@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,19 +22,18 @@ from sqlalchemy.orm import Session
 from finetuneflow import paths
 from finetuneflow.config import setting
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.ingest.boilerplate import strip_repeated_lines
-from finetuneflow.ingest.chunking import SpanFn, chunk_text, hf_span_fn
 from finetuneflow.ingest.dedup import DedupConfig
 from finetuneflow.ingest.domains import COLLECTION_FILE, collection_info
-from finetuneflow.ingest.pii import scrub
-from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS, read_file
-from finetuneflow.ingest.store import DedupIndex, forget_file_chunks, store_units
-from finetuneflow.records import ReaderError, SourceRecord
+from finetuneflow.ingest.prepare import Prepared, init_worker, prepare
+from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS
+from finetuneflow.ingest.store import DedupIndex, Link, forget_file_chunks, resolve_links, store_units
+from finetuneflow.records import ReaderError
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import get_or_create_project
 
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
 POOL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
+BATCH_FILES = 64  # files stored per transaction
 
 
 @dataclass
@@ -137,76 +135,7 @@ def _outside(c: Candidate) -> bool:
     return not c.explicit and not c.file.resolve().is_relative_to(c.root.resolve())
 
 
-@dataclass
-class Parsed:
-    """A file as read by a worker (picklable)."""
-
-    records: list[SourceRecord]
-    problems: list[str]
-    failed: bool = False
-    boilerplate_lines: int = 0
-
-
-def parse(path: Path) -> Parsed:
-    """Read one file and strip repeated page headers/footers. Never raises."""
-    try:
-        result = read_file(path)
-    except ReaderError as err:
-        return Parsed([], [str(err)], failed=True)
-    except Exception as err:  # a reader bug must not take the whole ingest down
-        return Parsed(
-            [], [f"internal error while reading ({type(err).__name__}: {err}); please report it"], True
-        )
-    records, removed = strip_repeated_lines(result.records)
-    return Parsed(records, result.problems, False, removed)
-
-
-def to_units(records: list[SourceRecord], spans: SpanFn, cfg: IngestConfig) -> list[dict[str, Any]]:
-    """Pure core: records -> chunk rows (text records chunked by tokens, Q&A/conversations whole)."""
-    units: list[dict[str, Any]] = []
-    for rec in records:
-        if rec.kind == "text":
-            for c in chunk_text(rec.text, spans, cfg.max_tokens, cfg.overlap, page=rec.page):
-                units.append(
-                    dict(
-                        kind="text",
-                        text=c.text,
-                        n_tokens=c.n_tokens,
-                        page=c.page,
-                        line=rec.line,
-                        char_start=c.char_start,
-                        char_end=c.char_end,
-                        messages=None,
-                        meta=rec.meta,
-                    )
-                )
-        else:
-            units.append(
-                dict(
-                    kind=rec.kind,
-                    text=rec.text,
-                    n_tokens=len(spans(rec.text)),
-                    page=rec.page,
-                    line=rec.line,
-                    char_start=None,
-                    char_end=None,
-                    messages=rec.messages,
-                    meta=rec.meta,
-                )
-            )
-    return units
-
-
-def scrub_units(units: list[dict[str, Any]], counts: Counter[str]) -> None:
-    """Replace PII in chunk text and message contents, counting per type."""
-    for unit in units:
-        unit["text"], found = scrub(unit["text"])
-        counts.update(found)
-        for msg in unit["messages"] or []:
-            msg["content"], _ = scrub(msg["content"])  # same PII as the rendered text: counted once
-
-
-def _precheck(session: Session, project_id: int, c: Candidate, cfg: IngestConfig) -> FileReport | None:
+def _precheck(known: dict[str, tuple[str, str]], c: Candidate, cfg: IngestConfig) -> FileReport | None:
     """A report when the file needs no reading (missing, refused, unchanged, other domain)."""
     if not c.file.exists():
         return FileReport(c.name, "failed", problems=["no such file or folder"])
@@ -225,15 +154,10 @@ def _precheck(session: Session, project_id: int, c: Candidate, cfg: IngestConfig
         info = collection_info(c.file, c.root)
         if not info or info["domain"] != cfg.domain:
             return FileReport(c.name, "skipped", problems=[f"not in a '{cfg.domain}' collection"])
-    row = _file_row(session, project_id, c.name)
-    if row is not None and row.sha256 == _sha256(c.file) and row.status != "failed":
+    sha, status = known.get(c.name, ("", ""))
+    if sha and status != "failed" and sha == _sha256(c.file):
         return FileReport(c.name, "unchanged")
     return None
-
-
-def _file_row(session: Session, project_id: int, name: str) -> schema.File | None:
-    query = select(schema.File).where(schema.File.project_id == project_id, schema.File.path == name)
-    return session.scalar(query)
 
 
 def _sha256(path: Path) -> str:
@@ -244,99 +168,110 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _parse_all(files: list[Path], workers: int) -> Iterator[Parsed]:
-    if workers == 1 or len(files) < POOL_MIN_FILES:
-        yield from map(parse, files)
+def _prepare_all(todo: list[Candidate], model_dir: Path, cfg: IngestConfig) -> Iterator[Prepared]:
+    if cfg.workers == 1 or len(todo) < POOL_MIN_FILES:
+        init_worker(model_dir, cfg)
+        yield from (prepare(c.file, c.root) for c in todo)
         return
     from finetuneflow.hardware import available_cores
 
-    with ProcessPoolExecutor(max_workers=workers or available_cores()) as pool:
-        yield from pool.map(parse, files, chunksize=4)
+    workers = cfg.workers or available_cores()
+    with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(model_dir, cfg)) as pool:
+        yield from pool.map(prepare, [c.file for c in todo], [c.root for c in todo], chunksize=16)
 
 
 def ingest(
     inputs: list[Path], project: str, cfg: IngestConfig, on_event: EventSink | None = None
 ) -> IngestReport:
     """Ingest files and folders into ``project``; returns a per-file report (never raises for a bad file)."""
-    from finetuneflow.models.load import load_tokenizer
     from finetuneflow.models.resolve import resolve_model
 
     emit = Emitter("ingest", on_event)
-    emit("tokenizer", message=f"loading tokenizer of {cfg.tokenizer}")
-    spans = hf_span_fn(load_tokenizer(resolve_model(cfg.tokenizer)))
+    emit("tokenizer", message=f"resolving the tokenizer of {cfg.tokenizer}")
+    model_dir = resolve_model(cfg.tokenizer)
     candidates = list(discover(inputs))
     reports: dict[int, FileReport] = {}
     index = DedupIndex(cfg.dedup_config(), cfg.dedup)
     with session_scope() as session:
         project_id = get_or_create_project(session, project).id
-        for i, c in enumerate(candidates):
-            try:
-                early = _precheck(session, project_id, c, cfg)
-            except (ReaderError, OSError) as err:
-                early = FileReport(c.name, "failed", problems=[str(err)])
-            if early is not None:
-                reports[i] = early
+        rows = session.execute(
+            select(schema.File.path, schema.File.sha256, schema.File.status).where(
+                schema.File.project_id == project_id
+            )
+        )
+        known = {path: (sha, status) for path, sha, status in rows}
         index.load(session, project_id)
+    for i, c in enumerate(candidates):
+        try:
+            early = _precheck(known, c, cfg)
+        except (ReaderError, OSError) as err:
+            early = FileReport(c.name, "failed", problems=[str(err)])
+        if early is not None:
+            reports[i] = early
     todo = [i for i in range(len(candidates)) if i not in reports]
     pii: Counter[str] = Counter()
-    parsed = _parse_all([candidates[i].file for i in todo], cfg.workers)
-    for n, (i, result) in enumerate(zip(todo, parsed, strict=True)):
-        emit("files", n, len(todo), message=candidates[i].name)
-        with session_scope() as session:  # one transaction per file: a crash keeps what is done
-            reports[i] = _store(session, project, project_id, candidates[i], result, spans, cfg, index, pii)
+    raw_dir = paths.project_dir(project) / "raw"
+    prepared = _prepare_all([candidates[i] for i in todo], model_dir, cfg)
+    for start in range(0, len(todo), BATCH_FILES):
+        batch = [(i, next(prepared)) for i in todo[start : start + BATCH_FILES]]
+        emit("files", start, len(todo), message=candidates[batch[0][0]].name)
+        with session_scope() as session:  # one transaction per batch: a crash keeps what is done
+            for i, report in _store_batch(session, project_id, raw_dir, candidates, batch, cfg, index):
+                reports[i] = report
+        for _, p in batch:
+            pii.update(p.pii)
     emit("files", len(todo), len(todo), message="done")
     return IngestReport([reports[i] for i in range(len(candidates))], dict(pii))
 
 
-def _store(
+def _store_batch(
     session: Session,
-    project: str,
     project_id: int,
-    c: Candidate,
-    result: Parsed,
-    spans: SpanFn,
+    raw_dir: Path,
+    candidates: list[Candidate],
+    batch: list[tuple[int, Prepared]],
     cfg: IngestConfig,
     index: DedupIndex,
-    pii: Counter[str],
-) -> FileReport:
-    records, problems, failed = result.records, result.problems, result.failed
-    info = collection_info(c.file, c.root)
-    domain = info["domain"] if info else None
-    units = to_units(records, spans, cfg)
-    for unit in units:
-        unit["domain"] = domain
-        if info:
-            unit["meta"] = {
-                **unit["meta"],
-                "tags": sorted({*unit["meta"].get("tags", []), *info["tags"]}),
-                "collection": info["collection"],
-                "db": info["db"],
-                "space": info["space"],
-            }
-    if cfg.scrub_pii:
-        scrub_units(units, pii)
-    data = c.file.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    stored = paths.project_dir(project) / "raw" / f"{sha[:16]}{c.file.suffix.lower()}"
-    if not stored.exists():
-        shutil.copyfile(c.file, stored)  # keep the exact bytes: provenance, and nothing is lost
-    row = _file_row(session, project_id, c.name)
-    if row is None:
-        row = schema.File(project_id=project_id, path=c.name)
-        session.add(row)
-    else:
-        index.excluded.update(forget_file_chunks(session, row.id))
-    status = "failed" if failed or not units else ("partial" if problems else "ingested")
-    row.stored_as, row.sha256, row.size, row.status, row.problems = (
-        str(stored),
-        sha,
-        len(data),
-        status,
-        problems,
-    )
-    session.flush()
-    dropped = store_units(session, project_id, row.id, units, index, cfg.min_chars)
-    if result.boilerplate_lines:
-        dropped["header/footer lines"] = result.boilerplate_lines
-    kept = len(units) - sum(v for k, v in dropped.items() if k != "header/footer lines")
-    return FileReport(c.name, status, kept, problems, dict(dropped), domain)
+) -> list[tuple[int, FileReport]]:
+    names = [candidates[i].name for i, _ in batch]
+    existing = {
+        f.path: f
+        for f in session.scalars(
+            select(schema.File).where(schema.File.project_id == project_id, schema.File.path.in_(names))
+        )
+    }
+    files: list[schema.File] = []
+    for i, p in batch:
+        c = candidates[i]
+        row = existing.get(c.name)
+        if row is None:
+            row = schema.File(project_id=project_id, path=c.name)
+            session.add(row)
+        else:
+            index.excluded.update(forget_file_chunks(session, row.id))
+        stored = raw_dir / f"{p.sha256[:16]}{c.file.suffix.lower()}"
+        if p.sha256 and not stored.exists():
+            shutil.copyfile(c.file, stored)  # keep the exact bytes: provenance, and nothing is lost
+        status = "failed" if p.failed or not p.units else ("partial" if p.problems else "ingested")
+        row.stored_as, row.sha256, row.size, row.status, row.problems = (
+            str(stored),
+            p.sha256,
+            p.size,
+            status,
+            p.problems,
+        )
+        files.append(row)
+    session.flush()  # file ids
+    links: list[Link] = []
+    out = []
+    for (i, p), row in zip(batch, files, strict=True):
+        dropped = store_units(
+            session, project_id, row.id, (p.units, p.keys, p.sigs), index, cfg.min_chars, links
+        )
+        if p.boilerplate_lines:
+            dropped["header/footer lines"] = p.boilerplate_lines
+        kept = len(p.units) - sum(v for k, v in dropped.items() if k != "header/footer lines")
+        out.append((i, FileReport(candidates[i].name, row.status, kept, p.problems, dict(dropped), p.domain)))
+    session.flush()  # chunk ids
+    resolve_links(links)
+    return out

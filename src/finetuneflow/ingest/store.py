@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from finetuneflow.ingest.dedup import DedupConfig, LSHIndex, exact_key, signatures
+from finetuneflow.ingest.dedup import DedupConfig, LSHIndex
 from finetuneflow.state import schema
 
 EXACT = "exact duplicate"
@@ -73,20 +73,26 @@ class DedupIndex:
         self._add(chunk, key, sig)
 
 
+Link = tuple[schema.Chunk, "schema.Chunk | int"]
+
+
 def store_units(
     session: Session,
     project_id: int,
     file_id: int,
-    units: list[dict[str, Any]],
+    prepared: tuple[list[dict[str, Any]], list[str], np.ndarray | None],
     index: DedupIndex,
     min_chars: int,
+    links: list[Link],
 ) -> Counter[str]:
-    """Insert a file's units as chunks, marking duplicates and too-short ones; returns drop counts."""
+    """Add a file's units as chunks, marking duplicates and too-short ones; returns drop counts.
+
+    ``links`` collects (duplicate, original) pairs: the caller sets ``duplicate_of`` after the flush
+    that gives new chunks their ids (one flush per batch of files, not per chunk).
+    """
+    units, keys, sigs = prepared
     dropped: Counter[str] = Counter()
-    sigs = signatures([u["text"] for u in units], index.cfg) if units else np.zeros((0, 0), np.uint32)
-    links: list[tuple[schema.Chunk, schema.Chunk | int]] = []
-    for k, (unit, sig) in enumerate(zip(units, sigs, strict=True)):
-        key = exact_key(unit["text"])
+    for k, (unit, key, sig) in enumerate(zip(units, keys, sigs if sigs is not None else [], strict=True)):
         chunk = schema.Chunk(
             project_id=project_id,
             file_id=file_id,
@@ -106,10 +112,14 @@ def store_units(
             if found[1] is not None:
                 links.append((chunk, found[1]))
         session.add(chunk)
-    session.flush()  # ids for duplicate_of links to chunks of this same file
+    return dropped
+
+
+def resolve_links(links: list[Link]) -> None:
+    """After a flush: point each duplicate at its original's id."""
     for chunk, target in links:
         chunk.duplicate_of = target if isinstance(target, int) else target.id
-    return dropped
+    links.clear()
 
 
 def forget_file_chunks(session: Session, file_id: int) -> list[int]:
