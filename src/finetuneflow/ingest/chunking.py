@@ -71,7 +71,11 @@ def chunk_text(
     _check_args(max_tokens, overlap)
     if not text.strip():
         return []
-    starts, ends = _token_bounds(spans(text))
+    token_spans = spans(text)
+    if len(token_spans) <= max_tokens:  # the common case of a short document: no walking needed
+        whole = _make_chunk_fast(text, token_spans, page)
+        return [whole] if whole is not None else []
+    starts, ends = _token_bounds(token_spans)
     n = len(starts)
     chunks: list[Chunk] = []
     start = 0
@@ -136,6 +140,17 @@ def _next_start(text: str, pos: int, prev_end: int, overlap: int) -> int:
     if match is None or match.start() >= prev_end:
         return prev_end
     return match.start()
+
+
+def _make_chunk_fast(text: str, token_spans: list[tuple[int, int]], page: int | None) -> Chunk | None:
+    """The whole (trimmed) text as one chunk; tokens counted as those overlapping the trimmed body."""
+    body = text.strip()
+    if not body:
+        return None
+    char_start = len(text) - len(text.lstrip())
+    char_end = char_start + len(body)
+    n_tokens = sum(1 for s, e in token_spans if e > char_start and s < char_end)
+    return Chunk(body, 0, n_tokens, char_start, char_end, page)
 
 
 def _make_chunk(

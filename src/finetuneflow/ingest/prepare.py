@@ -7,6 +7,7 @@ expensive parts (parsing, tokenizing, MinHash) use every core.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,6 +36,7 @@ class Prepared:
 
     sha256: str = ""
     size: int = 0
+    stored_as: str = ""
     units: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     sigs: np.ndarray | None = None
@@ -60,15 +62,26 @@ def span_fn(model_dir: Path) -> SpanFn:
     tok.no_padding()
 
     def spans(text: str) -> list[tuple[int, int]]:
-        return list(tok.encode(text, add_special_tokens=False).offsets)
+        return tok.encode(text, add_special_tokens=False).offsets  # already a list of (start, end)
 
     return spans
 
 
-def init_worker(model_dir: Path, cfg: IngestConfig) -> None:
-    """Load the tokenizer once per process."""
+def init_worker(model_dir: Path, cfg: IngestConfig, raw_dir: Path) -> None:
+    """Load the tokenizer once per process; remember where raw copies go."""
     _CTX["spans"] = span_fn(model_dir)
     _CTX["cfg"] = cfg
+    _CTX["raw_dir"] = raw_dir
+
+
+def keep_raw(data: bytes, sha: str, suffix: str) -> Path:
+    """Store the file's exact bytes under raw/ by content hash (atomic; a no-op when present)."""
+    stored = Path(_CTX["raw_dir"]) / f"{sha[:16]}{suffix.lower()}"
+    if not stored.exists():
+        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, stored)
+    return stored
 
 
 def to_units(records: list[SourceRecord], spans: SpanFn, cfg: IngestConfig) -> list[dict[str, Any]]:
@@ -135,14 +148,30 @@ def _tag(units: list[dict[str, Any]], info: dict[str, Any] | None) -> None:
             }
 
 
-def prepare(path: Path, root: Path) -> Prepared:
+def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
+    """:func:`prepare` for several (file, root) pairs, with their MinHash signatures computed in one
+    vectorised call (per-call overhead dominates for small files)."""
+    cfg: IngestConfig = _CTX["cfg"]
+    done = [prepare(path, root, sign=False) for path, root in items]
+    texts = [u["text"] for p in done for u in p.units]
+    if texts:
+        sigs = signatures(texts, cfg.dedup_config())
+        at = 0
+        for p in done:
+            if p.units:
+                p.sigs, at = sigs[at : at + len(p.units)], at + len(p.units)
+    return done
+
+
+def prepare(path: Path, root: Path, sign: bool = True) -> Prepared:
     """Everything about one file that does not need the database. Never raises."""
     cfg: IngestConfig = _CTX["cfg"]
     try:
         data = path.read_bytes()
     except OSError as err:
         return Prepared(problems=[f"cannot read: {err}"], failed=True)
-    out = Prepared(hashlib.sha256(data).hexdigest(), len(data))
+    sha = hashlib.sha256(data).hexdigest()
+    out = Prepared(sha, len(data), str(keep_raw(data, sha, path.suffix)))
     try:
         result = read_file(path)
         records, out.boilerplate_lines = strip_repeated_lines(result.records)
@@ -160,5 +189,6 @@ def prepare(path: Path, root: Path) -> Prepared:
     if cfg.scrub_pii:
         scrub_units(out.units, out.pii)
     out.keys = [exact_key(u["text"]) for u in out.units]
-    out.sigs = signatures([u["text"] for u in out.units], cfg.dedup_config()) if out.units else None
+    if sign and out.units:
+        out.sigs = signatures([u["text"] for u in out.units], cfg.dedup_config())
     return out

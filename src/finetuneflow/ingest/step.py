@@ -9,7 +9,6 @@ changed file's old chunks are replaced.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +23,7 @@ from finetuneflow.config import setting
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.ingest.dedup import DedupConfig
 from finetuneflow.ingest.domains import COLLECTION_FILE, collection_info
-from finetuneflow.ingest.prepare import Prepared, init_worker, prepare
+from finetuneflow.ingest.prepare import Prepared, init_worker, prepare_batch
 from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS
 from finetuneflow.ingest.store import DedupIndex, Link, forget_file_chunks, resolve_links, store_units
 from finetuneflow.records import ReaderError
@@ -34,6 +33,7 @@ from finetuneflow.state.repo import get_or_create_project
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
 POOL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
 BATCH_FILES = 64  # files stored per transaction
+WORKER_BATCH = 32  # files per worker task (signatures computed together)
 
 
 @dataclass
@@ -168,16 +168,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare_all(todo: list[Candidate], model_dir: Path, cfg: IngestConfig) -> Iterator[Prepared]:
+def _prepare_all(
+    todo: list[Candidate], model_dir: Path, cfg: IngestConfig, raw_dir: Path
+) -> Iterator[Prepared]:
+    items = [(c.file, c.root) for c in todo]
+    batches = [items[k : k + WORKER_BATCH] for k in range(0, len(items), WORKER_BATCH)]
     if cfg.workers == 1 or len(todo) < POOL_MIN_FILES:
-        init_worker(model_dir, cfg)
-        yield from (prepare(c.file, c.root) for c in todo)
+        init_worker(model_dir, cfg, raw_dir)
+        for batch in batches:
+            yield from prepare_batch(batch)
         return
     from finetuneflow.hardware import available_cores
 
     workers = cfg.workers or available_cores()
-    with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(model_dir, cfg)) as pool:
-        yield from pool.map(prepare, [c.file for c in todo], [c.root for c in todo], chunksize=16)
+    with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(model_dir, cfg, raw_dir)) as pool:
+        for prepared in pool.map(prepare_batch, batches):
+            yield from prepared
 
 
 def ingest(
@@ -211,12 +217,12 @@ def ingest(
     todo = [i for i in range(len(candidates)) if i not in reports]
     pii: Counter[str] = Counter()
     raw_dir = paths.project_dir(project) / "raw"
-    prepared = _prepare_all([candidates[i] for i in todo], model_dir, cfg)
+    prepared = _prepare_all([candidates[i] for i in todo], model_dir, cfg, raw_dir)
     for start in range(0, len(todo), BATCH_FILES):
         batch = [(i, next(prepared)) for i in todo[start : start + BATCH_FILES]]
         emit("files", start, len(todo), message=candidates[batch[0][0]].name)
         with session_scope() as session:  # one transaction per batch: a crash keeps what is done
-            for i, report in _store_batch(session, project_id, raw_dir, candidates, batch, cfg, index):
+            for i, report in _store_batch(session, project_id, candidates, batch, cfg, index):
                 reports[i] = report
         for _, p in batch:
             pii.update(p.pii)
@@ -227,7 +233,6 @@ def ingest(
 def _store_batch(
     session: Session,
     project_id: int,
-    raw_dir: Path,
     candidates: list[Candidate],
     batch: list[tuple[int, Prepared]],
     cfg: IngestConfig,
@@ -249,12 +254,9 @@ def _store_batch(
             session.add(row)
         else:
             index.excluded.update(forget_file_chunks(session, row.id))
-        stored = raw_dir / f"{p.sha256[:16]}{c.file.suffix.lower()}"
-        if p.sha256 and not stored.exists():
-            shutil.copyfile(c.file, stored)  # keep the exact bytes: provenance, and nothing is lost
         status = "failed" if p.failed or not p.units else ("partial" if p.problems else "ingested")
         row.stored_as, row.sha256, row.size, row.status, row.problems = (
-            str(stored),
+            p.stored_as,
             p.sha256,
             p.size,
             status,
