@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -55,3 +56,12 @@ def project_dir(name: str) -> Path:
     for sub in ("raw", "datasets", "runs", "exports"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 hex of a file, read in 1 MiB blocks (model files are large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

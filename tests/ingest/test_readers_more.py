@@ -14,15 +14,7 @@ from finetuneflow.ingest import sniff as sniff_module
 from finetuneflow.ingest.readers import READERS, SUPPORTED_EXTENSIONS, ReadResult, read_file
 from finetuneflow.ingest.sniff import HEAD_BYTES, sniff
 from finetuneflow.records import ReaderError, SourceRecord
-
-
-def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8", newline="")
-    return path
+from ingest.files import write
 
 
 def pdf_bytes(text: str) -> bytes:

@@ -13,11 +13,12 @@ Each JSONL loads unchanged with ``datasets.load_dataset("json", data_files=...)`
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from finetuneflow import paths
 
 KINDS = ("chat", "text")
 SPLITS = ("train", "eval")
@@ -59,7 +60,7 @@ def read_split(dataset_dir: Path, split: str, kinds: tuple[str, ...] = KINDS) ->
 
 def file_sha256(path: Path) -> str:
     """Content hash recorded in manifests, so a run says exactly which data it saw."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return paths.sha256_file(path)
 
 
 def dataset_hashes(dataset_dir: Path) -> dict[str, str]:

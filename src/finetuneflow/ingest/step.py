@@ -8,7 +8,6 @@ changed file's old chunks are replaced.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -155,17 +154,9 @@ def _precheck(known: dict[str, tuple[str, str]], c: Candidate, cfg: IngestConfig
         if not info or info["domain"] != cfg.domain:
             return FileReport(c.name, "skipped", problems=[f"not in a '{cfg.domain}' collection"])
     sha, status = known.get(c.name, ("", ""))
-    if sha and status != "failed" and sha == _sha256(c.file):
+    if sha and status != "failed" and sha == paths.sha256_file(c.file):
         return FileReport(c.name, "unchanged")
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _prepare_all(

@@ -12,7 +12,6 @@ Pickled weights (``*.bin``) are refused and ``trust_remote_code`` is never set.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -128,21 +127,13 @@ def _hub(name: str) -> Path | None:
 RESOLVERS: list[Callable[[str], Path | None]] = [_default, _gguf, _folder, _hub]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_gguf(gguf: Path) -> Path:
     """Dequantize ``gguf`` once into ``$FTF_HOME/models/<stem>-<hash>/`` and return that folder.
 
     transformers marks a model loaded from GGUF as quantized, and then refuses to save or train it;
     dropping that flag first is what makes the weights (already dequantized to fp32) usable.
     """
-    sha = _sha256(gguf)
+    sha = paths.sha256_file(gguf)
     target = paths.models_dir() / f"{gguf.stem.lower()}-{sha[:12]}"
     if (target / SOURCE_FILE).is_file():
         return target
