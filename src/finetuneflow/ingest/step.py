@@ -24,7 +24,7 @@ from finetuneflow.ingest.dedup import DedupConfig
 from finetuneflow.ingest.domains import COLLECTION_FILE, collection_info
 from finetuneflow.ingest.prepare import Prepared, init_worker, prepare_batch
 from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS
-from finetuneflow.ingest.store import DedupIndex, Link, forget_file_chunks, resolve_links, store_units
+from finetuneflow.ingest.store import DedupIndex, Pending, forget_file_chunks, insert_pending, plan_units
 from finetuneflow.records import ReaderError
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import get_or_create_project
@@ -255,16 +255,13 @@ def _store_batch(
         )
         files.append(row)
     session.flush()  # file ids
-    links: list[Link] = []
+    pending = Pending()
     out = []
     for (i, p), row in zip(batch, files, strict=True):
-        dropped = store_units(
-            session, project_id, row.id, (p.units, p.keys, p.sigs), index, cfg.min_chars, links
-        )
+        dropped = plan_units(project_id, row.id, (p.units, p.keys, p.sigs), index, cfg.min_chars, pending)
         if p.boilerplate_lines:
             dropped["header/footer lines"] = p.boilerplate_lines
         kept = len(p.units) - sum(v for k, v in dropped.items() if k != "header/footer lines")
         out.append((i, FileReport(candidates[i].name, row.status, kept, p.problems, dict(dropped), p.domain)))
-    session.flush()  # chunk ids
-    resolve_links(links)
+    insert_pending(session, index, pending)
     return out

@@ -7,10 +7,11 @@ Nothing is deleted by dedup or filters: a dropped chunk is stored with ``drop_re
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from finetuneflow.ingest.dedup import DedupConfig, LSHIndex
@@ -22,16 +23,22 @@ SHORT = "too short"
 
 
 class DedupIndex:
-    """Kept chunks of a project: exact keys and MinHash signatures in an LSH index."""
+    """Kept chunks of a project: exact keys and MinHash signatures in an LSH index.
+
+    Owners are chunk ids; chunks not yet inserted get provisional negative keys, mapped to their
+    ids once the batch is written (see :meth:`real_id`).
+    """
 
     def __init__(self, cfg: DedupConfig, enabled: bool = True) -> None:
         self.cfg = cfg
         self.enabled = enabled
-        self.exact: dict[str, list[schema.Chunk | int]] = {}
+        self.exact: dict[str, list[int]] = {}
         self.excluded: set[int] = set()  # chunks of files being replaced in this ingest
         self.lsh = LSHIndex(cfg)
         self.sigs: dict[int, np.ndarray] = {}
-        self.owners: dict[int, schema.Chunk | int] = {}
+        self.owners: dict[int, int] = {}
+        self.real: dict[int, int] = {}  # provisional key -> chunk id
+        self._next = -1
 
     def load(self, session: Session, project_id: int) -> None:
         """Index every kept chunk already in the project."""
@@ -44,7 +51,7 @@ class DedupIndex:
             sig = np.frombuffer(blob, dtype=np.uint32) if blob else None
             self._add(chunk_id, key, sig)
 
-    def _add(self, owner: schema.Chunk | int, key: str | None, sig: np.ndarray | None) -> None:
+    def _add(self, owner: int, key: str | None, sig: np.ndarray | None) -> None:
         if key:
             self.exact.setdefault(key, []).append(owner)
         if sig is not None and len(sig) == self.cfg.num_perm:
@@ -53,73 +60,90 @@ class DedupIndex:
             self.sigs[slot] = sig
             self.lsh.add(slot, sig)
 
-    def match(self, key: str, sig: np.ndarray) -> tuple[str, schema.Chunk | int] | None:
-        """(reason, the kept chunk it duplicates) or None when it is new."""
+    def match(self, key: str, sig: np.ndarray) -> tuple[str, int] | None:
+        """(reason, key of the kept chunk it duplicates) or None when it is new."""
         if not self.enabled:
             return None
         for owner in self.exact.get(key, []):
-            if self._live(owner):
+            if owner not in self.excluded:
                 return EXACT, owner
         need = self.cfg.threshold * self.cfg.num_perm
         for slot in self.lsh.query(sig):
-            if self._live(self.owners[slot]) and np.count_nonzero(self.sigs[slot] == sig) >= need:
+            if self.owners[slot] not in self.excluded and np.count_nonzero(self.sigs[slot] == sig) >= need:
                 return NEAR, self.owners[slot]
         return None
 
-    def _live(self, owner: schema.Chunk | int) -> bool:
-        return not isinstance(owner, int) or owner not in self.excluded
+    def keep(self, key: str, sig: np.ndarray) -> int:
+        """Index a new chunk; returns its provisional key."""
+        owner, self._next = self._next, self._next - 1
+        self._add(owner, key, sig)
+        return owner
 
-    def keep(self, chunk: schema.Chunk, key: str, sig: np.ndarray) -> None:
-        self._add(chunk, key, sig)
+    def real_id(self, owner: int) -> int | None:
+        return owner if owner > 0 else self.real.get(owner)
 
 
-Link = tuple[schema.Chunk, "schema.Chunk | int"]
+@dataclass
+class Pending:
+    """Chunk rows of a batch of files, waiting for one bulk insert."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    provisional: list[int] = field(default_factory=list)  # per row: its key when kept, else 0
+    links: list[tuple[int, int]] = field(default_factory=list)  # (row position, key it duplicates)
 
 
-def store_units(
-    session: Session,
+def plan_units(
     project_id: int,
     file_id: int,
     prepared: tuple[list[dict[str, Any]], list[str], np.ndarray | None],
     index: DedupIndex,
     min_chars: int,
-    links: list[Link],
+    pending: Pending,
 ) -> Counter[str]:
-    """Add a file's units as chunks, marking duplicates and too-short ones; returns drop counts.
-
-    ``links`` collects (duplicate, original) pairs: the caller sets ``duplicate_of`` after the flush
-    that gives new chunks their ids (one flush per batch of files, not per chunk).
-    """
+    """Queue a file's units as chunk rows, marking duplicates and too-short ones; returns drop counts."""
     units, keys, sigs = prepared
     dropped: Counter[str] = Counter()
     for k, (unit, key, sig) in enumerate(zip(units, keys, sigs if sigs is not None else [], strict=True)):
-        chunk = schema.Chunk(
+        row = dict(
+            unit,
             project_id=project_id,
             file_id=file_id,
             idx=k,
             content_hash=key,
             minhash=sig.astype(np.uint32).tobytes(),
-            **unit,
+            drop_reason=None,
+            duplicate_of=None,
         )
-        found: tuple[str, schema.Chunk | int | None] | None = (
-            (SHORT, None) if len(unit["text"].strip()) < min_chars else index.match(key, sig)
-        )
+        found = (SHORT, 0) if len(unit["text"].strip()) < min_chars else index.match(key, sig)
         if found is None:
-            index.keep(chunk, key, sig)
+            pending.provisional.append(index.keep(key, sig))
         else:
-            chunk.drop_reason = found[0]
+            row["drop_reason"] = found[0]
             dropped[found[0]] += 1
-            if found[1] is not None:
-                links.append((chunk, found[1]))
-        session.add(chunk)
+            pending.provisional.append(0)
+            if found[1]:
+                row["duplicate_of"] = index.real_id(found[1])
+                if row["duplicate_of"] is None:  # its original is in this same batch
+                    pending.links.append((len(pending.rows), found[1]))
+        pending.rows.append(row)
     return dropped
 
 
-def resolve_links(links: list[Link]) -> None:
-    """After a flush: point each duplicate at its original's id."""
-    for chunk, target in links:
-        chunk.duplicate_of = target if isinstance(target, int) else target.id
-    links.clear()
+def insert_pending(session: Session, index: DedupIndex, pending: Pending) -> None:
+    """One bulk INSERT ... RETURNING for the batch, then the duplicate links inside it."""
+    if not pending.rows:
+        return
+    stmt = insert(schema.Chunk).returning(schema.Chunk.id, sort_by_parameter_order=True)
+    ids = list(session.scalars(stmt, pending.rows))
+    for key, chunk_id in zip(pending.provisional, ids, strict=True):
+        if key:
+            index.real[key] = chunk_id
+    if pending.links:
+        table: Any = schema.Chunk.__table__
+        session.connection().execute(
+            update(table).where(table.c.id == bindparam("cid")).values(duplicate_of=bindparam("dup")),
+            [{"cid": ids[pos], "dup": index.real[key]} for pos, key in pending.links],
+        )
 
 
 def forget_file_chunks(session: Session, file_id: int) -> list[int]:
