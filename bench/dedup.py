@@ -167,6 +167,16 @@ def measure(
     return seconds, recall
 
 
+def describe_pairs(corpus: Corpus, cfg: DedupConfig) -> None:
+    """Print how similar the generated near-copies really are (the ground truth's difficulty)."""
+    pair_j = [true_jaccard(corpus.texts[d], corpus.texts[s], cfg.shingle) for d, s in corpus.source.items()]
+    if pair_j:
+        print(
+            f"  true 5-gram Jaccard of copy pairs: median {statistics.median(pair_j):.3f}, "
+            f"min {min(pair_j):.3f}, >= {cfg.threshold}: {np.mean(np.array(pair_j) >= cfg.threshold):.1%}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10000)
@@ -175,14 +185,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = DedupConfig()
     corpus = make_corpus(args.docs, args.dup_rate, args.seed)
-    pair_j = [true_jaccard(corpus.texts[d], corpus.texts[s], cfg.shingle) for d, s in corpus.source.items()]
     megabytes = sum(len(t.encode()) for t in corpus.texts) / 1e6
     print(f"corpus: {len(corpus.texts)} docs, {megabytes:.1f} MB, {len(corpus.source)} near-copies")
-    if pair_j:
-        print(
-            f"  true 5-gram Jaccard of copy pairs: median {statistics.median(pair_j):.3f}, "
-            f"min {min(pair_j):.3f}, >= {cfg.threshold}: {np.mean(np.array(pair_j) >= cfg.threshold):.1%}"
-        )
+    describe_pairs(corpus, cfg)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"  config {cfg}, {cores} cores for ours, datasketch single process")
     ours_s, ours_recall = measure("ours", ours, corpus, cfg)

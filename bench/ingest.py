@@ -40,7 +40,6 @@ import os
 import random
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -54,11 +53,11 @@ from dedup import (  # noqa: E402  (bench/ is not a package)
     RECALL_TOLERANCE,
     TARGET_RATIO,
     Corpus,
+    describe_pairs,
     fresh_doc,
     make_vocab,
     near_copy,
     peer_datasketch,
-    true_jaccard,
 )
 
 from finetuneflow.ingest.dedup import DedupConfig  # noqa: E402
@@ -252,14 +251,7 @@ def main() -> None:
             f"{len(corpus.source)} near-copies, {text_mb:.1f} MB text, {disk_mb:.1f} MB on disk, "
             f"files {formats}"
         )
-        pair_j = [
-            true_jaccard(corpus.texts[d], corpus.texts[s], cfg.shingle) for d, s in corpus.source.items()
-        ]
-        if pair_j:
-            print(
-                f"  true 5-gram Jaccard of copy pairs: median {statistics.median(pair_j):.3f}, "
-                f"min {min(pair_j):.3f}, >= {cfg.threshold}: {np.mean(np.array(pair_j) >= cfg.threshold):.1%}"
-            )
+        describe_pairs(corpus, cfg)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         print(f"  {cores} cores for ours (workers=0), datasketch single process; {cfg}")
         prepare_state(root)
