@@ -58,11 +58,8 @@ def read_split(dataset_dir: Path, split: str, kinds: tuple[str, ...] = KINDS) ->
     return rows
 
 
-def file_sha256(path: Path) -> str:
-    """Content hash recorded in manifests, so a run says exactly which data it saw."""
-    return paths.sha256_file(path)
-
-
 def dataset_hashes(dataset_dir: Path) -> dict[str, str]:
     """Relative path -> sha256 for every JSONL file of the dataset."""
-    return {str(p.relative_to(dataset_dir)): file_sha256(p) for p in sorted(dataset_dir.glob("*/*.jsonl"))}
+    return {
+        str(p.relative_to(dataset_dir)): paths.sha256_file(p) for p in sorted(dataset_dir.glob("*/*.jsonl"))
+    }

@@ -6,7 +6,6 @@ adapter model's logits, and NaN/inf weights are refused before anything is merge
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetuneflow import paths
 from finetuneflow.config import setting
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.train import run_files as rf
@@ -46,13 +46,11 @@ class Context:
     results: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file in ``folder`` (recorded in the report)."""
-    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): paths.sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def export_adapter(ctx: Context) -> dict[str, Any]:
