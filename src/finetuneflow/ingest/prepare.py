@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,16 +46,30 @@ class Prepared:
     boilerplate_lines: int = 0
     pii: Counter[str] = field(default_factory=Counter)
     domain: str | None = None
+    info: dict[str, Any] | None = None  # the collection's _collection.json, when in one
 
 
-def span_fn(model_dir: Path) -> SpanFn:
-    """Token spans from the model's ``tokenizer.json`` through the Rust tokenizer directly (no
-    transformers import in workers); falls back to the transformers tokenizer."""
+CountFn = Callable[[list[str]], list[int]]
+"""Token counts of several texts (no offsets: the cheap question "does it fit?")."""
+
+
+def token_fns(model_dir: Path) -> tuple[SpanFn, CountFn]:
+    """Token spans and batch counts from the model's ``tokenizer.json`` through the Rust tokenizer
+    directly (no transformers import in workers); falls back to the transformers tokenizer.
+
+    Counting without offsets (``encode_batch_fast``) costs ~60% of a full encode, and most
+    documents fit one chunk, so spans are only computed for the ones that must be cut.
+    """
     tokenizer_file = model_dir / "tokenizer.json"
     if not tokenizer_file.is_file():
         from finetuneflow.models.load import load_tokenizer
 
-        return hf_span_fn(load_tokenizer(model_dir))
+        hf = load_tokenizer(model_dir)
+
+        def hf_counts(texts: list[str]) -> list[int]:
+            return [len(ids) for ids in hf(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+        return hf_span_fn(hf), hf_counts
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_file))
@@ -64,12 +79,21 @@ def span_fn(model_dir: Path) -> SpanFn:
     def spans(text: str) -> list[tuple[int, int]]:
         return tok.encode(text, add_special_tokens=False).offsets  # already a list of (start, end)
 
-    return spans
+    def counts(texts: list[str]) -> list[int]:
+        return [len(e) for e in tok.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
+
+    return spans, counts
 
 
-def init_worker(model_dir: Path, cfg: IngestConfig, raw_dir: Path) -> None:
-    """Load the tokenizer once per process; remember where raw copies go."""
-    _CTX["spans"] = span_fn(model_dir)
+def init_worker(model_dir: Path, cfg: IngestConfig, raw_dir: Path, pooled: bool = False) -> None:
+    """Load the tokenizer once per process; remember where raw copies go.
+
+    In a pool there is one worker per core already, so the tokenizer's own threads would only
+    fight them for the same cores.
+    """
+    if pooled:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _CTX["spans"], _CTX["counts"] = token_fns(model_dir)
     _CTX["cfg"] = cfg
     _CTX["raw_dir"] = raw_dir
 
@@ -84,40 +108,40 @@ def keep_raw(data: bytes, sha: str, suffix: str) -> Path:
     return stored
 
 
-def to_units(records: list[SourceRecord], spans: SpanFn, cfg: IngestConfig) -> list[dict[str, Any]]:
-    """Records -> chunk rows (text records chunked by tokens, Q&A/conversations whole)."""
+def to_units(records: list[SourceRecord], counts: list[int], cfg: IngestConfig) -> list[dict[str, Any]]:
+    """Records -> chunk rows: text records chunked by tokens, Q&A/conversations whole.
+
+    ``counts`` are the token counts of each record's stripped text (see :func:`_count_records`).
+    """
     units: list[dict[str, Any]] = []
-    for rec in records:
-        if rec.kind == "text":
-            for c in chunk_text(rec.text, spans, cfg.max_tokens, cfg.overlap, page=rec.page):
-                units.append(
-                    dict(
-                        kind="text",
-                        text=c.text,
-                        n_tokens=c.n_tokens,
-                        page=c.page,
-                        line=rec.line,
-                        char_start=c.char_start,
-                        char_end=c.char_end,
-                        messages=None,
-                        meta=rec.meta,
-                    )
-                )
+    for rec, n_tokens in zip(records, counts, strict=True):
+        if rec.kind != "text":
+            units.append(_unit(rec, rec.text, n_tokens, None, None, None))
+        elif n_tokens <= cfg.max_tokens:  # the common case: the whole (trimmed) text is one chunk
+            body = rec.text.strip()
+            if body:
+                start = len(rec.text) - len(rec.text.lstrip())
+                units.append(_unit(rec, body, n_tokens, rec.page, start, start + len(body)))
         else:
-            units.append(
-                dict(
-                    kind=rec.kind,
-                    text=rec.text,
-                    n_tokens=len(spans(rec.text)),
-                    page=rec.page,
-                    line=rec.line,
-                    char_start=None,
-                    char_end=None,
-                    messages=rec.messages,
-                    meta=rec.meta,
-                )
-            )
+            for c in chunk_text(rec.text, _CTX["spans"], cfg.max_tokens, cfg.overlap, page=rec.page):
+                units.append(_unit(rec, c.text, c.n_tokens, c.page, c.char_start, c.char_end))
     return units
+
+
+def _unit(
+    rec: SourceRecord, text: str, n_tokens: int, page: int | None, start: int | None, end: int | None
+) -> dict[str, Any]:
+    return dict(
+        kind=rec.kind,
+        text=text,
+        n_tokens=n_tokens,
+        page=page if rec.kind == "text" else rec.page,
+        line=rec.line,
+        char_start=start,
+        char_end=end,
+        messages=rec.messages,
+        meta=rec.meta,
+    )
 
 
 def scrub_units(units: list[dict[str, Any]], counts: Counter[str]) -> None:
@@ -149,10 +173,21 @@ def _tag(units: list[dict[str, Any]], info: dict[str, Any] | None) -> None:
 
 
 def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
-    """:func:`prepare` for several (file, root) pairs, with their MinHash signatures computed in one
-    vectorised call (per-call overhead dominates for small files)."""
+    """Everything about several (file, root) pairs that does not need the database. Never raises.
+
+    Files are read one by one, then token counting and MinHash signing run once for the whole
+    batch (per-call overhead dominates for small files).
+    """
     cfg: IngestConfig = _CTX["cfg"]
-    done = [prepare(path, root, sign=False) for path, root in items]
+    read = [_read(path, root) for path, root in items]
+    bodies = [rec.text.strip() if rec.kind == "text" else rec.text for _, recs in read for rec in recs]
+    counts = iter(_CTX["counts"](bodies))
+    done = []
+    for out, records in read:
+        n_tokens = [next(counts) for _ in records]
+        if not out.failed:
+            _finish(out, records, n_tokens, cfg)
+        done.append(out)
     texts = [u["text"] for p in done for u in p.units]
     if texts:
         sigs = signatures(texts, cfg.dedup_config())
@@ -163,32 +198,37 @@ def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
     return done
 
 
-def prepare(path: Path, root: Path, sign: bool = True) -> Prepared:
-    """Everything about one file that does not need the database. Never raises."""
-    cfg: IngestConfig = _CTX["cfg"]
+def _read(path: Path, root: Path) -> tuple[Prepared, list[SourceRecord]]:
+    """Read, keep a raw copy, strip repeated header/footer lines, find the domain. Never raises."""
     try:
         data = path.read_bytes()
     except OSError as err:
-        return Prepared(problems=[f"cannot read: {err}"], failed=True)
+        return Prepared(problems=[f"cannot read: {err}"], failed=True), []
     sha = hashlib.sha256(data).hexdigest()
     out = Prepared(sha, len(data), str(keep_raw(data, sha, path.suffix)))
     try:
         result = read_file(path)
         records, out.boilerplate_lines = strip_repeated_lines(result.records)
         out.problems = result.problems
-        info = _collection(path.parent, root)
-        out.domain = info["domain"] if info else None
-        out.units = to_units(records, _CTX["spans"], cfg)
+        out.info = _collection(path.parent, root)
     except (ReaderError, OSError) as err:
         out.problems, out.failed = [str(err)], True
-        return out
+        return out, []
     except Exception as err:  # a reader bug must not take the whole ingest down
         out.problems, out.failed = [f"internal error while reading ({type(err).__name__}: {err})"], True
-        return out
-    _tag(out.units, info)
+        return out, []
+    out.domain = out.info["domain"] if out.info else None
+    return out, records
+
+
+def _finish(out: Prepared, records: list[SourceRecord], n_tokens: list[int], cfg: IngestConfig) -> None:
+    """Chunk, tag, scrub and key a file's records."""
+    try:
+        out.units = to_units(records, n_tokens, cfg)
+    except Exception as err:  # a chunker bug on one file must not take the whole ingest down
+        out.problems, out.failed = [f"internal error while chunking ({type(err).__name__}: {err})"], True
+        return
+    _tag(out.units, out.info)
     if cfg.scrub_pii:
         scrub_units(out.units, out.pii)
     out.keys = [exact_key(u["text"]) for u in out.units]
-    if sign and out.units:
-        out.sigs = signatures([u["text"] for u in out.units], cfg.dedup_config())
-    return out

@@ -19,6 +19,7 @@ from typing import Any
 from finetuneflow.ingest import json_shapes
 from finetuneflow.ingest.clean import clean_text, decode_bytes
 from finetuneflow.ingest.code import LANGUAGES, code_records
+from finetuneflow.ingest.docx import docx_blocks
 from finetuneflow.ingest.html import html_record
 from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
 from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
@@ -157,55 +158,13 @@ def _unlock_pdf(pdf: Any) -> None:
 def _read_docx(path: Path) -> ReadResult:
     """DOCX: paragraphs and tables in document order as one ``text`` record; headings get '#'.
 
-    The zip's directory is checked for zip-bomb sizes before python-docx unpacks anything.
+    The zip's directory is checked for zip-bomb sizes before anything is unpacked.
     """
     check_zip_bomb(path)
-    import docx
-
-    try:
-        document = docx.Document(str(path))
-        blocks = [_docx_block(item) for item in document.iter_inner_content()]
-    except OSError:
-        raise
-    except Exception as exc:  # python-docx raises KeyError/ValueError/lxml errors for broken packages
-        raise ReaderError(
-            f"not a readable Word document (main part word/document.xml missing or damaged: {exc}); "
-            "open it in Word or LibreOffice and save it again as .docx"
-        ) from exc
-    text = clean_text("\n\n".join(block for block in blocks if block))
+    text = clean_text("\n\n".join(docx_blocks(path)))
     if not text:
         raise ReaderError("the document contains no text")
     return ReadResult([SourceRecord("text", text)])
-
-
-def _docx_block(item: Any) -> str:
-    """Markdown-ish rendering of one paragraph (heading -> '#' prefix) or table (' | ' rows)."""
-    if hasattr(item, "rows"):
-        return "\n".join(" | ".join(_row_cells(row)) for row in item.rows)
-    text = item.text.strip()
-    level = _heading_level(getattr(item.style, "name", None) or "")
-    return f"{'#' * level} {text}" if text and level else text
-
-
-def _row_cells(row: Any) -> list[str]:
-    """Cell texts of a table row; a merged cell is repeated by python-docx, so keep it once."""
-    cells: list[str] = []
-    previous = None
-    for cell in row.cells:
-        if cell._tc is not previous:
-            cells.append(cell.text.strip())
-        previous = cell._tc
-    return cells
-
-
-def _heading_level(style_name: str) -> int:
-    """1-6 for 'Title' / 'Heading N' paragraph styles, 0 for everything else."""
-    if style_name == "Title":
-        return 1
-    prefix, _, number = style_name.partition(" ")
-    if prefix == "Heading" and number.isdigit():
-        return min(max(int(number), 1), 6)
-    return 0
 
 
 # --- CSV / TSV ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 :func:`sniff` looks at the content first (magic bytes: PDF, zip / DOCX, binary data) and only then
 at the extension, so a PDF saved as ``.txt`` is read as a PDF and a text file saved as ``.pdf``
 gets a clear message instead of a parser stack trace. :func:`check_zip_bomb` reads only a zip's
-central directory, so it is safe to call on any file before python-docx decompresses it.
+central directory, so it is safe to call on any file before the DOCX reader decompresses anything.
 """
 
 from __future__ import annotations

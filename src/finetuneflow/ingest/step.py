@@ -172,7 +172,8 @@ def _prepare_all(
     from finetuneflow.hardware import available_cores
 
     workers = cfg.workers or available_cores()
-    with ProcessPoolExecutor(workers, initializer=init_worker, initargs=(model_dir, cfg, raw_dir)) as pool:
+    init_args = (model_dir, cfg, raw_dir, True)
+    with ProcessPoolExecutor(workers, initializer=init_worker, initargs=init_args) as pool:
         for prepared in pool.map(prepare_batch, batches):
             yield from prepared
 
