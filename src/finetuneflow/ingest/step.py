@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from finetuneflow import paths
@@ -230,39 +231,48 @@ def _store_batch(
     cfg: IngestConfig,
     index: DedupIndex,
 ) -> list[tuple[int, FileReport]]:
-    names = [candidates[i].name for i, _ in batch]
-    existing = {
-        f.path: f
-        for f in session.scalars(
-            select(schema.File).where(schema.File.project_id == project_id, schema.File.path.in_(names))
-        )
-    }
-    files: list[schema.File] = []
-    for i, p in batch:
-        c = candidates[i]
-        row = existing.get(c.name)
-        if row is None:
-            row = schema.File(project_id=project_id, path=c.name)
-            session.add(row)
-        else:
-            index.excluded.update(forget_file_chunks(session, row.id))
-        status = "failed" if p.failed or not p.units else ("partial" if p.problems else "ingested")
-        row.stored_as, row.sha256, row.size, row.status, row.problems = (
-            p.stored_as,
-            p.sha256,
-            p.size,
-            status,
-            p.problems,
-        )
-        files.append(row)
-    session.flush()  # file ids
+    statuses = [_file_status(p) for _, p in batch]
+    named = [(candidates[i].name, p, status) for (i, p), status in zip(batch, statuses, strict=True)]
+    file_ids = _upsert_files(session, project_id, named, index)
     pending = Pending()
     out = []
-    for (i, p), row in zip(batch, files, strict=True):
-        dropped = plan_units(project_id, row.id, (p.units, p.keys, p.sigs), index, cfg.min_chars, pending)
+    for (i, p), file_id, status in zip(batch, file_ids, statuses, strict=True):
+        dropped = plan_units(project_id, file_id, (p.units, p.keys, p.sigs), index, cfg.min_chars, pending)
         if p.boilerplate_lines:
             dropped["header/footer lines"] = p.boilerplate_lines
         kept = len(p.units) - sum(v for k, v in dropped.items() if k != "header/footer lines")
-        out.append((i, FileReport(candidates[i].name, row.status, kept, p.problems, dict(dropped), p.domain)))
+        out.append((i, FileReport(candidates[i].name, status, kept, p.problems, dict(dropped), p.domain)))
     insert_pending(session, index, pending)
     return out
+
+
+def _file_status(p: Prepared) -> str:
+    return "failed" if p.failed or not p.units else ("partial" if p.problems else "ingested")
+
+
+def _upsert_files(
+    session: Session, project_id: int, files: list[tuple[str, Prepared, str]], index: DedupIndex
+) -> list[int]:
+    """Insert or update the batch's (name, prepared, status) file rows with Core statements (an ORM
+    flush costs ~0.15 ms per file); a replaced file's old chunks are forgotten. Returns the ids."""
+    table: Any = schema.File.__table__
+    names = [name for name, _, _ in files]
+    where = (table.c.project_id == project_id) & table.c.path.in_(names)
+    # not dict(result): a Result has .keys() (its column names), so dict() would index it by them
+    found = session.execute(select(table.c.path, table.c.id).where(where))
+    ids: dict[str, int] = {path: fid for path, fid in found}
+    rows: list[dict[str, Any]] = [
+        dict(path=name, stored_as=p.stored_as, sha256=p.sha256, size=p.size, status=st, problems=p.problems)
+        for name, p, st in files
+    ]
+    conn = session.connection()
+    updates = [dict(row, fid=ids[row["path"]]) for row in rows if row["path"] in ids]
+    for row in updates:
+        index.excluded.update(forget_file_chunks(session, row["fid"]))
+    if updates:
+        conn.execute(update(table).where(table.c.id == bindparam("fid")), updates)
+    new = [dict(row, project_id=project_id) for row in rows if row["path"] not in ids]
+    if new:
+        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        ids.update(zip((row["path"] for row in new), conn.execute(stmt, new).scalars(), strict=True))
+    return [ids[name] for name in names]
