@@ -45,7 +45,19 @@ def only(result: ReadResult) -> str:
 
 
 def test_registry_covers_supported_extensions() -> None:
-    expected = {".txt", ".md", ".markdown", ".pdf", ".docx", ".csv", ".tsv", ".json", ".jsonl"}
+    expected = {
+        ".txt",
+        ".md",
+        ".markdown",
+        ".rst",
+        ".adoc",
+        ".pdf",
+        ".docx",
+        ".csv",
+        ".tsv",
+        ".json",
+        ".jsonl",
+    }
     expected |= {".html", ".htm", ".xhtml", ".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".h"}
     expected |= {".rb", ".sh", ".sql", ".yaml", ".yml", ".toml", ".ini"}
     assert set(SUPPORTED_EXTENSIONS) == set(READERS) == expected
@@ -57,7 +69,7 @@ def test_extension_is_case_insensitive(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["slides.pptx", "archive.zip", "README"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ReaderError, match="unsupported file type.*supported: .csv"):
+    with pytest.raises(ReaderError, match="unsupported file type.*supported: .adoc, .csv"):
         read_file(write(tmp_path, name, "data"))
 
 
@@ -299,3 +311,11 @@ def test_jsonl_keeps_good_lines_and_reports_bad_ones(tmp_path: Path) -> None:
 def test_jsonl_with_only_bad_lines(tmp_path: Path) -> None:
     with pytest.raises(ReaderError, match="no usable lines: line 1: invalid JSON"):
         read_file(write(tmp_path, "bad.jsonl", "{oops\n"))
+
+
+def test_csv_note_lines_above_the_header_are_skipped(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "prices.csv", "# Data source: example.com\n# units: USD\nDate,Price\n2024-01-02,10.5\n"
+    )
+    (record,) = read_file(path).records
+    assert record.text == "Date: 2024-01-02; Price: 10.5" and record.line == 4

@@ -124,7 +124,7 @@ def test_json_without_extension_is_read(tmp_path: Path) -> None:
 
 
 def test_unsupported_message_lists_documents_then_code(tmp_path: Path) -> None:
-    with pytest.raises(ReaderError, match=r"supported: \.csv, .*; source code: \.c, \.cpp"):
+    with pytest.raises(ReaderError, match=r"supported: \.adoc, \.csv, .*; source code: \.c, \.cpp"):
         read_file(write(tmp_path, "slides.key", "words"))
 
 

@@ -196,7 +196,14 @@ def _read_delimited(path: Path) -> ReadResult:
 
 
 def _csv_rows(text: str, default: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line where the row starts, cells) for every row, with a sniffed delimiter."""
+    """(1-based line where the row starts, cells) for every row, with a sniffed delimiter.
+
+    Leading '#' lines (a data-source note above the header, as in many exported sheets) are skipped.
+    """
+    skipped = 0
+    while text.startswith("#"):
+        _, _, text = text.partition("\n")
+        skipped += 1
     first_line = text.split("\n", 1)[0]
     try:
         delimiter = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
@@ -208,10 +215,10 @@ def _csv_rows(text: str, default: str) -> Iterator[tuple[int, list[str]]]:
     line = 1
     try:
         for row in reader:
-            yield line, row
+            yield line + skipped, row
             line = reader.line_num + 1
     except csv.Error as exc:
-        raise ReaderError(f"malformed CSV near line {reader.line_num}: {exc}") from exc
+        raise ReaderError(f"malformed CSV near line {reader.line_num + skipped}: {exc}") from exc
 
 
 def _row_text_record(values: dict[str, str], line: int) -> SourceRecord | str:
@@ -367,6 +374,8 @@ READERS: dict[str, Reader] = {
     ".txt": _read_text,
     ".md": _read_text,
     ".markdown": _read_text,
+    ".rst": _read_text,  # reStructuredText and AsciiDoc: prose with light markup, kept as written
+    ".adoc": _read_text,
     ".pdf": _read_pdf,
     ".docx": _read_docx,
     ".csv": _read_delimited,
