@@ -15,7 +15,7 @@ def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
     migrate(url)
     insp = inspect(create_engine(url))
     tables = set(insp.get_table_names()) - {"alembic_version"}
-    assert tables == {"projects", "files", "chunks", "examples", "runs", "jobs"}
+    assert tables == {"projects", "files", "chunks", "examples", "llm_calls", "runs", "jobs"}
     for name, table in Base.metadata.tables.items():
         assert {c["name"] for c in insp.get_columns(name)} == {c.name for c in table.columns}, name
 

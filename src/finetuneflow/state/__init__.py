@@ -1,6 +1,6 @@
 """Persistent state: the SQLite database (SQLAlchemy 2 + Alembic migrations)."""
 
 from finetuneflow.state.db import open_db, session_scope
-from finetuneflow.state.schema import Chunk, Example, File, Job, Project, Run
+from finetuneflow.state.schema import Chunk, Example, File, Job, LLMCall, Project, Run
 
-__all__ = ["Chunk", "Example", "File", "Job", "Project", "Run", "open_db", "session_scope"]
+__all__ = ["Chunk", "Example", "File", "Job", "LLMCall", "Project", "Run", "open_db", "session_scope"]

@@ -1,4 +1,4 @@
-"""The tables of the seed architecture: projects, files, chunks, examples, runs, jobs.
+"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs.
 
 Migrations in ``migrations/versions`` create exactly these; a test checks the two agree.
 """
@@ -8,7 +8,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -69,21 +80,57 @@ class Chunk(Base):
 
 
 class Example(Base):
-    """A training example of a built dataset, with the chunk it came from."""
+    """A candidate training example of a dataset, with the chunk it came from.
+
+    Converters and the LLM generator add rows; review edits, rates, approves or deletes them
+    (``status``); ``dataset build`` filters the live ones and assigns ``split``. Nothing is
+    removed by a filter: a rejected row keeps its ``reason``.
+    """
 
     __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("project_id", "dataset", "uid", name="uq_examples_dataset_uid"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     dataset: Mapped[str] = mapped_column(String(64), index=True)
     uid: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # chat | text
-    split: Mapped[str] = mapped_column(String(16))  # train | eval
+    split: Mapped[str] = mapped_column(String(16))  # train | eval | heldout | '' (not built yet)
+    origin: Mapped[str] = mapped_column(String(16), default="converter")  # converter | llm
+    # new | approved | rejected | deleted
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why rejected
+    source: Mapped[str] = mapped_column(Text, default="")  # the source file (splits keep a file on one side)
+    edited: Mapped[bool] = mapped_column(Boolean, default=False)  # a person changed it: rebuilds keep it
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True)
     messages: Mapped[list[Any] | None] = mapped_column(nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     domain: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+class LLMCall(Base):
+    """One request to an LLM provider and its answer: the audit log, and what lets an interrupted
+    generation resume (a call whose ``key`` already succeeded is not made again). No API key here."""
+
+    __tablename__ = "llm_calls"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    dataset: Mapped[str] = mapped_column(String(64), index=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of (purpose, model, prompt)
+    purpose: Mapped[str] = mapped_column(String(16))  # generate | repair | judge | heldout | preview
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True)
+    model: Mapped[str] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # ok | error
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Run(Base):
