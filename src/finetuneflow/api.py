@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from finetuneflow import paths
-from finetuneflow.dataset.build import DatasetConfig, Unit, build
+from finetuneflow.dataset.build import DatasetConfig
 from finetuneflow.events import EventSink
 from finetuneflow.ingest.step import IngestConfig, IngestReport
 from finetuneflow.jobs.track import tracked
@@ -33,6 +33,8 @@ from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import find_project, get_or_create_project
 
 if TYPE_CHECKING:  # these modules are imported lazily at call time
+    from finetuneflow.dataset.generate import GenerateConfig
+    from finetuneflow.dataset.presets import ProviderConfig
     from finetuneflow.evaluate.evaluate import EvalConfig
     from finetuneflow.export.export import ExportConfig
     from finetuneflow.train.config import TrainConfig
@@ -61,6 +63,7 @@ def ingest(
         project_id = get_or_create_project(s, project).id
     with tracked("ingest", project_id, {"inputs": [str(p) for p in inputs]}, on_event) as (sink, done):
         report = ingest_step([Path(p) for p in inputs], project, cfg, sink)
+        paths.project_settings(project, tokenizer=cfg.tokenizer)  # the dataset step measures with it
         done({"counts": report.counts()})
     return report
 
@@ -68,57 +71,43 @@ def ingest(
 def build_dataset(
     project: str = "default", config: DatasetConfig | None = None, on_event: EventSink | None = None
 ) -> dict[str, Any]:
-    """Turn the project's chunks into a split JSONL dataset; returns its manifest (with ``path``)."""
+    """Turn the project's chunks and reviewed examples into split JSONL files plus exports; returns
+    the manifest (with ``path`` and ``stats``)."""
+    from finetuneflow.dataset.pipeline import build_step
+
     cfg = config or DatasetConfig()
-    out_dir = paths.project_dir(project) / "datasets" / cfg.name
-    with session_scope() as s:
-        proj = find_project(s, project)
-        files = {
-            f.id: f.path for f in s.scalars(select(schema.File).where(schema.File.project_id == proj.id))
-        }
-        chunks = s.scalars(
-            select(schema.Chunk)
-            .where(schema.Chunk.project_id == proj.id, schema.Chunk.drop_reason.is_(None))
-            .order_by(schema.Chunk.file_id, schema.Chunk.idx)
-        ).all()
-        units = [
-            Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta, c.domain)
-            for c in chunks
-        ]
-        project_id = proj.id
-    with tracked("dataset", project_id, {"name": cfg.name}, on_event) as (_sink, done):
-        manifest = build(units, out_dir, cfg)
-        _store_examples(project_id, cfg.name, out_dir)
-        manifest["path"] = str(out_dir)
+    with tracked("dataset", _project_id(project), {"name": cfg.name}, on_event) as (sink, done):
+        manifest = build_step(project, cfg, sink)
         done(_jsonable(manifest["counts"]))
     return manifest
 
 
-def _store_examples(project_id: int, name: str, out_dir: Path) -> None:
-    from finetuneflow.dataset.io import read_jsonl, split_path
+def generate_dataset(
+    project: str,
+    provider: ProviderConfig,
+    generate: GenerateConfig | None = None,
+    config: DatasetConfig | None = None,
+    on_event: EventSink | None = None,
+    *,
+    preview: bool = False,
+    build: bool = True,
+) -> dict[str, Any]:
+    """Write instruction examples from the project's chunks with an LLM (all chunks, or a preview of a
+    few), then build the dataset unless ``preview`` or ``build=False``. Returns ``{"generation": ...,
+    "manifest": ...}``. A rerun only asks for what is missing."""
+    from finetuneflow.dataset.generate import GenerateConfig as _GenerateConfig
+    from finetuneflow.dataset.pipeline import generate_step
 
-    with session_scope() as s:
-        s.execute(
-            delete(schema.Example).where(
-                schema.Example.project_id == project_id, schema.Example.dataset == name
-            )
-        )
-        for kind in ("chat", "text"):
-            for split in ("train", "eval"):
-                for row in read_jsonl(split_path(out_dir, kind, split)):
-                    s.add(
-                        schema.Example(
-                            project_id=project_id,
-                            dataset=name,
-                            uid=row["id"],
-                            kind=kind,
-                            split=split,
-                            messages=row.get("messages"),
-                            text=row.get("text"),
-                            meta={"source": row["source"]},
-                            domain=row.get("domain"),
-                        )
-                    )
+    cfg = config or DatasetConfig()
+    gen = generate or _GenerateConfig()
+    params = {"name": cfg.name, "model": provider.model, "preset": provider.preset, "preview": preview}
+    with tracked("generate", _project_id(project), params, on_event) as (sink, done):
+        report = generate_step(project, cfg, gen, provider, sink, preview=preview)
+        done(_jsonable(report.to_json()))
+    out: dict[str, Any] = {"generation": report}
+    if build and not preview:
+        out["manifest"] = build_dataset(project, cfg, on_event)
+    return out
 
 
 def new_run_id() -> str:

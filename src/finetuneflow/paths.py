@@ -15,9 +15,11 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -56,6 +58,19 @@ def project_dir(name: str) -> Path:
     for sub in ("raw", "datasets", "runs", "exports"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root
+
+
+def project_settings(name: str, **update: Any) -> dict[str, Any]:
+    """The project's ``project.json`` (settings later steps reuse, such as the tokenizer chunks were
+    counted with), after merging ``update`` into it."""
+    path = project_dir(name) / "project.json"
+    data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if update:
+        data.update(update)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(path)
+    return data
 
 
 def sha256_file(path: Path) -> str:

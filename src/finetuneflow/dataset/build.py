@@ -33,9 +33,31 @@ class DatasetConfig:
     min_text_tokens: int = setting(16, "Document chunks shorter than this many tokens are dropped.")
     scrub_pii: bool = setting(True, "Replace e-mails, phones, IPs, IBANs, cards and keys with placeholders.")
     domain: str = setting("", "Only use chunks of this domain ('' = all).")
+    tokenizer: str = setting("", "Model whose tokenizer measures example length ('' = the one ingest used).")
+    max_tokens: int = setting(2048, "Examples longer than this many tokens are dropped (and listed).")
+    heldout_fraction: float = setting(
+        0.1, "Share of generated train questions kept out as the closed-book held-out set."
+    )
+    min_rating: int = setting(0, "Only examples rated at least this (1-5) or approved; 0 = no filter.")
+    formats: list[str] = setting(
+        ["messages"], "Export formats besides chat/ and text/: messages, openai, alpaca, sharegpt, ..."
+    )
 
     def problems(self) -> list[str]:
         out = []
+        from finetuneflow.dataset.formats import get_format
+
+        for fmt in self.formats:
+            try:
+                get_format(fmt)
+            except ValueError as err:
+                out.append(f"formats: {err}")
+        if not 0 <= self.heldout_fraction < 1:
+            out.append("heldout_fraction: must be in [0, 1)")
+        if not 0 <= self.min_rating <= 5:
+            out.append("min_rating: must be 0 (no filter) to 5")
+        if self.max_tokens < 16:
+            out.append("max_tokens: must be >= 16")
         if not 0 <= self.eval_fraction < 1 or not 0 <= self.text_eval_fraction < 1:
             out.append("eval_fraction, text_eval_fraction: must be in [0, 1)")
         if not self.name.replace("-", "").replace("_", "").isalnum():

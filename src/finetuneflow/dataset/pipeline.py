@@ -1,0 +1,282 @@
+"""The dataset steps over a project's state: generate (LLM) and build (files every trainer reads).
+
+Both are plain functions a CLI command, a REST route or a queue job calls; progress goes out as
+events. Generation commits each chunk's result as it completes, so an interrupted run keeps its
+work and a rerun only asks for what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetuneflow import paths
+from finetuneflow.config import to_dict
+from finetuneflow.dataset import formats, pool
+from finetuneflow.dataset.build import DatasetConfig, Unit, make_examples
+from finetuneflow.dataset.finalize import finalize
+from finetuneflow.dataset.generate import (
+    ChunkIn,
+    GenerateConfig,
+    Generated,
+    Session,
+    eligible,
+    generate,
+    pick_preview,
+)
+from finetuneflow.dataset.io import dataset_hashes, split_path, write_jsonl
+from finetuneflow.dataset.provider import Provider, ProviderConfig
+from finetuneflow.dataset.stats import compute_stats, plot_token_histogram, write_rejected
+from finetuneflow.events import Emitter, EventSink
+from finetuneflow.models.resolve import DEFAULT_MODEL
+from finetuneflow.state import schema, session_scope
+from finetuneflow.state.repo import find_project
+
+
+@dataclass
+class GenerationReport:
+    """What a generation run did, chunk by chunk and in total."""
+
+    chunks: int = 0
+    asked: int = 0
+    kept: int = 0
+    added: int = 0
+    reused_calls: int = 0
+    new_calls: int = 0
+    failed_chunks: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    stopped: str | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)  # preview only
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "examples"}
+        out["rejected"] = dict(self.rejected)
+        return out
+
+
+def generate_step(
+    project: str,
+    dataset: DatasetConfig,
+    gen: GenerateConfig,
+    provider_cfg: ProviderConfig,
+    on_event: EventSink | None = None,
+    *,
+    preview: bool = False,
+    provider: Provider | None = None,
+) -> GenerationReport:
+    """Generate examples for the project's chunks (or a preview of a few) into the dataset's pool."""
+    emit = Emitter("generate", on_event)
+    with session_scope() as s:
+        project_id = find_project(s, project).id
+        chunks = eligible(pool.load_chunks(s, project_id, dataset.domain), gen)
+        cached = pool.load_cache(s, project_id, dataset.name)
+    if preview:
+        chunks = pick_preview(chunks, gen.preview_chunks)
+    if not chunks:
+        raise ValueError(
+            f"no text chunks of at least {gen.min_chunk_tokens} tokens in project {project!r}"
+            + (f" (domain {dataset.domain!r})" if dataset.domain else "")
+            + "; run `ftf ingest` on your documents first"
+        )
+    report = GenerationReport(chunks=len(chunks))
+    own = provider is None
+    client = provider or Provider(provider_cfg)
+    try:
+        session = Session(client, client.cfg.model, cached)
+        emit("chunks", 0, len(chunks), message=f"{len(chunks)} chunks, {len(cached)} answers logged before")
+
+        def store(result: Generated) -> None:
+            _tally(report, result)
+            if preview:
+                report.examples += [
+                    {"source": result.chunk.source, "messages": p.messages(dataset.system_prompt)}
+                    for p in result.pairs
+                ]
+            with session_scope() as s2:  # one commit per chunk: a crash keeps what is done
+                added, _ = pool.store_generated(s2, project_id, dataset.name, result, dataset.system_prompt)
+            report.added += added
+
+        report.stopped = generate(chunks, session, gen, store, emit)
+    finally:
+        if own:
+            client.close()
+    return report
+
+
+def _tally(report: GenerationReport, result: Generated) -> None:
+    report.asked += result.asked
+    report.kept += len(result.pairs)
+    report.reused_calls += sum(1 for c in result.calls if c.cached)
+    report.new_calls += sum(1 for c in result.calls if not c.cached)
+    report.failed_chunks += result.error is not None
+    for item in result.rejected:
+        report.rejected[f"{item['stage']}: {item['reason']}"] += 1
+
+
+def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = None) -> dict[str, Any]:
+    """Convert the project's chunks, merge the pool's live examples, filter, split and write."""
+    emit = Emitter("dataset", on_event)
+    out_dir = paths.project_dir(project) / "datasets" / cfg.name
+    with session_scope() as s:
+        project_id = find_project(s, project).id
+        units = _units(s, project_id)
+        documents = Counter(u.source for u in units)
+        drops: Counter[str] = Counter()
+        converted = make_examples(units, cfg, drops)
+        pool.sync_converted(s, project_id, cfg.name, converted)
+        s.flush()
+        rows = pool.pool_rows(s, project_id, cfg.name)
+        live = [pool.as_record(r) for r in rows if _wanted(r, cfg)]
+        review_drops = [_review_rejection(r, cfg) for r in rows if not _wanted(r, cfg)]
+    if not live:
+        raise ValueError(
+            f"nothing to build in project {project!r}: no usable chunks or examples; "
+            "run `ftf ingest` (and `ftf dataset generate`) first"
+        )
+    emit("filter", 0, len(live), message=f"{len(live)} candidate examples")
+    done = finalize(
+        live,
+        scrub_pii=cfg.scrub_pii,
+        max_tokens=cfg.max_tokens,
+        count=_counter(cfg.tokenizer or paths.project_settings(project).get("tokenizer") or DEFAULT_MODEL),
+        eval_fraction=cfg.eval_fraction,
+        text_eval_fraction=cfg.text_eval_fraction,
+        heldout_fraction=cfg.heldout_fraction,
+        seed=cfg.seed,
+    )
+    rejected = review_drops + done.rejected
+    funnel = [("pool", len(rows), len(live)), *done.funnel]
+    manifest = _write(out_dir, cfg, done.splits, rejected, drops, done.pii, done.split_unit)
+    stats = compute_stats(
+        done.splits, rejected, done.token_lengths, dict(documents), None, funnel, token_limit=cfg.max_tokens
+    )
+    (out_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
+    plot_token_histogram(done.token_lengths, out_dir / "token_lengths.png", limit=cfg.max_tokens)
+    _record_splits(project_id, cfg.name, done.splits)
+    emit("filter", len(live), len(live), message="done")
+    return {**manifest, "path": str(out_dir), "stats": stats}
+
+
+def _units(s: Any, project_id: int) -> list[Unit]:
+    from sqlalchemy import select
+
+    files = {f.id: f.path for f in s.scalars(select(schema.File).where(schema.File.project_id == project_id))}
+    chunks = s.scalars(
+        select(schema.Chunk)
+        .where(schema.Chunk.project_id == project_id, schema.Chunk.drop_reason.is_(None))
+        .order_by(schema.Chunk.file_id, schema.Chunk.idx)
+    ).all()
+    return [
+        Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta, c.domain)
+        for c in chunks
+    ]
+
+
+def _wanted(row: schema.Example, cfg: DatasetConfig) -> bool:
+    if row.status not in pool.LIVE or (cfg.domain and row.domain != cfg.domain):
+        return False
+    if cfg.min_rating and row.status != "approved":
+        return row.rating is not None and row.rating >= cfg.min_rating
+    return True
+
+
+def _review_rejection(row: schema.Example, cfg: DatasetConfig) -> dict[str, Any]:
+    """Why a pool row is not in the build (stage 'pool' of the funnel)."""
+    if row.status == "rejected":
+        reason = f"rejected at generation: {row.reason or 'no reason recorded'}"
+    elif row.status == "deleted":
+        reason = "deleted in review"
+    elif cfg.domain and row.domain != cfg.domain:
+        reason = f"not in domain {cfg.domain!r}"
+    else:
+        reason = f"rating below {cfg.min_rating}"
+    return {"stage": "pool", "reason": reason, **pool.as_record(row)}
+
+
+def _counter(tokenizer: str) -> Any:
+    from finetuneflow.ingest.prepare import token_fns
+    from finetuneflow.models.resolve import resolve_model
+
+    return token_fns(resolve_model(tokenizer))[1]
+
+
+def _write(
+    out_dir: Path,
+    cfg: DatasetConfig,
+    splits: dict[str, list[dict[str, Any]]],
+    rejected: list[dict[str, Any]],
+    drops: Counter[str],
+    pii: dict[str, int],
+    split_unit: str,
+) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for kind in ("chat", "text"):
+        for split, rows in splits.items():
+            if split == "heldout" and kind == "text":
+                continue
+            clean = [_public(r) for r in rows if ("messages" in r) == (kind == "chat")]
+            counts[f"{kind}/{split}"] = write_jsonl(split_path(out_dir, kind, split), clean)
+    write_rejected(out_dir / "rejected.jsonl", rejected)
+    exported = _export(out_dir, cfg, splits)
+    manifest = {
+        "name": cfg.name,
+        "config": to_dict(cfg),
+        "counts": counts,
+        "split_unit": split_unit,
+        "dropped": dict(drops) | dict(Counter(f"{r['stage']}: {r['reason']}" for r in rejected)),
+        "pii_replaced": pii,
+        "sources": dict(sorted(Counter(r["source"] for part in splits.values() for r in part).items())),
+        "exports": exported,
+        "files": dataset_hashes(out_dir),
+        "load_with": 'datasets.load_dataset("json", data_files={"train": "chat/train.jsonl", '
+        '"eval": "chat/eval.jsonl"})',
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return manifest
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "source", "domain", "messages", "text")
+    return {k: row[k] for k in keep if k in row}
+
+
+def _export(out_dir: Path, cfg: DatasetConfig, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Every requested format, per split, under exports/; plus LLaMA-Factory's dataset_info.json."""
+    root = out_dir / "exports"
+    entries: list[tuple[str, str]] = []
+    problems: dict[str, list[str]] = {}
+    for fmt in cfg.formats:
+        for split in ("train", "eval", "heldout"):
+            rows, skipped = formats.export_rows([_public(r) for r in splits[split]], fmt)
+            formats.write_export(rows, root, fmt, split)
+            entries.append((fmt, split))
+            if skipped:
+                problems[f"{fmt}/{split}"] = skipped[:20]
+    (root / "dataset_info.json").write_text(json.dumps(formats.dataset_info(entries), indent=2))
+    return {"folder": str(root), "formats": list(cfg.formats), "skipped": problems}
+
+
+def _record_splits(project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]) -> None:
+    from sqlalchemy import update
+
+    with session_scope() as s:
+        s.execute(
+            update(schema.Example)
+            .where(schema.Example.project_id == project_id, schema.Example.dataset == dataset)
+            .values(split="")
+        )
+        for split, rows in splits.items():
+            ids = [r["pool_id"] for r in rows]
+            for start in range(0, len(ids), 500):
+                s.execute(
+                    update(schema.Example)
+                    .where(schema.Example.id.in_(ids[start : start + 500]))
+                    .values(split=split)
+                )
+
+
+def chunk_preview(chunks: list[ChunkIn]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "source": c.source, "tokens": c.n_tokens} for c in chunks]

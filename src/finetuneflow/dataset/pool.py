@@ -1,0 +1,201 @@
+"""The database side of datasets: the example pool and the LLM call log.
+
+Generation adds LLM examples (kept ones as 'new', dropped ones as 'rejected' with the reason) and
+logs every call; a rerun loads the logged answers so only missing chunks are asked again. The
+build syncs converter examples into the pool (keeping review decisions) and reads the live rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from finetuneflow.dataset.generate import ChunkIn, Generated
+from finetuneflow.records import Example, Message
+from finetuneflow.state import schema
+
+LIVE = ("new", "approved")
+
+
+def uid_of(messages: list[Message] | None, text: str | None = None) -> str:
+    """Stable id of an example's content (the same content is the same example)."""
+    blob = json.dumps(["chat", messages] if messages is not None else ["text", text], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_chunks(session: Session, project_id: int, domain: str = "") -> list[ChunkIn]:
+    """Kept text chunks of the project, in file order."""
+    q = (
+        select(schema.Chunk, schema.File.path)
+        .join(schema.File, schema.File.id == schema.Chunk.file_id)
+        .where(
+            schema.Chunk.project_id == project_id,
+            schema.Chunk.kind == "text",
+            schema.Chunk.drop_reason.is_(None),
+        )
+        .order_by(schema.Chunk.file_id, schema.Chunk.idx)
+    )
+    if domain:
+        q = q.where(schema.Chunk.domain == domain)
+    return [ChunkIn(c.id, path, c.text, c.n_tokens, c.domain) for c, path in session.execute(q).tuples()]
+
+
+def load_cache(session: Session, project_id: int, dataset: str) -> dict[str, str]:
+    """Key -> response of every successful logged call of this dataset's generation."""
+    rows = session.execute(
+        select(schema.LLMCall.key, schema.LLMCall.response).where(
+            schema.LLMCall.project_id == project_id,
+            schema.LLMCall.dataset == dataset,
+            schema.LLMCall.status == "ok",
+        )
+    )
+    return {key: response for key, response in rows if response is not None}
+
+
+def store_generated(
+    session: Session, project_id: int, dataset: str, result: Generated, system: str = ""
+) -> tuple[int, int]:
+    """Log the chunk's new calls and add its examples; returns (added, already there)."""
+    for call in result.calls:
+        if call.cached:
+            continue
+        session.add(
+            schema.LLMCall(
+                project_id=project_id,
+                dataset=dataset,
+                key=call.key,
+                purpose=call.purpose,
+                chunk_id=result.chunk.id,
+                model=call.model,
+                request=call.request,
+                response=call.response,
+                status="ok" if call.error is None else "error",
+                error=call.error,
+                prompt_tokens=call.prompt_tokens,
+                completion_tokens=call.completion_tokens,
+                seconds=call.seconds,
+                attempts=call.attempts,
+            )
+        )
+    rows: list[tuple[list[Message], str, str | None]] = [
+        (p.messages(system), "new", None) for p in result.pairs
+    ]
+    rows += [(r["messages"], "rejected", r["reason"]) for r in result.rejected if "messages" in r]
+    return _add_rows(session, project_id, dataset, result.chunk, rows)
+
+
+def _add_rows(
+    session: Session,
+    project_id: int,
+    dataset: str,
+    chunk: ChunkIn,
+    rows: list[tuple[list[Message], str, str | None]],
+) -> tuple[int, int]:
+    uids = [uid_of(messages) for messages, _, _ in rows]
+    known = set(
+        session.scalars(
+            select(schema.Example.uid).where(
+                schema.Example.project_id == project_id,
+                schema.Example.dataset == dataset,
+                schema.Example.uid.in_(uids),
+            )
+        )
+    )
+    added = 0
+    for uid, (messages, status, reason) in zip(uids, rows, strict=True):
+        if uid in known:
+            continue
+        known.add(uid)
+        added += 1
+        session.add(
+            schema.Example(
+                project_id=project_id,
+                dataset=dataset,
+                uid=uid,
+                kind="chat",
+                split="",
+                origin="llm",
+                status=status,
+                reason=reason,
+                source=chunk.source,
+                chunk_id=chunk.id,
+                messages=messages,
+                meta={"chunk_id": chunk.id},
+                domain=chunk.domain,
+            )
+        )
+    return added, len(rows) - added
+
+
+def sync_converted(session: Session, project_id: int, dataset: str, examples: list[Example]) -> None:
+    """Make the pool's converter rows match ``examples``: new ones added, vanished ones removed
+    (their source changed), review decisions (status, rating, edits) on the rest kept."""
+    existing = {
+        row.uid: row
+        for row in session.scalars(
+            select(schema.Example).where(
+                schema.Example.project_id == project_id,
+                schema.Example.dataset == dataset,
+                schema.Example.origin == "converter",
+            )
+        )
+    }
+    wanted = {ex.id for ex in examples}
+    gone = [row.id for uid, row in existing.items() if uid not in wanted and not row.edited]
+    if gone:
+        session.execute(delete(schema.Example).where(schema.Example.id.in_(gone)))
+    for ex in examples:
+        if ex.id in existing:
+            continue
+        session.add(
+            schema.Example(
+                project_id=project_id,
+                dataset=dataset,
+                uid=ex.id,
+                kind=ex.kind,
+                split="",
+                origin="converter",
+                status="new",
+                source=ex.source,
+                chunk_id=ex.meta.get("chunk_id"),
+                messages=ex.messages,
+                text=ex.text,
+                meta=ex.meta,
+                domain=ex.meta.get("domain"),
+            )
+        )
+
+
+def pool_rows(session: Session, project_id: int, dataset: str) -> list[schema.Example]:
+    """Every pool row of the dataset (all statuses), in insertion order."""
+    return list(
+        session.scalars(
+            select(schema.Example)
+            .where(schema.Example.project_id == project_id, schema.Example.dataset == dataset)
+            .order_by(schema.Example.id)
+        )
+    )
+
+
+def as_record(row: schema.Example) -> dict[str, Any]:
+    """A pool row as the JSON row the build works on (``pool_id`` links back for the split)."""
+    out: dict[str, Any] = {
+        "id": row.uid,
+        "source": row.source,
+        "pool_id": row.id,
+        "origin": row.origin,
+        "status": row.status,
+        "rating": row.rating,
+        "chunk_id": row.chunk_id,
+    }
+    if row.domain:
+        out["domain"] = row.domain
+    if row.kind == "chat":
+        out["messages"] = row.messages
+    else:
+        out["text"] = row.text
+    return out
