@@ -101,47 +101,6 @@ def ingest(
         raise typer.Exit(1)
 
 
-@dataset_app.command("build")
-def dataset_build(
-    project: Project = "default",
-    name: Annotated[str | None, typer.Option(help="Dataset name (default 'default').")] = None,
-    eval_fraction: Annotated[
-        float | None, typer.Option(help="Share of chat examples held out (0.15).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Split seed (42).")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="System message added to chat examples.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Only chunks of this domain.")] = None,
-    scrub_pii: Annotated[bool | None, typer.Option("--scrub-pii/--keep-pii", help="Scrub PII (on).")] = None,
-    config: ConfigFile = None,
-) -> None:
-    """Turn the project's chunks into train/eval JSONL (chat `messages` + document `text`)."""
-    from finetuneflow import api
-    from finetuneflow.dataset.build import DatasetConfig
-
-    try:
-        cfg = _settings(
-            DatasetConfig,
-            config,
-            name=name,
-            eval_fraction=eval_fraction,
-            seed=seed,
-            system_prompt=system_prompt,
-            domain=domain,
-            scrub_pii=scrub_pii,
-        )
-        manifest = api.build_dataset(project, cfg)
-    except (ValueError, LookupError) as err:
-        _fail(err)
-    console.print(f"dataset [bold]{manifest['name']}[/bold] in {manifest['path']}")
-    console.print_json(
-        data={
-            "counts": manifest["counts"],
-            "dropped": manifest["dropped"],
-            "pii_replaced": manifest["pii_replaced"],
-        }
-    )
-
-
 @app.command()
 def train(
     project: Project = "default",
@@ -305,6 +264,9 @@ def model_prepare(
 def main() -> None:
     app()
 
+
+# The dataset, review and provider commands live in their own module; importing it registers them.
+from finetuneflow import cli_dataset  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

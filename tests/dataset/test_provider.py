@@ -52,8 +52,14 @@ class Waits(list[float]):
 
 def config(url: str, **overrides: Any) -> ProviderConfig:
     values: dict[str, Any] = dict(
-        preset="custom", base_url=url, model="test-model", timeout_s=2.0, connect_timeout_s=1.0,
-        max_retries=3, backoff_s=0.01, max_backoff_s=0.05,
+        preset="custom",
+        base_url=url,
+        model="test-model",
+        timeout_s=2.0,
+        connect_timeout_s=1.0,
+        max_retries=3,
+        backoff_s=0.01,
+        max_backoff_s=0.05,
     )
     return ProviderConfig(**{**values, **overrides})
 
@@ -86,12 +92,15 @@ def test_valid_answer_and_usage(srv: ScriptedServer) -> None:
     assert "response_format" not in sent
 
 
-@pytest.mark.parametrize("reply, text, finish", [
-    (Reply.empty(), "", "stop"),
-    (Reply.truncated(), Reply.truncated().content, "length"),
-    (Reply.fenced(), Reply.fenced().content, "stop"),
-    (Reply.malformed(), Reply.malformed().content, "stop"),
-])
+@pytest.mark.parametrize(
+    "reply, text, finish",
+    [
+        (Reply.empty(), "", "stop"),
+        (Reply.truncated(), Reply.truncated().content, "length"),
+        (Reply.fenced(), Reply.fenced().content, "stop"),
+        (Reply.malformed(), Reply.malformed().content, "stop"),
+    ],
+)
 def test_content_is_returned_as_is(srv: ScriptedServer, reply: Reply, text: str, finish: str) -> None:
     """Empty, cut-off or unparsable content is the caller's to validate, not an error here."""
     srv.script(reply)
@@ -333,8 +342,10 @@ def test_key_never_leaks(
         Reply.valid(),
         Reply.error(401, f"Incorrect API key provided: {KEY}"),
         Reply.error(400, f"bad request from key {KEY}"),
-        Reply.server_error(500, f"crash near {KEY}"), Reply.server_error(500, f"crash near {KEY}"),
-        Reply(raw_body=f"<html>{KEY}</html>".encode()), Reply(raw_body=f"<html>{KEY}</html>".encode()),
+        Reply.server_error(500, f"crash near {KEY}"),
+        Reply.server_error(500, f"crash near {KEY}"),
+        Reply(raw_body=f"<html>{KEY}</html>".encode()),
+        Reply(raw_body=f"<html>{KEY}</html>".encode()),
     )
     with Provider(cfg, sleep=Waits()) as p:
         out = p.chat(MESSAGES)
@@ -392,15 +403,35 @@ def test_local_server_gets_no_authorization_header(srv: ScriptedServer) -> None:
 
 def test_config_problems_are_all_reported() -> None:
     bad = ProviderConfig(
-        preset="nope", base_url="ftp://x", model="", api_key_env=KEY, timeout_s=0, connect_timeout_s=-1,
-        concurrency=-1, max_retries=-1, backoff_s=2.0, max_backoff_s=1.0, circuit_failures=-1,
-        temperature=3.0, max_tokens=0,
+        preset="nope",
+        base_url="ftp://x",
+        model="",
+        api_key_env=KEY,
+        timeout_s=0,
+        connect_timeout_s=-1,
+        concurrency=-1,
+        max_retries=-1,
+        backoff_s=2.0,
+        max_backoff_s=1.0,
+        circuit_failures=-1,
+        temperature=3.0,
+        max_tokens=0,
     )
     problems = bad.problems()
     keys = [p.split(":")[0] for p in problems]
     assert keys == [
-        "preset", "base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s", "concurrency",
-        "max_retries", "circuit_failures", "max_backoff_s", "temperature", "max_tokens",
+        "preset",
+        "base_url",
+        "model",
+        "api_key_env",
+        "timeout_s",
+        "connect_timeout_s",
+        "concurrency",
+        "max_retries",
+        "circuit_failures",
+        "max_backoff_s",
+        "temperature",
+        "max_tokens",
     ]
     assert not [p for p in problems if KEY in p]  # a key pasted into api_key_env is not echoed
     with pytest.raises(ConfigError) as info:
@@ -411,14 +442,17 @@ def test_config_problems_are_all_reported() -> None:
     assert ProviderConfig(model="m").problems() == []
 
 
-@pytest.mark.parametrize("preset, url, env, concurrency", [
-    ("ollama", "http://127.0.0.1:11434/v1", "", 2),
-    ("ollama-cloud", "https://ollama.com/v1", "OLLAMA_API_KEY", 8),
-    ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", 8),
-    ("vllm", "http://127.0.0.1:8000/v1", "", 2),
-    ("llamacpp", "http://127.0.0.1:8080/v1", "", 2),
-    ("ftf", "http://127.0.0.1:8765/v1", "", 2),
-])
+@pytest.mark.parametrize(
+    "preset, url, env, concurrency",
+    [
+        ("ollama", "http://127.0.0.1:11434/v1", "", 2),
+        ("ollama-cloud", "https://ollama.com/v1", "OLLAMA_API_KEY", 8),
+        ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", 8),
+        ("vllm", "http://127.0.0.1:8000/v1", "", 2),
+        ("llamacpp", "http://127.0.0.1:8080/v1", "", 2),
+        ("ftf", "http://127.0.0.1:8765/v1", "", 2),
+    ],
+)
 def test_presets_resolve(preset: str, url: str, env: str, concurrency: int) -> None:
     cfg = ProviderConfig(preset=preset, model="m").resolved()
     assert (cfg.base_url, cfg.api_key_env, cfg.concurrency) == (url, env, concurrency)
