@@ -273,14 +273,17 @@ def generate(
     """Run every chunk through :func:`run_chunk`, at most the provider's concurrency at a time;
     ``on_result`` gets each result as it completes (in this thread). Returns None when all chunks
     ran, else why the run stopped (the circuit opened). Interrupting (Ctrl-C) keeps what was done."""
-    workers = max(1, session.provider.cfg.concurrency)
+    # Twice as many threads as request slots: while one thread parses and checks its answer, another
+    # already waits on the provider's semaphore, so a slot never idles between requests. The
+    # semaphore (not the thread count) is what bounds the requests in flight.
+    workers = 2 * max(1, session.provider.cfg.concurrency)
     todo = iter(chunks)
     progress = [0]
     with ThreadPoolExecutor(workers, thread_name_prefix="ftf-gen") as pool:
         running: set[Future[Generated]] = set()
         try:
             while True:
-                # Only `workers` chunks in flight, so a stop leaves few half-done.
+                # Only `workers` chunks started at a time, so a stop leaves few half-done.
                 while len(running) < workers and (chunk := next(todo, None)) is not None:
                     running.add(pool.submit(run_chunk, session, chunk, cfg, seed))
                 if not running:
