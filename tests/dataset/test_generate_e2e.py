@@ -142,3 +142,16 @@ def test_preview_is_reused_by_the_full_run_and_review_feeds_the_build(project: s
     assert rated_uid in uids and deleted_uid not in uids
     reasons = {json.loads(x)["reason"] for x in (out / "rejected.jsonl").read_text().splitlines()}
     assert {"deleted in review", "rating below 4"} <= reasons
+
+
+def test_provider_test_command_lists_models_and_fails_clearly() -> None:
+    runner = CliRunner()
+    with ScriptedServer(teacher) as srv:
+        ok = runner.invoke(
+            app, ["provider", "test", "--preset", "custom", "--base-url", srv.url, "--model", "test-model"]
+        )
+        missing = runner.invoke(
+            app, ["provider", "test", "--preset", "custom", "--base-url", srv.url, "--model", "nope"]
+        )
+    assert ok.exit_code == 0 and '"test-model"' in ok.output, ok.output
+    assert missing.exit_code == 1 and "nope" in missing.output
