@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,8 @@ def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = No
         units = _units(s, project_id)
         documents = Counter(u.source for u in units)
         drops: Counter[str] = Counter()
-        converted = make_examples(units, cfg, drops)
+        # PII is scrubbed (and counted) once, in finalize, for converted and generated rows alike
+        converted = make_examples(units, replace(cfg, scrub_pii=False), drops)
         pool.sync_converted(s, project_id, cfg.name, converted)
         s.flush()
         rows = pool.pool_rows(s, project_id, cfg.name)
