@@ -56,7 +56,7 @@ def provider_test(
     config: ConfigFile = None,
 ) -> None:
     """Check a provider: list its models and make one tiny chat request."""
-    from finetuneflow.dataset.provider import check_provider
+    from finetuneflow.dataset.provider_check import check_provider
 
     try:
         cfg = _provider(

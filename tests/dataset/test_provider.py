@@ -23,8 +23,8 @@ from finetuneflow.dataset.provider import (
     Provider,
     ProviderConfig,
     ProviderError,
-    check_provider,
 )
+from finetuneflow.dataset.provider_check import check_provider
 
 KEY = "sk-test-Zq8vW3x9SECRETkey-5f1e2d"
 MESSAGES = [{"role": "user", "content": "Write one question and answer about water."}]

@@ -13,7 +13,6 @@ keeps it in a :class:`_Secret` whose repr is masked, and every error text is scr
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import json
 import logging
@@ -35,7 +34,7 @@ import httpx
 from finetuneflow.config import ConfigError
 from finetuneflow.dataset.presets import GENERIC_KEY_ENV, PRESETS, ProviderConfig
 
-__all__ = ["CircuitOpen", "Completion", "Provider", "ProviderConfig", "ProviderError", "check_provider"]
+__all__ = ["CircuitOpen", "Completion", "Provider", "ProviderConfig", "ProviderError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -468,46 +467,3 @@ class Provider:
         with self._lock:
             self._failures = 0 if err is None else self._failures + 1
             self._last_error = err or self._last_error
-
-
-def check_provider(cfg: ProviderConfig) -> dict[str, Any]:
-    """``ftf provider test``: list the served models, make one tiny chat round trip, time both.
-
-    Never raises for a server problem: the answer's ``error`` says what went wrong and ``ok`` is False.
-    """
-    cfg = dataclasses.replace(cfg, max_retries=min(cfg.max_retries, 1), circuit_failures=0)
-    report: dict[str, Any] = {
-        "ok": False,
-        "preset": cfg.preset,
-        "base_url": cfg.resolved().base_url,
-        "model": cfg.model,
-        "key_source": "",
-        "models": [],
-        "model_found": None,
-        "list_seconds": None,
-        "chat_seconds": None,
-        "reply": None,
-        "error": None,
-    }
-    try:
-        with Provider(cfg) as provider:
-            report["key_source"] = provider.key_source or "none"
-            start = time.monotonic()
-            report["models"] = provider.list_models()
-            report["list_seconds"] = round(time.monotonic() - start, 3)
-            report["model_found"] = cfg.model in report["models"]
-            if not report["model_found"]:
-                served = ", ".join(report["models"][:10]) or "none"
-                report["error"] = (
-                    f"model {cfg.model!r} is not among the models the server lists "
-                    f"({served}); set model to one of them"
-                )
-                return report
-            answer = provider.chat([{"role": "user", "content": "Reply with the word: ok"}], max_tokens=16)
-            report["chat_seconds"] = round(answer.seconds, 3)
-            report["reply"] = answer.text[:200]
-    except (ProviderError, ConfigError) as err:
-        report["error"] = err.message if isinstance(err, ProviderError) else str(err)
-        return report
-    report["ok"] = True
-    return report
