@@ -19,7 +19,6 @@ from finetuneflow.dataset import formats, pool
 from finetuneflow.dataset.build import DatasetConfig, Unit, make_examples
 from finetuneflow.dataset.finalize import finalize
 from finetuneflow.dataset.generate import (
-    ChunkIn,
     GenerateConfig,
     Generated,
     Session,
@@ -277,7 +276,3 @@ def _record_splits(project_id: int, dataset: str, splits: dict[str, list[dict[st
                     .where(schema.Example.id.in_(ids[start : start + 500]))
                     .values(split=split)
                 )
-
-
-def chunk_preview(chunks: list[ChunkIn]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "source": c.source, "tokens": c.n_tokens} for c in chunks]
