@@ -24,9 +24,31 @@ def test_unknown_key_suggests_the_near_one() -> None:
 
 def test_all_errors_reported_at_once() -> None:
     with pytest.raises(ConfigError) as err:
-        from_dict(TrainConfig, {"max_len": 8, "batch_size": 0, "learning_rate": 3.0, "lora_dropout": 1.5})
+        from_dict(
+            TrainConfig,
+            {"max_len": 8, "batch_size": 0, "learning_rate": 3.0, "lora": {"dropout": 1.5}},
+        )
     keys = {e.split(":")[0] for e in err.value.errors}
-    assert {"max_len", "batch_size", "learning_rate", "lora_dropout"} <= keys
+    assert {"max_len", "batch_size", "learning_rate", "lora.dropout"} <= keys
+
+
+def test_unknown_key_in_a_section_is_named_with_its_section() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_dict(TrainConfig, {"lora": {"rank": 4, "alpha": "x"}, "checkpoints": 3})
+    assert any(e.startswith("lora.rank: unknown key (known keys: r, alpha") for e in err.value.errors)
+    assert "lora.alpha: expected int, got 'x'" in err.value.errors
+    assert "checkpoints: expected CheckpointSettings, got 3" in err.value.errors
+
+
+def test_nested_section_value_checks_are_listed_once_with_their_prefix() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_dict(TrainConfig, {"lora": {"dropout": 1.5}, "checkpoints": {"keep_last": 0}})
+    assert err.value.errors == [
+        "lora.dropout: must be in [0, 1)",
+        "checkpoints.keep_last: must be >= 1 (the newest checkpoint is what --resume continues)",
+    ]
+    cfg = from_dict(TrainConfig, {"lora": {"r": 8, "rslora": True}})
+    assert cfg.lora.r == 8 and cfg.lora.rslora and cfg.lora.alpha == 32
 
 
 def test_types_checked_before_values() -> None:

@@ -35,7 +35,11 @@ def _settings(cls: type, file: Path | None, **flags: Any) -> Any:
     from finetuneflow.config import from_dict
 
     data: dict[str, Any] = json.loads(file.read_text()) if file else {}
-    data.update({k: v for k, v in flags.items() if v is not None})
+    for key, value in flags.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):  # a section: flags win per key
+            data[key] = {**data[key], **{k: v for k, v in value.items() if v is not None}}
+        elif value is not None:
+            data[key] = value
     return from_dict(cls, data)
 
 
@@ -131,7 +135,7 @@ def train(
             learning_rate=learning_rate,
             batch_size=batch_size,
             max_len=max_len,
-            lora_r=lora_r,
+            lora={"r": lora_r} if lora_r is not None else None,
             threads=threads,
             precision=precision,
         )

@@ -32,6 +32,14 @@ def setting(default: Any, help: str) -> Any:  # noqa: A002 - 'help' reads best a
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def section(cls: type, help: str) -> Any:  # noqa: A002
+    """A field holding a nested settings dataclass (given as a dict in files): defaults to ``cls()``.
+
+    Its value problems are reported by the parent's ``problems()``, prefixed ``name.``.
+    """
+    return dataclasses.field(default_factory=cls, metadata={"help": help})
+
+
 def field_help(cls: type) -> dict[str, str]:
     """Field name -> help text of a settings dataclass."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
@@ -55,12 +63,15 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, list | tuple)
     if origin is dict:
         return isinstance(value, dict)
+    if _is_section(hint):
+        return isinstance(value, dict | hint)
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, what: str | None = None) -> T:
+def from_dict(cls: type[T], data: dict[str, Any] | None, what: str | None = None, check: bool = True) -> T:
     """Build settings ``cls`` from ``data``; unknown keys, wrong types and invalid values all
-    reported at once.
+    reported at once. A field typed as another settings dataclass is a section: it takes a dict,
+    and its errors are named ``section.key``. ``check=False`` skips the value checks.
 
     Raises:
         ConfigError: listing every problem with its key and a fix.
@@ -78,14 +89,24 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, what: str | None = None
     for name in names:
         if name in data and not _type_ok(data[name], hints[name]):
             errors.append(f"{name}: expected {_type_name(hints[name])}, got {data[name]!r}")
+    for name in names:  # a nested section (a settings dataclass) arrives as a plain dict
+        if name in data and _is_section(hints[name]) and isinstance(data[name], dict):
+            try:
+                data[name] = from_dict(hints[name], data[name], what, check=False)  # parent checks
+            except ConfigError as err:
+                errors += [f"{name}.{e}" for e in err.errors]
     if errors:
         raise ConfigError(errors, what)
     obj = cls(**data)
-    check = getattr(obj, "problems", None)
-    problems = check() if callable(check) else []
+    validate = getattr(obj, "problems", None) if check else None
+    problems = validate() if callable(validate) else []
     if problems:
         raise ConfigError(problems, what)
     return obj
+
+
+def _is_section(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _type_name(hint: Any) -> str:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from finetuneflow.models.load import load_causal_lm, load_with_adapter
-from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.config import LoraSettings, TrainConfig
 from finetuneflow.train.data import encode_text, pack
 from finetuneflow.train.step import attach_lora
 
@@ -55,7 +55,7 @@ def test_packing_without_position_resets_would_leak(tiny_model: Path, tiny_token
 
 @pytest.fixture
 def adapter_dir(tiny_model: Path, tmp_path: Path) -> Path:
-    model = attach_lora(load_causal_lm(tiny_model), TrainConfig(lora_r=4, lora_alpha=8))
+    model = attach_lora(load_causal_lm(tiny_model), TrainConfig(lora=LoraSettings(r=4, alpha=8)))
     _perturb_lora(model)
     model.save_pretrained(str(tmp_path / "adapter"))
     return tmp_path / "adapter"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
-from finetuneflow.config import setting
+from finetuneflow.config import from_dict, setting
 from finetuneflow.dataset.io import read_split
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.generate import generate_reply
@@ -53,7 +53,7 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
     if not (run_dir / rf.ADAPTER / "adapter_config.json").exists():
         raise FileNotFoundError(f"{run_dir} has no trained adapter; run `ftf train` first")
     run_cfg = rf.read_json(run_dir / rf.CONFIG)
-    tcfg = TrainConfig(**run_cfg["train"])
+    tcfg = from_dict(TrainConfig, run_cfg["train"])
     hardware.setup_threads(cfg.threads)
     device = run_cfg["device"]
     amp = partial(hardware.autocast, device, hardware.autocast_dtype(device, tcfg.precision))

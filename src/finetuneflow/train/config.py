@@ -1,19 +1,68 @@
-"""Settings of the training step."""
+"""Settings of the training step: the run itself, its LoRA adapter, and its checkpoints."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from finetuneflow.config import setting
+from finetuneflow.config import section, setting
+
+Method = Literal["lora", "qlora", "full"]
+
+
+@dataclass
+class LoraSettings:
+    """The adapter trained by ``method='lora'`` or ``'qlora'``."""
+
+    r: int = setting(16, "LoRA rank.")
+    alpha: int = setting(32, "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rslora).")
+    dropout: float = setting(
+        0.0, "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time)."
+    )
+    target_modules: str = setting("all-linear", "Modules to adapt: 'all-linear' or comma-separated names.")
+    rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha / sqrt(r) (helps at high ranks).")
+    dora: bool = setting(False, "DoRA: learn a magnitude per output as well (slower, sometimes better).")
+
+    def problems(self) -> list[str]:
+        out = [f"{n}: must be >= 1" for n in ("r", "alpha") if getattr(self, n) < 1]
+        if not 0 <= self.dropout < 1:
+            out.append("dropout: must be in [0, 1)")
+        if not self.target_modules.strip():
+            out.append("target_modules: empty; use 'all-linear' or names such as 'q_proj,v_proj'")
+        return out
+
+
+@dataclass
+class CheckpointSettings:
+    """When the run saves itself, what it keeps, and when it stops early."""
+
+    every: int = setting(0, "Save a resumable checkpoint every N optimizer steps (0 = at each eval).")
+    keep_last: int = setting(2, "Checkpoints kept besides the best one (older ones are deleted).")
+    patience: int = setting(0, "Stop after this many evals without a better eval loss (0 = never).")
+    min_delta: float = setting(0.0, "How much lower an eval loss must be to count as better.")
+    oom_retries: int = setting(
+        3, "On out-of-memory: halve the micro-batch (doubling accumulation) up to this many times."
+    )
+
+    def problems(self) -> list[str]:
+        out = [f"{n}: must be >= 0" for n in ("every", "patience", "oom_retries") if getattr(self, n) < 0]
+        if self.keep_last < 1:
+            out.append("keep_last: must be >= 1 (the newest checkpoint is what --resume continues)")
+        if self.min_delta < 0:
+            out.append("min_delta: must be >= 0")
+        return out
 
 
 @dataclass
 class TrainConfig:
-    """LoRA fine-tuning settings; defaults suit a 135M model on a laptop CPU."""
+    """Fine-tuning settings; defaults suit a 135M model on a laptop CPU."""
 
     base_model: str = setting(
-        "smollm2-135m-instruct", "Model to fine-tune: default name, .gguf, folder or hub id."
+        "smollm2-135m-instruct",
+        "Model to fine-tune: default name, .gguf, folder, hub id or ollama:NAME.",
+    )
+    method: Method = setting(
+        "lora", "lora, qlora (4-bit base; CUDA only, LoRA elsewhere) or full (all weights; small models)."
     )
     max_len: int = setting(512, "Tokens per packed row; longer examples are truncated (and counted).")
     epochs: float = setting(3.0, "Passes over the training rows (fractions allowed).")
@@ -22,29 +71,31 @@ class TrainConfig:
     grad_accum: int = setting(1, "Micro-batches per optimizer step.")
     learning_rate: float = setting(2e-4, "Peak AdamW learning rate.")
     warmup_ratio: float = setting(0.06, "Fraction of steps spent warming up linearly before cosine decay.")
-    weight_decay: float = setting(0.0, "AdamW weight decay on the LoRA weights.")
+    weight_decay: float = setting(0.0, "AdamW weight decay on the trained weights.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0 = no clipping).")
-    lora_r: int = setting(16, "LoRA rank.")
-    lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = setting(
-        0.0, "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time)."
-    )
-    target_modules: str = setting("all-linear", "Modules to adapt: 'all-linear' or comma-separated names.")
     use_text: bool = setting(True, "Also train on the dataset's plain-text (document) examples.")
     eval_every: int = setting(0, "Eval loss every N steps (0 = about 5 times per run).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
-        "auto", "Compute precision: auto = bf16 where the CPU/GPU supports it, else fp32."
+        "auto", "Compute precision: auto = bf16 where the CPU/GPU supports it, else fp16 on GPUs, else fp32."
+    )
+    gradient_checkpointing: bool = setting(
+        False, "Recompute activations in the backward pass: less memory, ~30% slower."
+    )
+    loss_chunk: int = setting(
+        4096, "Supervised tokens per LM-head chunk: full (tokens x vocab) logits are never materialised."
     )
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
     threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
-    seed: int = setting(42, "Seed for row order, LoRA init and dropout: same seed, same run.")
+    seed: int = setting(42, "Seed for row order, adapter init and dropout: same seed, same run.")
+    lora: LoraSettings = section(LoraSettings, "The LoRA adapter (method lora or qlora).")
+    checkpoints: CheckpointSettings = section(CheckpointSettings, "Checkpoints, resume and early stopping.")
 
     def problems(self) -> list[str]:
-        """Every invalid value, with the fix."""
+        """Every invalid value, with the fix (nested sections prefixed ``lora.`` / ``checkpoints.``)."""
         out = []
         if not 32 <= self.max_len <= 131072:
             out.append(f"max_len: {self.max_len} is outside 32..131072")
-        for name in ("batch_size", "grad_accum", "lora_r", "lora_alpha"):
+        for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1")
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -55,6 +106,8 @@ class TrainConfig:
             out.append(f"learning_rate: {self.learning_rate} is not in (0, 1); try 2e-4")
         if not 0 <= self.warmup_ratio < 1:
             out.append("warmup_ratio: must be in [0, 1)")
-        if not 0 <= self.lora_dropout < 1:
-            out.append("lora_dropout: must be in [0, 1)")
+        if self.loss_chunk < 64:
+            out.append("loss_chunk: must be >= 64 (e.g. 4096)")
+        out += [f"lora.{p}" for p in self.lora.problems()]
+        out += [f"checkpoints.{p}" for p in self.checkpoints.problems()]
         return out

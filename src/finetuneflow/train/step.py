@@ -77,14 +77,17 @@ def attach_lora(model: Any, cfg: TrainConfig) -> Any:
     """Wrap ``model`` with fresh LoRA adapters (only they are trainable)."""
     from peft import LoraConfig, get_peft_model
 
-    targets: str | list[str] = cfg.target_modules
+    settings = cfg.lora
+    targets: str | list[str] = settings.target_modules
     if targets != "all-linear":
-        targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+        targets = [t.strip() for t in settings.target_modules.split(",") if t.strip()]
     lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
         target_modules=targets,
+        use_rslora=settings.rslora,
+        use_dora=settings.dora,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
