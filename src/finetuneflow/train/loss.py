@@ -23,16 +23,16 @@ def _causal_lm(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def summed_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+def summed_loss(model: Any, batch: dict[str, Any], chunk: int = 4096) -> tuple[Any, int]:
     """(sum of token cross-entropies, number of supervised tokens) for one batch of packed rows.
 
     Runs the decoder, then the LM head only on supervised positions: on a 49k vocabulary the full
     (batch, len, vocab) logits are most of the memory, and prompts/system text never need them.
+    More than ``chunk`` supervised tokens go through the head in chunks whose logits are recomputed
+    in the backward pass, so at most (chunk, vocab) logits exist at once (4096 x 49152 fp32 = 0.8 GB).
     ``attention_mask`` stays None so transformers builds the block-diagonal mask from the
     restarting ``position_ids`` (examples in a row cannot see each other).
     """
-    import torch.nn.functional as F
-
     lm = _causal_lm(model)
     backbone = getattr(lm, lm.base_model_prefix)
     hidden = backbone(
@@ -43,8 +43,23 @@ def summed_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     n = int(keep.sum())
     if n == 0:
         return hidden.sum() * 0.0, 0
-    logits = lm.get_output_embeddings()(hidden[:, :-1][keep])  # (n, vocab)
-    return F.cross_entropy(logits.float(), targets[keep], reduction="sum"), n
+    head = lm.get_output_embeddings()
+    states, wanted = hidden[:, :-1][keep], targets[keep]  # (n, H), (n,)
+    if n <= chunk:
+        return _head_loss(head, states, wanted), n
+    from torch.utils.checkpoint import checkpoint
+
+    parts = [
+        checkpoint(_head_loss, head, states[i : i + chunk], wanted[i : i + chunk], use_reentrant=False)
+        for i in range(0, n, chunk)
+    ]
+    return sum(parts[1:], parts[0]), n
+
+
+def _head_loss(head: Any, states: Any, targets: Any) -> Any:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(head(states).float(), targets, reduction="sum")
 
 
 def mean_loss(model: Any, rows: list[Row], device: str, batch_size: int, autocast_ctx: Any) -> float:

@@ -14,6 +14,7 @@ MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 ADAPTER = "adapter"
+FULL_MODEL = "model"  # full fine-tuning saves every weight here instead of an adapter
 
 
 def library_versions() -> dict[str, str]:
@@ -56,3 +57,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop metrics logged after optimizer step ``step`` (a resumed run replays those steps)."""
+    kept = [m for m in read_metrics(run_dir) if m.get("step", 0) <= step]
+    tmp = run_dir / (METRICS + ".tmp")
+    tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    tmp.replace(run_dir / METRICS)

@@ -1,17 +1,15 @@
-"""The training step: LoRA on packed rows with our own loop.
+"""The training step: build -> set up (or resume) -> train -> save.
 
-Reads top to bottom as build -> set up -> train -> save. Measured on a 2-core AVX-512 BF16 CPU, this
-loop (packed rows, bf16 autocast, LM head on supervised tokens only) runs ~3x the tokens/s of TRL's
-SFTTrainer defaults at lower peak memory; see bench/ and docs/ARCHITECTURE.md.
+LoRA, QLoRA or full fine-tuning on packed rows with our own loop (train/loop.py). Measured on a
+2-core AVX-512 BF16 CPU, this loop (packed rows, bf16 autocast, LM head on supervised tokens only)
+runs ~3x the tokens/s of TRL's SFTTrainer defaults at lower peak memory; see bench/train.py.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +17,17 @@ from finetuneflow import hardware
 from finetuneflow.config import to_dict
 from finetuneflow.dataset.io import dataset_hashes, read_split
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.models.load import load_causal_lm, load_tokenizer
+from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
+from finetuneflow.train import checkpoint as ckpt
+from finetuneflow.train import distributed as dd
 from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.data import Encoded, Row, check_eos_not_masked, encode_example, pack
-from finetuneflow.train.loss import mean_loss, rows_to_tensors, summed_loss
+from finetuneflow.train.loop import Loop, TrainingError, lr_at, make_optimizer, run
+from finetuneflow.train.model_setup import Built, attach_lora, build_model, trainable_count
 
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (NaN loss, nothing to train on, a finished run in the way)."""
+__all__ = ["TrainingError", "attach_lora", "batches", "lr_at", "plan_steps", "prepare", "train"]
 
 
 @dataclass
@@ -73,34 +72,6 @@ def prepare(dataset_dir: Path, cfg: TrainConfig) -> Prepared:
     return Prepared(tokenizer, model_dir, train_rows, eval_rows, {"train": train_counts, "eval": eval_counts})
 
 
-def attach_lora(model: Any, cfg: TrainConfig) -> Any:
-    """Wrap ``model`` with fresh LoRA adapters (only they are trainable)."""
-    from peft import LoraConfig, get_peft_model
-
-    settings = cfg.lora
-    targets: str | list[str] = settings.target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in settings.target_modules.split(",") if t.strip()]
-    lora = LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=targets,
-        use_rslora=settings.rslora,
-        use_dora=settings.dora,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to ``peak`` then cosine decay to 10% of it."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
 def plan_steps(n_rows: int, cfg: TrainConfig) -> int:
     """Optimizer steps for the configured epochs (or max_steps)."""
     per_epoch = max(1, math.ceil(n_rows / (cfg.batch_size * cfg.grad_accum)))
@@ -122,35 +93,93 @@ def batches(rows: list[Row], cfg: TrainConfig, total_steps: int) -> list[list[li
 
 
 def train(
-    dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSink | None = None
+    dataset_dir: Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    on_event: EventSink | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune ``cfg.base_model`` with LoRA on the dataset; writes the run folder and returns the summary.
+    """Fine-tune ``cfg.base_model`` on the dataset; writes the run folder and returns the summary.
+
+    With ``resume`` the run continues from its newest checkpoint (weights, optimizer, RNG, step),
+    under the settings it was started with; without one it starts over in the same folder.
 
     Raises:
-        TrainingError: the run folder holds a finished run, no data, or the loss became NaN/inf.
+        TrainingError: the run folder holds a finished run (or, resuming, a run of other settings
+            or data), there is no data, the loss became NaN/inf, or memory ran out for good.
     """
     import torch
 
     emit = Emitter("train", on_event)
+    _check_run_folder(run_dir, dataset_dir, cfg, resume)
+    dist = dd.init(hardware.pick_device(cfg.device))
+    device = dd.device_for(dist, hardware.pick_device(cfg.device))
+    threads = hardware.setup_threads(cfg.threads or max(1, hardware.available_cores() // dist.world))
+    torch.manual_seed(cfg.seed)
+    emit("prepare", message="encoding and packing examples")
+    prep = prepare(dataset_dir, cfg)
+    dtype = hardware.autocast_dtype(device, cfg.precision)
+    built = build_model(prep.model_dir, cfg, device)
+    for note in built.notes:
+        emit("note", message=note)
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _describe_run(run_dir, dataset_dir, cfg, prep, built, {"device": device, "autocast": str(dtype),
+                      "threads": threads, "world_size": dist.world})  # fmt: skip
+    opt, scaler, params = make_optimizer(built.model, cfg, dtype, device)
+    plan = batches(prep.train_rows, cfg, plan_steps(len(prep.train_rows), cfg))
+    loop = Loop(
+        built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist
+    )
+    state = _start_state(loop, resume)
+    status = run(loop, state)
+    if cfg.checkpoints.patience > 0 and state.best_step not in (0, state.step):
+        ckpt.load_weights(run_dir / ckpt.CHECKPOINTS / f"step-{state.best_step:06d}", built.model)
+    summary = _summary(status, state, loop.total, built.method)
+    if dist.main:
+        _save_result(built, prep, run_dir, summary)
+        emit("done", 1, 1, message=f"saved to {run_dir}")
+    dd.barrier(dist)
+    dd.close(dist)
+    return summary
+
+
+def _check_run_folder(run_dir: Path, dataset_dir: Path, cfg: TrainConfig, resume: bool) -> None:
     if (run_dir / rf.SUMMARY).exists():
         raise TrainingError(
             f"{run_dir} already holds a finished run; start a new run instead of overwriting it"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    threads = hardware.setup_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    emit("prepare", message="encoding and packing examples")
-    prep = prepare(dataset_dir, cfg)
-    device = hardware.pick_device(cfg.device)
-    dtype = hardware.autocast_dtype(device, cfg.precision)
-    resolved = {
-        "train": to_dict(cfg),
-        "dataset": str(dataset_dir),
-        "model_dir": str(prep.model_dir),
-        "device": device,
-        "autocast": str(dtype),
-        "threads": threads,
-    }
+    if not resume or not (run_dir / rf.CONFIG).exists():
+        return
+    started, now = rf.read_json(run_dir / rf.CONFIG)["train"], to_dict(cfg)
+    if started != now:
+        changed = sorted(k for k in {**started, **now} if started.get(k) != now.get(k))
+        raise TrainingError(f"cannot resume {run_dir} with other settings (changed: {', '.join(changed)})")
+    if rf.read_json(run_dir / rf.MANIFEST)["dataset_files"] != dataset_hashes(dataset_dir):
+        raise TrainingError(f"the dataset changed since {run_dir} started; start a new run instead")
+
+
+def _start_state(loop: Loop, resume: bool) -> ckpt.LoopState:
+    """A fresh loop state, or the newest checkpoint's (metrics logged after it are dropped)."""
+    found = ckpt.latest(loop.run_dir) if resume else None
+    if found is None:
+        if loop.dist.main:
+            (loop.run_dir / rf.METRICS).unlink(missing_ok=True)
+        return ckpt.LoopState(micro_size=loop.cfg.batch_size)
+    state = ckpt.load(found, loop.model, loop.opt, loop.scaler)
+    if loop.dist.main:
+        rf.truncate_metrics(loop.run_dir, state.step)
+    loop.emit("resume", state.step, loop.total, message=f"resuming from step {state.step} ({found.name})")
+    return state
+
+
+def _describe_run(
+    run_dir: Path, dataset_dir: Path, cfg: TrainConfig, prep: Prepared, built: Built, where: dict[str, Any]
+) -> None:
+    trainable, total = trainable_count(built.model)
+    resolved: dict[str, Any] = {"train": to_dict(cfg), "method": built.method, "notes": built.notes}
+    resolved |= {"dataset": str(dataset_dir), "model_dir": str(prep.model_dir), **where}
+    resolved |= {"trainable_params": trainable, "total_params": total}
     rf.write_json(run_dir / rf.CONFIG, resolved)
     rf.write_json(
         run_dir / rf.MANIFEST,
@@ -161,91 +190,29 @@ def train(
             "versions": rf.library_versions(),
         },
     )
-    model = attach_lora(load_causal_lm(prep.model_dir, device), cfg)
-    summary = _loop(model, prep, cfg, device, dtype, run_dir, emit)
-    model.save_pretrained(str(run_dir / rf.ADAPTER))
-    prep.tokenizer.save_pretrained(str(run_dir / rf.ADAPTER))
-    summary.update(run_dir=str(run_dir), data=prep.stats)
-    rf.write_json(run_dir / rf.SUMMARY, summary)
-    emit("done", 1, 1, message=f"adapter saved to {run_dir / rf.ADAPTER}")
-    return summary
 
 
-def _loop(
-    model: Any, prep: Prepared, cfg: TrainConfig, device: str, dtype: Any, run_dir: Path, emit: Emitter
-) -> dict[str, Any]:
-    import torch
-
-    total = plan_steps(len(prep.train_rows), cfg)
-    warmup = max(1, int(total * cfg.warmup_ratio))
-    eval_every = cfg.eval_every or max(1, total // 5)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    log = rf.MetricsLog(run_dir / rf.METRICS)
-    amp = partial(hardware.autocast, device, dtype)
-    start, seen_tokens, eval_loss = time.time(), 0, None
-    model.train()
-    for step, group in enumerate(batches(prep.train_rows, cfg, total)):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, warmup, cfg.learning_rate)
-        n_sup = sum(sum(1 for x in r.labels[1:] if x != -100) for mb in group for r in mb)
-        step_loss = 0.0
-        for micro in group:
-            with amp():
-                loss_sum, _ = summed_loss(model, rows_to_tensors(micro, device))
-            (loss_sum / max(n_sup, 1)).backward()
-            step_loss += float(loss_sum.detach()) / max(n_sup, 1)
-        if not math.isfinite(step_loss):
-            raise TrainingError(
-                f"loss became {step_loss} at step {step + 1}; lower learning_rate "
-                f"(now {cfg.learning_rate}) or use precision='fp32'"
-            )
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        real = _real_tokens(group)
-        seen_tokens += real
-        elapsed = time.time() - start
-        log.write(
-            step=step + 1,
-            loss=round(step_loss, 5),
-            lr=opt.param_groups[0]["lr"],
-            grad_norm=round(float(norm), 4),
-            real_tokens=real,
-            tokens_per_s=round(seen_tokens / elapsed, 1),
-        )
-        if (step + 1) % eval_every == 0 or step + 1 == total:
-            eval_loss = _evaluate(model, prep.eval_rows, cfg, device, amp)
-            if eval_loss is not None:
-                log.write(step=step + 1, eval_loss=round(eval_loss, 5))
-        emit(
-            "step",
-            step + 1,
-            total,
-            loss=step_loss,
-            eval_loss=eval_loss,
-            tokens_per_s=seen_tokens / elapsed,
-            elapsed_s=elapsed,
-        )
+def _summary(status: str, state: ckpt.LoopState, total: int, method: str) -> dict[str, Any]:
     return {
-        "status": "finished",
-        "steps": total,
-        "final_loss": step_loss,
-        "eval_loss": eval_loss,
-        "train_seconds": round(time.time() - start, 1),
-        "tokens_per_s": round(seen_tokens / (time.time() - start), 1),
+        "status": status,
+        "method": method,
+        "steps": state.step,
+        "planned_steps": total,
+        "final_loss": state.last_loss,
+        "eval_loss": state.best_eval if status == "early_stopped" else state.last_eval,
+        "best_eval_loss": state.best_eval,
+        "best_step": state.best_step,
+        "train_seconds": round(state.train_seconds, 1),
+        "tokens_per_s": round(state.seen_tokens / max(state.train_seconds, 1e-9), 1),
+        "real_tokens": state.seen_tokens,
+        "oom_backoffs": state.ooms,
     }
 
 
-def _real_tokens(group: list[list[Row]]) -> int:
-    """Non-padding tokens in a step: positions that belong to an example, not to the row's tail."""
-    return sum(r.real_tokens for mb in group for r in mb)
-
-
-def _evaluate(model: Any, rows: list[Row], cfg: TrainConfig, device: str, amp: Any) -> float | None:
-    if not rows:
-        return None
-    model.eval()
-    loss = mean_loss(model, rows, device, cfg.batch_size, amp)
-    model.train()
-    return loss
+def _save_result(built: Built, prep: Prepared, run_dir: Path, summary: dict[str, Any]) -> None:
+    """The adapter (for full fine-tuning, the whole model) with its tokenizer, then the summary."""
+    target = run_dir / (rf.FULL_MODEL if built.method == "full" else rf.ADAPTER)
+    built.model.save_pretrained(str(target), safe_serialization=True)
+    prep.tokenizer.save_pretrained(str(target))
+    summary.update(run_dir=str(run_dir), data=prep.stats)
+    rf.write_json(run_dir / rf.SUMMARY, summary)

@@ -1,0 +1,252 @@
+"""The optimizer loop: steps, evals, checkpoints, early stopping, out-of-memory back-off.
+
+Every step is planned up front from the seed (:func:`finetuneflow.train.step.batches`), so the
+loop's whole position is "optimizer steps done" plus the micro-batch size; a checkpoint stores
+both and a resumed run replays exactly the steps an uninterrupted one would have taken.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from finetuneflow import hardware
+from finetuneflow.events import Emitter
+from finetuneflow.train import checkpoint as ckpt
+from finetuneflow.train import distributed as dd
+from finetuneflow.train import run_files as rf
+from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.data import IGNORE, Row
+from finetuneflow.train.loss import rows_to_tensors, summed_loss
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, nothing to train on, a finished run in the way, OOM)."""
+
+
+@dataclass
+class Loop:
+    """What the loop works with; built once per session of a run."""
+
+    model: Any
+    opt: Any
+    scaler: Any  # a GradScaler for fp16, else None
+    params: list[Any]
+    plan: list[list[list[Row]]]  # optimizer step -> micro-batches -> rows
+    eval_rows: list[Row]
+    cfg: TrainConfig
+    device: str
+    dtype: Any
+    run_dir: Path
+    emit: Emitter
+    dist: dd.Dist
+
+    @property
+    def total(self) -> int:
+        return len(self.plan)
+
+
+def make_optimizer(model: Any, cfg: TrainConfig, dtype: Any, device: str) -> tuple[Any, Any, list[Any]]:
+    """AdamW over the trainable parameters and, for fp16, a loss scaler."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scaler = None
+    if dtype == torch.float16:  # fp16's narrow range underflows small gradients without scaling
+        scaler = torch.amp.GradScaler(device.split(":")[0])
+    return opt, scaler, params
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warmup to ``peak`` then cosine decay to 10% of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def run(loop: Loop, state: ckpt.LoopState) -> str:
+    """Train from ``state`` to the end (or an early stop); returns the status."""
+    cfg, log = loop.cfg, rf.MetricsLog(loop.run_dir / rf.METRICS) if loop.dist.main else None
+    warmup = max(1, int(loop.total * cfg.warmup_ratio))
+    eval_every = cfg.eval_every or max(1, loop.total // 5)
+    session_start, session_steps = time.time(), 0
+    loop.model.train()
+    while state.step < loop.total:
+        rows = [r for micro in loop.plan[state.step] for r in micro]
+        lr = lr_at(state.step, loop.total, warmup, cfg.learning_rate)
+        started = time.time()
+        loss, norm = _optimizer_step(loop, state, rows, lr, log)
+        state.train_seconds += time.time() - started
+        state.step, state.last_loss = state.step + 1, loss
+        session_steps += 1
+        real = sum(r.real_tokens for r in rows)
+        state.seen_tokens += real
+        eta = (time.time() - session_start) / session_steps * (loop.total - state.step)
+        speed = state.seen_tokens / max(state.train_seconds, 1e-9)
+        if log:
+            log.write(
+                step=state.step, loss=round(loss, 5), lr=lr, grad_norm=round(norm, 4), real_tokens=real,
+                tokens_per_s=round(speed, 1), eta_s=round(eta, 1),
+            )  # fmt: skip
+        stop = False
+        evaluated = state.step % eval_every == 0 or state.step == loop.total
+        if evaluated:
+            stop = _eval_and_track(loop, state, log)
+        if _should_save(cfg, state, evaluated):
+            _save(loop, state)
+        loop.emit(
+            "step", state.step, loop.total, loss=loss, eval_loss=state.last_eval, lr=lr, grad_norm=norm,
+            tokens_per_s=speed, eta_s=eta, elapsed_s=state.train_seconds,
+        )  # fmt: skip
+        if stop:
+            loop.emit("early_stop", state.step, loop.total, message=_early_stop_message(state))
+            return "early_stopped"
+    return "finished"
+
+
+def _optimizer_step(
+    loop: Loop, state: ckpt.LoopState, rows: list[Row], lr: float, log: rf.MetricsLog | None
+) -> tuple[float, float]:
+    """Forward/backward over this rank's rows in micro-batches, then one optimizer step.
+
+    On out-of-memory the step starts over with half the micro-batch (twice the accumulation):
+    the effective batch, and so the maths, stay the same.
+    """
+    import torch
+
+    for group in loop.opt.param_groups:
+        group["lr"] = lr
+    # Dividing by the *global* count makes micro-batches, accumulation and ranks add up exactly.
+    n_sup = max(1, sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows))
+    mine = dd.my_rows(rows, loop.dist)
+    amp = partial(hardware.autocast, loop.device.split(":")[0], loop.dtype)
+    for attempt in range(loop.cfg.checkpoints.oom_retries + 1):
+        try:
+            local = 0.0
+            for at in range(0, len(mine), state.micro_size):
+                with amp():
+                    batch = rows_to_tensors(mine[at : at + state.micro_size], loop.device)
+                    loss_sum, _ = summed_loss(loop.model, batch, loop.cfg.loss_chunk)
+                scaled = loss_sum / n_sup
+                (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
+                local += float(loss_sum.detach())
+            break
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not _is_oom(err):
+                raise
+            _back_off(loop, state, attempt, err, log)
+    dd.sum_gradients(loop.params, loop.dist)
+    step_loss = dd.sum_floats([local], loop.dist, loop.device)[0] / n_sup
+    if not math.isfinite(step_loss):
+        raise TrainingError(
+            f"loss became {step_loss} at step {state.step + 1}; lower learning_rate "
+            f"(now {loop.cfg.learning_rate}) or use precision='fp32'"
+        )
+    if loop.scaler:
+        loop.scaler.unscale_(loop.opt)
+    norm = torch.nn.utils.clip_grad_norm_(loop.params, loop.cfg.max_grad_norm or float("inf"))
+    if loop.scaler:
+        loop.scaler.step(loop.opt)  # skips the step when fp16 gradients overflowed
+        loop.scaler.update()
+    else:
+        loop.opt.step()
+    loop.opt.zero_grad(set_to_none=True)
+    return step_loss, float(norm)
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    text = str(err)  # CPU allocators raise a plain RuntimeError
+    return isinstance(err, torch.OutOfMemoryError) or any(
+        s in text for s in ("can't allocate memory", "out of memory")
+    )
+
+
+def _back_off(
+    loop: Loop, state: ckpt.LoopState, attempt: int, err: BaseException, log: rf.MetricsLog | None
+) -> None:
+    """Free what the failed attempt held and halve the micro-batch, or give up with a plan."""
+    import torch
+
+    loop.opt.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries:
+        raise TrainingError(
+            f"out of memory at step {state.step + 1} even with {state.micro_size} row(s) per "
+            f"micro-batch ({str(err).splitlines()[0][:200]}); lower max_len (now {loop.cfg.max_len}), "
+            "turn on gradient_checkpointing, use method='qlora' on a GPU, or a smaller model. "
+            "`ftf plan` estimates what fits."
+        ) from err
+    state.micro_size = max(1, state.micro_size // 2)
+    accum = -(-loop.cfg.batch_size * loop.cfg.grad_accum // state.micro_size)
+    state.ooms.append({"step": state.step + 1, "micro_size": state.micro_size})
+    message = (
+        f"out of memory at step {state.step + 1}: continuing with {state.micro_size} row(s) per "
+        f"micro-batch and {accum} accumulation steps (same effective batch)"
+    )
+    loop.emit("oom", state.step, loop.total, message=message, micro_size=state.micro_size)
+    if log:
+        log.write(step=state.step + 1, event="oom", micro_size=state.micro_size, message=message)
+
+
+def eval_loss(loop: Loop) -> float | None:
+    """Token-weighted mean loss over the eval rows (sharded across ranks), without gradients."""
+    import torch
+
+    if not loop.eval_rows:
+        return None
+    amp = partial(hardware.autocast, loop.device.split(":")[0], loop.dtype)
+    mine, total, count = dd.my_rows(loop.eval_rows, loop.dist), 0.0, 0.0
+    loop.model.eval()
+    with torch.no_grad():
+        for at in range(0, len(mine), loop.cfg.batch_size):
+            with amp():
+                batch = rows_to_tensors(mine[at : at + loop.cfg.batch_size], loop.device)
+                loss, n = summed_loss(loop.model, batch, loop.cfg.loss_chunk)
+            total, count = total + float(loss), count + n
+    loop.model.train()
+    total, count = dd.sum_floats([total, count], loop.dist, loop.device)
+    return total / max(count, 1.0)
+
+
+def _eval_and_track(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None) -> bool:
+    """Evaluate, update the best-so-far; True when early stopping says stop."""
+    value = eval_loss(loop)
+    state.last_eval = value
+    if value is None:
+        return False
+    if log:
+        log.write(step=state.step, eval_loss=round(value, 5))
+    if state.best_eval is None or value < state.best_eval - loop.cfg.checkpoints.min_delta:
+        state.best_eval, state.best_step, state.bad_evals = value, state.step, 0
+    else:
+        state.bad_evals += 1
+    patience = loop.cfg.checkpoints.patience
+    return patience > 0 and state.bad_evals >= patience
+
+
+def _should_save(cfg: TrainConfig, state: ckpt.LoopState, evaluated: bool) -> bool:
+    every = cfg.checkpoints.every
+    improved = evaluated and state.best_step == state.step
+    return (every > 0 and state.step % every == 0) or (every == 0 and evaluated) or improved
+
+
+def _save(loop: Loop, state: ckpt.LoopState) -> None:
+    if loop.dist.main:
+        ckpt.save(loop.run_dir, loop.model, loop.opt, loop.scaler, state, loop.cfg.checkpoints.keep_last)
+    dd.barrier(loop.dist)
+
+
+def _early_stop_message(state: ckpt.LoopState) -> str:
+    return (
+        f"early stop at step {state.step}: no better eval loss for {state.bad_evals} evals; "
+        f"keeping the best (eval loss {state.best_eval:.4f} at step {state.best_step})"
+    )

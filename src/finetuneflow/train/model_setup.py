@@ -1,0 +1,121 @@
+"""The model a run trains: LoRA on a full-precision base, LoRA on a 4-bit base (QLoRA), or every
+weight (full fine-tuning); plus gradient checkpointing.
+
+Dispatch is by ``TrainConfig.method``; the first thing decided is whether the method can run on
+this device at all, so a CPU user who picked QLoRA gets LoRA and a sentence saying why instead of
+a crash deep inside bitsandbytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetuneflow.models.load import load_causal_lm
+from finetuneflow.train.config import TrainConfig
+
+FULL_MAX_PARAMS = 2_000_000_000  # beyond this, full fine-tuning's optimizer state is not "at home"
+
+
+@dataclass
+class Built:
+    """The model to train and what was actually chosen."""
+
+    model: Any
+    method: str  # lora | qlora | full (after any fallback)
+    notes: list[str] = field(default_factory=list)  # said to the user and kept in config.json
+
+
+def resolve_method(cfg: TrainConfig, device: str) -> tuple[str, list[str]]:
+    """The method that will run on ``device``, with the reasons for any change."""
+    if cfg.method != "qlora":
+        return cfg.method, []
+    if not device.startswith("cuda"):
+        return "lora", [
+            "QLoRA's 4-bit base needs a CUDA GPU here; training plain LoRA instead (on a CPU a 4-bit "
+            "base saves memory but not time: bf16 LoRA runs as fast). Set method='lora' to silence this."
+        ]
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "lora", [
+            "QLoRA needs bitsandbytes: pip install 'finetuneflow[qlora]'. Training plain LoRA instead."
+        ]
+    return "qlora", []
+
+
+def build_model(model_dir: Path, cfg: TrainConfig, device: str) -> Built:
+    """Load the base and make the configured weights trainable."""
+    method, notes = resolve_method(cfg, device)
+    model = load_4bit(model_dir, device) if method == "qlora" else load_causal_lm(model_dir, device)
+    if method == "full":
+        n = sum(p.numel() for p in model.parameters())
+        if n > FULL_MAX_PARAMS:
+            raise ValueError(
+                f"full fine-tuning of {n / 1e9:.1f}B parameters needs ~16 bytes each for weights, "
+                "gradients and AdamW state; use method='lora' (or 'qlora' on a GPU)"
+            )
+        for p in model.parameters():
+            p.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        # non-reentrant checkpointing needs no input grads, so it works under frozen embeddings
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if method != "full":
+        model = attach_lora(model, cfg)
+    return Built(model, method, notes)
+
+
+def load_4bit(model_dir: Path, device: str) -> Any:
+    """The base quantized to 4-bit NF4 on load (bitsandbytes), compute in bf16, norms kept fp32.
+
+    Raises:
+        ImportError: bitsandbytes is not installed.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(model_dir),
+        quantization_config=quant,
+        dtype=torch.float32,
+        device_map={"": device},
+        use_safetensors=True,
+        trust_remote_code=False,
+    )
+    for p in model.parameters():  # what peft's prepare_model_for_kbit_training does, minus its casts
+        p.requires_grad_(False)
+    return model
+
+
+def attach_lora(model: Any, cfg: TrainConfig) -> Any:
+    """Wrap ``model`` with fresh LoRA adapters (only they are trainable)."""
+    from peft import LoraConfig, get_peft_model
+
+    settings = cfg.lora
+    targets: str | list[str] = settings.target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in settings.target_modules.split(",") if t.strip()]
+    lora = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        use_rslora=settings.rslora,
+        use_dora=settings.dora,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def trainable_count(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
