@@ -109,46 +109,75 @@ def ingest(
 def train(
     project: Project = "default",
     dataset: Annotated[str, typer.Option(help="Dataset name.")] = "default",
-    model: Annotated[str | None, typer.Option(help="Base model (default smollm2-135m-instruct).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Base model: smollm2-135m-instruct (default), a .gguf, a folder, org/name, ollama:NAME."
+        ),
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="lora (default), qlora (CUDA) or full.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the data (3).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (2e-4).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Packed rows per step (4).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Packed rows per micro-batch (4).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per optimizer step (1).")] = None,
     max_len: Annotated[int | None, typer.Option(help="Tokens per packed row (512).")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
+    rslora: Annotated[bool | None, typer.Option("--rslora/--no-rslora", help="Rank-stabilised LoRA.")] = None,
+    dora: Annotated[bool | None, typer.Option("--dora/--no-dora", help="DoRA (weight-decomposed).")] = None,
+    checkpointing: Annotated[
+        bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Less memory, slower.")
+    ] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (0 = at evals).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stop after N evals without gain.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all cores.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, bf16, fp16 or fp32.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue this interrupted run id from its last checkpoint.")
+    ] = None,
     config: ConfigFile = None,
 ) -> None:
-    """Fine-tune the base model with LoRA on a dataset; prints the run id."""
+    """Fine-tune the base model (LoRA by default) on a dataset; prints the run id.
+
+    Under `torchrun --nproc_per_node N $(which ftf) train ...` the same command trains data-parallel.
+    """
     from finetuneflow import api
     from finetuneflow.progress import RichProgress
     from finetuneflow.train.config import TrainConfig
+    from finetuneflow.train.step import TrainingError
 
+    lora = {"r": lora_r, "rslora": rslora, "dora": dora}
+    saving = {"every": save_every, "patience": patience}
     try:
-        cfg = _settings(
-            TrainConfig,
-            config,
-            base_model=model,
-            epochs=epochs,
-            max_steps=max_steps,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_len=max_len,
-            lora={"r": lora_r} if lora_r is not None else None,
-            threads=threads,
-            precision=precision,
-        )
         with RichProgress() as sink:
-            summary = api.train(project, dataset, cfg, sink)
-    except (ValueError, LookupError) as err:
+            if resume:
+                summary = api.resume(project, resume, sink)
+            else:
+                cfg = _settings(
+                    TrainConfig, config, base_model=model, method=method, epochs=epochs, max_steps=max_steps,
+                    learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
+                    max_len=max_len,
+                    threads=threads, precision=precision, gradient_checkpointing=checkpointing,
+                    lora=_section(lora), checkpoints=_section(saving),
+                )  # fmt: skip
+                summary = api.train(project, dataset, cfg, sink)
+    except (ValueError, LookupError, TrainingError) as err:
         _fail(err)
     eval_loss = summary.get("eval_loss")
     console.print(
-        f"run [bold]{summary['run_id']}[/bold]: {summary['steps']} steps, final loss "
+        f"run [bold]{summary['run_id']}[/bold]: {summary['steps']} steps ({summary['status']}), final loss "
         f"{summary['final_loss']:.3f}" + (f", eval loss {eval_loss:.3f}" if eval_loss else "")
     )
+    for backoff in summary.get("oom_backoffs", []):
+        console.print(f"[yellow]out of memory at step {backoff['step']}[/yellow]: went on with "
+                      f"{backoff['micro_size']} row(s) per micro-batch")  # fmt: skip
     console.print(f"folder: {summary['run_dir']}")
+
+
+def _section(flags: dict[str, Any]) -> dict[str, Any] | None:
+    """The flags given for one config section, or None when none was."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    return given or None
 
 
 @app.command()
@@ -271,6 +300,9 @@ def main() -> None:
 
 # The dataset, review and provider commands live in their own module; importing it registers them.
 from finetuneflow import cli_dataset  # noqa: E402, F401
+from finetuneflow.cli_classify import register as register_classify  # noqa: E402
+
+register_classify(app)
 
 if __name__ == "__main__":
     main()

@@ -105,7 +105,7 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
             tokens_per_s=speed, eta_s=eta, elapsed_s=state.train_seconds,
         )  # fmt: skip
         if stop:
-            loop.emit("early_stop", state.step, loop.total, message=_early_stop_message(state))
+            loop.emit("early_stop", message=_early_stop_message(state))
             return "early_stopped"
     return "finished"
 
@@ -192,13 +192,16 @@ def _back_off(
         f"out of memory at step {state.step + 1}: continuing with {state.micro_size} row(s) per "
         f"micro-batch and {accum} accumulation steps (same effective batch)"
     )
-    loop.emit("oom", state.step, loop.total, message=message, micro_size=state.micro_size)
+    loop.emit("oom", message=message, micro_size=state.micro_size)  # a log line, not a bar
     if log:
         log.write(step=state.step + 1, event="oom", micro_size=state.micro_size, message=message)
 
 
-def eval_loss(loop: Loop) -> float | None:
-    """Token-weighted mean loss over the eval rows (sharded across ranks), without gradients."""
+def eval_loss(loop: Loop, rows_per_batch: int) -> float | None:
+    """Token-weighted mean loss over the eval rows (sharded across ranks), without gradients.
+
+    ``rows_per_batch`` is the training micro-batch, which out-of-memory back-off may have shrunk.
+    """
     import torch
 
     if not loop.eval_rows:
@@ -207,9 +210,9 @@ def eval_loss(loop: Loop) -> float | None:
     mine, total, count = dd.my_rows(loop.eval_rows, loop.dist), 0.0, 0.0
     loop.model.eval()
     with torch.no_grad():
-        for at in range(0, len(mine), loop.cfg.batch_size):
+        for at in range(0, len(mine), rows_per_batch):
             with amp():
-                batch = rows_to_tensors(mine[at : at + loop.cfg.batch_size], loop.device)
+                batch = rows_to_tensors(mine[at : at + rows_per_batch], loop.device)
                 loss, n = summed_loss(loop.model, batch, loop.cfg.loss_chunk)
             total, count = total + float(loss), count + n
     loop.model.train()
@@ -219,7 +222,7 @@ def eval_loss(loop: Loop) -> float | None:
 
 def _eval_and_track(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None) -> bool:
     """Evaluate, update the best-so-far; True when early stopping says stop."""
-    value = eval_loss(loop)
+    value = eval_loss(loop, state.micro_size)
     state.last_eval = value
     if value is None:
         return False

@@ -169,7 +169,7 @@ def _start_state(loop: Loop, resume: bool) -> ckpt.LoopState:
     state = ckpt.load(found, loop.model, loop.opt, loop.scaler)
     if loop.dist.main:
         rf.truncate_metrics(loop.run_dir, state.step)
-    loop.emit("resume", state.step, loop.total, message=f"resuming from step {state.step} ({found.name})")
+    loop.emit("resume", message=f"resuming from step {state.step} of {loop.total} ({found.name})")
     return state
 
 

@@ -1,0 +1,184 @@
+"""The training engine's options: methods, precision, chunked loss, out-of-memory back-off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from finetuneflow.train import loop as loop_module
+from finetuneflow.train import run_files as rf
+from finetuneflow.train.config import CheckpointSettings, LoraSettings, TrainConfig
+from finetuneflow.train.data import IGNORE
+from finetuneflow.train.loss import summed_loss
+from finetuneflow.train.model_setup import build_model, resolve_method
+from finetuneflow.train.step import TrainingError, train
+
+from .helpers import chat_dataset
+
+
+def _cfg(tiny_model: Path, **kw: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(
+        base_model=str(tiny_model), max_len=64, batch_size=4, max_steps=3, epochs=10,
+        learning_rate=5e-3, precision="fp32", threads=1,
+    )  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def test_chunked_head_gives_the_same_loss_and_gradients(tiny_model: Path) -> None:
+    from finetuneflow.models.load import load_causal_lm
+
+    model = load_causal_lm(tiny_model)
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (2, 64))
+    labels = ids.clone()
+    labels[:, :10] = IGNORE
+    batch = {"input_ids": ids, "labels": labels, "position_ids": torch.arange(64).repeat(2, 1)}
+    results = []
+    for chunk in (64, 100_000):  # 108 supervised tokens: two chunks vs one
+        model.zero_grad()
+        loss, n = summed_loss(model, batch, chunk=chunk)
+        loss.backward()
+        results.append((float(loss.detach()), n, model.lm_head.weight.grad.clone()))
+    (a, na, ga), (b, nb, gb) = results
+    assert na == nb == 108 and a == pytest.approx(b, rel=1e-6)
+    assert torch.allclose(ga, gb, atol=1e-6)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_gets_the_same_result(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = chat_dataset(tmp_path / "ds")
+    cfg = _cfg(tiny_model)
+    plain = train(ds, tmp_path / "plain", cfg)
+    real = loop_module.summed_loss
+
+    def small_memory(model: Any, batch: dict[str, Any], chunk: int = 4096) -> Any:
+        if batch["input_ids"].shape[0] > 1:  # "only one row fits"
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, batch, chunk)
+
+    monkeypatch.setattr(loop_module, "summed_loss", small_memory)
+    events: list[Any] = []
+    backed = train(ds, tmp_path / "backed", cfg, events.append)
+    assert [o["micro_size"] for o in backed["oom_backoffs"]] == [2, 1]
+    assert backed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+    said = [e.message for e in events if e.stage == "oom"]
+    assert said[-1].startswith("out of memory at step 1: continuing with 1 row(s) per micro-batch and 4")
+    assert any(m.get("event") == "oom" for m in rf.read_metrics(tmp_path / "backed"))
+
+
+def test_out_of_memory_at_one_row_stops_with_a_plan(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(loop_module, "summed_loss", no_memory)
+    with pytest.raises(TrainingError, match="out of memory at step 1 even with 1 row.*ftf plan"):
+        train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model))
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(loop_module, "summed_loss", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model))
+
+
+@pytest.mark.parametrize(
+    ("lora", "check"),
+    [
+        (LoraSettings(r=4, alpha=8, rslora=True), lambda c: c.use_rslora),
+        (LoraSettings(r=4, alpha=8, dora=True), lambda c: c.use_dora),
+        (LoraSettings(target_modules="q_proj,v_proj"), lambda c: set(c.target_modules) == {"q_proj", "v_proj"}),
+    ],
+)  # fmt: skip
+def test_lora_variants_train_and_save_their_settings(
+    tiny_model: Path, tmp_path: Path, lora: LoraSettings, check: Any
+) -> None:
+    from peft import PeftConfig
+
+    summary = train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, lora=lora, max_steps=2))
+    assert summary["method"] == "lora" and summary["steps"] == 2
+    assert check(PeftConfig.from_pretrained(str(tmp_path / "run" / rf.ADAPTER)))
+
+
+def test_full_fine_tuning_changes_every_weight_kind_and_saves_a_model(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    summary = train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, method="full"))
+    assert summary["method"] == "full"
+    config = rf.read_json(tmp_path / "run" / rf.CONFIG)
+    assert config["trainable_params"] == config["total_params"]
+    before = load_file(str(tiny_model / "model.safetensors"))
+    after = load_file(str(tmp_path / "run" / rf.FULL_MODEL / "model.safetensors"))
+    assert set(after) == set(before)
+    assert all(not torch.equal(before[k], after[k]) for k in before if "layers.0" in k and "weight" in k)
+    assert (tmp_path / "run" / rf.FULL_MODEL / "tokenizer.json").exists()
+
+
+def test_qlora_on_a_cpu_trains_lora_and_says_why(tiny_model: Path, tmp_path: Path) -> None:
+    events: list[Any] = []
+    summary = train(
+        chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, method="qlora"), events.append
+    )
+    assert summary["method"] == "lora"
+    notes = rf.read_json(tmp_path / "run" / rf.CONFIG)["notes"]
+    assert notes and "needs a CUDA GPU" in notes[0] and "method='lora'" in notes[0]
+    assert any(e.stage == "note" and "CUDA" in e.message for e in events)
+    assert resolve_method(_cfg(tiny_model, method="qlora"), "cuda")[0] in ("qlora", "lora")
+
+
+def test_four_bit_loader_runs_on_this_machine(tiny_model: Path) -> None:
+    """The QLoRA loading path itself (what CUDA runs), exercised on the CPU backend of bitsandbytes."""
+    pytest.importorskip("bitsandbytes", reason="the qlora extra (bitsandbytes) is not installed")
+    from finetuneflow.train.model_setup import attach_lora, load_4bit
+
+    model = attach_lora(load_4bit(tiny_model, "cpu"), _cfg(tiny_model))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "Linear4bit" in kinds
+    ids = torch.randint(0, 300, (1, 16))
+    labels = ids.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = summed_loss(
+            model, {"input_ids": ids, "labels": labels, "position_ids": torch.arange(16)[None]}
+        )
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_fp16_uses_a_loss_scaler_and_stays_finite(tiny_model: Path, tmp_path: Path) -> None:
+    from finetuneflow.train.loop import make_optimizer
+
+    model = build_model(tiny_model, _cfg(tiny_model), "cpu").model
+    _, scaler, _ = make_optimizer(model, _cfg(tiny_model), torch.float16, "cpu")
+    assert scaler is not None and scaler.is_enabled()
+    summary = train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, precision="fp16"))
+    assert summary["steps"] == 3 and summary["final_loss"] == pytest.approx(summary["final_loss"])
+    assert json.loads((tmp_path / "run" / rf.CONFIG).read_text())["autocast"] == "torch.float16"
+
+
+def test_gradient_checkpointing_gives_the_same_run(tiny_model: Path, tmp_path: Path) -> None:
+    ds = chat_dataset(tmp_path / "ds")
+    plain = train(ds, tmp_path / "a", _cfg(tiny_model))
+    ckpt = train(ds, tmp_path / "b", _cfg(tiny_model, gradient_checkpointing=True))
+    assert ckpt["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+
+
+def test_checkpoint_settings_default_to_saving_at_each_eval(tiny_model: Path, tmp_path: Path) -> None:
+    from finetuneflow.train import checkpoint as ckpt
+
+    train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, max_steps=4, eval_every=2,
+          checkpoints=CheckpointSettings(keep_last=5)))  # fmt: skip
+    assert [d.name for d in ckpt.checkpoint_dirs(tmp_path / "run")] == ["step-000002", "step-000004"]
