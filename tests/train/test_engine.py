@@ -98,7 +98,10 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(
     [
         (LoraSettings(r=4, alpha=8, rslora=True), lambda c: c.use_rslora),
         (LoraSettings(r=4, alpha=8, dora=True), lambda c: c.use_dora),
-        (LoraSettings(target_modules="q_proj,v_proj"), lambda c: set(c.target_modules) == {"q_proj", "v_proj"}),
+        (
+            LoraSettings(target_modules="q_proj,v_proj"),
+            lambda c: set(c.target_modules) == {"q_proj", "v_proj"},
+        ),
     ],
 )  # fmt: skip
 def test_lora_variants_train_and_save_their_settings(
