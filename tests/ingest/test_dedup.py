@@ -118,6 +118,48 @@ def test_estimated_jaccard_tracks_true_jaccard() -> None:
     assert np.mean(errors_default) <= 0.04, errors_default  # no bias at the default size either
 
 
+def test_estimate_is_unbiased_over_many_pairs() -> None:
+    """One-permutation hashing with densification: mean error ~0, spread no worse than 128 MinHashes."""
+    rng = random.Random(11)
+    errors, truths = [], []
+    for _ in range(150):
+        base = " ".join(words(rng, 60))
+        other = edit(base, rng, changes=3)
+        truths.append(true_jaccard(base, other))
+        errors.append(estimated(signatures([base, other], CFG)) - truths[-1])
+    j = float(np.mean(truths))
+    minhash_std = np.sqrt(j * (1 - j) / CFG.num_perm)
+    assert abs(np.mean(errors)) < 3 * minhash_std / np.sqrt(len(errors))  # a 3-sigma bound on bias
+    assert np.std(errors) < 1.2 * minhash_std
+
+
+def test_every_slot_of_a_non_empty_text_is_filled() -> None:
+    texts = ["hello", "a few more words here", " ".join(VOCAB[:400])]
+    sigs = signatures(texts, CFG)
+    assert (sigs != EMPTY_SLOT).all() and (sigs < 2**31).all()
+    assert len(set(sigs[0].tolist())) == 1  # one shingle: every slot borrows its only value
+
+
+def test_densification_fallback_fills_deterministically(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = ["tiny text", "tiny text!", "other tiny"]
+    drawn = signatures(texts, CFG)
+    monkeypatch.setattr(dedup, "_MAX_ATTEMPTS_PER_SLOT", 0)  # straight to "next filled slot"
+    scanned = signatures(texts, CFG)
+    assert (scanned != EMPTY_SLOT).all()
+    assert np.array_equal(scanned[0], scanned[1]) and np.array_equal(drawn[0], drawn[1])
+    assert np.array_equal(scanned, signatures(texts, CFG))
+
+
+def test_signature_tag_names_the_settings() -> None:
+    tags = {
+        dedup.signature_tag(c)
+        for c in (CFG, DedupConfig(seed=2), DedupConfig(shingle=4), DedupConfig(num_perm=64))
+    }
+    assert len(tags) == 4
+    assert all(t >= 2**31 and t != EMPTY_SLOT for t in tags)  # never a slot value
+    assert dedup.signature_tag(DedupConfig()) == dedup.signature_tag(CFG)
+
+
 # --- LSH and near duplicates --------------------------------------------------------------------
 
 

@@ -4,15 +4,23 @@ Exact duplicates share :func:`exact_key` (sha1 of the normalized text). Near dup
 in three steps, each usable alone:
 
 1. :func:`signatures` (or :func:`parallel_signatures`) turns each text into ``num_perm`` MinHash
-   values over character ``shingle``-grams of its normalized form;
+   slots over character ``shingle``-grams of its normalized form;
 2. :class:`LSHIndex` buckets signatures by bands so that only likely pairs are compared;
 3. :func:`near_duplicates` walks a batch in order and points each duplicate at the first kept item
    it resembles, whose estimated Jaccard similarity reaches ``threshold``.
 
-Hashing scheme (all vectorised, no Python loop per shingle): the normalized text is viewed as an
-array of code points (UTF-32), every window of ``shingle`` code points gets a 64-bit polynomial
-hash, mixed and cut to 31 bits (``x``); permutation ``i`` is ``(a_i * x + b_i) mod p`` with the
-Mersenne prime ``p = 2**31 - 1``, so every product fits in 62 bits of a uint64.
+Signature scheme (:data:`SCHEME`; all vectorised, no Python loop per shingle): the normalized
+text is viewed as an array of code points (UTF-32), every window of ``shingle`` code points gets a
+64-bit polynomial hash, salted by the seed and avalanched (MurmurHash3 finalizer). That one hash
+is the permutation: its top 32 bits pick one of ``num_perm`` slots, its low 31 bits are the value,
+and a slot keeps the smallest value that falls into it ("one-permutation hashing", Li, Owen and
+Zhang 2012). A slot that no shingle reached borrows the value of another slot, picked by a seeded
+hash of (slot, attempt) until a filled one comes up ("optimal densification", Shrivastava 2017).
+Two texts then agree in any one slot with probability equal to their Jaccard similarity, as with
+``num_perm`` independent permutations, at O(shingles) instead of O(shingles x num_perm) work:
+about 5x fewer CPU seconds than the 128 universal hashes used before. Signatures of different
+schemes, shingle sizes, seeds or lengths are not comparable: :func:`signature_tag` names the
+combination, and stored signatures carry it (see ``store.py``).
 """
 
 from __future__ import annotations
@@ -21,27 +29,29 @@ import hashlib
 import os
 import re
 import unicodedata
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from finetuneflow.config import setting
 
-_P = (1 << 31) - 1  # Mersenne prime: "mod p" is two shifts, masks and adds instead of a division
-_P64 = np.uint64(_P)
-_P32 = np.uint32(_P)
-_SHIFT31_64 = np.uint64(31)
-_SHIFT31_32 = np.uint32(31)
-EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # above every hash value (< 2**31), so empty texts match no text
+SCHEME = "oph-densified-v1"
+"""Name of the signature scheme; part of :func:`signature_tag`. Change it whenever signatures change."""
+EMPTY_SLOT = np.uint32(0xFFFFFFFF)  # above every slot value (< 2**31), so empty texts match no text
+_VALUE_MASK = np.uint64(0x7FFFFFFF)  # low 31 bits of a shingle's hash: its value in its slot
+_U32 = np.uint64(32)
+_U33 = np.uint64(33)
 _POLY = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial shingle hash
 _MIX1 = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3 finalizer constants: spread the polynomial's
-_MIX2 = np.uint64(0xC4CEB9FE1A85EC53)  # weak low bits over the 31 bits we keep
+_MIX2 = np.uint64(0xC4CEB9FE1A85EC53)  # weak low bits over all 64
+_ATTEMPT = 0xD6E8FEB86659FD93  # odd multiplier separating densification attempts
 _MASK64 = (1 << 64) - 1
-# Rows of the (shingles x num_perm) matrix hashed at once: 1024 x 128 uint64 = 1 MiB stays in cache.
-_BLOCK_ROWS = 1024
+# Densification draws at most this many donor slots per empty slot, per slot of the signature,
+# before taking the next filled slot instead; only texts of a few shingles get that far.
+_MAX_ATTEMPTS_PER_SLOT = 2
 # Texts normalized and shingled together: bounds the code-point and window arrays (~50 MB at 2 KB/text).
 _CHUNK_TEXTS = 1000
 # Below this many texts, starting worker processes costs more than it saves.
@@ -53,10 +63,10 @@ _PUNCTUATION = re.compile(r"[^\w\s]+")
 class DedupConfig:
     """Settings of near-duplicate detection."""
 
-    num_perm: int = setting(128, "MinHash permutations per signature; more is slower but more precise.")
+    num_perm: int = setting(128, "MinHash slots per signature; more is more precise (and more to compare).")
     shingle: int = setting(5, "Length of the character n-grams compared (after normalization).")
     threshold: float = setting(0.8, "Estimated Jaccard similarity from which two texts are duplicates.")
-    seed: int = setting(1, "Seed of the permutations; signatures are only comparable under one seed.")
+    seed: int = setting(1, "Seed of the shingle hash; signatures are only comparable under one seed.")
 
     def problems(self) -> list[str]:
         """Every invalid value, with the fix."""
@@ -90,16 +100,28 @@ def exact_key(text: str) -> str:
 def signatures(texts: Sequence[str], cfg: DedupConfig) -> np.ndarray:
     """MinHash signatures of ``texts``: uint32 array of shape (len(texts), cfg.num_perm).
 
-    Texts shorter than ``cfg.shingle`` (after normalization) count as one shingle; an empty text
-    gets :data:`EMPTY_SLOT` in every slot.
+    A row depends only on its text and ``cfg`` (never on the batch). Texts shorter than
+    ``cfg.shingle`` (after normalization) count as one shingle; an empty text gets
+    :data:`EMPTY_SLOT` in every slot.
     """
     out = np.full((len(texts), cfg.num_perm), EMPTY_SLOT, dtype=np.uint32)
-    a, b = _permutations(cfg)
+    salt = _salt(cfg.seed)
     for start in range(0, len(texts), _CHUNK_TEXTS):
         chunk = [normalize(t) for t in texts[start : start + _CHUNK_TEXTS]]
         docs, hashes = _shingle_hashes(chunk, cfg.shingle)
-        _min_hash_into(out[start : start + len(chunk)], docs, hashes, a, b)
+        _slot_minima_into(out[start : start + len(chunk)], docs, _mix64(hashes ^ salt))
+    _densify(out, salt)
     return out
+
+
+def signature_tag(cfg: DedupConfig) -> int:
+    """A 32-bit name of the signature scheme, shingle size, seed and length of ``cfg``.
+
+    Equal tags mean comparable signatures. The top bit is set and the lowest clear, so a tag is
+    neither a slot value (< 2**31) nor :data:`EMPTY_SLOT`.
+    """
+    name = f"{SCHEME} shingle={cfg.shingle} seed={cfg.seed} slots={cfg.num_perm}"
+    return 0x80000000 | (zlib.crc32(name.encode()) & 0x7FFFFFFE)
 
 
 def parallel_signatures(texts: Sequence[str], cfg: DedupConfig, workers: int = 0) -> np.ndarray:
@@ -249,9 +271,10 @@ def _check_batch(
 
 
 def _shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct 31-bit shingle hashes of normalized ``texts``: (doc index, hash), sorted by doc.
+    """Polynomial hashes of every ``k``-gram of normalized ``texts``: (doc index int64, hash uint64).
 
-    Both arrays are int64/uint64 of one length: the number of distinct (doc, shingle) pairs.
+    Repeated shingles are kept: a slot's minimum does not change when a value comes twice, and
+    sorting them away cost more than it saved.
     """
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     # One UTF-32 buffer for the chunk: code point i of the joined texts is codes[i].
@@ -268,11 +291,7 @@ def _shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         whole = [_poly_hash(codes[starts[i] : starts[i] + lengths[i]]) for i in short]
         docs = np.concatenate([docs, np.array(short, dtype=np.int64)])
         hashes = np.concatenate([hashes, np.array(whole, dtype=np.uint64)])
-    # Repeated shingles (common words) would only redo work: keep each (doc, hash) once. A sort
-    # beats np.unique, which hashes instead of sorting in numpy >= 2.3 and is several times slower here.
-    pairs = np.sort((docs.astype(np.uint64) << _SHIFT31_64) | _mix31(hashes))
-    pairs = pairs[_run_starts(pairs)]
-    return (pairs >> _SHIFT31_64).astype(np.int64), pairs & _P64
+    return docs, hashes
 
 
 def _window_hashes(codes: np.ndarray, k: int) -> np.ndarray:
@@ -295,67 +314,62 @@ def _poly_hash(codes: np.ndarray) -> int:
     return value
 
 
-def _mix31(values: np.ndarray) -> np.ndarray:
-    """Avalanche 64-bit hashes (MurmurHash3 finalizer) and keep their top 31 bits."""
-    values = values ^ (values >> np.uint64(33))
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """Avalanche 64-bit hashes (MurmurHash3 finalizer): every output bit depends on every input bit."""
+    values = values ^ (values >> _U33)
     values *= _MIX1
-    values ^= values >> np.uint64(33)
+    values ^= values >> _U33
     values *= _MIX2
-    values ^= values >> np.uint64(33)
-    return values >> np.uint64(33)
+    values ^= values >> _U33
+    return values
 
 
-def _min_hash_into(
-    out: np.ndarray, docs: np.ndarray, hashes: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> None:
-    """out[d, i] = min over doc d's hashes x of (a[i] * x + b[i]) mod p; docs without hashes untouched.
+def _salt(seed: int) -> np.uint64:
+    """The seed's 64-bit salt, xor-ed into shingle hashes before mixing."""
+    return np.uint64(int(_mix64(np.array([seed & _MASK64], dtype=np.uint64))[0]))
 
-    ``docs`` is sorted. Rows go in fixed blocks that may split a doc; a split doc's partial minima
-    are merged into ``out`` with the ones already there.
+
+def _slot_minima_into(out: np.ndarray, docs: np.ndarray, hashes: np.ndarray) -> None:
+    """out[d, slot(x)] = min of value(x) over doc d's mixed hashes x; slots no hash reaches untouched.
+
+    slot(x) is the top 32 bits of x scaled to [0, num_perm) (a multiply and a shift, no division);
+    value(x) its low 31 bits. ``out`` is a C-contiguous block of rows, updated through a flat view.
     """
-    for r0 in range(0, docs.size, _BLOCK_ROWS):
-        block_docs = docs[r0 : r0 + _BLOCK_ROWS]
-        firsts = _run_starts(block_docs)
-        values = _permute(hashes[r0 : r0 + _BLOCK_ROWS], a, b)  # (num_perm, rows) uint32
-        # Reducing along the contiguous last axis is several times faster than along axis 0.
-        mins = np.minimum.reduceat(values, firsts, axis=1).T  # (docs in block, num_perm)
-        ids = block_docs[firsts]
-        out[ids] = np.minimum(out[ids], mins)
+    slots = out.shape[1]
+    slot = ((hashes >> _U32) * np.uint64(slots)) >> _U32  # < 2**32 * slots: fits while slots < 2**32
+    flat = out.reshape(-1)
+    np.minimum.at(flat, docs * slots + slot.astype(np.int64), (hashes & _VALUE_MASK).astype(np.uint32))
 
 
-def _permute(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a * x + b) mod p for every permutation (rows) and hash x (columns): uint32 (len(a), len(x))."""
-    y = np.multiply.outer(a, x)  # < 2**62: a and x are below 2**31
-    y += b[:, None]
-    # y mod p for p = 2**31 - 1: fold the high bits onto the low ones (2**31 = 1 mod p), twice.
-    high = y >> _SHIFT31_64
-    y &= _P64
-    y += high  # < 2**32 now, so the second fold runs on half the bytes
-    folded = y.astype(np.uint32)
-    carry = folded >> _SHIFT31_32
-    folded &= _P32
-    folded += carry  # in [0, p]; p stands for 0, which only relabels one value
-    return folded
+def _densify(sigs: np.ndarray, salt: np.uint64) -> None:
+    """Fill the empty slots of rows that have some filled ones (optimal densification), in place.
 
-
-def _permutations(cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The ``num_perm`` (a, b) pairs of ``cfg.seed``: a in [1, p), b in [0, p), uint64."""
-    return _permutations_for(cfg.num_perm, cfg.seed)
-
-
-@lru_cache(maxsize=8)
-def _permutations_for(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, _P, size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, _P, size=num_perm, dtype=np.uint64)
-    return a, b
-
-
-def _run_starts(values: np.ndarray) -> np.ndarray:
-    """Indices where a run of equal values starts in sorted ``values`` (empty for an empty array)."""
-    if not values.size:
-        return np.zeros(0, dtype=np.intp)
-    return np.concatenate([[0], np.flatnonzero(values[1:] != values[:-1]) + 1])
+    Empty slot ``i`` tries donor ``d(i, t)`` for attempts t = 1, 2, ... (a seeded hash, the same
+    for every text) and copies the first donor filled by the text's own shingles. Two texts with
+    the same filled slots borrow alike, which keeps P(slot agrees) = Jaccard. After
+    ``_MAX_ATTEMPTS_PER_SLOT * num_perm`` misses (texts of very few shingles) the next filled slot
+    to the right is taken instead, also the same for every text, so the loop always ends.
+    """
+    empty = sigs == EMPTY_SLOT
+    partly = np.flatnonzero(empty.any(axis=1) & ~empty.all(axis=1))
+    if not partly.size:
+        return
+    own = sigs[partly]  # (rows, slots): donors are read from the filled slots only, never refills
+    rows, cols = np.nonzero(empty[partly])
+    slots = sigs.shape[1]
+    base = _mix64(cols.astype(np.uint64) ^ salt)
+    for attempt in range(1, _MAX_ATTEMPTS_PER_SLOT * slots + 1):
+        mixed = _mix64(base + np.uint64(attempt * _ATTEMPT & _MASK64))  # Python ints: no overflow warning
+        donors = (((mixed >> _U32) * np.uint64(slots)) >> _U32).astype(np.int64)
+        got = own[rows, donors]
+        hit = got != EMPTY_SLOT
+        sigs[partly[rows[hit]], cols[hit]] = got[hit]
+        rows, cols, base = rows[~hit], cols[~hit], base[~hit]
+        if not rows.size:
+            return
+    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+        filled = np.flatnonzero(np.roll(own[row], -col - 1) != EMPTY_SLOT)  # the slots right of col
+        sigs[partly[row], col] = own[row, (col + 1 + filled[0]) % slots]
 
 
 def _simpson(values: np.ndarray, width: float) -> np.ndarray:

@@ -49,7 +49,7 @@ class IngestConfig:
     near_threshold: float = setting(
         0.8, "Jaccard similarity (character 5-grams) that counts as near-duplicate."
     )
-    num_perm: int = setting(128, "MinHash permutations for near-duplicate detection.")
+    num_perm: int = setting(128, "MinHash slots per signature for near-duplicate detection.")
     shingle: int = setting(5, "Character n-gram length for near-duplicate detection.")
     scrub_pii: bool = setting(
         False, "Replace e-mails, phones, IPs, IBANs, cards, keys with typed placeholders."
@@ -199,7 +199,10 @@ def ingest(
             )
         )
         known = {path: (sha, status) for path, sha, status in rows}
-        index.load(session, project_id)
+        resigned = index.load(session, project_id)
+    if resigned:
+        stale = f"recomputed {resigned} near-duplicate signatures made under other settings"
+        emit("signatures", message=stale)
     for i, c in enumerate(candidates):
         try:
             early = _precheck(known, c, cfg)

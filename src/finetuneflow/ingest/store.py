@@ -2,10 +2,17 @@
 
 Nothing is deleted by dedup or filters: a dropped chunk is stored with ``drop_reason`` (and
 ``duplicate_of`` for duplicates), so the dataset step can skip it and a user can see why.
+
+A stored signature (``chunks.minhash``) is little-endian uint32: first the
+:func:`~finetuneflow.ingest.dedup.signature_tag` of the settings that made it, then its slots.
+Signatures under other settings (another scheme, shingle, seed or length, or the untagged ones of
+the 128-permutation scheme used before) are recomputed from the chunk's text when the project is
+loaded, and written back, so a project never mixes incomparable signatures.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,12 +21,25 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from finetuneflow.ingest.dedup import DedupConfig, LSHIndex
+from finetuneflow.ingest.dedup import DedupConfig, LSHIndex, parallel_signatures, signature_tag
 from finetuneflow.state import schema
 
 EXACT = "exact duplicate"
 NEAR = "near duplicate"
 SHORT = "too short"
+_IDS_PER_QUERY = 500  # chunk ids per "IN (...)" when re-signing, well under SQLite's variable limit
+
+
+def encode_signature(sig: np.ndarray, tag: int) -> bytes:
+    """The stored form of ``sig``: ``tag`` then the slots, little-endian uint32."""
+    return struct.pack("<I", tag) + sig.astype("<u4", copy=False).tobytes()
+
+
+def decode_signature(blob: bytes | None, tag: int, num_perm: int) -> np.ndarray | None:
+    """The slots of a stored signature made under ``tag``; None for any other (or no) signature."""
+    if not blob or len(blob) != 4 * (num_perm + 1) or struct.unpack_from("<I", blob)[0] != tag:
+        return None
+    return np.frombuffer(blob, dtype="<u4", offset=4).astype(np.uint32, copy=False)
 
 
 class DedupIndex:
@@ -32,6 +52,7 @@ class DedupIndex:
     def __init__(self, cfg: DedupConfig, enabled: bool = True) -> None:
         self.cfg = cfg
         self.enabled = enabled
+        self.tag = signature_tag(cfg)
         self.exact: dict[str, list[int]] = {}
         self.excluded: set[int] = set()  # chunks of files being replaced in this ingest
         self.lsh = LSHIndex(cfg)
@@ -40,16 +61,21 @@ class DedupIndex:
         self.real: dict[int, int] = {}  # provisional key -> chunk id
         self._next = -1
 
-    def load(self, session: Session, project_id: int) -> None:
-        """Index every kept chunk already in the project."""
+    def load(self, session: Session, project_id: int) -> int:
+        """Index every kept chunk already in the project, oldest first; returns how many signatures
+        were stale (other settings or scheme) and have been recomputed and stored again."""
+        chunk = schema.Chunk
         rows = session.execute(
-            select(schema.Chunk.id, schema.Chunk.content_hash, schema.Chunk.minhash).where(
-                schema.Chunk.project_id == project_id, schema.Chunk.drop_reason.is_(None)
-            )
-        )
-        for chunk_id, key, blob in rows:
-            sig = np.frombuffer(blob, dtype=np.uint32) if blob else None
-            self._add(chunk_id, key, sig)
+            select(chunk.id, chunk.content_hash, chunk.minhash)
+            .where(chunk.project_id == project_id, chunk.drop_reason.is_(None))
+            .order_by(chunk.id)
+        ).all()
+        sigs = {cid: decode_signature(blob, self.tag, self.cfg.num_perm) for cid, _, blob in rows}
+        fresh = _resign(session, [cid for cid, sig in sigs.items() if sig is None], self.cfg, self.tag)
+        sigs.update(fresh)
+        for chunk_id, key, _ in rows:
+            self._add(chunk_id, key, sigs[chunk_id])
+        return len(fresh)
 
     def _add(self, owner: int, key: str | None, sig: np.ndarray | None) -> None:
         if key:
@@ -92,6 +118,24 @@ class Pending:
     links: list[tuple[int, int]] = field(default_factory=list)  # (row position, key it duplicates)
 
 
+def _resign(session: Session, ids: list[int], cfg: DedupConfig, tag: int) -> dict[int, np.ndarray]:
+    """Signatures of chunks ``ids`` computed again from their stored text, and written back."""
+    if not ids:
+        return {}
+    texts: dict[int, str] = {}
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        part = ids[start : start + _IDS_PER_QUERY]
+        found = session.execute(select(schema.Chunk.id, schema.Chunk.text).where(schema.Chunk.id.in_(part)))
+        texts.update((cid, text) for cid, text in found)  # not update(found): a Result has .keys()
+    sigs = parallel_signatures([texts[cid] for cid in ids], cfg)
+    table: Any = schema.Chunk.__table__
+    session.connection().execute(
+        update(table).where(table.c.id == bindparam("cid")).values(minhash=bindparam("blob")),
+        [{"cid": cid, "blob": encode_signature(sig, tag)} for cid, sig in zip(ids, sigs, strict=True)],
+    )
+    return dict(zip(ids, sigs, strict=True))
+
+
 def plan_units(
     project_id: int,
     file_id: int,
@@ -110,7 +154,7 @@ def plan_units(
             file_id=file_id,
             idx=k,
             content_hash=key,
-            minhash=sig.astype(np.uint32).tobytes(),
+            minhash=encode_signature(sig, index.tag),
             drop_reason=None,
             duplicate_of=None,
         )

@@ -1,0 +1,62 @@
+"""Stored signatures: tagged with their settings; stale ones are recomputed from the chunk text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select, update
+
+from finetuneflow import api
+from finetuneflow.events import Event
+from finetuneflow.ingest.dedup import DedupConfig, signature_tag, signatures
+from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.ingest.store import decode_signature, encode_signature
+from finetuneflow.state import Chunk, File, session_scope
+
+CFG = DedupConfig()
+TAG = signature_tag(CFG)
+TEXT = (
+    "The proofing cabinet keeps dough at a steady humidity while the heater cycles, and the tray "
+    "slides out for cleaning once the firmware reports the door gasket is dry enough to open."
+)
+
+
+def test_signature_round_trip_keeps_the_slots() -> None:
+    sig = signatures([TEXT], CFG)[0]
+    blob = encode_signature(sig, TAG)
+    assert len(blob) == 4 * (CFG.num_perm + 1)
+    decoded = decode_signature(blob, TAG, CFG.num_perm)
+    assert decoded is not None and decoded.dtype == np.uint32 and np.array_equal(decoded, sig)
+
+
+def test_signatures_of_other_settings_do_not_decode() -> None:
+    sig = signatures([TEXT], CFG)[0]
+    other = signature_tag(DedupConfig(seed=2))
+    assert decode_signature(encode_signature(sig, other), TAG, CFG.num_perm) is None
+    assert decode_signature(sig.tobytes(), TAG, CFG.num_perm) is None  # untagged: the old scheme
+    untagged_longer = np.arange(CFG.num_perm + 1, dtype=np.uint32).tobytes()  # same length, no tag
+    assert decode_signature(untagged_longer, TAG, CFG.num_perm) is None
+    assert decode_signature(None, TAG, CFG.num_perm) is None
+    assert decode_signature(b"", TAG, CFG.num_perm) is None
+
+
+def test_stale_signatures_are_recomputed_on_load(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = IngestConfig(tokenizer=str(tiny_model), max_tokens=4096, overlap=16)
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "a.txt").write_text(TEXT)
+    api.ingest([src], "p", cfg)
+    # What a project from before the tagged scheme holds: 128 untagged values of another hash.
+    old = np.random.default_rng(0).integers(0, 2**31, CFG.num_perm, dtype=np.uint32).tobytes()
+    with session_scope() as s:
+        s.execute(update(Chunk).values(minhash=old))
+    (src / "b.txt").write_text(TEXT.replace("steady", "constant"))  # a near copy of a.txt
+    events: list[Event] = []
+    report = api.ingest([src], "p", cfg, on_event=events.append)
+    assert report.dropped() == {"near duplicate": 1}
+    assert any("recomputed 1 near-duplicate signature" in e.message for e in events)
+    with session_scope() as s:
+        blob = s.scalar(select(Chunk.minhash).join(File).where(File.path.endswith("a.txt")))
+    stored = decode_signature(blob, TAG, CFG.num_perm)
+    assert stored is not None and np.array_equal(stored, signatures([TEXT], CFG)[0])
