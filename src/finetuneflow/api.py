@@ -291,16 +291,13 @@ def chat(
 ) -> str:
     """Answer ``question`` with the tuned model of a run (greedy)."""
     from finetuneflow.models.generate import generate_reply
-    from finetuneflow.models.load import load_tokenizer, load_with_adapter
-    from finetuneflow.train import run_files as rf
+    from finetuneflow.models.load import load_tuned
 
-    folder = run_dir(project, run_id or latest_run(project))
-    cfg = rf.read_json(folder / rf.CONFIG)
-    model = load_with_adapter(Path(cfg["model_dir"]), folder / rf.ADAPTER).eval()
+    tuned = load_tuned(run_dir(project, run_id or latest_run(project)))
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]
-    return generate_reply(model, load_tokenizer(folder / rf.ADAPTER), messages, max_new_tokens)
+    return generate_reply(tuned.model, tuned.tokenizer, messages, max_new_tokens)
 
 
 def list_runs(project: str) -> list[dict[str, Any]]:

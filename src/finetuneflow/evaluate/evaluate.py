@@ -18,7 +18,7 @@ from finetuneflow.config import from_dict, setting
 from finetuneflow.dataset.io import read_split
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.generate import generate_reply
-from finetuneflow.models.load import load_tokenizer, load_with_adapter
+from finetuneflow.models.load import Tuned, load_tuned
 from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loss import mean_loss
@@ -50,16 +50,16 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
         FileNotFoundError: the run has no trained adapter yet.
     """
     emit = Emitter("evaluate", on_event)
-    if not (run_dir / rf.ADAPTER / "adapter_config.json").exists():
+    if not (run_dir / rf.CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} has no trained adapter; run `ftf train` first")
     run_cfg = rf.read_json(run_dir / rf.CONFIG)
     tcfg = from_dict(TrainConfig, run_cfg["train"])
     hardware.setup_threads(cfg.threads)
     device = run_cfg["device"]
     amp = partial(hardware.autocast, device, hardware.autocast_dtype(device, tcfg.precision))
-    emit("load", message="loading base model + adapter")
-    model = load_with_adapter(Path(run_cfg["model_dir"]), run_dir / rf.ADAPTER, device).eval()
-    tokenizer = load_tokenizer(run_dir / rf.ADAPTER)
+    emit("load", message="loading the base and the tuned model")
+    tuned = load_tuned(run_dir, device)
+    model, tokenizer = tuned.model, tuned.tokenizer
     dataset = Path(run_cfg["dataset"])
     losses: dict[str, Any] = {}
     for kind in ("chat", "text"):
@@ -68,12 +68,12 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
             continue
         rows, counts = prepare_rows(tokenizer, records, tcfg)
         emit("loss", message=f"{kind}: {counts['examples']} held-out examples")
-        with model.disable_adapter():
-            base = mean_loss(model, rows, device, cfg.batch_size, amp)
-        tuned = mean_loss(model, rows, device, cfg.batch_size, amp)
-        losses[kind] = _loss_entry(base, tuned, counts)
+        with tuned.base() as base_model:
+            base = mean_loss(base_model, rows, device, cfg.batch_size, amp)
+        after = mean_loss(model, rows, device, cfg.batch_size, amp)
+        losses[kind] = _loss_entry(base, after, counts)
     answers = _side_by_side(
-        model, tokenizer, read_split(dataset, "eval", ("chat",))[: cfg.answers], cfg, emit
+        tuned, read_split(dataset, "eval", ("chat",))[: cfg.answers], cfg, emit
     )
     result = {"losses": losses, "answers": answers}
     (run_dir / RESULT).write_text(json.dumps(result, indent=2, ensure_ascii=False))
@@ -94,22 +94,22 @@ def _loss_entry(base: float, tuned: float, counts: dict[str, int]) -> dict[str, 
 
 
 def _side_by_side(
-    model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg: EvalConfig, emit: Emitter
+    tuned: Tuned, records: list[dict[str, Any]], cfg: EvalConfig, emit: Emitter
 ) -> list[dict[str, str]]:
     out = []
     for i, rec in enumerate(records):
         messages = rec["messages"]
         last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
         prompt = messages[:last]
-        with model.disable_adapter():
-            base = generate_reply(model, tokenizer, prompt, cfg.max_new_tokens)
-        tuned = generate_reply(model, tokenizer, prompt, cfg.max_new_tokens)
+        with tuned.base() as base_model:
+            base = generate_reply(base_model, tuned.tokenizer, prompt, cfg.max_new_tokens)
+        answer = generate_reply(tuned.model, tuned.tokenizer, prompt, cfg.max_new_tokens)
         out.append(
             {
                 "question": prompt[-1]["content"],
                 "reference": messages[last]["content"],
                 "base": base,
-                "tuned": tuned,
+                "tuned": answer,
             }
         )
         emit("answers", i + 1, len(records))

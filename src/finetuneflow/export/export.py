@@ -55,6 +55,8 @@ def checksums(folder: Path) -> dict[str, str]:
 
 def export_adapter(ctx: Context) -> dict[str, Any]:
     """The PEFT adapter folder: loadable with ``PeftModel.from_pretrained`` and no code of ours."""
+    if not (ctx.run_dir / rf.ADAPTER).is_dir():
+        raise ExportError(f"{ctx.run_dir} was fully fine-tuned and has no adapter; export 'merged' instead")
     target = ctx.out_dir / "adapter"
     if target.exists():
         shutil.rmtree(target)
@@ -82,15 +84,15 @@ def _verify_logits(model: Any, tokenizer: Any) -> Any:
 
 
 def export_merged(ctx: Context) -> dict[str, Any]:
-    """Adapter folded into the base weights, saved as a safetensors folder with tokenizer + template."""
-    from finetuneflow.models.load import load_tokenizer, load_with_adapter
+    """Adapter folded into the base weights, saved as a safetensors folder with tokenizer + template
+    (a fully fine-tuned model is saved as it is, after the same checks)."""
+    from finetuneflow.models.load import load_tuned
 
-    run_cfg = rf.read_json(ctx.run_dir / rf.CONFIG)
-    tokenizer = load_tokenizer(ctx.run_dir / rf.ADAPTER)
-    model = load_with_adapter(Path(run_cfg["model_dir"]), ctx.run_dir / rf.ADAPTER).eval()
+    tuned = load_tuned(ctx.run_dir)
+    model, tokenizer = tuned.model, tuned.tokenizer
     _assert_finite(model, "the adapter model")
     before = _verify_logits(model, tokenizer)
-    merged = model.merge_and_unload()
+    merged = model if tuned.full else model.merge_and_unload()
     _assert_finite(merged, "the merged model")
     diff = float((_verify_logits(merged, tokenizer) - before).abs().max())
     if diff > ctx.cfg.merge_tolerance:

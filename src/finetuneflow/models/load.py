@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +49,49 @@ def load_with_adapter(base_dir: Path, adapter_dir: Path, device: str = "cpu") ->
 
     base = load_causal_lm(base_dir, device)
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).to(device)
+
+
+@dataclass
+class Tuned:
+    """A run's trained model: base + LoRA adapter, or fully fine-tuned weights.
+
+    ``base()`` yields the untrained model for side-by-side comparisons: the adapter switched off
+    (same weights in memory), or, after full fine-tuning, the base loaded once beside it.
+    """
+
+    model: Any
+    tokenizer: Any
+    base_dir: Path
+    device: str
+    full: bool
+    _base: Any = None
+
+    @contextmanager
+    def base(self) -> Iterator[Any]:
+        if not self.full:
+            with self.model.disable_adapter():
+                yield self.model
+            return
+        if self._base is None:
+            self._base = load_causal_lm(self.base_dir, self.device).eval()
+        yield self._base
+
+
+def load_tuned(run_dir: Path, device: str = "cpu") -> Tuned:
+    """The trained model of a finished run folder (``adapter/`` or, for full fine-tuning, ``model/``).
+
+    Raises:
+        FileNotFoundError: the run has no trained weights yet.
+    """
+    import json
+
+    from finetuneflow.train import run_files as rf
+
+    base_dir = Path(json.loads((run_dir / rf.CONFIG).read_text())["model_dir"])
+    if (run_dir / rf.ADAPTER / "adapter_config.json").exists():
+        model = load_with_adapter(base_dir, run_dir / rf.ADAPTER, device).eval()
+        return Tuned(model, load_tokenizer(run_dir / rf.ADAPTER), base_dir, device, full=False)
+    if (run_dir / rf.FULL_MODEL / "config.json").exists():
+        model = load_causal_lm(run_dir / rf.FULL_MODEL, device).eval()
+        return Tuned(model, load_tokenizer(run_dir / rf.FULL_MODEL), base_dir, device, full=True)
+    raise FileNotFoundError(f"{run_dir} has no trained adapter or model; run `ftf train` first")
