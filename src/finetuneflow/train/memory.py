@@ -1,0 +1,368 @@
+"""What the machine has (:func:`probe`) and what a training run needs (:func:`estimate_memory`).
+
+Both are pure enough for a web page: ``probe`` only reads the system, ``estimate_memory`` only does
+arithmetic on a model's ``config.json``. Neither loads a model. torch is imported lazily, and only by
+``probe`` (to ask about GPUs).
+
+The estimate is a calibrated analytic model, not a simulation: its goal is "within ~30%", enough to
+say "this will not fit, change X" before a run dies at step one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetuneflow.train.config import TrainConfig
+
+GIB = 1024**3
+
+# --- calibration ---------------------------------------------------------------------------------
+# Measured on this repo's loop (train/loss.py: sdpa attention, LM head on supervised positions only,
+# fp32 frozen weights, LoRA r16 all-linear) with a SmolLM2-135M-shaped model (h 576, i 1536, 30 layers,
+# vocab 49,152) on the 2-core Zen5 box, one step, peak RSS of a fresh process:
+#   model + LoRA loaded                     0.98 GiB   (0.36 of it: python + torch + transformers)
+#   bf16 autocast, 2 x 512, 10% supervised  2.60 GiB
+#   bf16 autocast, 8 x 512, 10% supervised  6.84 GiB   -> 48 KB per token per layer
+#   bf16 autocast, 8 x 512, all supervised  8.78 GiB   -> ~11.4 bytes per supervised logit
+#   bf16 autocast, 4 x 1024, 10% supervised 7.06 GiB   (no T^2 term: sdpa does not keep the scores)
+#   fp32,          8 x 512, 10% supervised 10.51 GiB   -> 81 KB per token per layer
+#   bf16 + gradient checkpointing, 8 x 512  3.03 GiB   (2 x 512: 1.51 GiB)
+#   fp32 + gradient checkpointing, 2 x 512  2.11 GiB
+#   10 layers, bf16, 4 x 512: 1.53 GiB; with checkpointing 1.23 GiB (not fitted; estimated +21%, +13%)
+# End to end, `plan()` with its micro-benchmark on the real SmolLM2-135M-Instruct (256 synthetic chats of
+# 60-431 tokens, 73% supervised), bf16, 8 x 512: peak RSS 8.33 GiB measured, 8.37 GiB estimated.
+# FACTS.md reports 4.7 GiB (bf16) / 6.6 GiB (fp32) at 8 x 512 for the loop measured before the project
+# began; this repo's loop does not reproduce those (see the rows above), so the constants follow the
+# rows above. Re-measure after train/step.py changes: tests/train/test_plan.py pins the estimate
+# against these rows and against a real step on a small model.
+#
+# Values saved for backward per token per layer of a Llama block (the analysis the fit started from):
+# the residual stream and the two RMSNorms keep ~6h values in fp32 whatever the autocast dtype; the
+# linear inputs (autocast casts them once per projection, LoRA's A casts again), q/k/v/out of attention
+# and the four (i)-sized MLP tensors keep ~15h + 4i values in the compute dtype.
+FP32_VALUES_PER_H = 6.0
+COMPUTE_VALUES_PER_H = 15.0
+COMPUTE_VALUES_PER_I = 4.0
+ALLOCATOR_SLACK = 1.1  # measured / counted: fragmentation and short-lived temporaries
+LOGIT_BYTES = 12.0  # per supervised token per vocab entry: logits, fp32 log-softmax, its gradient
+# With checkpointing the forward should keep only each block's input (h fp32 values), and the backward
+# recompute one block at a time. Measured (bf16: 30 layers 0.50 MiB/token, 10 layers 0.26 MiB/token;
+# fp32 30 layers 1.13 MiB/token) it keeps more: ~a quarter of a block's activations per block, plus
+# ~3 blocks' worth of transient peak (recomputed activations, their gradients, allocator slack).
+CKPT_KEPT_PER_BLOCK = 0.26
+CKPT_TRANSIENT_BLOCKS = 3.0
+CPU_RUNTIME = int(0.45 * GIB)  # python + torch + transformers + peft + tokenizer + packed rows
+CUDA_RUNTIME = int(0.6 * GIB)  # CUDA context + cuBLAS workspace + allocator reserve
+QLORA_BYTES_PER_PARAM = 0.53  # NF4: 4 bits + an fp8/fp32 absmax per 64 weights (double quantised)
+ADAM_BYTES = 8  # two fp32 moments per trained weight
+
+NON_GATED = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "phi", "falcon", "starcoder2", "gpt_bigcode"}
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Hardware:
+    """What this machine offers a training run (bytes for every memory figure)."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    device_name: str
+    cpu_cores: int
+    ram_total: int
+    ram_available: int
+    cpu_bf16: bool
+    disk_free: int
+    gpu_total: int = 0
+    gpu_free: int = 0
+    compute_capability: str = ""  # e.g. "8.0" (bf16 needs >= 8.0)
+    gpu_bf16: bool = False
+
+    @property
+    def memory_kind(self) -> str:
+        """Which memory limits a run: GPU memory on CUDA, RAM elsewhere (MPS shares RAM)."""
+        return "GPU memory" if self.device == "cuda" else "RAM"
+
+    @property
+    def memory_available(self) -> int:
+        """Bytes a run may use now."""
+        return self.gpu_free if self.device == "cuda" else self.ram_available
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "memory_kind": self.memory_kind}
+
+
+def probe(state_dir: Path | None = None) -> Hardware:
+    """Read the device, cores, RAM, bf16 support and free disk (under the state folder)."""
+    from finetuneflow import hardware, paths
+
+    total, available = ram()
+    folder = state_dir or paths.home()
+    hw = Hardware(
+        device="cpu",
+        device_name=_cpu_name(),
+        cpu_cores=hardware.available_cores(),
+        ram_total=total,
+        ram_available=available,
+        cpu_bf16=hardware.cpu_has_bf16(),
+        disk_free=shutil.disk_usage(folder).free,
+    )
+    try:
+        import torch
+    except ImportError:  # planning works without the train extra; the run itself needs it
+        return hw
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        free, gpu_total = torch.cuda.mem_get_info(0)
+        return dataclasses.replace(
+            hw,
+            device="cuda",
+            device_name=props.name,
+            gpu_total=int(gpu_total),
+            gpu_free=int(free),
+            compute_capability=f"{props.major}.{props.minor}",
+            gpu_bf16=bool(torch.cuda.is_bf16_supported()),
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return dataclasses.replace(hw, device="mps", device_name="Apple GPU (shares RAM)")
+    return hw
+
+
+def ram() -> tuple[int, int]:
+    """(total, available) RAM in bytes, capped by a cgroup (container) memory limit when one is set."""
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        total, available = int(vm.total), int(vm.available)
+    except ImportError:
+        total, available = _meminfo()
+    limit = _cgroup_limit()
+    if limit is not None:
+        total, available = min(total, limit[0]), min(available, limit[0] - limit[1])
+    return total, max(0, available)
+
+
+def _meminfo() -> tuple[int, int]:
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        total = int(fields["MemTotal"].split()[0]) * 1024
+        return total, int(fields.get("MemAvailable", fields["MemFree"]).split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    try:  # macOS and other POSIX systems without /proc: total only
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0, 0
+    return total, total // 2  # no cheap "available" figure there: assume half is free
+
+
+def _cgroup_limit() -> tuple[int, int] | None:
+    """(limit, usage) of a cgroup v2 memory limit, or None when unlimited or unknown."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        raw = (root / "memory.max").read_text().strip()
+        if raw == "max":
+            return None
+        return int(raw), int((root / "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "CPU"
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The shapes that decide memory, read from a config.json (Llama names; GPT-2 names accepted)."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    gated: bool  # SwiGLU-style MLP (gate, up, down) rather than two projections
+    experts: int = 1  # MoE: MLP copies per layer, all held in memory
+    active_experts: int = 1  # MoE: experts each token goes through (their activations are saved)
+    positions: int = 0  # learned absolute position embeddings (GPT-2), else 0
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """Per-layer linear layers as name -> (in, out), named the Llama way."""
+        h, q, kv, i = (
+            self.hidden,
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+            self.intermediate,
+        )
+        out = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+        if self.gated:
+            out.update(gate_proj=(h, i), up_proj=(h, i), down_proj=(i, h))
+        else:
+            out.update(up_proj=(h, i), down_proj=(i, h))
+        return out
+
+
+def dims(model_cfg: dict[str, Any]) -> Dims:
+    """Shapes from a Hugging Face ``config.json`` dict (a multimodal one's ``text_config`` is used).
+
+    Raises:
+        ValueError: the config lacks the hidden size, layer count or vocabulary size.
+    """
+    c = model_cfg.get("text_config") or model_cfg
+    hidden = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
+    layers = c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers")
+    vocab = c.get("vocab_size")
+    if not (hidden and layers and vocab):
+        raise ValueError("config.json has no hidden_size / num_hidden_layers / vocab_size: cannot size it")
+    heads = c.get("num_attention_heads") or c.get("n_head") or 1
+    kind = str(c.get("model_type", "llama"))
+    return Dims(
+        hidden=hidden,
+        layers=layers,
+        intermediate=c.get("intermediate_size") or c.get("n_inner") or 4 * hidden,
+        heads=heads,
+        kv_heads=c.get("num_key_value_heads") or heads,
+        head_dim=c.get("head_dim") or hidden // heads,
+        vocab=vocab,
+        tied=bool(c.get("tie_word_embeddings", True)),
+        gated=kind not in NON_GATED,
+        experts=c.get("num_local_experts") or c.get("num_experts") or 1,
+        active_experts=c.get("num_experts_per_tok") or 1,
+        positions=c.get("n_positions", 0) if kind == "gpt2" else 0,
+    )
+
+
+def param_count(d: Dims) -> int:
+    """Weights of the model (embeddings, blocks, norms, head); biases are ignored (<0.1%)."""
+    attn = sum(a * b for n, (a, b) in d.linears().items() if n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    mlp = sum(a * b for n, (a, b) in d.linears().items() if n not in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    block = attn + mlp * d.experts + 2 * d.hidden  # two norms per block
+    head = 0 if d.tied else d.vocab * d.hidden
+    return d.vocab * d.hidden + d.positions * d.hidden + d.layers * block + d.hidden + head
+
+
+def lora_params(d: Dims, r: int, targets: str, dora: bool = False) -> int:
+    """Adapter weights: r * (in + out) per adapted linear (+ one magnitude per output with DoRA)."""
+    layers = d.linears()
+    names = list(layers) if targets.strip() == "all-linear" else [t.strip() for t in targets.split(",")]
+    total = 0
+    for name in names:
+        # a name the estimator does not know (e.g. GPT-2's c_attn) is sized as a hidden x hidden layer
+        a, b = layers.get(name, (d.hidden, d.hidden))
+        copies = d.experts if name in ("gate_proj", "up_proj", "down_proj") else 1
+        total += (r * (a + b) + (b if dora else 0)) * copies
+    return total * d.layers
+
+
+@dataclass
+class MemoryEstimate:
+    """Peak memory of one training step, in bytes, by what holds it."""
+
+    weights: int  # the model itself (fp32 frozen/master weights, or NF4), + autocast's 16-bit copies
+    trainable: int  # trained weights' gradients and AdamW moments (+ the adapter weights themselves)
+    activations: int  # tensors saved for the backward pass
+    logits: int  # LM-head logits of the supervised tokens of one loss chunk
+    overhead: int  # runtime: libraries, CUDA context, tokenizer, packed rows
+    params: int  # parameters of the base model
+    trainable_params: int
+    tokens: int  # tokens per micro-batch (batch_size x max_len)
+    compute: str  # "bf16", "fp16" or "fp32"
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.trainable + self.activations + self.logits + self.overhead
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "total": self.total, "total_gib": round(self.total / GIB, 2)}
+
+
+def compute_precision(cfg: TrainConfig, hw: Hardware) -> str:
+    """The precision a run would compute in: ``cfg.precision``, or what 'auto' picks on ``hw``.
+
+    Mirrors hardware.autocast_dtype: bf16 on GPUs that have it, else fp16; bf16 on CPUs with native
+    bf16 matmuls; fp32 elsewhere (including MPS).
+    """
+    if cfg.precision != "auto":
+        return cfg.precision
+    if hw.device == "cuda":
+        return "bf16" if hw.gpu_bf16 else "fp16"
+    return "bf16" if hw.device == "cpu" and hw.cpu_bf16 else "fp32"
+
+
+def estimate_memory(
+    model_cfg: dict[str, Any], cfg: TrainConfig, hw: Hardware, supervised_fraction: float = 0.5
+) -> MemoryEstimate:
+    """Analytic peak memory of a training step of ``cfg`` on a model described by ``model_cfg``.
+
+    ``supervised_fraction`` is the share of tokens with a label (assistant turns and text); it sizes
+    the LM-head logits. Raises ValueError for a config.json without the needed sizes.
+    """
+    d = dims(model_cfg)
+    n = param_count(d)
+    compute = compute_precision(cfg, hw)
+    half = compute != "fp32"
+    tokens = cfg.batch_size * cfg.max_len
+    linear_w = n - d.vocab * d.hidden - d.positions * d.hidden - (2 * d.layers + 1) * d.hidden
+    head_w = d.vocab * d.hidden  # the head is a linear too, tied or not
+
+    if cfg.method == "qlora":
+        # NF4 blocks; embeddings, norms and the head stay in the 16-bit compute dtype
+        weights = int(linear_w * QLORA_BYTES_PER_PARAM + 2 * (n - linear_w))
+    else:
+        weights = 4 * n  # our loader keeps weights in fp32; autocast supplies the 16-bit compute
+        if half:
+            # autocast's 16-bit weight copies are saved for the backward: all blocks' at once, or one
+            # block's at a time under checkpointing; the head's copy always
+            copied = linear_w // d.layers if cfg.gradient_checkpointing else linear_w
+            weights += 2 * (copied + head_w)
+
+    if cfg.method == "full":
+        trained = n
+        trainable = trained * (4 + ADAM_BYTES)  # gradient + two moments; the weight is in `weights`
+    else:
+        trained = lora_params(d, cfg.lora.r, cfg.lora.target_modules, cfg.lora.dora)
+        trainable = trained * (4 + 4 + ADAM_BYTES)  # fp32 adapter weight, gradient, two moments
+
+    per_token_layer = _activation_bytes(d, half)
+    if cfg.gradient_checkpointing:
+        blocks = d.layers * CKPT_KEPT_PER_BLOCK + min(CKPT_TRANSIENT_BLOCKS, d.layers)
+    else:
+        blocks = d.layers
+    activations = tokens * per_token_layer * blocks
+    supervised = min(int(tokens * supervised_fraction), cfg.loss_chunk)
+    logits = int(supervised * d.vocab * LOGIT_BYTES)
+    overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
+    return MemoryEstimate(
+        weights=weights,
+        trainable=int(trainable),
+        activations=int(activations),
+        logits=logits,
+        overhead=overhead,
+        params=n,
+        trainable_params=trained,
+        tokens=tokens,
+        compute=compute,
+    )
+
+
+def _activation_bytes(d: Dims, half: bool) -> float:
+    """Bytes saved for backward per token per block (see the calibration note at the top)."""
+    compute_bytes = 2 if half else 4
+    values = COMPUTE_VALUES_PER_H * d.hidden + COMPUTE_VALUES_PER_I * d.intermediate * d.active_experts
+    return ALLOCATOR_SLACK * (4 * FP32_VALUES_PER_H * d.hidden + compute_bytes * values)

@@ -1,0 +1,459 @@
+"""The hardware plan: will this run fit, what to change if not, and how long it will take.
+
+Reads top to bottom as the wizard's Hardware step does:
+
+1. :func:`~finetuneflow.train.memory.probe` the machine,
+2. :func:`~finetuneflow.train.memory.estimate_memory` the run from the model's config.json,
+3. :func:`recommend` changes (a dispatch chain of moves, first fit wins) with a reason for each,
+4. :func:`micro_benchmark` a few real steps for measured tokens/s and an ETA,
+5. :func:`plan` ties them into one JSON-ready dict (``ftf plan`` and the web wizard show it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import math
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.memory import (
+    GIB,
+    Hardware,
+    MemoryEstimate,
+    compute_precision,
+    estimate_memory,
+    probe,
+)
+
+HEADROOM = 0.85  # plan for 85% of what is free: the OS, page cache and other processes need the rest
+MAX_TRUNCATED_SHARE = 0.01  # a shorter max_len may cut at most 1% of the examples
+MIN_MAX_LEN = 128
+# Smaller instruct models to suggest when nothing fits (approximate parameter counts).
+SMALLER_MODELS = [
+    ("smollm2-135m-instruct", 135e6),
+    ("HuggingFaceTB/SmolLM2-360M-Instruct", 362e6),
+    ("Qwen/Qwen2.5-0.5B-Instruct", 494e6),
+    ("Qwen/Qwen2.5-1.5B-Instruct", 1.54e9),
+    ("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.71e9),
+    ("Qwen/Qwen2.5-3B-Instruct", 3.09e9),
+    ("Qwen/Qwen2.5-7B-Instruct", 7.6e9),
+]
+
+__all__ = ["Hardware", "Measured", "Plan", "apply_changes", "micro_benchmark", "plan", "probe", "recommend"]
+
+
+@dataclass
+class Plan:
+    """What to change in a TrainConfig so the run fits, and why."""
+
+    changes: dict[str, Any]  # dotted TrainConfig keys -> new values (see apply_changes)
+    reasons: list[str]  # one human-readable line per decision, in the order taken
+    before: MemoryEstimate
+    after: MemoryEstimate
+    fits: bool
+    precision: str  # compute precision recommended for this hardware: bf16, fp16 or fp32
+    budget: int  # bytes the plan allows itself (HEADROOM x available)
+    memory_kind: str  # "RAM" or "GPU memory"
+    truncated: int | None = None  # examples longer than the recommended max_len (None: lengths unknown)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changes": self.changes,
+            "reasons": self.reasons,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "fits": self.fits,
+            "precision": self.precision,
+            "budget": self.budget,
+            "memory_kind": self.memory_kind,
+            "truncated": self.truncated,
+        }
+
+
+def apply_changes(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """A copy of ``cfg`` with dotted-key ``changes`` applied (``{"lora.r": 8}`` reaches a section)."""
+    out = cfg
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        if section:
+            out = replace(out, **{section: replace(getattr(out, section), **{name: value})})
+        else:
+            out = replace(out, **{name: value})
+    return out
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+@dataclass
+class _Search:
+    """State shared by the moves of :func:`recommend`."""
+
+    model_cfg: dict[str, Any]
+    hw: Hardware
+    budget: int
+    supervised_fraction: float
+    lengths: list[int] | None
+    cfg: TrainConfig
+    changes: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def estimate(self, cfg: TrainConfig | None = None) -> MemoryEstimate:
+        return estimate_memory(self.model_cfg, cfg or self.cfg, self.hw, self.supervised_fraction)
+
+    def fits(self, cfg: TrainConfig | None = None) -> bool:
+        return self.estimate(cfg).total <= self.budget
+
+    def take(self, reason: str, **changes: Any) -> None:
+        self.cfg = apply_changes(self.cfg, changes)
+        self.changes.update(changes)
+        self.reasons.append(reason)
+
+
+def recommend(
+    model_cfg: dict[str, Any],
+    cfg: TrainConfig,
+    hw: Hardware,
+    lengths: list[int] | None = None,
+    supervised_fraction: float = 0.5,
+) -> Plan:
+    """Changes that make ``cfg`` fit ``hw`` (tried in order: checkpointing, smaller micro-batch with
+    more accumulation, shorter rows if ``lengths`` allow, LoRA instead of full, QLoRA on CUDA).
+
+    ``lengths`` are the training examples' token counts (to say what a shorter max_len truncates);
+    ``supervised_fraction`` the share of tokens with labels. Never raises for a config that does not
+    fit: the Plan says so (``fits=False``) with what it needs and what the machine has.
+    """
+    s = _Search(model_cfg, hw, int(hw.memory_available * HEADROOM), supervised_fraction, lengths, cfg)
+    _hardware_fixes(s)
+    before = estimate_memory(model_cfg, cfg, hw, supervised_fraction)
+    for move in MOVES:
+        if s.fits():
+            break
+        move(s)
+    after = s.estimate()
+    fits = after.total <= s.budget
+    have = f"{_gib(s.budget)} usable ({HEADROOM:.0%} of {_gib(hw.memory_available)} free {hw.memory_kind})"
+    if fits:
+        s.reasons.append(f"fits: needs ~{_gib(after.total)} of {have}")
+    else:
+        s.reasons.append(
+            f"does not fit: needs ~{_gib(after.total)}, has {have}; use a smaller model "
+            f"(e.g. {_smaller_model(after, s.budget)}) or a machine with more {hw.memory_kind}"
+        )
+    truncated = None if lengths is None else sum(n > s.cfg.max_len for n in lengths)
+    if truncated and "max_len" not in s.changes:
+        n = len(lengths or [])
+        s.reasons.append(f"{truncated} of {n} examples are longer than max_len {s.cfg.max_len} (truncated)")
+    return Plan(s.changes, s.reasons, before, after, fits, after.compute, s.budget, hw.memory_kind, truncated)
+
+
+def _hardware_fixes(s: _Search) -> None:
+    """Settings this hardware cannot run as asked (QLoRA without CUDA, bf16 without bf16 units)."""
+    hw, cfg = s.hw, s.cfg
+    native = "bf16 autocast (this CPU has AVX-512 BF16/AMX)" if hw.cpu_bf16 else "fp32 (no native bf16 here)"
+    if cfg.method == "qlora" and hw.device != "cuda":
+        s.take(
+            f"method qlora -> lora: 4-bit QLoRA needs CUDA here; LoRA trains the same adapter on the "
+            f"fp32 base in {native if hw.device == 'cpu' else 'fp32'}",
+            method="lora",
+        )
+    elif cfg.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        s.reasons.append("method qlora needs bitsandbytes: pip install bitsandbytes")
+    if hw.device == "cpu" and cfg.precision in ("bf16", "fp16") and not hw.cpu_bf16:
+        s.take(
+            f"precision {cfg.precision} -> fp32: this CPU has no native bf16/fp16 matmuls "
+            "(emulated ones run ~100x slower than fp32)",
+            precision="fp32",
+        )
+    elif hw.device == "cpu" and cfg.precision == "fp16":
+        s.take(
+            "precision fp16 -> bf16: fp16 autocast on a CPU is slow; this CPU has native bf16",
+            precision="bf16",
+        )
+    elif hw.device == "cuda" and cfg.precision == "bf16" and not hw.gpu_bf16:
+        s.take(
+            f"precision bf16 -> fp16: this GPU (compute capability {hw.compute_capability}) has no bf16",
+            precision="fp16",
+        )
+    precision = compute_precision(s.cfg, hw)
+    why = {
+        "bf16": "bf16 autocast: native on this hardware, about half the activation memory of fp32",
+        "fp16": "fp16 autocast: this GPU has no bf16",
+        "fp32": native if hw.device == "cpu" else "fp32 (autocast support varies on this device)",
+    }[precision]
+    s.reasons.append(f"precision: {why}")
+
+
+def _checkpointing(s: _Search) -> None:
+    if s.cfg.gradient_checkpointing:
+        return
+    old = s.estimate().activations
+    new = s.estimate(replace(s.cfg, gradient_checkpointing=True)).activations
+    s.take(
+        f"gradient checkpointing on: activations {_gib(old)} -> {_gib(new)} (steps ~30% slower)",
+        gradient_checkpointing=True,
+    )
+
+
+def _smaller_micro_batch(s: _Search) -> None:
+    """Halve the rows per micro-batch and accumulate more, keeping the effective batch exact."""
+    effective = s.cfg.batch_size * s.cfg.grad_accum
+    sizes = [b for b in range(s.cfg.batch_size - 1, 0, -1) if effective % b == 0]
+    if not sizes:
+        return
+    pick = next((b for b in sizes if s.fits(_batch(s.cfg, b, effective))), sizes[-1])
+    old, new = s.cfg, _batch(s.cfg, pick, effective)
+    s.take(
+        f"micro-batch {old.batch_size} -> {pick} rows with grad_accum {old.grad_accum} -> {new.grad_accum}: "
+        f"same effective batch of {effective} rows per optimizer step, ~{_gib(s.estimate(new).total)}",
+        batch_size=pick,
+        grad_accum=effective // pick,
+    )
+
+
+def _batch(cfg: TrainConfig, b: int, effective: int) -> TrainConfig:
+    return replace(cfg, batch_size=b, grad_accum=effective // b)
+
+
+def _shorter_rows(s: _Search) -> None:
+    """Shorter packed rows, only as far as the examples allow (at most 1% of them cut)."""
+    if s.lengths is None:
+        s.reasons.append("a shorter max_len might help, but the examples' lengths are unknown")
+        return
+    allowed = math.floor(len(s.lengths) * MAX_TRUNCATED_SHARE)
+    options = []
+    n = s.cfg.max_len // 2
+    while n >= MIN_MAX_LEN:
+        cut = sum(x > n for x in s.lengths)
+        if cut > allowed:
+            break
+        options.append((n, cut))
+        n //= 2
+    if not options:
+        longest = max(s.lengths, default=0)
+        s.reasons.append(f"max_len stays {s.cfg.max_len}: the longest example has {longest} tokens")
+        return
+    n, cut = next(((m, c) for m, c in options if s.fits(replace(s.cfg, max_len=m))), options[-1])
+    old = s.cfg.max_len
+    s.take(
+        f"max_len {old} -> {n}: packed rows hold the same tokens in more, shorter rows; "
+        f"{cut} of {len(s.lengths)} examples are longer and would be truncated",
+        max_len=n,
+    )
+
+
+def _lora_instead_of_full(s: _Search) -> None:
+    if s.cfg.method != "full":
+        return
+    est = s.estimate(replace(s.cfg, method="lora"))
+    s.take(
+        f"method full -> lora: trains {est.trainable_params / 1e6:.1f}M adapter weights instead of all "
+        f"{est.params / 1e6:.0f}M (no gradients or AdamW moments for the base), ~{_gib(est.total)}",
+        method="lora",
+    )
+
+
+def _qlora_on_cuda(s: _Search) -> None:
+    if s.hw.device != "cuda" or s.cfg.method != "lora":
+        return
+    installed = importlib.util.find_spec("bitsandbytes") is not None
+    est = s.estimate(replace(s.cfg, method="qlora"))
+    need = "" if installed else " (needs bitsandbytes, not installed: pip install bitsandbytes)"
+    s.take(f"method lora -> qlora: a 4-bit NF4 base, ~{_gib(est.total)}{need}", method="qlora")
+
+
+MOVES: list[Callable[[_Search], None]] = [
+    _checkpointing,
+    _smaller_micro_batch,
+    _shorter_rows,
+    _lora_instead_of_full,
+    _qlora_on_cuda,
+]
+
+
+def _smaller_model(est: MemoryEstimate, budget: int) -> str:
+    """The largest known smaller model whose (linearly scaled) need fits the budget."""
+    fixed = est.overhead
+    for name, params in reversed(SMALLER_MODELS):
+        if params < est.params * 0.9 and fixed + (est.total - fixed) * params / est.params <= budget:
+            return name
+    return SMALLER_MODELS[0][0]
+
+
+@dataclass
+class Measured:
+    """A few real training steps: throughput after warm-up, peak memory, and the run's ETA."""
+
+    steps: int
+    tokens_per_s: float  # real (non-padding) tokens per second, first step skipped when possible
+    warmup_skipped: bool
+    peak_memory: int  # bytes
+    memory_kind: str  # "peak RSS" or "CUDA max allocated"
+    seconds: float  # wall time of the benchmark, model load included
+    dataset_tokens: int  # real tokens in the training split (one epoch, after truncation)
+    run_tokens: int  # tokens the whole run will see (epochs, or max_steps)
+    eta_seconds: float | None  # None when no tokens/s could be measured
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def micro_benchmark(dataset_dir: Path, cfg: TrainConfig, steps: int = 3) -> Measured:
+    """Train ``steps`` real optimizer steps in a temporary run folder; measure tokens/s and peak memory.
+
+    Raises whatever :func:`finetuneflow.train.step.train` raises (no data, NaN loss, out of memory).
+    """
+    from finetuneflow import hardware
+    from finetuneflow.train import run_files as rf
+    from finetuneflow.train.step import prepare, train
+
+    bench = replace(cfg, max_steps=steps, eval_every=steps + 1)  # eval only after the last step
+    device = hardware.pick_device(cfg.device)
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="ftf-plan-") as tmp:
+        run_dir = Path(tmp) / "run"
+        _reset_peak(device)
+        summary = train(dataset_dir, run_dir, bench)
+        peak, kind = _peak(device)
+        metrics = [m for m in rf.read_metrics(run_dir) if "real_tokens" in m]
+    tokens_per_s, skipped = _steady_tokens_per_s(metrics, summary)
+    stats = (summary.get("data") or {}).get("train") or prepare(dataset_dir, cfg).stats["train"]
+    tokens, rows = int(stats["tokens"]), max(1, int(stats.get("rows", 1)))
+    run_tokens = tokens * cfg.epochs if cfg.epochs > 0 else math.inf
+    if cfg.max_steps > 0:  # a step sees batch x accum rows of ~tokens/rows real tokens each
+        run_tokens = min(run_tokens, cfg.max_steps * cfg.batch_size * cfg.grad_accum * tokens / rows)
+    return Measured(
+        steps=len(metrics),
+        tokens_per_s=round(tokens_per_s, 1),
+        warmup_skipped=skipped,
+        peak_memory=peak,
+        memory_kind=kind,
+        seconds=round(time.time() - start, 1),
+        dataset_tokens=tokens,
+        run_tokens=int(run_tokens),
+        eta_seconds=round(run_tokens / tokens_per_s, 1) if tokens_per_s > 0 else None,
+    )
+
+
+def _steady_tokens_per_s(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> tuple[float, bool]:
+    """Tokens/s over steps 2..n (step 1 warms up allocators and kernels), else the summary's figure."""
+    timed = [m for m in metrics if "time_s" in m]
+    if len(timed) >= 2 and timed[-1]["time_s"] > timed[0]["time_s"]:
+        tokens = sum(m["real_tokens"] for m in timed[1:])
+        return tokens / (timed[-1]["time_s"] - timed[0]["time_s"]), True
+    if len(metrics) >= 2 and all("tokens_per_s" in m for m in metrics):
+        return sum(m["tokens_per_s"] for m in metrics[1:]) / (len(metrics) - 1), True
+    return float(summary.get("tokens_per_s") or 0.0), False
+
+
+def _reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return
+    # Linux: writing 5 resets this process's peak RSS (VmHWM), so the peak is the run's own;
+    # elsewhere it stays the whole process's peak since it started
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak(device: str) -> tuple[int, str]:
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()), "CUDA max allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "peak RSS"
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), "peak RSS"  # bytes on macOS, KiB else
+
+
+def dataset_dir_of(path: Path) -> Path:
+    """``path`` itself, or for a project folder its ``datasets/default`` (or its only dataset).
+
+    Raises:
+        LookupError: a project folder with no or several datasets and none called 'default'.
+    """
+    root = path / "datasets"
+    if not root.is_dir():
+        return path
+    if (root / "default").is_dir():
+        return root / "default"
+    found = sorted(p for p in root.iterdir() if p.is_dir())
+    if len(found) == 1:
+        return found[0]
+    names = ", ".join(p.name for p in found) or "none"
+    raise LookupError(f"{path} holds datasets {names}; name one (a dataset folder) to plan for")
+
+
+def example_lengths(model_dir: Path, dataset_dir: Path, cfg: TrainConfig) -> tuple[list[int], float]:
+    """Token count of every training example (untruncated) and the share of tokens with labels.
+
+    Raises:
+        LookupError: the dataset has no training examples.
+    """
+    from finetuneflow.dataset.io import read_split
+    from finetuneflow.models.load import load_tokenizer
+    from finetuneflow.train.data import encode_example
+
+    tokenizer = load_tokenizer(model_dir)
+    records = read_split(dataset_dir, "train", ("chat", "text") if cfg.use_text else ("chat",))
+    if not records:
+        raise LookupError(f"no training examples in {dataset_dir}; run `ftf dataset build` first")
+    encoded = [encode_example(tokenizer, r, 131072) for r in records]  # the largest max_len allowed
+    lengths = [len(e.input_ids) for e in encoded]
+    return lengths, sum(e.n_supervised for e in encoded) / max(1, sum(lengths))
+
+
+def plan(path: Path, cfg: TrainConfig, benchmark: bool = True, hw: Hardware | None = None) -> dict[str, Any]:
+    """The hardware plan for training ``cfg`` on a dataset (or a project's dataset), as plain JSON data.
+
+    Keys: ``hardware``, ``model``, ``dataset``, ``plan`` (Plan.to_dict) and ``measured``
+    (Measured.to_dict after a micro-benchmark of the recommended config, or None with
+    ``benchmark_skipped`` saying why). Raises LookupError/ModelError for a missing dataset or model.
+    """
+    from finetuneflow.models.resolve import resolve_model
+
+    dataset_dir = dataset_dir_of(path)
+    hw = hw or probe()
+    model_dir = resolve_model(cfg.base_model)
+    model_cfg = json.loads((model_dir / "config.json").read_text())
+    lengths, supervised = example_lengths(model_dir, dataset_dir, cfg)
+    rec = recommend(model_cfg, cfg, hw, lengths, supervised)
+    out: dict[str, Any] = {
+        "hardware": hw.to_dict(),
+        "model": {"name": cfg.base_model, "folder": str(model_dir), "params": rec.before.params},
+        "dataset": {
+            "folder": str(dataset_dir),
+            "examples": len(lengths),
+            "tokens": sum(lengths),
+            "longest": max(lengths),
+            "supervised_fraction": round(supervised, 3),
+        },
+        "plan": rec.to_dict(),
+        "measured": None,
+    }
+    if not benchmark:
+        out["benchmark_skipped"] = "not asked for"
+    elif not rec.fits:
+        out["benchmark_skipped"] = "the configuration does not fit this machine"
+    else:
+        out["measured"] = micro_benchmark(dataset_dir, apply_changes(cfg, rec.changes)).to_dict()
+    return out
