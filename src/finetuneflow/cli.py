@@ -301,8 +301,10 @@ def main() -> None:
 # The dataset, review and provider commands live in their own module; importing it registers them.
 from finetuneflow import cli_dataset  # noqa: E402, F401
 from finetuneflow.cli_classify import register as register_classify  # noqa: E402
+from finetuneflow.cli_plan import register as register_plan  # noqa: E402
 
 register_classify(app)
+register_plan(app)
 
 if __name__ == "__main__":
     main()

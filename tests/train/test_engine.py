@@ -185,3 +185,20 @@ def test_checkpoint_settings_default_to_saving_at_each_eval(tiny_model: Path, tm
     train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, max_steps=4, eval_every=2,
           checkpoints=CheckpointSettings(keep_last=5)))  # fmt: skip
     assert [d.name for d in ckpt.checkpoint_dirs(tmp_path / "run")] == ["step-000002", "step-000004"]
+
+
+def test_bf16_lora_keeps_the_frozen_base_in_bf16_for_the_same_numbers(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.train import model_setup
+
+    built = build_model(tiny_model, _cfg(tiny_model), "cpu", torch.bfloat16)
+    frozen = {p.dtype for p in built.model.parameters() if not p.requires_grad and p.ndim >= 2}
+    assert frozen == {torch.bfloat16}
+    assert {p.dtype for p in built.model.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in built.model.parameters() if p.ndim == 1} == {torch.float32}  # norms
+    ds = chat_dataset(tmp_path / "ds")
+    small = train(ds, tmp_path / "bf16-base", _cfg(tiny_model, precision="bf16"))
+    monkeypatch.setattr(model_setup, "freeze_in", lambda model, dtype: 0)
+    wide = train(ds, tmp_path / "fp32-base", _cfg(tiny_model, precision="bf16"))
+    assert small["final_loss"] == pytest.approx(wide["final_loss"], rel=2e-2)

@@ -45,8 +45,12 @@ def resolve_method(cfg: TrainConfig, device: str) -> tuple[str, list[str]]:
     return "qlora", []
 
 
-def build_model(model_dir: Path, cfg: TrainConfig, device: str) -> Built:
-    """Load the base and make the configured weights trainable."""
+def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: Any = None) -> Built:
+    """Load the base and make the configured weights trainable.
+
+    With a bf16/fp16 ``compute_dtype`` a LoRA base keeps its frozen matrices in that dtype (see
+    :func:`freeze_in`).
+    """
     method, notes = resolve_method(cfg, device)
     model = load_4bit(model_dir, device) if method == "qlora" else load_causal_lm(model_dir, device)
     if method == "full":
@@ -64,7 +68,24 @@ def build_model(model_dir: Path, cfg: TrainConfig, device: str) -> Built:
         model.config.use_cache = False
     if method != "full":
         model = attach_lora(model, cfg)
+    if method == "lora" and compute_dtype is not None:
+        freeze_in(model, compute_dtype)
     return Built(model, method, notes)
+
+
+def freeze_in(model: Any, dtype: Any) -> int:
+    """Store the frozen weight matrices (linear and embedding) in the autocast dtype; returns bytes saved.
+
+    Autocast casts every fp32 weight to bf16 for each matmul anyway, and caches no cast of a frozen
+    tensor, so an fp32 base costs twice the memory and a full cast per forward and backward for
+    the same numbers. Norm weights and biases (1-D) stay fp32, as autocast computes norms in fp32.
+    """
+    saved = 0
+    for p in model.parameters():
+        if not p.requires_grad and p.ndim >= 2 and p.dtype != dtype:
+            saved += p.numel() * (p.element_size() - p.new_empty((), dtype=dtype).element_size())
+            p.data = p.data.to(dtype)
+    return saved
 
 
 def load_4bit(model_dir: Path, device: str) -> Any:

@@ -119,7 +119,7 @@ def train(
     emit("prepare", message="encoding and packing examples")
     prep = prepare(dataset_dir, cfg)
     dtype = hardware.autocast_dtype(device, cfg.precision)
-    built = build_model(prep.model_dir, cfg, device)
+    built = build_model(prep.model_dir, cfg, device, dtype)
     for note in built.notes:
         emit("note", message=note)
     if dist.main:
