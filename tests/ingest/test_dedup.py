@@ -89,6 +89,13 @@ def test_signature_shape_dtype_and_determinism() -> None:
     assert not np.array_equal(sigs, signatures(texts, DedupConfig(seed=2)))
 
 
+def test_dedup_keys_equal_exact_keys_and_signatures() -> None:
+    texts = ["One text.", "", "another, TEXT", "x" * 3000]
+    keys, sigs = dedup.dedup_keys(texts, CFG)
+    assert keys == [exact_key(t) for t in texts]
+    assert np.array_equal(sigs, signatures(texts, CFG))
+
+
 def test_empty_and_short_texts() -> None:
     sigs = signatures(["", " ,. ", "ab", "AB!", "ac"], CFG)
     assert (sigs[0] == EMPTY_SLOT).all() and (sigs[1] == EMPTY_SLOT).all()  # punctuation only = empty

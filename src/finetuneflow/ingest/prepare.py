@@ -19,7 +19,7 @@ import numpy as np
 
 from finetuneflow.ingest.boilerplate import strip_repeated_lines
 from finetuneflow.ingest.chunking import SpanFn, chunk_text, hf_span_fn
-from finetuneflow.ingest.dedup import exact_key, signatures
+from finetuneflow.ingest.dedup import dedup_keys
 from finetuneflow.ingest.domains import collection_info
 from finetuneflow.ingest.pii import scrub
 from finetuneflow.ingest.readers import read_file
@@ -175,8 +175,8 @@ def _tag(units: list[dict[str, Any]], info: dict[str, Any] | None) -> None:
 def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
     """Everything about several (file, root) pairs that does not need the database. Never raises.
 
-    Files are read one by one, then token counting and MinHash signing run once for the whole
-    batch (per-call overhead dominates for small files).
+    Files are read one by one, then token counting, exact keys and MinHash signing run once for
+    the whole batch (per-call overhead dominates for small files).
     """
     cfg: IngestConfig = _CTX["cfg"]
     read = [_read(path, root) for path, root in items]
@@ -190,11 +190,15 @@ def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
         done.append(out)
     texts = [u["text"] for p in done for u in p.units]
     if texts:
-        sigs = signatures(texts, cfg.dedup_config())
+        keys, sigs = dedup_keys(texts, cfg.dedup_config())
         at = 0
         for p in done:
             if p.units:
-                p.sigs, at = sigs[at : at + len(p.units)], at + len(p.units)
+                p.keys, p.sigs, at = (
+                    keys[at : at + len(p.units)],
+                    sigs[at : at + len(p.units)],
+                    at + len(p.units),
+                )
     return done
 
 
@@ -222,7 +226,7 @@ def _read(path: Path, root: Path) -> tuple[Prepared, list[SourceRecord]]:
 
 
 def _finish(out: Prepared, records: list[SourceRecord], n_tokens: list[int], cfg: IngestConfig) -> None:
-    """Chunk, tag, scrub and key a file's records."""
+    """Chunk, tag and scrub a file's records (keys and signatures follow for the whole batch)."""
     try:
         out.units = to_units(records, n_tokens, cfg)
     except Exception as err:  # a chunker bug on one file must not take the whole ingest down
@@ -231,4 +235,3 @@ def _finish(out: Prepared, records: list[SourceRecord], n_tokens: list[int], cfg
     _tag(out.units, out.info)
     if cfg.scrub_pii:
         scrub_units(out.units, out.pii)
-    out.keys = [exact_key(u["text"]) for u in out.units]
