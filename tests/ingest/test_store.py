@@ -55,7 +55,7 @@ def test_stale_signatures_are_recomputed_on_load(tiny_model: Path, tmp_path: Pat
     events: list[Event] = []
     report = api.ingest([src], "p", cfg, on_event=events.append)
     assert report.dropped() == {"near duplicate": 1}
-    assert any("recomputed 1 near-duplicate signature" in e.message for e in events)
+    assert any("recomputed 1 signature" in e.message for e in events)
     with session_scope() as s:
         blob = s.scalar(select(Chunk.minhash).join(File).where(File.path.endswith("a.txt")))
     stored = decode_signature(blob, TAG, CFG.num_perm)
