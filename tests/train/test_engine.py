@@ -22,7 +22,7 @@ from .helpers import chat_dataset
 
 def _cfg(tiny_model: Path, **kw: Any) -> TrainConfig:
     base: dict[str, Any] = dict(
-        base_model=str(tiny_model), max_len=64, batch_size=4, max_steps=3, epochs=10,
+        base_model=str(tiny_model), max_len=64, batch_size=4, grad_accum=1, max_steps=3, epochs=10,
         learning_rate=5e-3, precision="fp32", threads=1,
     )  # fmt: skip
     return TrainConfig(**(base | kw))

@@ -135,7 +135,7 @@ def test_estimate_is_within_30_percent_of_measured_peaks(
 
 
 def test_a_deliberately_too_large_configuration_gets_a_plan_instead_of_a_crash() -> None:
-    cfg = TrainConfig(batch_size=16, max_len=4096, precision="bf16")
+    cfg = TrainConfig(batch_size=16, grad_accum=1, max_len=4096, precision="bf16")
     plan = recommend(SMOLLM2_1_7B, cfg, cpu(2))
     assert not plan.fits
     assert plan.changes["gradient_checkpointing"] is True
@@ -148,7 +148,7 @@ def test_a_deliberately_too_large_configuration_gets_a_plan_instead_of_a_crash()
 
 
 def test_shorter_rows_only_as_far_as_the_examples_allow() -> None:
-    cfg = TrainConfig(batch_size=16, max_len=4096, precision="bf16")
+    cfg = TrainConfig(batch_size=16, grad_accum=1, max_len=4096, precision="bf16")
     lengths = [300] * 99 + [900]
     plan = recommend(SMOLLM2_1_7B, cfg, cpu(2), lengths)
     assert plan.changes["max_len"] == 512  # 256 would cut all 99 short examples; 512 cuts one (1%)

@@ -30,15 +30,15 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def load_causal_lm(model_dir: Path, device: str = "cpu") -> Any:
-    """A causal LM in fp32 (autocast supplies bf16 compute where supported)."""
+def load_causal_lm(model_dir: Path, device: str = "cpu", dtype: Any = None) -> Any:
+    """A causal LM in fp32 (autocast supplies bf16 compute where supported), or in ``dtype``."""
     import torch
     from transformers import AutoModelForCausalLM
 
     _quiet()
 
     model: Any = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+        str(model_dir), dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=False
     )
     return model.to(device)
 

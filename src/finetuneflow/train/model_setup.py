@@ -52,7 +52,13 @@ def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: A
     :func:`freeze_in`).
     """
     method, notes = resolve_method(cfg, device)
-    model = load_4bit(model_dir, device) if method == "qlora" else load_causal_lm(model_dir, device)
+    if method == "qlora":
+        model = load_4bit(model_dir, device)
+    elif method == "lora" and compute_dtype is not None:
+        model = load_causal_lm(model_dir, device, compute_dtype)  # see freeze_in: why not fp32
+        _norms_to_fp32(model)
+    else:
+        model = load_causal_lm(model_dir, device)
     if method == "full":
         n = sum(p.numel() for p in model.parameters())
         if n > FULL_MAX_PARAMS:
@@ -69,8 +75,16 @@ def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: A
     if method != "full":
         model = attach_lora(model, cfg)
     if method == "lora" and compute_dtype is not None:
-        freeze_in(model, compute_dtype)
+        freeze_in(model, compute_dtype)  # the adapter's matrices stay fp32 (they are trained)
     return Built(model, method, notes)
+
+
+def _norms_to_fp32(model: Any) -> None:
+    import torch
+
+    for p in model.parameters():
+        if p.ndim < 2:
+            p.data = p.data.float()
 
 
 def freeze_in(model: Any, dtype: Any) -> int:
@@ -79,6 +93,8 @@ def freeze_in(model: Any, dtype: Any) -> int:
     Autocast casts every fp32 weight to bf16 for each matmul anyway, and caches no cast of a frozen
     tensor, so an fp32 base costs twice the memory and a full cast per forward and backward for
     the same numbers. Norm weights and biases (1-D) stay fp32, as autocast computes norms in fp32.
+    :func:`build_model` loads such a base in bf16 straight away (an fp32 load first would leave
+    its peak in the process's memory); this then only catches what loading left wider.
     """
     saved = 0
     for p in model.parameters():
