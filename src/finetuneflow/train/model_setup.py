@@ -80,7 +80,6 @@ def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: A
 
 
 def _norms_to_fp32(model: Any) -> None:
-    import torch
 
     for p in model.parameters():
         if p.ndim < 2:

@@ -343,7 +343,7 @@ def micro_benchmark(dataset_dir: Path, cfg: TrainConfig, steps: int = 3) -> Meas
         seconds=round(time.time() - start, 1),
         dataset_tokens=tokens,
         run_tokens=int(run_tokens),
-        eta_seconds=round(run_tokens / tokens_per_s, 1) if tokens_per_s > 0 else None,
+        eta_seconds=round(run_tokens / tokens_per_s, 3) if tokens_per_s > 0 else None,
     )
 
 
