@@ -8,8 +8,10 @@ layout (``chat/train.jsonl`` plus an 8-row ``chat/eval.jsonl``). Batch 8, 512 to
 
 1. ours: ``finetuneflow.train.step.train(dataset_dir, run_dir, TrainConfig(...))`` with its defaults
    (packed 512-token rows with position-id resets, bf16 autocast where the CPU has native bf16,
-   LM head on supervised tokens only, no gradient checkpointing) except: ``base_model`` = the folder,
-   ``max_len=512``, ``batch_size=8`` (packed rows), ``max_steps`` from the token budget (``epochs``
+   LM head on supervised tokens only, no gradient checkpointing, 2 rows per micro-batch) except:
+   ``base_model`` = the folder, ``max_len=512``, ``grad_accum`` so that a step is ``--batch`` packed
+   rows like TRL's (8 = 2 x 4: the same step, in micro-batches of our default size),
+   ``max_steps`` from the token budget (``epochs``
    set high enough that max_steps decides), ``threads``, ``eval_every=max_steps`` (one eval and
    checkpoint, after the last step, outside the clock) and
    ``lora=LoraSettings(r=16, alpha=32)`` (also the defaults). Real tokens: the ``real_tokens`` of
@@ -78,6 +80,7 @@ from train_data import make_rows, n_tokens  # noqa: E402  (bench/ is not a packa
 TARGET_SPEED = 3.0  # ours / TRL real tokens/s
 TARGET_MEMORY = 0.7  # ours / TRL peak RSS
 ROW_LEN = 512
+MICRO_BATCH = 2  # TrainConfig's default rows per micro-batch; --batch must be a multiple of it
 LEARNING_RATE = 2e-4
 LORA_R, LORA_ALPHA = 16, 32
 FLOP_PER_TOKEN_PER_PARAM = 4  # LoRA step: forward 2N + backward (input grads only) 2N
@@ -101,7 +104,8 @@ def child_ours(job: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig(
         base_model=job["model"],
         max_len=ROW_LEN,
-        batch_size=job["batch"],
+        batch_size=min(job["batch"], MICRO_BATCH),
+        grad_accum=max(1, job["batch"] // MICRO_BATCH),
         max_steps=job["steps"],
         epochs=float(job["epochs"]),
         learning_rate=LEARNING_RATE,
