@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +25,84 @@ class ExportError(RuntimeError):
     """An export failed or did not verify; the message carries the numbers."""
 
 
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
+K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+
+
 @dataclass
 class ExportConfig:
     """What to export."""
 
-    formats: list[str] = setting(["adapter", "merged", "report"], "Any of: adapter, merged, report.")
+    formats: list[str] = setting(
+        ["adapter", "merged", "report"],
+        "Any of: adapter, merged, gguf, gguf-lora, ollama, onnx, report, zip.",
+    )
     merge_tolerance: float = setting(1e-3, "Max |logit difference| allowed between merged and adapter model.")
+    gguf_types: list[str] = setting(
+        ["q8_0"], f"GGUF types of the merged model: {', '.join(GGUF_TYPES)}; K-quants need llama.cpp."
+    )
+    gguf_lora_type: str = setting("f16", "Tensor type of the GGUF LoRA adapter: f32, f16 or bf16.")
+    ollama_create: str = setting("", "Also run `ollama create NAME` when the ollama binary exists ('' = no).")
+    system: str = setting("", "SYSTEM prompt for the Ollama Modelfile ('' = the one trained with, if any).")
+    onnx_opset: int = setting(18, "ONNX opset of the exported graph.")
+    verify: bool = setting(True, "Reload every artefact with an independent reader and compare it.")
 
     def problems(self) -> list[str]:
+        out = []
         unknown = [f for f in self.formats if f not in EXPORTERS]
-        return [f"formats: unknown {unknown}; choose from {sorted(EXPORTERS)}"] if unknown else []
+        if unknown:
+            out.append(f"formats: unknown {unknown}; choose from {sorted(EXPORTERS)}")
+        bad = [t for t in self.gguf_types if t.lower() not in GGUF_TYPES + K_QUANTS]
+        if bad:
+            out.append(f"gguf_types: unknown {bad}; choose from {', '.join(GGUF_TYPES + K_QUANTS)}")
+        if self.gguf_lora_type not in ("f32", "f16", "bf16"):
+            out.append("gguf_lora_type: must be f32, f16 or bf16")
+        if not 14 <= self.onnx_opset <= 23:
+            out.append("onnx_opset: must be in 14..23 (18 suits onnxruntime >= 1.14)")
+        return out
 
 
 @dataclass
 class Context:
+    """What every exporter gets: the run, the output folder, settings, and shared, lazily built
+    state (the merged model and the trained model's reference answers are built once)."""
+
     run_dir: Path
     out_dir: Path
     cfg: ExportConfig
     emit: Emitter
     results: dict[str, Any]
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def tuned(self) -> Any:
+        """The run's trained model (:class:`finetuneflow.models.load.Tuned`), loaded once."""
+        if "tuned" not in self._cache:
+            from finetuneflow.models.load import load_tuned
+
+            self._cache["tuned"] = load_tuned(self.run_dir)
+        return self._cache["tuned"]
+
+    def merged(self) -> tuple[Any, Any]:
+        """(merged model, tokenizer): the adapter folded into the base (checked), built once."""
+        if "merged" not in self._cache:
+            self._cache["merged"] = _merge_checked(self)
+        return self._cache["merged"]
+
+    def reference(self) -> Any:
+        """The trained model's logits and greedy turns on the fixed prompts (export/verify.py)."""
+        if "reference" not in self._cache:
+            from finetuneflow.export.verify import reference
+
+            model, tokenizer = self.merged()
+            self._cache["reference"] = reference(model, tokenizer, stop_ids(tokenizer))
+        return self._cache["reference"]
+
+
+def stop_ids(tokenizer: Any) -> set[int]:
+    """The end-of-turn ids the trained model stops on (every exported runtime must stop on them)."""
+    from finetuneflow.train.data import end_of_turn_tokens
+
+    return set(end_of_turn_tokens(tokenizer).values())
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -83,12 +142,9 @@ def _verify_logits(model: Any, tokenizer: Any) -> Any:
         return model(input_ids=ids).logits.float()
 
 
-def export_merged(ctx: Context) -> dict[str, Any]:
-    """Adapter folded into the base weights, saved as a safetensors folder with tokenizer + template
-    (a fully fine-tuned model is saved as it is, after the same checks)."""
-    from finetuneflow.models.load import load_tuned
-
-    tuned = load_tuned(ctx.run_dir)
+def _merge_checked(ctx: Context) -> tuple[Any, Any]:
+    """Fold the adapter into the base; refuse NaN/inf and a merge that changes the logits."""
+    tuned = ctx.tuned()
     model, tokenizer = tuned.model, tuned.tokenizer
     _assert_finite(model, "the adapter model")
     before = _verify_logits(model, tokenizer)
@@ -99,11 +155,20 @@ def export_merged(ctx: Context) -> dict[str, Any]:
         raise ExportError(
             f"merged model differs from the adapter model by {diff:.2e} > {ctx.cfg.merge_tolerance}"
         )
+    ctx._cache["merge_diff"] = diff
+    return merged.eval(), tokenizer
+
+
+def export_merged(ctx: Context) -> dict[str, Any]:
+    """Adapter folded into the base weights, saved as a safetensors folder with tokenizer + template
+    (a fully fine-tuned model is saved as it is, after the same checks)."""
+    merged, tokenizer = ctx.merged()
     target = ctx.out_dir / "merged"
     if target.exists():
         shutil.rmtree(target)
     merged.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
+    diff = ctx._cache["merge_diff"]
     return {"path": str(target), "max_logit_diff_vs_adapter": diff, "files": checksums(target)}
 
 
