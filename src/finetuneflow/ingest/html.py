@@ -45,9 +45,6 @@ _BLOCKS = _CONTAINERS | _LEAF_BLOCKS | frozenset(_HEADINGS) | {"li", "table", "h
 # Stands for a <br> inside a run of inline text, whose own newlines are just source layout. A
 # private-use character: lxml refuses control characters in text, and pages never mean this one.
 _BREAK = "\ue000"
-# The markup is already decoded (readers detect the encoding), so it goes to libxml2 as UTF-8 and
-# any <meta charset> in the page is ignored. Comments and processing instructions are never text.
-_PARSER = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True)
 
 
 def html_record(markup: str) -> SourceRecord:
@@ -81,8 +78,13 @@ def _parse(markup: str) -> etree._Element | None:
     data = markup.encode("utf-8", "replace")
     if not data.strip():
         return None
+    # The markup is already decoded (readers detect the encoding), so libxml2 gets UTF-8 and any
+    # <meta charset> is ignored. Comments and processing instructions are never text. huge_tree:
+    # text nodes over 10 MB are read, not cut. A parser per call (~1 us): lxml parsers are not
+    # thread-safe.
+    parser = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True)
     try:
-        return etree.fromstring(data, _PARSER)
+        return etree.fromstring(data, parser)
     except etree.LxmlError as err:
         raise ReaderError(f"cannot parse the HTML: {err}") from err
 
