@@ -1,9 +1,12 @@
 """Near-duplicate detection: our numpy MinHash + LSH against datasketch, on one synthetic corpus.
 
 Measures, in one process on the same texts: (1) ours, ``parallel_signatures`` + ``near_duplicates``
-(all cores); (2) the peer, datasketch ``MinHash(num_perm=128)`` over the same character 5-grams of
-the same normalized texts, indexed in ``MinHashLSH(threshold=0.8)``, each text queried before it is
-inserted and pointed at the earliest kept candidate whose estimated Jaccard reaches the threshold.
+(all cores), 128-slot signatures by one-permutation hashing with optimal densification (each slot
+agrees with probability = Jaccard, as one of 128 independent permutations does, so the LSH bands
+and the threshold mean the same; see ``finetuneflow.ingest.dedup``); (2) the peer, datasketch
+``MinHash(num_perm=128)`` over the same character 5-grams of the same normalized texts, indexed
+in ``MinHashLSH(threshold=0.8)``, each text queried before it is inserted and pointed at the
+earliest kept candidate whose estimated Jaccard reaches the threshold.
 Both timings start from raw texts (normalization included). For each it prints seconds, docs/s,
 MB/s, and recall / precision of the flagged documents against the generated ground truth, then
 the throughput ratio ours / datasketch. Target (printed, not asserted): >= 2x at equal or better

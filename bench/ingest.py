@@ -8,7 +8,8 @@ and ~2% .docx), then measures in one process:
 
 1. ours: ``api.ingest`` of the folder with ``IngestConfig(workers=0, max_tokens=...)`` (all cores
    read files; the wall time covers discovery, reading every format, cleaning, token chunking,
-   exact and near dedup and the SQLite writes). A document counts as flagged when all its chunks
+   exact and near dedup with 128-slot one-permutation MinHash signatures, the raw copies under
+   the project's raw/ and the SQLite writes). A document counts as flagged when all its chunks
    are dropped as exact or near duplicates;
 2. the peer: datasketch ``MinHash(num_perm=128)`` + ``MinHashLSH(threshold=0.8)``, query then
    insert, over the same generated plain texts (before format wrapping), with the same
