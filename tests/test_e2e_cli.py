@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from conftest import QUICKSTART
@@ -47,6 +48,14 @@ def test_pipeline_end_to_end(tiny_model: Path, ftf_home: Path, tmp_path: Path) -
     report = (export / "report.md").read_text()
     assert "is **lower** than the base model's" in report and (export / "loss.png").stat().st_size > 1000
     assert (export / "merged/model.safetensors").is_file()
+    assert "## Dataset" in report and "| format | file | MB | sha256 | verification |" in report
+    assert (export / "token_lengths.png").is_file()
+    ftf("export", "-p", "e2e", "-f", "adapter", "-f", "report", "-f", "zip")
+    with zipfile.ZipFile(export.parent / f"{run_id}.zip") as bundle:
+        names = set(bundle.namelist())
+        assert bundle.testzip() is None
+        assert {f"{run_id}/report.md", f"{run_id}/adapter/adapter_config.json", f"{run_id}/loss.png"} <= names
+        assert b"## Exports" in bundle.read(f"{run_id}/report.md")
     ftf("chat", "-p", "e2e", "What does E21 mean?", "--max-new-tokens", "8")
     assert run_id in ftf("runs", "-p", "e2e")
 

@@ -120,7 +120,13 @@ def export_adapter(ctx: Context) -> dict[str, Any]:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(ctx.run_dir / rf.ADAPTER, target)
-    return {"path": str(target), "files": checksums(target)}
+    return _folder_result(target)
+
+
+def _folder_result(target: Path, **extra: Any) -> dict[str, Any]:
+    files = checksums(target)
+    size = sum((target / name).stat().st_size for name in files)
+    return {"path": str(target), "bytes": size, "files": files, **extra}
 
 
 def _assert_finite(model: Any, what: str) -> None:
@@ -168,8 +174,7 @@ def export_merged(ctx: Context) -> dict[str, Any]:
         shutil.rmtree(target)
     merged.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
-    diff = ctx._cache["merge_diff"]
-    return {"path": str(target), "max_logit_diff_vs_adapter": diff, "files": checksums(target)}
+    return _folder_result(target, max_logit_diff_vs_adapter=ctx._cache["merge_diff"])
 
 
 def export_report(ctx: Context) -> dict[str, Any]:
@@ -179,11 +184,38 @@ def export_report(ctx: Context) -> dict[str, Any]:
     return write_report(ctx.run_dir, ctx.out_dir, ctx.results)
 
 
-# Order matters: the report describes what the exporters before it produced.
+def export_zip(ctx: Context) -> dict[str, Any]:
+    """Everything exported so far in one ``<run>.zip`` beside the export folder (text compressed,
+    weights stored: they do not compress), written under a temporary name and renamed."""
+    import zipfile
+
+    target = ctx.out_dir.parent / f"{ctx.out_dir.name}.zip"
+    tmp = target.with_suffix(".zip.tmp")
+    binary = {".safetensors", ".gguf", ".onnx", ".data", ".png", ".bin"}
+    with zipfile.ZipFile(tmp, "w") as bundle:
+        for path in sorted(p for p in ctx.out_dir.rglob("*") if p.is_file()):
+            kind = zipfile.ZIP_STORED if path.suffix in binary else zipfile.ZIP_DEFLATED
+            bundle.write(path, f"{ctx.out_dir.name}/{path.relative_to(ctx.out_dir)}", compress_type=kind)
+    tmp.replace(target)
+    with zipfile.ZipFile(target) as bundle:  # reopen: a readable archive with every file, or fail here
+        broken = bundle.testzip()
+        if broken is not None:
+            raise ExportError(f"{target} is corrupt at {broken}")
+        count = len(bundle.namelist())
+    return {
+        "path": str(target),
+        "bytes": target.stat().st_size,
+        "sha256": paths.sha256_file(target),
+        "files": count,
+    }
+
+
+# Order matters: the report describes what the exporters before it produced; the zip holds it all.
 EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "adapter": export_adapter,
     "merged": export_merged,
     "report": export_report,
+    "zip": export_zip,
 }
 
 

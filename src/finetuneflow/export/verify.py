@@ -154,10 +154,14 @@ def _compare_stops(
 ) -> tuple[str, float, list[str]]:
     missing = ref.stop_ids - artefact_stop_ids
     if missing:
-        return "end-of-turn ids missing", 0.0, [
-            f"the artefact does not stop on {sorted(missing)} (the trained model's end-of-turn); "
-            "its chat turns would run on"
-        ]
+        return (
+            "end-of-turn ids missing",
+            0.0,
+            [
+                f"the artefact does not stop on {sorted(missing)} (the trained model's end-of-turn); "
+                "its chat turns would run on"
+            ],
+        )
     exact = THRESHOLDS.get(kind, QUANTIZED_DEFAULT)[0] is not None
     matched, problems, stopped = 0, [], 0
     for ids, want in zip(ref.prompts, ref.greedy, strict=True):
