@@ -221,7 +221,8 @@ def export(
     project: Project = "default",
     run: RunId = None,
     format: Annotated[
-        list[str] | None, typer.Option("--format", "-f", help="adapter, merged, gguf, gguf-lora, ollama, onnx, report, zip.")
+        list[str] | None,
+        typer.Option("--format", "-f", help="adapter, merged, gguf, gguf-lora, ollama, onnx, report, zip."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: project's exports/<run>).")
