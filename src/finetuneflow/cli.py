@@ -163,6 +163,10 @@ def train(
                 summary = api.train(project, dataset, cfg, sink)
     except (ValueError, LookupError, TrainingError) as err:
         _fail(err)
+    from finetuneflow.train.distributed import from_env
+
+    if not from_env().main:  # under torchrun, rank 0 speaks for the run
+        return
     eval_loss = summary.get("eval_loss")
     console.print(
         f"run [bold]{summary['run_id']}[/bold]: {summary['steps']} steps ({summary['status']}), final loss "

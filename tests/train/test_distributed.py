@@ -61,3 +61,29 @@ def test_two_processes_match_one(tiny_model: Path, tmp_path: Path) -> None:
     a = load_file(str(tmp_path / "single" / rf.ADAPTER / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "ddp" / rf.ADAPTER / "adapter_model.safetensors"))
     assert all((a[k] - b[k]).abs().max() < 1e-4 for k in a)
+
+
+def test_ftf_train_under_torchrun_records_one_run(tiny_model: Path, ftf_home: Path) -> None:
+    from conftest import QUICKSTART
+    from typer.testing import CliRunner
+
+    from finetuneflow import api
+    from finetuneflow.cli import app
+
+    runner = CliRunner()
+    ingest = ["ingest", str(QUICKSTART / "data"), "-p", "dp", "--model", str(tiny_model), "--max-tokens", "128"]
+    for args in (ingest, ["dataset", "build", "-p", "dp"]):
+        assert runner.invoke(app, args).exit_code == 0
+    ftf = Path(sys.executable).with_name("ftf")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}", str(ftf), "train", "-p", "dp", "--model", str(tiny_model),
+        "--max-steps", "3", "--max-len", "128",
+    ]  # fmt: skip
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("3 steps (finished)") == 1  # rank 0 speaks, rank 1 trains silently
+    runs = api.list_runs("dp")
+    assert len(runs) == 1 and runs[0]["status"] == "finished"
+    assert rf.read_json(Path(ftf_home) / "projects/dp/runs" / runs[0]["id"] / rf.CONFIG)["world_size"] == 2

@@ -135,7 +135,7 @@ def train(
     status = run(loop, state)
     if cfg.checkpoints.patience > 0 and state.best_step not in (0, state.step):
         ckpt.load_weights(run_dir / ckpt.CHECKPOINTS / f"step-{state.best_step:06d}", built.model)
-    summary = _summary(status, state, loop.total, built.method)
+    summary = _summary(status, state, loop.total, built.method) | {"run_dir": str(run_dir)}
     if dist.main:
         _save_result(built, prep, run_dir, summary)
         emit("done", 1, 1, message=f"saved to {run_dir}")
@@ -214,5 +214,5 @@ def _save_result(built: Built, prep: Prepared, run_dir: Path, summary: dict[str,
     target = run_dir / (rf.FULL_MODEL if built.method == "full" else rf.ADAPTER)
     built.model.save_pretrained(str(target), safe_serialization=True)
     prep.tokenizer.save_pretrained(str(target))
-    summary.update(run_dir=str(run_dir), data=prep.stats)
+    summary["data"] = prep.stats
     rf.write_json(run_dir / rf.SUMMARY, summary)
