@@ -71,8 +71,8 @@ def test_ftf_train_under_torchrun_records_one_run(tiny_model: Path, ftf_home: Pa
     from finetuneflow.cli import app
 
     runner = CliRunner()
-    ingest = ["ingest", str(QUICKSTART / "data"), "-p", "dp", "--model", str(tiny_model), "--max-tokens", "128"]
-    for args in (ingest, ["dataset", "build", "-p", "dp"]):
+    model = ["--model", str(tiny_model), "--max-tokens", "128"]
+    for args in (["ingest", str(QUICKSTART / "data"), "-p", "dp", *model], ["dataset", "build", "-p", "dp"]):
         assert runner.invoke(app, args).exit_code == 0
     ftf = Path(sys.executable).with_name("ftf")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
