@@ -65,3 +65,22 @@ def test_one_bad_file_never_stops_the_others(tiny_model: Path, tmp_path: Path) -
     }
     problems = {Path(f.path).name: " ".join(f.problems) for f in report.files}
     assert "outside" in problems["link.txt"] and problems["broken.pdf"]
+
+
+def test_ingest_freezes_the_heap_only_while_it_runs(tiny_model: Path, tmp_path: Path) -> None:
+    import gc
+
+    from finetuneflow.ingest import step
+
+    (tmp_path / "a.txt").write_text("A note about the heater and its firmware, long enough to keep.")
+    seen: list[int] = []
+    api.ingest([tmp_path], "p", cfg(tiny_model), on_event=lambda e: seen.append(gc.get_freeze_count()))
+    assert max(seen) > 0 and gc.get_freeze_count() == 0
+    gc.freeze()  # an application that froze objects itself keeps them frozen
+    try:
+        frozen = gc.get_freeze_count()
+        with step._frozen_heap():
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

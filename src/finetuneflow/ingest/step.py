@@ -9,6 +9,7 @@ changed file's old chunks are replaced.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import stat
 from collections import Counter
@@ -245,6 +246,32 @@ def ingest(
     emit = Emitter("ingest", on_event)
     emit("tokenizer", message=f"resolving the tokenizer of {cfg.tokenizer}")
     model_dir = resolve_model(cfg.tokenizer)
+    with _frozen_heap():
+        return _ingest(inputs, project, cfg, emit, model_dir)
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the objects alive before the run out of garbage collection until it ends.
+
+    A full collection walks every tracked object; with SQLAlchemy loaded (and torch/transformers
+    when a caller imported them) that is 350,000+ objects, none of which an ingest frees, and it
+    happened 6-8 times per 10,000 files: ~0.4 s of the main process's ~1.6 s. Forked workers
+    inherit the frozen state. An application that froze objects itself is left alone.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _ingest(
+    inputs: list[Path], project: str, cfg: IngestConfig, emit: Emitter, model_dir: Path
+) -> IngestReport:
     candidates = list(discover(inputs))
     index = DedupIndex(cfg.dedup_config(), cfg.dedup)
     with session_scope() as session:
