@@ -89,3 +89,24 @@ def test_help_is_fast_because_heavy_libraries_stay_unimported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_runtime_export_is_verified(tiny_model: Path, ftf_home: Path) -> None:
+    model = str(tiny_model)
+    ftf("ingest", str(QUICKSTART / "data"), "-p", "rt", "--model", model, "--max-tokens", "128")
+    ftf("dataset", "build", "-p", "rt")
+    out = ftf("train", "-p", "rt", "--model", model, "--max-steps", "3", "--lr", "3e-3", "--max-len", "256")
+    run_id = out.split("run ")[1].split(":")[0].strip()
+    formats = ["adapter", "merged", "gguf", "gguf-lora", "ollama", "report", "zip"]
+    out = ftf("export", "-p", "rt", *[x for f in formats for x in ("-f", f)], "--gguf-types", "f32,q8_0")
+    export = ftf_home / "projects/rt/exports" / run_id
+    results = json.loads((export / "export.json").read_text())
+    assert results["gguf"]["files"]["f32"]["verify"]["passed"]
+    assert results["gguf"]["files"]["f32"]["verify"]["max_abs_diff"] <= 1e-3
+    assert results["gguf"]["files"]["q8_0"]["verify"]["passed"]
+    assert (export / "gguf/model-q8_0.gguf").is_file() and (export / "gguf").glob("adapter-*.gguf")
+    modelfile = (export / "ollama/Modelfile").read_text()
+    assert "FROM " in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile and "TEMPLATE" in modelfile
+    report = (export / "report.md").read_text()
+    assert "### Ollama Modelfile" in report and "gguf q8_0" in report and "passed" in report
+    assert "verified" in out

@@ -228,17 +228,32 @@ def export(
         list[str] | None,
         typer.Option("--format", "-f", help="adapter, merged, gguf, gguf-lora, ollama, onnx, report, zip."),
     ] = None,
+    gguf_types: Annotated[
+        str | None, typer.Option(help="Comma-separated GGUF types, e.g. q8_0,f16 (default q8_0).")
+    ] = None,
+    ollama_create: Annotated[
+        str | None, typer.Option(help="Run `ollama create NAME` on the Modelfile when ollama is installed.")
+    ] = None,
+    system: Annotated[str | None, typer.Option(help="SYSTEM prompt for the Modelfile.")] = None,
+    verify: Annotated[
+        bool | None, typer.Option("--verify/--no-verify", help="Reload and compare every artefact (on).")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: project's exports/<run>).")
     ] = None,
+    config: ConfigFile = None,
 ) -> None:
-    """Export the PEFT adapter, merged safetensors model and report.md."""
+    """Export adapter, merged model, GGUF (+ LoRA), Ollama Modelfile, ONNX, report, zip; each verified."""
     from finetuneflow import api
     from finetuneflow.export.export import ExportConfig
     from finetuneflow.progress import RichProgress
 
+    types = [t.strip().lower() for t in gguf_types.split(",") if t.strip()] if gguf_types else None
     try:
-        cfg = _settings(ExportConfig, None, formats=format)
+        cfg = _settings(
+            ExportConfig, config, formats=format, gguf_types=types, ollama_create=ollama_create,
+            system=system, verify=verify,
+        )  # fmt: skip
         with RichProgress() as sink:
             result = api.export(project, run, cfg, sink, out)
     except (ValueError, LookupError, RuntimeError) as err:
@@ -246,7 +261,22 @@ def export(
     console.print(f"exported to [bold]{result['path']}[/bold]")
     for name, value in result.items():
         if isinstance(value, dict):
-            console.print(f"  {name}: {value.get('path')}")
+            console.print(f"  {name}: {value.get('path', '')}" + _verified_note(value))
+
+
+def _verified_note(result: dict[str, Any]) -> str:
+    """' (verified)' when every verification in an exporter's result passed."""
+    found: list[bool] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "passed" in value and "top1_agreement" in value:
+                found.append(bool(value["passed"]))
+            for inner in value.values():
+                walk(inner)
+
+    walk(result)
+    return f" [green](verified: {len(found)} check(s))[/green]" if found and all(found) else ""
 
 
 @app.command()

@@ -184,6 +184,19 @@ def export_report(ctx: Context) -> dict[str, Any]:
     return write_report(ctx.run_dir, ctx.out_dir, ctx.results)
 
 
+def _lazy(module: str, name: str) -> Callable[[Context], dict[str, Any]]:
+    """An exporter imported when used (they pull in gguf, onnx...; ``ftf --help`` stays fast)."""
+
+    def run(ctx: Context) -> dict[str, Any]:
+        import importlib
+
+        exporter: Callable[[Context], dict[str, Any]] = getattr(importlib.import_module(module), name)
+        return exporter(ctx)
+
+    run.__name__ = name
+    return run
+
+
 def export_zip(ctx: Context) -> dict[str, Any]:
     """Everything exported so far in one ``<run>.zip`` beside the export folder (text compressed,
     weights stored: they do not compress), written under a temporary name and renamed."""
@@ -214,6 +227,9 @@ def export_zip(ctx: Context) -> dict[str, Any]:
 EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "adapter": export_adapter,
     "merged": export_merged,
+    "gguf": _lazy("finetuneflow.export.gguf_model", "export_gguf"),
+    "gguf-lora": _lazy("finetuneflow.export.gguf_lora", "export_gguf_lora"),
+    "ollama": _lazy("finetuneflow.export.ollama", "export_ollama"),  # after both GGUFs: it names them
     "report": export_report,
     "zip": export_zip,
 }

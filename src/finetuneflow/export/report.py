@@ -193,15 +193,16 @@ def _exports(exports: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 def _artefacts(name: str, result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, item) rows of one exporter's result: one per file it lists under ``files`` by type."""
-    per_type = result.get("types")
-    if isinstance(per_type, dict):
-        return [(f"{name} {t}", item) for t, item in per_type.items()]
+    """(label, item) rows of one exporter's result: one per file when it lists them by type under
+    ``files`` (the GGUF types), else one for the whole result (``files`` then maps names to sha256)."""
+    files = result.get("files")
+    if isinstance(files, dict) and files and all(isinstance(v, dict) for v in files.values()):
+        return [(f"{name} {t}", item) for t, item in files.items()]
     return [(name, result)]
 
 
 def _verified(item: dict[str, Any]) -> str:
-    v = item.get("verification")
+    v = item.get("verify")
     if not v:
         diff = item.get("max_logit_diff_vs_adapter")
         return f"logits vs adapter ±{diff:.1e}" if diff is not None else "-"
