@@ -97,7 +97,7 @@ def test_every_runtime_export_is_verified(tiny_model: Path, ftf_home: Path) -> N
     ftf("dataset", "build", "-p", "rt")
     out = ftf("train", "-p", "rt", "--model", model, "--max-steps", "3", "--lr", "3e-3", "--max-len", "256")
     run_id = out.split("run ")[1].split(":")[0].strip()
-    formats = ["adapter", "merged", "gguf", "gguf-lora", "ollama", "report", "zip"]
+    formats = ["adapter", "merged", "gguf", "gguf-lora", "ollama", "onnx", "report", "zip"]
     out = ftf("export", "-p", "rt", *[x for f in formats for x in ("-f", f)], "--gguf-types", "f32,q8_0")
     export = ftf_home / "projects/rt/exports" / run_id
     results = json.loads((export / "export.json").read_text())
@@ -109,4 +109,7 @@ def test_every_runtime_export_is_verified(tiny_model: Path, ftf_home: Path) -> N
     assert "FROM " in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile and "TEMPLATE" in modelfile
     report = (export / "report.md").read_text()
     assert "### Ollama Modelfile" in report and "gguf q8_0" in report and "passed" in report
+    assert results["onnx"]["verify"]["passed"] and (export / "onnx/model.onnx").is_file()
+    with zipfile.ZipFile(export.parent / f"{run_id}.zip") as bundle:
+        assert f"{run_id}/gguf/model-q8_0.gguf" in bundle.namelist() and bundle.testzip() is None
     assert "verified" in out

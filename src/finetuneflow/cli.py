@@ -337,9 +337,11 @@ def main() -> None:
 from finetuneflow import cli_dataset  # noqa: E402, F401
 from finetuneflow.cli_classify import register as register_classify  # noqa: E402
 from finetuneflow.cli_plan import register as register_plan  # noqa: E402
+from finetuneflow.cli_tensors import register as register_tensors  # noqa: E402
 
 register_classify(app)
 register_plan(app)
+register_tensors(app)
 
 if __name__ == "__main__":
     main()

@@ -81,7 +81,7 @@ def from_gguf_command(
     except (ExportError, VerificationError, ModelError) as err:
         _fail(err)
         return
-    v = result["verification"]
+    v = result["verify"]
     summary = (
         f"wrote {result['path']} (opset {opset}, {result['size_bytes']:,} bytes; {result['note']})\n"
         f"verified with onnxruntime: max |logit diff| {v['max_abs_diff']:.2g}, "

@@ -41,7 +41,7 @@ def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 def test_export_is_verified_and_describes_itself(exported: tuple[Context, dict[str, Any]]) -> None:
     ctx, result = exported
     folder = ctx.out_dir / "onnx"
-    v = result["verification"]
+    v = result["verify"]
     assert v["passed"] and v["kind"] == "f32" and v["max_abs_diff"] <= 1e-4 and v["top1_agreement"] == 1.0
     assert v["greedy_match"] == 1.0 and max(v["batched"]["max_abs_diff"].values()) <= 1e-4
     assert result["path"] == str(folder / "model.onnx") and result["kv_cache"] is False
@@ -146,7 +146,7 @@ def test_gguf_to_onnx_on_a_tiny_gguf(exported: tuple[Context, dict[str, Any]], t
     gguf_ctx = Context(ctx.run_dir, tmp_path / "g", cfg, Emitter("export", None), {}, _cache=ctx._cache)
     gguf_path = Path(gm.export_gguf(gguf_ctx)["files"]["f32"]["path"])
     result = ox.gguf_to_onnx(gguf_path, tmp_path / "onnx", opset=18)
-    v = result["verification"]
+    v = result["verify"]
     assert v["passed"] and v["max_abs_diff"] <= 1e-4 and result["source"]["gguf"] == str(gguf_path)
     # the GGUF holds the trained weights: onnxruntime matches the trained model too
     sess = ox.session(tmp_path / "onnx")
@@ -188,5 +188,5 @@ def test_gguf_to_onnx_on_the_default_model(tmp_path: Path) -> None:
     import json
 
     data = json.loads(result.stdout)  # stderr has the GGUF reader's progress bars
-    assert data["verification"]["passed"] and data["verification"]["max_abs_diff"] <= 1e-3
+    assert data["verify"]["passed"] and data["verify"]["max_abs_diff"] <= 1e-3
     assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "tokenizer.json").is_file()

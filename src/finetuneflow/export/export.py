@@ -230,6 +230,7 @@ EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "gguf": _lazy("finetuneflow.export.gguf_model", "export_gguf"),
     "gguf-lora": _lazy("finetuneflow.export.gguf_lora", "export_gguf_lora"),
     "ollama": _lazy("finetuneflow.export.ollama", "export_ollama"),  # after both GGUFs: it names them
+    "onnx": _lazy("finetuneflow.export.onnx_export", "export_onnx"),
     "report": export_report,
     "zip": export_zip,
 }

@@ -50,7 +50,7 @@ def export_onnx(ctx: Context) -> dict[str, Any]:
     target = ctx.out_dir / ONNX_DIR
     result = write_onnx(model, tokenizer, target, ctx.cfg.onnx_opset, replace=True)
     if ctx.cfg.verify:
-        result["verification"] = verify_onnx(target, ctx.reference(), _kind(model))
+        result["verify"] = verify_onnx(target, ctx.reference(), _kind(model))
     return _finish(result, target)
 
 
@@ -74,7 +74,7 @@ def gguf_to_onnx(gguf_path: Path, out_dir: Path, opset: int = 18) -> dict[str, A
     model, tokenizer = load_causal_lm(folder).eval(), load_tokenizer(folder)
     result = write_onnx(model, tokenizer, out_dir, opset, replace=False)
     ref = reference(model, tokenizer, stop_ids(tokenizer))
-    result["verification"] = verify_onnx(out_dir, ref, _kind(model))
+    result["verify"] = verify_onnx(out_dir, ref, _kind(model))
     result["source"] = {"gguf": str(Path(gguf_path).resolve()), "model_dir": str(folder)}
     return _finish(result, out_dir)
 
