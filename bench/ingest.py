@@ -206,8 +206,8 @@ def run_ours(corpus_dir: Path, max_tokens: int) -> tuple[float, set[int]]:
     print(f"  our report: files {report.counts()}, chunks dropped {report.dropped()}")
     print(
         f"  our CPU seconds: main process {main_user:.2f} user + {main_sys:.2f} system, workers "
-        f"{workers_user:.2f} user + {workers_sys:.2f} system (the system time is mostly creating the "
-        "raw copies' files, which varies with the load on the shared disk)"
+        f"{workers_user:.2f} user + {workers_sys:.2f} system (system time: reading files and writing the "
+        "raw-copy packs, which varies with the load on the shared disk)"
     )
     for bad in report.failed[:5]:
         print(f"    failed {bad.path}: {bad.problems}")

@@ -6,6 +6,7 @@ from conftest import QUICKSTART
 from sqlalchemy import select
 
 from finetuneflow import api
+from finetuneflow.ingest.raw import read_raw
 from finetuneflow.ingest.step import IngestConfig
 from finetuneflow.state import Chunk, File, session_scope
 
@@ -26,7 +27,7 @@ def test_quickstart_ingests_with_provenance(tiny_model: Path) -> None:
     assert pdf_pages == {1, 2, 3}
     assert all(c.n_tokens <= 128 for c in chunks if c.kind == "text")
     for f in files.values():
-        assert Path(f.stored_as).read_bytes() == (QUICKSTART / "data" / Path(f.path).name).read_bytes()
+        assert read_raw(f.stored_as) == (QUICKSTART / "data" / Path(f.path).name).read_bytes()
 
 
 def test_reingest_skips_unchanged_and_replaces_changed(tiny_model: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from finetuneflow.ingest.chunking import SpanFn, chunk_text, hf_span_fn
 from finetuneflow.ingest.dedup import dedup_keys
 from finetuneflow.ingest.domains import collection_info
 from finetuneflow.ingest.pii import scrub
+from finetuneflow.ingest.raw import PACK_MAX_FILE, keep_file, keep_pack
 from finetuneflow.ingest.readers import read_file
 from finetuneflow.records import ReaderError, SourceRecord
 
@@ -98,16 +99,6 @@ def init_worker(model_dir: Path, cfg: IngestConfig, raw_dir: Path, pooled: bool 
     _CTX["raw_dir"] = raw_dir
 
 
-def keep_raw(data: bytes, sha: str, suffix: str) -> Path:
-    """Store the file's exact bytes under raw/ by content hash (atomic; a no-op when present)."""
-    stored = Path(_CTX["raw_dir"]) / f"{sha[:16]}{suffix.lower()}"
-    if not stored.exists():
-        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, stored)
-    return stored
-
-
 def to_units(records: list[SourceRecord], counts: list[int], cfg: IngestConfig) -> list[dict[str, Any]]:
     """Records -> chunk rows: text records chunked by tokens, Q&A/conversations whole.
 
@@ -179,7 +170,11 @@ def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
     the whole batch (per-call overhead dominates for small files).
     """
     cfg: IngestConfig = _CTX["cfg"]
-    read = [_read(path, root) for path, root in items]
+    small: list[tuple[str, str, bytes]] = []  # raw copies that go into this batch's pack
+    read = [_read(path, root, small) for path, root in items]
+    stored = keep_pack(Path(_CTX["raw_dir"]), small)
+    for out, _ in read:
+        out.stored_as = out.stored_as or stored.get(out.sha256, "")
     bodies = [rec.text.strip() if rec.kind == "text" else rec.text for _, recs in read for rec in recs]
     counts = iter(_CTX["counts"](bodies))
     done = []
@@ -202,14 +197,19 @@ def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
     return done
 
 
-def _read(path: Path, root: Path) -> tuple[Prepared, list[SourceRecord]]:
-    """Read, keep a raw copy, strip repeated header/footer lines, find the domain. Never raises."""
+def _read(path: Path, root: Path, small: list[tuple[str, str, bytes]]) -> tuple[Prepared, list[SourceRecord]]:
+    """Read, keep a raw copy (large files now, small ones appended to ``small`` for the batch's
+    pack), strip repeated header/footer lines, find the domain. Never raises."""
     try:
         data = path.read_bytes()
     except OSError as err:
         return Prepared(problems=[f"cannot read: {err}"], failed=True), []
     sha = hashlib.sha256(data).hexdigest()
-    out = Prepared(sha, len(data), str(keep_raw(data, sha, path.suffix)))
+    out = Prepared(sha, len(data))
+    if len(data) > PACK_MAX_FILE:
+        out.stored_as = keep_file(Path(_CTX["raw_dir"]), data, sha, path.suffix)
+    else:
+        small.append((sha, path.suffix, data))
     try:
         result = read_file(path)
         records, out.boilerplate_lines = strip_repeated_lines(result.records)
