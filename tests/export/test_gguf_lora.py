@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
-from train.helpers import chat_dataset  # tests/ is on sys.path (conftest.py)
 
 from finetuneflow.events import Emitter
 from finetuneflow.export import gguf_lora as gl
@@ -25,16 +24,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny LoRA run trained for 2 steps at a high learning rate (B clearly non-zero)."""
-    from finetuneflow.train.config import TrainConfig
-    from finetuneflow.train.step import train
-
-    root = tmp_path_factory.mktemp("lora-run")
-    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, max_steps=2, precision="fp32", threads=1,
-                      learning_rate=1e-2)  # fmt: skip
-    train(chat_dataset(root / "ds"), root / "run", cfg)
-    return root / "run"
+def trained(trained_run: Path) -> Path:
+    return trained_run
 
 
 def _variant(trained: Path, tmp: Path, b_scale: float | None = None, **config: Any) -> Path:

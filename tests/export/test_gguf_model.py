@@ -11,7 +11,6 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from train.helpers import chat_dataset  # tests/ is on sys.path (conftest.py)
 
 from finetuneflow import paths
 from finetuneflow.events import Emitter
@@ -24,15 +23,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """A tiny trained LoRA run, and a context cache shared by the tests (merge + reference once)."""
-    from finetuneflow.train.config import TrainConfig
-    from finetuneflow.train.step import train
-
-    root = tmp_path_factory.mktemp("gguf-run")
-    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, max_steps=2, precision="fp32", threads=1)
-    train(chat_dataset(root / "ds"), root / "run", cfg)
-    return root / "run", {}
+def run(trained_run: Path) -> tuple[Path, dict[str, Any]]:
+    """The shared tiny run, and a context cache shared by this module's tests (merge + reference once)."""
+    return trained_run, {}
 
 
 def _ctx(run: tuple[Path, dict[str, Any]], out: Path, types: list[str], **kw: Any) -> Context:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-from train.helpers import chat_dataset  # tests/ is on sys.path (conftest.py)
 
 from finetuneflow.events import Emitter
 from finetuneflow.export import ollama
@@ -109,15 +108,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str | None, str], list[str], bool]] = 
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from finetuneflow.train.config import TrainConfig
-    from finetuneflow.train.step import train
-
-    root = tmp_path_factory.mktemp("ollama-run")
-    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, max_steps=2, precision="fp32", threads=1,
-                      learning_rate=1e-2)  # fmt: skip
-    train(chat_dataset(root / "ds"), root / "run", cfg)
-    return root / "run"
+def trained(trained_run: Path) -> Path:
+    return trained_run
 
 
 def _family_tokenizer(folder: Path, family: str) -> Any:

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from train.helpers import chat_dataset  # tests/ is on sys.path (conftest.py)
 
 from finetuneflow.events import Emitter
 from finetuneflow.export import onnx_export as ox
@@ -26,15 +25,10 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, dict[str, Any]]:
-    """A tiny trained LoRA run exported once to ONNX (the context keeps the merged model + reference)."""
-    from finetuneflow.train.config import TrainConfig
-    from finetuneflow.train.step import train
-
-    root = tmp_path_factory.mktemp("onnx-run")
-    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, max_steps=2, precision="fp32", threads=1)
-    train(chat_dataset(root / "ds"), root / "run", cfg)
-    ctx = Context(root / "run", root / "out", ExportConfig(formats=["onnx"]), Emitter("export", None), {})
+def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Context, dict[str, Any]]:
+    """The shared tiny run exported once to ONNX (the context keeps the merged model + reference)."""
+    out = tmp_path_factory.mktemp("onnx-out") / "out"
+    ctx = Context(trained_run, out, ExportConfig(formats=["onnx"]), Emitter("export", None), {})
     return ctx, ox.export_onnx(ctx)
 
 

@@ -202,3 +202,14 @@ def test_bf16_lora_keeps_the_frozen_base_in_bf16_for_the_same_numbers(
     monkeypatch.setattr(model_setup, "freeze_in", lambda model, dtype: 0)
     wide = train(ds, tmp_path / "fp32-base", _cfg(tiny_model, precision="bf16"))
     assert small["final_loss"] == pytest.approx(wide["final_loss"], rel=2e-2)
+
+
+def test_attention_kernel_is_eager_only_for_short_rows_on_a_cpu(tiny_model: Path, tmp_path: Path) -> None:
+    from finetuneflow.train.model_setup import attention_kernel
+
+    assert attention_kernel(_cfg(tiny_model), "cpu") == "eager"
+    assert attention_kernel(_cfg(tiny_model, max_len=4096), "cpu") == "sdpa"
+    assert attention_kernel(_cfg(tiny_model), "cuda") == "sdpa"
+    assert attention_kernel(_cfg(tiny_model, attention="sdpa"), "cpu") == "sdpa"
+    train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model))
+    assert rf.read_json(tmp_path / "run" / rf.CONFIG)["attention"] == "eager"

@@ -21,8 +21,10 @@ def _perturb_lora(model: Any) -> None:
                 p.add_(torch.randn_like(p) * 0.05)
 
 
-def test_packed_row_equals_each_example_alone(tiny_model: Path, tiny_tokenizer: Any) -> None:
-    model = load_causal_lm(tiny_model).eval()
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # auto picks eager for short rows on a CPU
+def test_packed_row_equals_each_example_alone(tiny_model: Path, tiny_tokenizer: Any, attention: str) -> None:
+    model = load_causal_lm(tiny_model, attention=attention).eval()
+    assert model.config._attn_implementation == attention
     texts = ["The cover is open.", "Support is open Monday to Friday.", "Hello!"]
     exs = [encode_text(tiny_tokenizer, t, 64) for t in texts]
     (row,) = pack(exs, 64, tiny_tokenizer.pad_token_id)

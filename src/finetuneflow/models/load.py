@@ -30,15 +30,22 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def load_causal_lm(model_dir: Path, device: str = "cpu", dtype: Any = None) -> Any:
-    """A causal LM in fp32 (autocast supplies bf16 compute where supported), or in ``dtype``."""
+def load_causal_lm(
+    model_dir: Path, device: str = "cpu", dtype: Any = None, attention: str | None = None
+) -> Any:
+    """A causal LM in fp32 (autocast supplies bf16 compute where supported), or in ``dtype``;
+    ``attention`` picks transformers' attention implementation (its default when None)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     _quiet()
 
     model: Any = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=False
+        str(model_dir),
+        dtype=dtype or torch.float32,
+        use_safetensors=True,
+        trust_remote_code=False,
+        **({"attn_implementation": attention} if attention else {}),
     )
     return model.to(device)
 

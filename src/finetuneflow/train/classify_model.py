@@ -77,22 +77,18 @@ def attach_lora(model: Any, cfg: ClassifyConfig) -> Any:
     Raises:
         TrainingError: the model has no head under a known name, so it would stay random.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    from finetuneflow.train.config import LoraSettings
+    from finetuneflow.train.model_setup import lora_config
 
     head = next((n for n in HEAD_NAMES if hasattr(model, n)), None)
     if head is None:
         raise TrainingError(f"{type(model).__name__} has no classification head named {HEAD_NAMES}")
-    targets: str | list[str] = cfg.target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets,
-        modules_to_save=[head],
-        task_type="SEQ_CLS",
+    settings = LoraSettings(
+        r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules
     )
+    lora = lora_config(settings, "SEQ_CLS", modules_to_save=[head])
     with quiet():
         return get_peft_model(model, lora)
 

@@ -86,6 +86,11 @@ class TrainConfig:
     loss_chunk: int = setting(
         4096, "Supervised tokens per LM-head chunk: full (tokens x vocab) logits are never materialised."
     )
+    attention: Literal["auto", "sdpa", "eager"] = setting(
+        "auto",
+        "Attention kernel: auto = eager on a CPU for rows up to 1024 tokens (~30% faster there, memory "
+        "grows with the square of the row), sdpa otherwise.",
+    )
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
     threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
     seed: int = setting(42, "Seed for row order, adapter init and dropout: same seed, same run.")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.model_setup import attention_kernel
 
 GIB = 1024**3
 
@@ -324,8 +325,10 @@ def estimate_memory(
     if cfg.method == "qlora":
         # NF4 blocks; embeddings, norms and the head stay in the 16-bit compute dtype
         weights = int(linear_w * QLORA_BYTES_PER_PARAM + 2 * (n - linear_w))
+    elif cfg.method == "lora" and half:
+        weights = 2 * n  # the frozen base is loaded in the compute dtype (train/model_setup.freeze_in)
     else:
-        weights = 4 * n  # our loader keeps weights in fp32; autocast supplies the 16-bit compute
+        weights = 4 * n  # fp32 weights; autocast supplies the 16-bit compute
         if half:
             # autocast's 16-bit weight copies are saved for the backward: all blocks' at once, or one
             # block's at a time under checkpointing; the head's copy always
@@ -345,6 +348,10 @@ def estimate_memory(
     else:
         blocks = d.layers
     activations = tokens * per_token_layer * blocks
+    if attention_kernel(cfg, hw.device) == "eager":
+        # eager attention keeps each layer's (heads x len x len) probabilities for the backward
+        # (measured: ~9 bytes per element with SmolLM2-135M, 2 x 512 tokens, bf16)
+        activations += EAGER_BYTES * cfg.batch_size * d.heads * cfg.max_len**2 * blocks
     supervised = min(int(tokens * supervised_fraction), cfg.loss_chunk)
     logits = int(supervised * d.vocab * LOGIT_BYTES)
     overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
@@ -359,6 +366,9 @@ def estimate_memory(
         tokens=tokens,
         compute=compute,
     )
+
+
+EAGER_BYTES = 9
 
 
 def _activation_bytes(d: Dims, half: bool) -> float:

@@ -178,6 +178,7 @@ def _describe_run(
 ) -> None:
     trainable, total = trainable_count(built.model)
     resolved: dict[str, Any] = {"train": to_dict(cfg), "method": built.method, "notes": built.notes}
+    resolved["attention"] = built.attention
     resolved |= {"dataset": str(dataset_dir), "model_dir": str(prep.model_dir), **where}
     resolved |= {"trainable_params": trainable, "total_params": total}
     rf.write_json(run_dir / rf.CONFIG, resolved)
