@@ -16,7 +16,9 @@ echo "== 2/6 dataset";  $FTF dataset build --project $P --keep-pii
 # (measured on this data: eval loss 2.71 vs 3.37 after the same 24 steps; base 3.97).
 echo "== 3/6 train";    $FTF train --project $P ${DEMO_TRAIN_ARGS:---lr 1e-3}
 echo "== 4/6 evaluate"; $FTF evaluate --project $P
-echo "== 5/6 export";   $FTF export --project $P
+# every runtime at once, each reloaded and checked against the trained model before "done"
+echo "== 5/6 export";   $FTF export --project $P -f adapter -f merged -f gguf -f gguf-lora -f ollama -f onnx \
+                          -f report -f zip --gguf-types q8_0
 echo "== 6/6 chat"
 Q="What does error code E21 mean on the Proofwell P3?"
 echo "Q: $Q"
@@ -27,5 +29,6 @@ echo
 echo "Done in $(( $(date +%s) - start )) s. Everything is under $FTF_HOME:"
 echo "  dataset: $FTF_HOME/projects/$P/datasets/default/"
 echo "  run:     $FTF_HOME/projects/$P/runs/$run/  (config.json, manifest.json, metrics.jsonl, adapter/)"
-echo "  export:  $FTF_HOME/projects/$P/exports/$run/  (adapter/, merged/, report.md, loss.png)"
+echo "  export:  $FTF_HOME/projects/$P/exports/$run/  (adapter/, merged/, gguf/, ollama/, onnx/, report.md)"
+echo "  bundle:  $FTF_HOME/projects/$P/exports/$run.zip"
 grep -m1 -E "eval loss on held-out" "$FTF_HOME/projects/$P/exports/$run/report.md" || true
