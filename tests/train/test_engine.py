@@ -207,9 +207,10 @@ def test_bf16_lora_keeps_the_frozen_base_in_bf16_for_the_same_numbers(
 def test_attention_kernel_is_eager_only_for_short_rows_on_a_cpu(tiny_model: Path, tmp_path: Path) -> None:
     from finetuneflow.train.model_setup import attention_kernel
 
-    assert attention_kernel(_cfg(tiny_model), "cpu") == "eager"
+    assert attention_kernel(_cfg(tiny_model), "cpu") == "ftf_eager"
+    assert attention_kernel(_cfg(tiny_model, attention="eager"), "cpu") == "eager"
     assert attention_kernel(_cfg(tiny_model, max_len=4096), "cpu") == "sdpa"
     assert attention_kernel(_cfg(tiny_model), "cuda") == "sdpa"
     assert attention_kernel(_cfg(tiny_model, attention="sdpa"), "cpu") == "sdpa"
     train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model))
-    assert rf.read_json(tmp_path / "run" / rf.CONFIG)["attention"] == "eager"
+    assert rf.read_json(tmp_path / "run" / rf.CONFIG)["attention"] == "ftf_eager"

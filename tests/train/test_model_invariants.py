@@ -21,8 +21,11 @@ def _perturb_lora(model: Any) -> None:
                 p.add_(torch.randn_like(p) * 0.05)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])  # auto picks eager for short rows on a CPU
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "ftf_eager"])  # auto: ftf_eager for short CPU rows
 def test_packed_row_equals_each_example_alone(tiny_model: Path, tiny_tokenizer: Any, attention: str) -> None:
+    from finetuneflow.train.attention import register
+
+    register()
     model = load_causal_lm(tiny_model, attention=attention).eval()
     assert model.config._attn_implementation == attention
     texts = ["The cover is open.", "Support is open Monday to Friday.", "Hello!"]
@@ -85,3 +88,23 @@ def test_merged_model_equals_adapter_model(tiny_model: Path, adapter_dir: Path) 
         before = model(input_ids=ids).logits
         merged = model.merge_and_unload()
         torch.testing.assert_close(merged(input_ids=ids).logits, before, atol=1e-5, rtol=1e-5)
+
+
+def test_our_matmul_attention_matches_transformers_eager_in_values_and_gradients(tiny_model: Path) -> None:
+    from finetuneflow.train.attention import register
+
+    register()
+    torch.manual_seed(0)
+    ids = torch.randint(0, 300, (2, 40))
+    pos = torch.cat([torch.arange(25), torch.arange(15)]).repeat(2, 1)  # two packed examples per row
+    results = []
+    for attention in ("eager", "ftf_eager"):
+        model = load_causal_lm(tiny_model, attention=attention)
+        logits = model(input_ids=ids, position_ids=pos).logits
+        logits.logsumexp(-1).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if "self_attn" in n}
+        results.append((logits.detach(), grads))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], atol=1e-5, rtol=1e-4)

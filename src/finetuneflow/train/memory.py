@@ -348,10 +348,13 @@ def estimate_memory(
     else:
         blocks = d.layers
     activations = tokens * per_token_layer * blocks
-    if attention_kernel(cfg, hw.device) == "eager":
-        # eager attention keeps each layer's (heads x len x len) probabilities for the backward
-        # (measured: ~9 bytes per element with SmolLM2-135M, 2 x 512 tokens, bf16)
-        activations += EAGER_BYTES * cfg.batch_size * d.heads * cfg.max_len**2 * blocks
+    kernel = attention_kernel(cfg, hw.device)
+    if kernel != "sdpa":
+        # matmul attention keeps each layer's (heads x len x len) probabilities for the backward;
+        # measured with SmolLM2-135M, 2 x 512 tokens, bf16: ~9 bytes per element for transformers'
+        # eager, ~5 for ours (one bf16 copy plus transients)
+        per_element = EAGER_BYTES if kernel == "eager" else FTF_EAGER_BYTES
+        activations += per_element * cfg.batch_size * d.heads * cfg.max_len**2 * blocks
     supervised = min(int(tokens * supervised_fraction), cfg.loss_chunk)
     logits = int(supervised * d.vocab * LOGIT_BYTES)
     overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
@@ -369,6 +372,7 @@ def estimate_memory(
 
 
 EAGER_BYTES = 9
+FTF_EAGER_BYTES = 5
 
 
 def _activation_bytes(d: Dims, half: bool) -> float:

@@ -88,12 +88,17 @@ def attention_kernel(cfg: TrainConfig, device: str) -> str:
     """The attention implementation for this run.
 
     On a CPU, torch's fused SDPA kernel with the block-diagonal mask of packed rows took 37% of a
-    SmolLM2-135M step (512-token rows, bf16); plain matmuls + softmax ran the whole step ~30%
-    faster (387 vs 293 tok/s) for ~1.2 GiB more at 2 x 512 tokens. GPUs keep SDPA (flash kernels).
+    SmolLM2-135M step (512-token rows, bf16); plain matmuls + softmax (train/attention.py, which
+    keeps one bf16 copy of the probabilities) ran the whole step ~30% faster (387 vs 293 tok/s).
+    GPUs keep SDPA (flash kernels); ``attention='eager'`` and ``'sdpa'`` force either.
     """
     if cfg.attention != "auto":
         return cfg.attention
-    return "eager" if device == "cpu" and cfg.max_len <= EAGER_MAX_LEN else "sdpa"
+    if device != "cpu" or cfg.max_len > EAGER_MAX_LEN:
+        return "sdpa"
+    from finetuneflow.train.attention import register
+
+    return register()  # our matmul attention: eager's numbers, a third of its saved probabilities
 
 
 def _norms_to_fp32(model: Any) -> None:
