@@ -68,3 +68,40 @@ def test_real_world_files_all_accounted_for_and_reingest_is_a_no_op(tiny_model: 
 def test_the_environment_ships_each_kind(ext: str, tmp_path: Path) -> None:
     """Guards the test above against silently shrinking to nothing when packages change."""
     assert real_files(tmp_path)[ext] > 0
+
+
+def test_real_world_and_hostile_files_together_through_the_cli(tiny_model: Path, tmp_path: Path) -> None:
+    """The issue's check as a user runs it: one mixed folder, `ftf ingest`, then the same again."""
+    import zipfile
+
+    from typer.testing import CliRunner
+
+    from finetuneflow.cli import app
+
+    src = tmp_path / "mixed"
+    src.mkdir()
+    real_files(src)
+    (src / "fake.pdf").write_text("plain text pretending to be a PDF")
+    (src / "zero.txt").write_bytes(b"")
+    (src / "binary.md").write_bytes(bytes(range(256)) * 8)
+    (src / "trailing.json").write_text('{"messages": [{"role": "user", "content": "hi"}]} garbage')
+    with zipfile.ZipFile(src / "bomb.docx", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/document.xml", b"<w:document>" + b"0" * 60_000_000 + b"</w:document>")
+    (src / "escape.txt").symlink_to("/etc/hostname")
+    runner = CliRunner()
+    args = ["ingest", str(src), "-p", "mixed", "--model", str(tiny_model), "--max-tokens", "128"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 1, first.output  # some files failed; the exit code says so
+    flat = " ".join(first.output.split())
+    for name in ("fake.pdf", "zero.txt", "binary.md", "bomb.docx", "escape.txt"):
+        assert name in flat, name
+    with session_scope() as session:
+        files = {Path(p).name: st for p, st in session.execute(select(File.path, File.status))}
+        n_chunks = len(session.scalars(select(Chunk.id)).all())
+    real = [p.name for p in src.iterdir() if p.name.split("-")[0] in TYPES]
+    assert all(name in files for name in real)  # every real file has a row and a status
+    assert sum(st == "ingested" for st in files.values()) >= len(real) // 2
+    second = runner.invoke(app, args)
+    assert second.exit_code == 1
+    with session_scope() as session:
+        assert len(session.scalars(select(Chunk.id)).all()) == n_chunks  # re-ingest is a no-op
