@@ -84,7 +84,7 @@ PHI3 = (  # microsoft/Phi-3-mini-4k-instruct
 )
 # family, template, (bos, eos), extra special tokens, SYSTEM allowed
 FAMILIES: dict[str, tuple[str, str, tuple[str | None, str], list[str], bool]] = {
-    "smollm2": ("chatml", SMOLLM2, (None, "<|im_end|>"), [], True),
+    "smollm2": ("chatml", SMOLLM2, ("<|im_start|>", "<|im_end|>"), [], True),  # its BOS is the turn marker
     "qwen2.5": ("chatml", QWEN25, (None, "<|im_end|>"), [], True),
     "llama3": (
         "llama3",

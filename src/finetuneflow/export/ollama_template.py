@@ -81,10 +81,13 @@ def detect_family(template: str) -> str:
 
 
 def render_hf(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """``apply_chat_template`` text with the generation prompt, a leading BOS removed."""
+    """``apply_chat_template`` text with the generation prompt, without a leading BOS that the
+    template emits as ``bos_token`` (the runtime adds that one itself). A template that spells its
+    turn marker literally keeps it, even when the marker is also the BOS (SmolLM2: <|im_start|>)."""
     text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     bos = getattr(tokenizer, "bos_token", None)
-    return text[len(bos) :] if bos and text.startswith(bos) else text
+    emits_bos = "bos_token" in str(tokenizer.chat_template or "")
+    return text[len(bos) :] if bos and emits_bos and text.startswith(bos) else text
 
 
 def _try(tokenizer: Any, messages: list[dict[str, str]]) -> str | None:

@@ -19,14 +19,11 @@ def load_tokenizer(model_dir: Path) -> Any:
 def _quiet() -> None:
     # our own progress display replaces transformers' per-load bars; peft 0.21 calls an API
     # that transformers 5 marks deprecated on every wrap, which says nothing to a user
-    import logging as std_logging
     import warnings
 
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    # bitsandbytes (the qlora extra) logs on import that an optional CPU kernel package is missing
-    std_logging.getLogger("bitsandbytes").setLevel(std_logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
