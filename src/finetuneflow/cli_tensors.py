@@ -83,7 +83,7 @@ def from_gguf_command(
         return
     v = result["verify"]
     summary = (
-        f"wrote {result['path']} (opset {opset}, {result['size_bytes']:,} bytes; {result['note']})\n"
+        f"wrote {result['path']} (opset {opset}, {result['bytes']:,} bytes; {result['note']})\n"
         f"verified with onnxruntime: max |logit diff| {v['max_abs_diff']:.2g}, "
         f"top-1 agreement {v['top1_agreement']:.3f}, padded batch {v['batched']['max_abs_diff']}"
     )

@@ -201,7 +201,7 @@ def _kind(model: Any) -> str:
 def _finish(result: dict[str, Any], folder: Path) -> dict[str, Any]:
     from finetuneflow.export.export import checksums
 
-    result["size_bytes"] = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    result["bytes"] = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     result["files"] = checksums(folder)
     return result
 
