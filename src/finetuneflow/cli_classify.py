@@ -86,14 +86,18 @@ def classify_train(
         learning_rate=learning_rate,
         batch_size=batch_size,
         max_len=max_len,
-        lora_r=lora_r,
+        lora={"r": lora_r} if lora_r is not None else None,
         threads=threads,
         precision=precision,
         seed=seed,
     )
     try:
         data: dict[str, Any] = json.loads(config.read_text()) if config else {}
-        data.update({k: v for k, v in flags.items() if v is not None})
+        for key, value in flags.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):  # a section: flags win per key
+                data[key] = {**data[key], **value}
+            elif value is not None:
+                data[key] = value
         cfg = from_dict(ClassifyConfig, data)
         run_dir = out or new_run_dir(project)
         with RichProgress() as sink:

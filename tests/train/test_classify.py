@@ -34,6 +34,7 @@ from finetuneflow.train.classify_metrics import (
     confusion_matrix,
     majority_baseline,
 )
+from finetuneflow.train.config import LoraSettings
 from finetuneflow.train.step import TrainingError
 
 KEYWORDS = {"hardware": "printer", "contract": "warranty"}
@@ -69,8 +70,7 @@ def toy_config(tiny_model: Path, **over: Any) -> ClassifyConfig:
         epochs=0,
         learning_rate=5e-3,
         batch_size=8,
-        lora_r=8,
-        lora_alpha=16,
+        lora=LoraSettings(r=8, alpha=16),
         eval_fraction=0.25,
         threads=1,
         max_len=32,
@@ -207,8 +207,10 @@ def test_config_reports_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         from_dict(ClassifyConfig, {"eval_fraction": 1.5, "batch_size": 0, "label_column": "text"})
     assert len(err.value.errors) == 3
-    with pytest.raises(ConfigError, match="did you mean 'lora_r'"):
-        from_dict(ClassifyConfig, {"lora_rank": 8})
+    with pytest.raises(ConfigError, match="lora.rank: unknown key"):
+        from_dict(ClassifyConfig, {"lora": {"rank": 8}})
+    with pytest.raises(ConfigError, match=r"lora\.r: must be >= 1"):
+        from_dict(ClassifyConfig, {"lora": {"r": 0}})
 
 
 # --- model and training ----------------------------------------------------------------------------

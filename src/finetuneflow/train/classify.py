@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetuneflow import hardware, paths
-from finetuneflow.config import ConfigError, from_dict, setting, to_dict
+from finetuneflow.config import ConfigError, from_dict, section, setting, to_dict
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
@@ -43,6 +43,7 @@ from finetuneflow.train.classify_model import (
     quiet,
     scores,
 )
+from finetuneflow.train.config import LoraSettings
 from finetuneflow.train.step import TrainingError, lr_at
 
 LABELS = "labels.json"
@@ -68,13 +69,8 @@ class ClassifyConfig:
     learning_rate: float = setting(2e-4, "Peak AdamW learning rate (LoRA weights and the new head).")
     warmup_ratio: float = setting(0.06, "Fraction of steps spent warming up linearly before cosine decay.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0 = no clipping).")
-    lora_r: int = setting(16, "LoRA rank.")
-    lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = setting(
-        0.0, "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time)."
-    )
-    target_modules: str = setting(
-        "all-linear", "Modules to adapt: 'all-linear' (never the head) or comma-separated names."
+    lora: LoraSettings = section(
+        LoraSettings, "The LoRA adapter; the classification head is trained in full."
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", "Compute precision: auto = bf16 where the CPU/GPU supports it, else fp32."
@@ -94,9 +90,8 @@ class ClassifyConfig:
             out.append(f"eval_fraction: {self.eval_fraction} is outside 0..0.9; try 0.2")
         if not 8 <= self.max_len <= 131072:
             out.append(f"max_len: {self.max_len} is outside 8..131072")
-        for name in ("batch_size", "lora_r", "lora_alpha"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: must be >= 1")
+        if self.batch_size < 1:
+            out.append("batch_size: must be >= 1")
         if self.epochs <= 0 and self.max_steps <= 0:
             out.append("epochs: must be > 0 unless max_steps is set")
         if self.max_steps < 0 or self.threads < 0:
@@ -107,8 +102,7 @@ class ClassifyConfig:
             out.append("warmup_ratio: must be in [0, 1)")
         if self.max_grad_norm < 0:
             out.append("max_grad_norm: must be >= 0 (0 = no clipping)")
-        if not 0 <= self.lora_dropout < 1:
-            out.append("lora_dropout: must be in [0, 1)")
+        out += [f"lora.{p}" for p in self.lora.problems()]
         return out
 
 

@@ -79,16 +79,12 @@ def attach_lora(model: Any, cfg: ClassifyConfig) -> Any:
     """
     from peft import get_peft_model
 
-    from finetuneflow.train.config import LoraSettings
     from finetuneflow.train.model_setup import lora_config
 
     head = next((n for n in HEAD_NAMES if hasattr(model, n)), None)
     if head is None:
         raise TrainingError(f"{type(model).__name__} has no classification head named {HEAD_NAMES}")
-    settings = LoraSettings(
-        r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules
-    )
-    lora = lora_config(settings, "SEQ_CLS", modules_to_save=[head])
+    lora = lora_config(cfg.lora, "SEQ_CLS", modules_to_save=[head])
     with quiet():
         return get_peft_model(model, lora)
 
