@@ -326,7 +326,7 @@ def estimate_memory(
         # NF4 blocks; embeddings, norms and the head stay in the 16-bit compute dtype
         weights = int(linear_w * QLORA_BYTES_PER_PARAM + 2 * (n - linear_w))
     elif cfg.method == "lora" and half:
-        weights = 2 * n  # the frozen base is loaded in the compute dtype (train/model_setup.freeze_in)
+        weights = 2 * n  # the frozen base is loaded in the compute dtype (train/model_setup.build_model)
     else:
         weights = 4 * n  # fp32 weights; autocast supplies the 16-bit compute
         if half:

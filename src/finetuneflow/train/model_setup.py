@@ -49,15 +49,17 @@ def resolve_method(cfg: TrainConfig, device: str) -> tuple[str, list[str]]:
 def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: Any = None) -> Built:
     """Load the base and make the configured weights trainable.
 
-    With a bf16/fp16 ``compute_dtype`` a LoRA base keeps its frozen matrices in that dtype (see
-    :func:`freeze_in`).
+    With a bf16/fp16 ``compute_dtype`` a LoRA base is loaded in that dtype, its norm weights (1-D)
+    in fp32: autocast casts every fp32 weight to bf16 for each matmul anyway and caches no cast of
+    a frozen tensor, so an fp32 base costs twice the memory and a cast per forward and backward for
+    the same matmul inputs. The adapter's matrices stay fp32 (they are trained).
     """
     method, notes = resolve_method(cfg, device)
     attention = attention_kernel(cfg, device)
     if method == "qlora":
         model = load_4bit(model_dir, device, attention)
     elif method == "lora" and compute_dtype is not None:
-        model = load_causal_lm(model_dir, device, compute_dtype, attention)  # freeze_in: why not fp32
+        model = load_causal_lm(model_dir, device, compute_dtype, attention)
         _norms_to_fp32(model)
     else:
         model = load_causal_lm(model_dir, device, attention=attention)
@@ -76,8 +78,6 @@ def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: A
         model.config.use_cache = False
     if method != "full":
         model = attach_lora(model, cfg)
-    if method == "lora" and compute_dtype is not None:
-        freeze_in(model, compute_dtype)  # the adapter's matrices stay fp32 (they are trained)
     return Built(model, method, notes, attention)
 
 
@@ -102,27 +102,9 @@ def attention_kernel(cfg: TrainConfig, device: str) -> str:
 
 
 def _norms_to_fp32(model: Any) -> None:
-
     for p in model.parameters():
         if p.ndim < 2:
             p.data = p.data.float()
-
-
-def freeze_in(model: Any, dtype: Any) -> int:
-    """Store the frozen weight matrices (linear and embedding) in the autocast dtype; returns bytes saved.
-
-    Autocast casts every fp32 weight to bf16 for each matmul anyway, and caches no cast of a frozen
-    tensor, so an fp32 base costs twice the memory and a full cast per forward and backward for
-    the same numbers. Norm weights and biases (1-D) stay fp32, as autocast computes norms in fp32.
-    :func:`build_model` loads such a base in bf16 straight away (an fp32 load first would leave
-    its peak in the process's memory); this then only catches what loading left wider.
-    """
-    saved = 0
-    for p in model.parameters():
-        if not p.requires_grad and p.ndim >= 2 and p.dtype != dtype:
-            saved += p.numel() * (p.element_size() - p.new_empty((), dtype=dtype).element_size())
-            p.data = p.data.to(dtype)
-    return saved
 
 
 def load_4bit(model_dir: Path, device: str, attention: str = "sdpa") -> Any:
