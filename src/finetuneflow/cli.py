@@ -132,6 +132,9 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Early stop after N evals without gain.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all cores.")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, bf16, fp16 or fp32.")] = None,
+    parallel: Annotated[
+        str | None, typer.Option(help="Under torchrun: ddp (a copy per process) or fsdp (sharded).")
+    ] = None,
     resume: Annotated[
         str | None, typer.Option(help="Continue this interrupted run id from its last checkpoint.")
     ] = None,
@@ -139,7 +142,8 @@ def train(
 ) -> None:
     """Fine-tune the base model (LoRA by default) on a dataset; prints the run id.
 
-    Under `torchrun --nproc_per_node N $(which ftf) train ...` the same command trains data-parallel.
+    Under `torchrun --nproc_per_node N $(which ftf) train ...` the same command trains data-parallel
+    (`--parallel fsdp` shards the weights over the processes instead of copying them).
     """
     from finetuneflow import api
     from finetuneflow.progress import RichProgress
@@ -157,7 +161,8 @@ def train(
                     TrainConfig, config, base_model=model, method=method, epochs=epochs, max_steps=max_steps,
                     learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                     max_len=max_len,
-                    threads=threads, precision=precision, gradient_checkpointing=checkpointing,
+                    threads=threads, precision=precision, parallel=parallel,
+                    gradient_checkpointing=checkpointing,
                     lora=_section(lora), checkpoints=_section(saving),
                 )  # fmt: skip
                 summary = api.train(project, dataset, cfg, sink)

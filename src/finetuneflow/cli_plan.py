@@ -74,7 +74,8 @@ def show(result: dict[str, Any]) -> None:
     table.add_row("RAM", f"{_gib(hw['ram_available'])} free of {_gib(hw['ram_total'])}")
     table.add_row("CPU bf16", "yes" if hw["cpu_bf16"] else "no")
     if hw["device"] == "cuda":
-        table.add_row("GPU memory", f"{_gib(hw['gpu_free'])} free of {_gib(hw['gpu_total'])}")
+        gpus = f" (GPU 0 of {hw['gpu_count']})" if hw.get("gpu_count", 1) > 1 else ""
+        table.add_row("GPU memory", f"{_gib(hw['gpu_free'])} free of {_gib(hw['gpu_total'])}{gpus}")
         table.add_row("compute capability", f"{hw['compute_capability']} (bf16: {hw['gpu_bf16']})")
     table.add_row("disk free (state folder)", _gib(hw["disk_free"]))
     console.print(table)

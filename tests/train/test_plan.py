@@ -192,6 +192,21 @@ def test_full_becomes_lora_then_qlora_on_a_small_gpu() -> None:
     assert any(r.startswith("method lora -> qlora") for r in plan.reasons)
 
 
+def test_with_several_gpus_a_plan_that_does_not_fit_says_what_sharding_would_hold() -> None:
+    from dataclasses import replace
+
+    cfg = TrainConfig(batch_size=1, max_len=256)
+    eight = recommend(LLAMA_7B_UNTIED, cfg, replace(cuda(4), gpu_count=8))
+    assert not eight.fits  # not even QLoRA fits one 4 GB GPU
+    hint = eight.reasons[-1]
+    assert "sharded over your 8 GPUs with method=lora" in hint and "--parallel fsdp" in hint
+    assert hint.endswith(", fits")
+    four = recommend(LLAMA_7B_UNTIED, cfg, replace(cuda(4), gpu_count=4))
+    assert four.reasons[-1].endswith("still does not fit")  # activations are not sharded
+    one = recommend(LLAMA_7B_UNTIED, cfg, cuda(4))
+    assert not any("sharded" in r for r in one.reasons)
+
+
 def test_apply_changes_reaches_sections() -> None:
     cfg = apply_changes(TrainConfig(), {"batch_size": 2, "lora.r": 8})
     assert cfg.batch_size == 2 and cfg.lora.r == 8 and TrainConfig().lora.r == 16

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetuneflow.train.fsdp import full, like
+
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.safetensors"
@@ -61,20 +63,29 @@ def latest(run_dir: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save(run_dir: Path, model: Any, opt: Any, scaler: Any, state: LoopState, keep_last: int) -> Path:
-    """Write a checkpoint for ``state.step`` atomically, then prune old ones; returns its folder."""
+def save(
+    run_dir: Path, model: Any, opt: Any, scaler: Any, state: LoopState, keep_last: int, write: bool = True
+) -> Path:
+    """Write a checkpoint for ``state.step`` atomically, then prune old ones; returns its folder.
+
+    Sharded (FSDP) weights and optimizer state are gathered into whole tensors first, which every
+    rank must take part in; only the rank with ``write`` writes.
+    """
     import torch
     from safetensors.torch import save_file
 
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = {n: full(p.detach()).contiguous().cpu() for n, p in named}
+    tensors, groups = _optimizer_tensors(opt)
     root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{state.step:06d}"
+    if not write:
+        return final
+    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".partial-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, str(tmp / WEIGHTS))
-    tensors, groups = _optimizer_tensors(opt)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -110,7 +121,7 @@ def load(folder: Path, model: Any, opt: Any, scaler: Any) -> LoopState:
         )
     with torch.no_grad():
         for name, tensor in weights.items():
-            params[name].copy_(tensor)
+            params[name].copy_(like(tensor, params[name]))
     meta = json.loads((folder / STATE).read_text())
     tensors = load_file(str(folder / OPTIMIZER))
     _load_optimizer(opt, tensors, meta["param_groups"])
@@ -150,7 +161,7 @@ def _optimizer_tensors(opt: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """AdamW's state as flat named tensors plus its JSON-able param groups."""
     sd = opt.state_dict()
     tensors = {
-        f"state.{idx}.{key}": value.detach().contiguous().cpu()
+        f"state.{idx}.{key}": full(value.detach()).contiguous().cpu()
         for idx, per_param in sd["state"].items()
         for key, value in per_param.items()
         if hasattr(value, "detach")
@@ -160,10 +171,11 @@ def _optimizer_tensors(opt: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def _load_optimizer(opt: Any, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
     state: dict[int, dict[str, Any]] = {}
+    params = [p for group in opt.param_groups for p in group["params"]]  # state index -> parameter
     for name, value in tensors.items():
         if name.startswith("state."):
             _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
+            state.setdefault(int(idx), {})[key] = like(value, params[int(idx)])
     for group in groups:  # JSON turned tuples (betas) into lists; AdamW expects a pair
         if isinstance(group.get("betas"), list):
             group["betas"] = tuple(group["betas"])

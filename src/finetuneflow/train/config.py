@@ -92,6 +92,12 @@ class TrainConfig:
         "there; memory grows with the square of the row), sdpa otherwise; eager = transformers' own.",
     )
     device: str = setting("auto", "auto, cpu, cuda, cuda:N or mps.")
+    parallel: Literal["auto", "ddp", "fsdp"] = setting(
+        "auto",
+        "Under torchrun / accelerate launch: ddp = a full copy per process, gradients summed; fsdp = "
+        "weights, gradients and optimizer state sharded across processes (models too big for one "
+        "device); auto = fsdp when `accelerate launch --use_fsdp` asked for it, else ddp.",
+    )
     threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
     seed: int = setting(42, "Seed for row order, adapter init and dropout: same seed, same run.")
     lora: LoraSettings = section(LoraSettings, "The LoRA adapter (method lora or qlora).")

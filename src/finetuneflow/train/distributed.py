@@ -10,6 +10,9 @@ We sum gradients ourselves rather than wrapping the model in ``DistributedDataPa
 runs the decoder and the LM head separately (the head only on supervised positions), which
 bypasses a DDP wrapper's forward hooks. LoRA gradients are small, so one flat all-reduce per step
 costs little. Only rank 0 writes files.
+
+With ``parallel='fsdp'`` (or ``accelerate launch --use_fsdp``) the weights are sharded instead of
+copied: see train/fsdp.py. Rows are shared out the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ def init(device: str) -> Dist:
         return dist
     import torch.distributed as td
 
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(dist.local_rank)  # NCCL and FSDP's device mesh use the current device
     if not td.is_initialized():
         td.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return dist

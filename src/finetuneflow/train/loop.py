@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from finetuneflow import hardware
 from finetuneflow.events import Emitter
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
+from finetuneflow.train import fsdp
 from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.data import IGNORE, Row
@@ -44,21 +46,50 @@ class Loop:
     run_dir: Path
     emit: Emitter
     dist: dd.Dist
+    loss_fn: Callable[[dict[str, Any]], tuple[Any, int]]  # batch -> (summed loss, supervised tokens)
+    sharded: bool = False  # FSDP: weights are shards, every forward is a collective
 
     @property
     def total(self) -> int:
         return len(self.plan)
 
+    def microbatches(self, rows: list[Row], size: int) -> list[tuple[list[Row], float]]:
+        """This rank's share of ``rows`` in micro-batches of ``size``, as (rows, loss weight).
 
-def make_optimizer(model: Any, cfg: TrainConfig, dtype: Any, device: str) -> tuple[Any, Any, list[Any]]:
-    """AdamW over the trainable parameters and, for fp16, a loss scaler."""
+        Sharded, every rank runs the same number of them (padding ones weigh 0).
+        """
+        mine = dd.my_rows(rows, self.dist)
+        if not self.sharded:
+            return [(mine[at : at + size], 1.0) for at in range(0, len(mine), size)]
+        count = fsdp.microbatch_count(len(rows), self.dist.world, size)
+        return fsdp.even_microbatches(mine, size, count, rows[0])
+
+
+def plain_loss(model: Any, chunk: int) -> Callable[[dict[str, Any]], tuple[Any, int]]:
+    """The loss of an unsharded model (one process, or each rank of plain data parallelism)."""
+    return lambda batch: summed_loss(model, batch, chunk)
+
+
+def make_optimizer(
+    model: Any, cfg: TrainConfig, dtype: Any, device: str, sharded: bool = False
+) -> tuple[Any, Any, list[Any]]:
+    """AdamW over the trainable parameters and, for fp16, a loss scaler.
+
+    Sharded, the scaler must agree across ranks on whether a step overflowed (each rank sees only
+    its shard of the gradients), which FSDP's scaler does.
+    """
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scaler = None
+    scaler: Any = None
     if dtype == torch.float16:  # fp16's narrow range underflows small gradients without scaling
-        scaler = torch.amp.GradScaler(device.split(":")[0])
+        if sharded:
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            scaler = ShardedGradScaler(device.split(":")[0])
+        else:
+            scaler = torch.amp.GradScaler(device.split(":")[0])
     return opt, scaler, params
 
 
@@ -124,24 +155,23 @@ def _optimizer_step(
         group["lr"] = lr
     # Dividing by the *global* count makes micro-batches, accumulation and ranks add up exactly.
     n_sup = max(1, sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows))
-    mine = dd.my_rows(rows, loop.dist)
     amp = partial(hardware.autocast, loop.device.split(":")[0], loop.dtype)
     for attempt in range(loop.cfg.checkpoints.oom_retries + 1):
         try:
             local = 0.0
-            for at in range(0, len(mine), state.micro_size):
+            for part, weight in loop.microbatches(rows, state.micro_size):
                 with amp():
-                    batch = rows_to_tensors(mine[at : at + state.micro_size], loop.device)
-                    loss_sum, _ = summed_loss(loop.model, batch, loop.cfg.loss_chunk)
-                scaled = loss_sum / n_sup
+                    loss_sum, _ = loop.loss_fn(rows_to_tensors(part, loop.device))
+                scaled = loss_sum * (weight / n_sup)
                 (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
-                local += float(loss_sum.detach())
+                local += weight * float(loss_sum.detach())
             break
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not _is_oom(err):
                 raise
             _back_off(loop, state, attempt, err, log)
-    dd.sum_gradients(loop.params, loop.dist)
+    if not loop.sharded:  # FSDP reduce-scattered them already
+        dd.sum_gradients(loop.params, loop.dist)
     step_loss = dd.sum_floats([local], loop.dist, loop.device)[0] / n_sup
     if not math.isfinite(step_loss):
         raise TrainingError(
@@ -150,7 +180,7 @@ def _optimizer_step(
         )
     if loop.scaler:
         loop.scaler.unscale_(loop.opt)
-    norm = torch.nn.utils.clip_grad_norm_(loop.params, loop.cfg.max_grad_norm or float("inf"))
+    norm = fsdp.full(torch.nn.utils.clip_grad_norm_(loop.params, loop.cfg.max_grad_norm or float("inf")))
     if loop.scaler:
         loop.scaler.step(loop.opt)  # skips the step when fp16 gradients overflowed
         loop.scaler.update()
@@ -178,7 +208,8 @@ def _back_off(
     loop.opt.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries:
+    # Sharded, the other ranks already wait in the next collective: no rank can retry alone.
+    if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries or loop.sharded:
         raise TrainingError(
             f"out of memory at step {state.step + 1} even with {state.micro_size} row(s) per "
             f"micro-batch ({str(err).splitlines()[0][:200]}); lower max_len (now {loop.cfg.max_len}), "
@@ -207,14 +238,13 @@ def eval_loss(loop: Loop, rows_per_batch: int) -> float | None:
     if not loop.eval_rows:
         return None
     amp = partial(hardware.autocast, loop.device.split(":")[0], loop.dtype)
-    mine, total, count = dd.my_rows(loop.eval_rows, loop.dist), 0.0, 0.0
+    total, count = 0.0, 0.0
     loop.model.eval()
     with torch.no_grad():
-        for at in range(0, len(mine), rows_per_batch):
+        for part, weight in loop.microbatches(loop.eval_rows, rows_per_batch):
             with amp():
-                batch = rows_to_tensors(mine[at : at + rows_per_batch], loop.device)
-                loss, n = summed_loss(loop.model, batch, loop.cfg.loss_chunk)
-            total, count = total + float(loss), count + n
+                loss, n = loop.loss_fn(rows_to_tensors(part, loop.device))
+            total, count = total + weight * float(loss), count + weight * n
     loop.model.train()
     total, count = dd.sum_floats([total, count], loop.dist, loop.device)
     return total / max(count, 1.0)
@@ -243,8 +273,9 @@ def _should_save(cfg: TrainConfig, state: ckpt.LoopState, evaluated: bool) -> bo
 
 
 def _save(loop: Loop, state: ckpt.LoopState) -> None:
-    if loop.dist.main:
-        ckpt.save(loop.run_dir, loop.model, loop.opt, loop.scaler, state, loop.cfg.checkpoints.keep_last)
+    if loop.dist.main or loop.sharded:  # sharded, every rank takes part in gathering the tensors
+        keep = loop.cfg.checkpoints.keep_last
+        ckpt.save(loop.run_dir, loop.model, loop.opt, loop.scaler, state, keep, write=loop.dist.main)
     dd.barrier(loop.dist)
 
 

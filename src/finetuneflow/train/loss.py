@@ -41,9 +41,9 @@ def summed_loss(model: Any, batch: dict[str, Any], chunk: int = 4096) -> tuple[A
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
     n = int(keep.sum())
-    if n == 0:
-        return hidden.sum() * 0.0, 0
     head = lm.get_output_embeddings()
+    if n == 0:  # still through the head: under FSDP every rank's backward must reach every weight
+        return (hidden.sum() + head(hidden[:1, 0]).float().sum()) * 0.0, 0
     states, wanted = hidden[:, :-1][keep], targets[keep]  # (n, H), (n,)
     if n <= chunk:
         return _head_loss(head, states, wanted), n

@@ -81,6 +81,7 @@ class Hardware:
     gpu_free: int = 0
     compute_capability: str = ""  # e.g. "8.0" (bf16 needs >= 8.0)
     gpu_bf16: bool = False
+    gpu_count: int = 0  # CUDA devices; with several, FSDP can shard a model over them
 
     @property
     def memory_kind(self) -> str:
@@ -126,6 +127,7 @@ def probe(state_dir: Path | None = None) -> Hardware:
             gpu_free=int(free),
             compute_capability=f"{props.major}.{props.minor}",
             gpu_bf16=bool(torch.cuda.is_bf16_supported()),
+            gpu_count=torch.cuda.device_count(),
         )
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():

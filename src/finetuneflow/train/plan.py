@@ -152,6 +152,7 @@ def recommend(
             f"does not fit: needs ~{_gib(after.total)}, has {have}; use a smaller model "
             f"(e.g. {_smaller_model(after, s.budget)}) or a machine with more {hw.memory_kind}"
         )
+        s.reasons += _sharding_hint(s, after)
     truncated = None if lengths is None else sum(n > s.cfg.max_len for n in lengths)
     if truncated and "max_len" not in s.changes:
         n = len(lengths or [])
@@ -281,6 +282,22 @@ MOVES: list[Callable[[_Search], None]] = [
     _lora_instead_of_full,
     _qlora_on_cuda,
 ]
+
+
+def _sharding_hint(s: _Search, est: MemoryEstimate) -> list[str]:
+    """With several GPUs: what each would hold if FSDP sharded the weights and optimizer state."""
+    n = s.hw.gpu_count if s.hw.device == "cuda" else 0
+    if n < 2:
+        return []
+    note = ""
+    if s.cfg.method == "qlora":  # a 4-bit base cannot be sharded (train/step.py refuses it)
+        est, note = s.estimate(replace(s.cfg, method="lora")), " with method=lora"
+    per_gpu = (est.weights + est.trainable) / n + est.activations + est.logits + est.overhead
+    verdict = "fits" if per_gpu <= s.budget else "still does not fit"
+    return [
+        f"sharded over your {n} GPUs{note} (`torchrun --nproc_per_node {n} $(which ftf) train "
+        f"--parallel fsdp`): ~{_gib(per_gpu)} per GPU, {verdict}"
+    ]
 
 
 def _smaller_model(est: MemoryEstimate, budget: int) -> str:

@@ -8,6 +8,7 @@ SFTTrainer defaults at 0.60x its peak memory.
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,11 @@ from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
+from finetuneflow.train import fsdp
 from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.data import Encoded, Row, check_eos_not_masked, encode_example, pack
-from finetuneflow.train.loop import Loop, TrainingError, lr_at, make_optimizer, run
+from finetuneflow.train.loop import Loop, TrainingError, lr_at, make_optimizer, plain_loss, run
 from finetuneflow.train.model_setup import Built, attach_lora, build_model, trainable_count
 
 __all__ = ["TrainingError", "attach_lora", "batches", "lr_at", "plan_steps", "prepare", "train"]
@@ -119,20 +121,32 @@ def train(
     emit("prepare", message="encoding and packing examples")
     prep = prepare(dataset_dir, cfg)
     dtype = hardware.autocast_dtype(device, cfg.precision)
-    built = build_model(prep.model_dir, cfg, device, dtype)
+    sharded = use_fsdp(cfg, dist)
+    # Sharded on a GPU, the base is read into CPU memory and only each rank's shards move to its GPU.
+    built = build_model(prep.model_dir, cfg, "cpu" if sharded else device, dtype)
+    _check_fsdp(built, sharded)
     for note in built.notes:
         emit("note", message=note)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, cfg, prep, built, {"device": device, "autocast": str(dtype),
-                      "threads": threads, "world_size": dist.world})  # fmt: skip
-    opt, scaler, params = make_optimizer(built.model, cfg, dtype, device)
+                      "threads": threads, "world_size": dist.world,
+                      "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
+    loss_fn = (
+        fsdp.shard(built.model, device, dist.world, cfg.loss_chunk)
+        if sharded
+        else plain_loss(built.model, cfg.loss_chunk)
+    )
+    opt, scaler, params = make_optimizer(built.model, cfg, dtype, device, sharded)
     plan = batches(prep.train_rows, cfg, plan_steps(len(prep.train_rows), cfg))
     loop = Loop(
-        built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist
-    )
+        built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
+        loss_fn, sharded,
+    )  # fmt: skip
     state = _start_state(loop, resume)
     status = run(loop, state)
+    if sharded:
+        fsdp.gather_model(loss_fn)  # whole tensors again: the best reload and the save see a plain model
     if cfg.checkpoints.patience > 0 and state.best_step not in (0, state.step):
         ckpt.load_weights(run_dir / ckpt.CHECKPOINTS / f"step-{state.best_step:06d}", built.model)
     summary = _summary(status, state, loop.total, built.method) | {"run_dir": str(run_dir)}
@@ -142,6 +156,25 @@ def train(
     dd.barrier(dist)
     dd.close(dist)
     return summary
+
+
+def use_fsdp(cfg: TrainConfig, dist: dd.Dist) -> bool:
+    """Whether this run shards its model (only with several processes; auto follows accelerate's flag)."""
+    if not dist.active or cfg.parallel == "ddp":
+        return False
+    if cfg.parallel == "auto" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() not in ("1", "true"):
+        return False
+    if not fsdp.available():
+        raise TrainingError("parallel='fsdp' needs torch >= 2.6 (fully_shard); use parallel='ddp'")
+    return True
+
+
+def _check_fsdp(built: Built, sharded: bool) -> None:
+    if sharded and built.method == "qlora":
+        raise TrainingError(
+            "QLoRA's 4-bit base cannot be sharded here; use parallel='ddp' (a 4-bit base usually fits "
+            "one GPU) or method='lora' with parallel='fsdp'"
+        )
 
 
 def _check_run_folder(run_dir: Path, dataset_dir: Path, cfg: TrainConfig, resume: bool) -> None:
