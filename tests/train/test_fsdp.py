@@ -141,9 +141,11 @@ def test_fsdp_is_chosen_only_with_several_processes(monkeypatch: pytest.MonkeyPa
 
 
 def test_qlora_cannot_be_sharded() -> None:
-    from finetuneflow.train.model_setup import Built
+    pytest.importorskip("bitsandbytes", reason="QLoRA is only chosen where bitsandbytes is installed")
     from finetuneflow.train.step import _check_fsdp
 
+    qlora = TrainConfig(method="qlora")
     with pytest.raises(TrainingError, match="parallel='ddp'"):
-        _check_fsdp(Built(model=None, method="qlora"), sharded=True)
-    _check_fsdp(Built(model=None, method="qlora"), sharded=False)
+        _check_fsdp(qlora, "cuda:0", sharded=True)  # decided before any weight is loaded
+    _check_fsdp(qlora, "cuda:0", sharded=False)
+    _check_fsdp(qlora, "cpu", sharded=True)  # on a CPU QLoRA falls back to LoRA, which shards

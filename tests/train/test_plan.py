@@ -196,14 +196,15 @@ def test_with_several_gpus_a_plan_that_does_not_fit_says_what_sharding_would_hol
     from dataclasses import replace
 
     cfg = TrainConfig(batch_size=1, max_len=256)
-    eight = recommend(LLAMA_7B_UNTIED, cfg, replace(cuda(4), gpu_count=8))
-    assert not eight.fits  # not even QLoRA fits one 4 GB GPU
+    eight = recommend(LLAMA_7B_UNTIED, cfg, replace(cuda(6), gpu_count=8))
+    assert not eight.fits  # not even QLoRA fits one 6 GB GPU
     hint = eight.reasons[-1]
     assert "sharded over your 8 GPUs with method=lora" in hint and "--parallel fsdp" in hint
     assert hint.endswith(", fits")
-    four = recommend(LLAMA_7B_UNTIED, cfg, replace(cuda(4), gpu_count=4))
-    assert four.reasons[-1].endswith("still does not fit")  # activations are not sharded
-    one = recommend(LLAMA_7B_UNTIED, cfg, cuda(4))
+    # activations, the root unit and the layers being gathered are not divided by the GPU count
+    four = recommend(LLAMA_7B_UNTIED, cfg, replace(cuda(6), gpu_count=4))
+    assert four.reasons[-1].endswith("still does not fit")
+    one = recommend(LLAMA_7B_UNTIED, cfg, cuda(6))
     assert not any("sharded" in r for r in one.reasons)
 
 

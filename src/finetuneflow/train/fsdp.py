@@ -14,7 +14,7 @@ Three things differ from the plain data-parallel path and live here:
   with fewer rows runs a copy of one with its loss weighted 0 (:func:`even_microbatches`);
 - checkpoints hold whole tensors, so saving gathers them (:func:`full`) and loading cuts each
   rank's shard back out (:func:`like`). A finished run's weights are gathered into plain tensors
-  (:func:`gather_model`) so the adapter is saved exactly as a one-process run saves it.
+  (:func:`gather_trained`) so the adapter is saved exactly as a one-process run saves it.
 """
 
 from __future__ import annotations
@@ -115,11 +115,14 @@ def like(value: Any, ref: Any) -> Any:
     return distribute_tensor(value.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
 
 
-def gather_model(root: Any) -> None:
-    """Replace every sharded parameter under ``root`` by its whole tensor (in place, every rank).
+def gather_trained(root: Any, keep: bool) -> None:
+    """Replace each trained (sharded) parameter under ``root`` by its whole tensor in CPU memory.
 
-    Done once after training: saving, merging and the best-checkpoint reload then see a plain
-    model. Parameters shared by two modules (tied embeddings) stay shared.
+    Every rank must call this (each parameter is one collective); only a rank with ``keep`` stores
+    the result. One parameter is gathered at a time and moved to the CPU at once, so no GPU ever
+    holds the whole model; the frozen base stays sharded (an adapter save never reads it). Done
+    once after training, so that the best-checkpoint reload and the save see plain tensors.
+    Parameters shared by two modules (tied embeddings) stay shared.
     """
     import torch
     from torch.distributed.fsdp import FSDPModule
@@ -130,8 +133,10 @@ def gather_model(root: Any) -> None:
     done: dict[int, Any] = {}
     for module in root.modules():
         for name, p in list(module._parameters.items()):
-            if p is None or not hasattr(p, "full_tensor"):
+            if p is None or not p.requires_grad or not hasattr(p, "full_tensor"):
                 continue
             if id(p) not in done:
-                done[id(p)] = torch.nn.Parameter(p.full_tensor().detach(), requires_grad=p.requires_grad)
-            module._parameters[name] = done[id(p)]
+                whole = p.full_tensor().detach().cpu()
+                done[id(p)] = torch.nn.Parameter(whole, requires_grad=True) if keep else None
+            if keep:
+                module._parameters[name] = done[id(p)]

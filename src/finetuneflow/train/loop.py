@@ -208,8 +208,15 @@ def _back_off(
     loop.opt.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    # Sharded, the other ranks already wait in the next collective: no rank can retry alone.
-    if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries or loop.sharded:
+    if loop.sharded:  # the other ranks already wait in the next collective: no rank can retry alone
+        raise TrainingError(
+            f"out of memory at step {state.step + 1} with parallel='fsdp' "
+            f"({str(err).splitlines()[0][:200]}); sharded runs cannot shrink the micro-batch on one "
+            "rank, so the others stop too. Lower "
+            f"batch_size (now {loop.cfg.batch_size}) or max_len (now {loop.cfg.max_len}), turn on "
+            "gradient_checkpointing, or use more GPUs. `ftf plan` estimates what fits."
+        ) from err
+    if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries:
         raise TrainingError(
             f"out of memory at step {state.step + 1} even with {state.micro_size} row(s) per "
             f"micro-batch ({str(err).splitlines()[0][:200]}); lower max_len (now {loop.cfg.max_len}), "

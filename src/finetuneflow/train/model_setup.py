@@ -46,8 +46,14 @@ def resolve_method(cfg: TrainConfig, device: str) -> tuple[str, list[str]]:
     return "qlora", []
 
 
-def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: Any = None) -> Built:
+def build_model(
+    model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: Any = None, load_on: str | None = None
+) -> Built:
     """Load the base and make the configured weights trainable.
+
+    ``device`` is where the run computes (it decides the method and attention kernel); ``load_on``
+    where the weights are first put, when that differs (FSDP reads the base into CPU memory and
+    moves each unit to the GPU as it shards it).
 
     With a bf16/fp16 ``compute_dtype`` a LoRA base is loaded in that dtype, its norm weights (1-D)
     in fp32: autocast casts every fp32 weight to bf16 for each matmul anyway and caches no cast of
@@ -56,13 +62,14 @@ def build_model(model_dir: Path, cfg: TrainConfig, device: str, compute_dtype: A
     """
     method, notes = resolve_method(cfg, device)
     attention = attention_kernel(cfg, device)
+    where = load_on or device
     if method == "qlora":
         model = load_4bit(model_dir, device, attention)
     elif method == "lora" and compute_dtype is not None:
-        model = load_causal_lm(model_dir, device, compute_dtype, attention)
+        model = load_causal_lm(model_dir, where, compute_dtype, attention)
         _norms_to_fp32(model)
     else:
-        model = load_causal_lm(model_dir, device, attention=attention)
+        model = load_causal_lm(model_dir, where, attention=attention)
     if method == "full":
         n = sum(p.numel() for p in model.parameters())
         if n > FULL_MAX_PARAMS:

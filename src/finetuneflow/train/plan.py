@@ -31,6 +31,7 @@ from finetuneflow.train.memory import (
     Hardware,
     MemoryEstimate,
     compute_precision,
+    dims,
     estimate_memory,
     probe,
 )
@@ -292,7 +293,12 @@ def _sharding_hint(s: _Search, est: MemoryEstimate) -> list[str]:
     note = ""
     if s.cfg.method == "qlora":  # a 4-bit base cannot be sharded (train/step.py refuses it)
         est, note = s.estimate(replace(s.cfg, method="lora")), " with method=lora"
-    per_gpu = (est.weights + est.trainable) / n + est.activations + est.logits + est.overhead
+    # Besides its 1/n: the root unit (embeddings, head, final norm) stays gathered for the whole
+    # step, and a decoder layer is gathered while it runs with the next one prefetched.
+    d = dims(s.model_cfg)
+    root = d.vocab * d.hidden * (1 if d.tied else 2)
+    gathered = est.weights / est.params * (root + 2 * (est.params - root) / d.layers)
+    per_gpu = (est.weights + est.trainable) / n + gathered + est.activations + est.logits + est.overhead
     verdict = "fits" if per_gpu <= s.budget else "still does not fit"
     return [
         f"sharded over your {n} GPUs{note} (`torchrun --nproc_per_node {n} $(which ftf) train "

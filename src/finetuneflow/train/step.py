@@ -27,7 +27,7 @@ from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.data import Encoded, Row, check_eos_not_masked, encode_example, pack
 from finetuneflow.train.loop import Loop, TrainingError, lr_at, make_optimizer, plain_loss, run
-from finetuneflow.train.model_setup import Built, attach_lora, build_model, trainable_count
+from finetuneflow.train.model_setup import Built, attach_lora, build_model, resolve_method, trainable_count
 
 __all__ = ["TrainingError", "attach_lora", "batches", "lr_at", "plan_steps", "prepare", "train"]
 
@@ -122,9 +122,10 @@ def train(
     prep = prepare(dataset_dir, cfg)
     dtype = hardware.autocast_dtype(device, cfg.precision)
     sharded = use_fsdp(cfg, dist)
-    # Sharded on a GPU, the base is read into CPU memory and only each rank's shards move to its GPU.
-    built = build_model(prep.model_dir, cfg, "cpu" if sharded else device, dtype)
-    _check_fsdp(built, sharded)
+    _check_fsdp(cfg, device, sharded)
+    # Sharded, the base is read into CPU memory; fully_shard moves one unit at a time to the GPU
+    # and keeps this rank's shard of it, so a GPU never holds more than one whole decoder layer.
+    built = build_model(prep.model_dir, cfg, device, dtype, load_on="cpu" if sharded else None)
     for note in built.notes:
         emit("note", message=note)
     if dist.main:
@@ -145,12 +146,12 @@ def train(
     )  # fmt: skip
     state = _start_state(loop, resume)
     status = run(loop, state)
-    if sharded:
-        fsdp.gather_model(loss_fn)  # whole tensors again: the best reload and the save see a plain model
-    if cfg.checkpoints.patience > 0 and state.best_step not in (0, state.step):
-        ckpt.load_weights(run_dir / ckpt.CHECKPOINTS / f"step-{state.best_step:06d}", built.model)
+    if sharded:  # the trained weights, whole, into rank 0's CPU memory (every rank helps gather)
+        fsdp.gather_trained(loss_fn, keep=dist.main)
     summary = _summary(status, state, loop.total, built.method) | {"run_dir": str(run_dir)}
     if dist.main:
+        if cfg.checkpoints.patience > 0 and state.best_step not in (0, state.step):
+            ckpt.load_weights(run_dir / ckpt.CHECKPOINTS / f"step-{state.best_step:06d}", built.model)
         _save_result(built, prep, run_dir, summary)
         emit("done", 1, 1, message=f"saved to {run_dir}")
     dd.barrier(dist)
@@ -169,8 +170,8 @@ def use_fsdp(cfg: TrainConfig, dist: dd.Dist) -> bool:
     return True
 
 
-def _check_fsdp(built: Built, sharded: bool) -> None:
-    if sharded and built.method == "qlora":
+def _check_fsdp(cfg: TrainConfig, device: str, sharded: bool) -> None:
+    if sharded and resolve_method(cfg, device)[0] == "qlora":
         raise TrainingError(
             "QLoRA's 4-bit base cannot be sharded here; use parallel='ddp' (a 4-bit base usually fits "
             "one GPU) or method='lora' with parallel='fsdp'"
