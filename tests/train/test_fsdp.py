@@ -149,3 +149,19 @@ def test_qlora_cannot_be_sharded() -> None:
         _check_fsdp(qlora, "cuda:0", sharded=True)  # decided before any weight is loaded
     _check_fsdp(qlora, "cuda:0", sharded=False)
     _check_fsdp(qlora, "cpu", sharded=True)  # on a CPU QLoRA falls back to LoRA, which shards
+
+
+def test_a_sharded_run_out_of_memory_stops_with_what_to_change() -> None:
+    import types
+
+    import torch
+
+    from finetuneflow.train.loop import _back_off
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    loop = types.SimpleNamespace(opt=torch.optim.SGD([weight]), sharded=True, cfg=TrainConfig())
+    state = ckpt.LoopState(micro_size=4)  # a plain run would halve this and go on
+    err = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    with pytest.raises(TrainingError, match="parallel='fsdp'.*cannot shrink.*ftf plan"):
+        _back_off(loop, state, 0, err, None)  # type: ignore[arg-type]
+    assert state.micro_size == 4 and state.ooms == []
