@@ -25,11 +25,12 @@ from finetuneflow.train.data import Row
 
 
 def available() -> bool:
+    """Whether this torch has the FSDP2 features used here (fully_shard with SUM-only reductions)."""
     try:
-        from torch.distributed.fsdp import fully_shard  # noqa: F401
+        from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch < 2.6
         return False
-    return True
+    return hasattr(FSDPModule, "set_force_sum_reduction_for_comms")
 
 
 def _layers(model: Any) -> list[Any]:

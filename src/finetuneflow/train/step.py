@@ -166,7 +166,10 @@ def use_fsdp(cfg: TrainConfig, dist: dd.Dist) -> bool:
     if cfg.parallel == "auto" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() not in ("1", "true"):
         return False
     if not fsdp.available():
-        raise TrainingError("parallel='fsdp' needs torch >= 2.6 (fully_shard); use parallel='ddp'")
+        raise TrainingError(
+            "parallel='fsdp' needs a newer torch (FSDP2 with SUM-only reductions; 2.13 is tested); "
+            "upgrade torch or use parallel='ddp'"
+        )
     return True
 
 
