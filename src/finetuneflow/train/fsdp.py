@@ -87,7 +87,8 @@ def shard(model: Any, device: str, world: int, chunk: int) -> Any:
 
 
 def even_microbatches(rows: list[Row], size: int, count: int, filler: Row) -> list[tuple[list[Row], float]]:
-    """``count`` micro-batches of this rank's ``rows`` as (rows, weight); padding ones weigh 0.
+    """This rank's ``rows`` in micro-batches of ``size`` as (rows, weight), padded with weight-0
+    ones up to ``count`` (0: no padding, as in an unsharded run).
 
     A padding micro-batch repeats a real one (or ``filler`` when this rank got no rows, as when a
     step has fewer rows than there are ranks) so its forward and backward touch every weight.

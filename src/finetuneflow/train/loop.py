@@ -58,11 +58,8 @@ class Loop:
 
         Sharded, every rank runs the same number of them (padding ones weigh 0).
         """
-        mine = dd.my_rows(rows, self.dist)
-        if not self.sharded:
-            return [(mine[at : at + size], 1.0) for at in range(0, len(mine), size)]
-        count = fsdp.microbatch_count(len(rows), self.dist.world, size)
-        return fsdp.even_microbatches(mine, size, count, rows[0])
+        count = fsdp.microbatch_count(len(rows), self.dist.world, size) if self.sharded else 0
+        return fsdp.even_microbatches(dd.my_rows(rows, self.dist), size, count, rows[0])
 
 
 def plain_loss(model: Any, chunk: int) -> Callable[[dict[str, Any]], tuple[Any, int]]:
