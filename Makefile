@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # torch must be pinned and installed first: an unpinned torch pulls gigabytes of CUDA wheels.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test lint typecheck unit clean
+.PHONY: setup demo test lint imports typecheck unit clean
 
 setup: $(VENV)/.setup-done
 
@@ -25,6 +25,10 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts examples $(wildcard bench)
 
+# layers point down, steps never import one another, no cycles: see [tool.importlinter] in pyproject
+imports: setup
+	$(VENV)/bin/lint-imports
+
 typecheck: setup
 	$(VENV)/bin/mypy
 
@@ -32,7 +36,7 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-test: lint typecheck unit
+test: lint imports typecheck unit
 
 clean:
 	rm -rf $(VENV) .ftf-demo .pytest_cache .mypy_cache .ruff_cache

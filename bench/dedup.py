@@ -3,7 +3,7 @@
 Measures, in one process on the same texts: (1) ours, ``parallel_signatures`` + ``near_duplicates``
 (all cores), 128-slot signatures by one-permutation hashing with optimal densification (each slot
 agrees with probability = Jaccard, as one of 128 independent permutations does, so the LSH bands
-and the threshold mean the same; see ``finetuneflow.ingest.dedup``); (2) the peer, datasketch
+and the threshold mean the same; see ``finetuneflow.text.dedup``); (2) the peer, datasketch
 ``MinHash(num_perm=128)`` over the same character 5-grams of the same normalized texts, indexed
 in ``MinHashLSH(threshold=0.8)``, each text queried before it is inserted and pointed at the
 earliest kept candidate whose estimated Jaccard reaches the threshold.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from finetuneflow.ingest.dedup import DedupConfig, near_duplicates, normalize, parallel_signatures
+from finetuneflow.text.dedup import DedupConfig, near_duplicates, normalize, parallel_signatures
 
 TARGET_RATIO = 2.0
 # Recall counts as "equal" within this: both sides draw different random hash functions, so on a

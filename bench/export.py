@@ -38,7 +38,7 @@ def make_run(root: Path) -> Path:
 
     from finetuneflow.models.load import load_causal_lm, load_tokenizer
     from finetuneflow.models.resolve import resolve_model
-    from finetuneflow.train import run_files as rf
+    from finetuneflow.state import runs as rf
     from finetuneflow.train.config import TrainConfig
     from finetuneflow.train.model_setup import attach_lora
 
@@ -58,7 +58,7 @@ def make_run(root: Path) -> Path:
 
 
 def time_format(ctx: Any, name: str) -> tuple[float, dict[str, Any]]:
-    from finetuneflow.export.export import EXPORTERS
+    from finetuneflow.export.step import EXPORTERS
 
     start = time.perf_counter()
     result = EXPORTERS[name](ctx)
@@ -103,7 +103,7 @@ def main() -> None:
         (root / "home").mkdir()
         (root / "home" / "models").symlink_to(MODEL_CACHE / "models", target_is_directory=True)
         from finetuneflow.events import Emitter
-        from finetuneflow.export.export import Context, ExportConfig
+        from finetuneflow.export.step import Context, ExportConfig
 
         run = make_run(root)
         out = root / "out"

@@ -64,7 +64,7 @@ from dedup import (  # noqa: E402  (bench/ is not a package)
     peer_datasketch,
 )
 
-from finetuneflow.ingest.dedup import DedupConfig  # noqa: E402
+from finetuneflow.text.dedup import DedupConfig  # noqa: E402
 
 WORDS = (100, 350)  # words per original document
 MODEL_CACHE = Path.home() / ".cache" / "ftf-bench"
@@ -194,7 +194,7 @@ def prepare_state(keep_root: Path) -> None:
 def run_ours(corpus_dir: Path, max_tokens: int) -> tuple[float, set[int]]:
     """Seconds of ``api.ingest`` over ``corpus_dir`` and the documents it flagged as duplicates."""
     from finetuneflow import api
-    from finetuneflow.ingest.step import IngestConfig
+    from finetuneflow.ingest.config import IngestConfig
 
     before = _cpu()
     start = time.perf_counter()

@@ -97,7 +97,7 @@ def child_ours(job: dict[str, Any]) -> dict[str, Any]:
     import peft  # noqa: F401  (imported before the clock, as in the TRL child)
     import torch  # noqa: F401
 
-    from finetuneflow.dataset.io import read_jsonl
+    from finetuneflow.state.datasets import read_jsonl
     from finetuneflow.train.config import LoraSettings, TrainConfig
     from finetuneflow.train.step import train
 
@@ -153,7 +153,7 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from finetuneflow.dataset.io import read_jsonl, split_path
+    from finetuneflow.state.datasets import read_jsonl, split_path
 
     class CountingSFTTrainer(SFTTrainer):  # type: ignore[misc]
         """SFTTrainer that counts the real and padded tokens of the batches it trains on."""
@@ -295,7 +295,7 @@ def count_params(model_dir: Path) -> int:
 
 def write_dataset(root: Path, tokenizer: Any, examples: int, seed: int) -> tuple[Path, list[int]]:
     """Our dataset layout with ``examples`` train rows and 8 eval rows; the train rows' lengths."""
-    from finetuneflow.dataset.io import split_path, write_jsonl
+    from finetuneflow.state.datasets import split_path, write_jsonl
 
     dataset = root / "dataset"
     train_rows = make_rows(tokenizer, examples, seed, "train")
@@ -306,8 +306,8 @@ def write_dataset(root: Path, tokenizer: Any, examples: int, seed: int) -> tuple
 
 def packed_rows(tokenizer: Any, dataset: Path) -> int:
     """Rows our packer makes of the train split (to turn a token budget into our steps)."""
-    from finetuneflow.dataset.io import read_jsonl, split_path
-    from finetuneflow.train.data import encode_example, pack
+    from finetuneflow.models.chat import encode_example, pack
+    from finetuneflow.state.datasets import read_jsonl, split_path
 
     records = read_jsonl(split_path(dataset, "chat", "train"))
     encoded = [encode_example(tokenizer, r, ROW_LEN) for r in records]

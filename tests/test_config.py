@@ -1,10 +1,11 @@
 import pytest
 
-from finetuneflow.config import ConfigError, field_help, from_dict
+from finetuneflow.config import field_help, from_dict
 from finetuneflow.dataset.build import DatasetConfig
-from finetuneflow.evaluate.evaluate import EvalConfig
-from finetuneflow.export.export import ExportConfig
-from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.errors import ConfigError
+from finetuneflow.evaluate.step import EvalConfig
+from finetuneflow.export.step import ExportConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.train.config import TrainConfig
 
 ALL = [TrainConfig, DatasetConfig, IngestConfig, EvalConfig, ExportConfig]

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from finetuneflow import api
 from finetuneflow.dataset.build import DatasetConfig
-from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.state import Chunk, File, session_scope
 
 WORDS = (

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from finetuneflow import api
-from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.state import Chunk, File, session_scope
 
 PER_TYPE = 6

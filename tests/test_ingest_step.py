@@ -6,8 +6,8 @@ from conftest import QUICKSTART
 from sqlalchemy import select
 
 from finetuneflow import api
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.ingest.raw import read_raw
-from finetuneflow.ingest.step import IngestConfig
 from finetuneflow.state import Chunk, File, session_scope
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from finetuneflow import api
 from finetuneflow.events import Event
-from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.state import Job, session_scope
 
 

@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from finetuneflow.models.resolve import SOURCE_FILE, ModelError, convert_gguf, default_gguf, resolve_model
+from finetuneflow.errors import ModelError
+from finetuneflow.models.convert import SOURCE_FILE, convert_gguf
+from finetuneflow.models.resolve import default_gguf, resolve_model
 
 
 def test_local_folder_resolves(tiny_model: Path) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from finetuneflow.errors import ModelError
 from finetuneflow.models import ollama
+from finetuneflow.models.convert import SOURCE_FILE
 from finetuneflow.models.ollama import OllamaName, locate, ollama_source, parse_name, resolve_ollama
-from finetuneflow.models.resolve import SOURCE_FILE, ModelError, default_gguf, resolve_model
+from finetuneflow.models.resolve import default_gguf, resolve_model
 from finetuneflow.paths import sha256_file
 
 TEMPLATE = "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{ .Prompt }}"

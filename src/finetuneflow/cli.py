@@ -69,7 +69,7 @@ def ingest(
 ) -> None:
     """Read documents, Q&A sheets, conversations, code and web pages into a project."""
     from finetuneflow import api
-    from finetuneflow.ingest.step import IngestConfig
+    from finetuneflow.ingest.config import IngestConfig
     from finetuneflow.progress import RichProgress
 
     try:
@@ -146,9 +146,9 @@ def train(
     (`--parallel fsdp` shards the weights over the processes instead of copying them).
     """
     from finetuneflow import api
+    from finetuneflow.errors import TrainingError
     from finetuneflow.progress import RichProgress
     from finetuneflow.train.config import TrainConfig
-    from finetuneflow.train.step import TrainingError
 
     lora = {"r": lora_r, "rslora": rslora, "dora": dora}
     saving = {"every": save_every, "patience": patience}
@@ -198,7 +198,7 @@ def evaluate(
 ) -> None:
     """Compare base and tuned model on held-out examples."""
     from finetuneflow import api
-    from finetuneflow.evaluate.evaluate import EvalConfig
+    from finetuneflow.evaluate.step import EvalConfig
     from finetuneflow.progress import RichProgress
 
     try:
@@ -250,7 +250,7 @@ def export(
 ) -> None:
     """Export adapter, merged model, GGUF (+ LoRA), Ollama Modelfile, ONNX, report, zip; each verified."""
     from finetuneflow import api
-    from finetuneflow.export.export import ExportConfig
+    from finetuneflow.export.step import ExportConfig
     from finetuneflow.progress import RichProgress
 
     types = [t.strip().lower() for t in gguf_types.split(",") if t.strip()] if gguf_types else None
@@ -326,7 +326,8 @@ def model_prepare(
     name: Annotated[str, typer.Argument(help="Model name to resolve.")] = "smollm2-135m-instruct",
 ) -> None:
     """Resolve a base model to a local safetensors folder (converting a GGUF once) and print it."""
-    from finetuneflow.models.resolve import ModelError, resolve_model
+    from finetuneflow.errors import ModelError
+    from finetuneflow.models.resolve import resolve_model
 
     try:
         console.print(str(resolve_model(name)))

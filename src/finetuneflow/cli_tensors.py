@@ -46,7 +46,8 @@ def combine_command(
     as_json: AsJson = False,
 ) -> None:
     """Combine safetensors files: shared names concatenated along the first axis, the rest carried over."""
-    from finetuneflow.export.tensors import TensorsError, combine
+    from finetuneflow.errors import TensorsError
+    from finetuneflow.export.tensors import combine
 
     try:
         result = combine(inputs, output)
@@ -69,10 +70,8 @@ def from_gguf_command(
     as_json: AsJson = False,
 ) -> None:
     """Convert a GGUF model to ONNX (dequantized to fp32), verified with onnxruntime."""
-    from finetuneflow.export.export import ExportError
+    from finetuneflow.errors import ExportError, ModelError, VerificationError
     from finetuneflow.export.onnx_export import gguf_to_onnx
-    from finetuneflow.export.verify import VerificationError
-    from finetuneflow.models.resolve import ModelError
 
     if not 14 <= opset <= 23:
         _fail(ValueError("--opset must be in 14..23 (18 suits onnxruntime >= 1.14)"))

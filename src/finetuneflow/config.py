@@ -14,15 +14,9 @@ import types
 import typing
 from typing import Any, TypeVar, Union, get_args, get_origin
 
+from finetuneflow.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """One or more settings are invalid; ``errors`` lists each as 'key: problem (fix)'."""
-
-    def __init__(self, errors: list[str], what: str = "config") -> None:
-        self.errors = errors
-        super().__init__(f"invalid {what}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 def setting(default: Any, help: str) -> Any:  # noqa: A002 - 'help' reads best at call sites

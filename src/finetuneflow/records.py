@@ -14,10 +14,6 @@ RecordKind = Literal["text", "qa", "conversation"]
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
 
-class ReaderError(Exception):
-    """A source file cannot be read; the message says why in words a user can act on."""
-
-
 @dataclass
 class SourceRecord:
     """One unit read from a source file, with where it came from.

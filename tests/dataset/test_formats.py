@@ -18,7 +18,7 @@ from finetuneflow.dataset.formats import (
     get_format,
     write_export,
 )
-from finetuneflow.dataset.templates import TEMPLATES, TemplateError, render
+from finetuneflow.dataset.templates import TEMPLATES, FormatTemplateError, render
 
 SYS = {"role": "system", "content": "You answer questions about the Brindle printer."}
 U1 = {"role": "user", "content": "What does error E4 mean?"}
@@ -147,7 +147,7 @@ def test_human_assistant_transcript() -> None:
         f"{SYS['content']}\n\nHuman: {U1['content']}\n\nAssistant: {A1['content']}"
         f"\n\nHuman: {U2['content']}\n\nAssistant: {A2['content']}"
     )
-    with pytest.raises(TemplateError):
+    with pytest.raises(FormatTemplateError):
         render([U1, SYS, A1], "human_assistant")
 
 
@@ -300,7 +300,7 @@ def test_mistral_refuses_what_its_official_template_refuses(tiny_tokenizer: Any)
     for messages in ([U1, U2, A2], [A1], [SYS, U1, SYS, A1]):
         with pytest.raises(JinjaError):
             tiny_tokenizer.apply_chat_template(messages, chat_template=MISTRAL_JINJA, tokenize=False)
-        with pytest.raises(TemplateError):
+        with pytest.raises(FormatTemplateError):
             render(messages, "mistral")
 
 

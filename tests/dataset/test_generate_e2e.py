@@ -19,7 +19,7 @@ from finetuneflow.dataset import review
 from finetuneflow.dataset.build import DatasetConfig
 from finetuneflow.dataset.generate import GenerateConfig
 from finetuneflow.dataset.presets import ProviderConfig
-from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.state import Example, LLMCall, session_scope
 
 DATA = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "data"

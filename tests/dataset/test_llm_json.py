@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from finetuneflow.dataset.llm_json import LLMJSONError, parse_llm_json
+from finetuneflow.dataset.llm_json import parse_llm_json
+from finetuneflow.errors import LLMJSONError
 
 QA = {"question": "a", "answer": "b"}
 

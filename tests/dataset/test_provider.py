@@ -16,15 +16,11 @@ from typing import Any
 import pytest
 from llm_server import Reply, ScriptedServer
 
-from finetuneflow.config import ConfigError, from_dict, to_dict
+from finetuneflow.config import from_dict, to_dict
 from finetuneflow.dataset.presets import PRESETS
-from finetuneflow.dataset.provider import (
-    CircuitOpen,
-    Provider,
-    ProviderConfig,
-    ProviderError,
-)
+from finetuneflow.dataset.provider import Provider, ProviderConfig
 from finetuneflow.dataset.provider_check import check_provider
+from finetuneflow.errors import CircuitOpen, ConfigError, ProviderError
 
 KEY = "sk-test-Zq8vW3x9SECRETkey-5f1e2d"
 MESSAGES = [{"role": "user", "content": "Write one question and answer about water."}]

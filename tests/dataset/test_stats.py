@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from finetuneflow.dataset.io import read_jsonl
 from finetuneflow.dataset.stats import (
     REJECTED,
     compute_stats,
@@ -18,6 +17,7 @@ from finetuneflow.dataset.stats import (
     token_summary,
     write_rejected,
 )
+from finetuneflow.state.datasets import read_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

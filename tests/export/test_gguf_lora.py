@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
+from finetuneflow.errors import ExportError, VerificationError
 from finetuneflow.events import Emitter
 from finetuneflow.export import gguf_lora as gl
 from finetuneflow.export import gguf_model as gm
-from finetuneflow.export.export import Context, ExportConfig, ExportError
-from finetuneflow.export.verify import VerificationError
+from finetuneflow.export.step import Context, ExportConfig
 
 torch.set_num_threads(1)
 

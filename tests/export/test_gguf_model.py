@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from finetuneflow import paths
+from finetuneflow.errors import ExportError, VerificationError
 from finetuneflow.events import Emitter
 from finetuneflow.export import gguf_model as gm
-from finetuneflow.export.export import Context, ExportConfig, ExportError
 from finetuneflow.export.gguf_vocab import stop_ids_in_file, tokenizer_metadata
-from finetuneflow.export.verify import VerificationError
+from finetuneflow.export.step import Context, ExportConfig
 
 torch.set_num_threads(1)
 

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import torch
 
+from finetuneflow.errors import ExportError
 from finetuneflow.events import Emitter
 from finetuneflow.export import ollama
 from finetuneflow.export import ollama_template as ot
-from finetuneflow.export.export import Context, ExportConfig, ExportError
-from finetuneflow.train.data import end_of_turn_tokens
+from finetuneflow.export.step import Context, ExportConfig
+from finetuneflow.models.chat import end_of_turn_tokens
 
 torch.set_num_threads(1)
 
@@ -254,7 +255,7 @@ def test_system_from_settings_and_refused_where_the_template_has_none(trained: P
 
 
 def test_system_the_training_data_shares(tmp_path: Path) -> None:
-    from finetuneflow.dataset.io import split_path, write_jsonl
+    from finetuneflow.state.datasets import split_path, write_jsonl
 
     def rows(systems: list[str | None]) -> list[dict[str, Any]]:
         chats = []
@@ -319,5 +320,5 @@ def test_evaluator_runs_an_ollama_style_template() -> None:
         {"role": "user", "content": "s"},
     ]
     assert ot.render_go(template, ot.ollama_values(msgs)) == "<u>q</u><a>r</a><u>s</u><a>"
-    with pytest.raises(ot.Unsupported):
+    with pytest.raises(ot.UnsupportedTemplate):
         ot.render_go("{{ .Content | json }}", {})

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from finetuneflow.errors import ExportError, VerificationError
 from finetuneflow.events import Emitter
 from finetuneflow.export import onnx_export as ox
-from finetuneflow.export.export import Context, ExportConfig, ExportError
-from finetuneflow.export.verify import VerificationError
+from finetuneflow.export.step import Context, ExportConfig
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

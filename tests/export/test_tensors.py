@@ -10,8 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from finetuneflow.errors import TensorsError
 from finetuneflow.export import tensors as ts
-from finetuneflow.export.tensors import TensorsError, combine
+from finetuneflow.export.tensors import combine
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> Path:

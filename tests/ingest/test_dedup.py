@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from finetuneflow.config import ConfigError, from_dict
-from finetuneflow.ingest import dedup
-from finetuneflow.ingest.dedup import (
+from finetuneflow.config import from_dict
+from finetuneflow.errors import ConfigError
+from finetuneflow.text import dedup as dedup
+from finetuneflow.text.dedup import (
     EMPTY_SLOT,
     DedupConfig,
     LSHIndex,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.docx import docx_blocks, heading_level
 from finetuneflow.ingest.readers import read_file
-from finetuneflow.records import ReaderError
 
 NS = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
 STYLES = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.html import html_record
-from finetuneflow.records import ReaderError
 
 CASES = [
     # (markup, main text): the text after a removed element (its lxml "tail") stays

@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 import pytest
 
-from finetuneflow.ingest.pii import PII_KINDS, scrub
+from finetuneflow.text.pii import PII_KINDS, scrub
 
 # Fake credentials are assembled from pieces so that secret scanners do not flag this file.
 ALNUM36 = "A1b2C3d4E5" * 3 + "f6G7h8"

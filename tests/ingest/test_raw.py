@@ -44,7 +44,7 @@ def test_ingest_packs_small_files_and_keeps_big_ones_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from finetuneflow import api
-    from finetuneflow.ingest.step import IngestConfig
+    from finetuneflow.ingest.config import IngestConfig
     from finetuneflow.state import File, session_scope
 
     monkeypatch.setattr("finetuneflow.ingest.prepare.PACK_MAX_FILE", 1000)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.readers import READERS, SUPPORTED_EXTENSIONS, ReadResult, read_file
-from finetuneflow.records import ReaderError
 from ingest.files import write
 
 

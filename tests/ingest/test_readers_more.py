@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest import sniff as sniff_module
 from finetuneflow.ingest.readers import READERS, SUPPORTED_EXTENSIONS, ReadResult, read_file
 from finetuneflow.ingest.sniff import HEAD_BYTES, sniff
-from finetuneflow.records import ReaderError, SourceRecord
+from finetuneflow.records import SourceRecord
 from ingest.files import write
 
 
@@ -38,7 +39,7 @@ def docx_bytes(text: str) -> bytes:
 
 
 def sniffed(path: Path) -> str:
-    return sniff(path, path.read_bytes()[:HEAD_BYTES])
+    return sniff(path, path.read_bytes()[:HEAD_BYTES], READERS)
 
 
 def only(result: ReadResult) -> SourceRecord:

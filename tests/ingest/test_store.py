@@ -9,10 +9,10 @@ from sqlalchemy import select, update
 
 from finetuneflow import api
 from finetuneflow.events import Event
-from finetuneflow.ingest.dedup import DedupConfig, signature_tag, signatures
-from finetuneflow.ingest.step import IngestConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.ingest.store import decode_signature, encode_signature
 from finetuneflow.state import Chunk, File, session_scope
+from finetuneflow.text.dedup import DedupConfig, signature_tag, signatures
 
 CFG = DedupConfig()
 TAG = signature_tag(CFG)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetuneflow.dataset.io import split_path, write_jsonl
+from finetuneflow.state.datasets import split_path, write_jsonl
 
 
 def chat_dataset(root: Path, n: int = 12) -> Path:

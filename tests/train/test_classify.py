@@ -18,24 +18,18 @@ import typer
 from tiny import CORPUS
 from typer.testing import CliRunner
 
-from finetuneflow.config import ConfigError, from_dict
+from finetuneflow.config import from_dict
+from finetuneflow.errors import ClassifyDataError, ConfigError, TrainingError
 from finetuneflow.paths import sha256_file
-from finetuneflow.train import run_files as rf
+from finetuneflow.state import runs as rf
 from finetuneflow.train.classify import LABELS, PREDICTIONS, ClassifyConfig, predict, train_classifier
-from finetuneflow.train.classify_data import (
-    ClassifyDataError,
-    Example,
-    label_names,
-    read_labelled_csv,
-    stratified_split,
-)
+from finetuneflow.train.classify_data import Example, label_names, read_labelled_csv, stratified_split
 from finetuneflow.train.classify_metrics import (
     classification_metrics,
     confusion_matrix,
     majority_baseline,
 )
 from finetuneflow.train.config import LoraSettings
-from finetuneflow.train.step import TrainingError
 
 KEYWORDS = {"hardware": "printer", "contract": "warranty"}
 # filler words from the tiny tokenizer's corpus, without the two words that decide the class

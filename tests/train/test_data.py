@@ -4,15 +4,8 @@ from typing import Any
 
 import pytest
 
-from finetuneflow.train.data import (
-    IGNORE,
-    Encoded,
-    TemplateError,
-    check_eos_not_masked,
-    encode_chat,
-    encode_text,
-    pack,
-)
+from finetuneflow.errors import ChatTemplateError
+from finetuneflow.models.chat import IGNORE, Encoded, check_eos_not_masked, encode_chat, encode_text, pack
 
 CONVO = [
     {"role": "system", "content": "You are a support agent."},
@@ -64,7 +57,7 @@ def test_eos_pad_guard_refuses_masked_end_of_turn(tiny_tokenizer: Any) -> None:
     eot = tiny_tokenizer.eos_token_id
     masked = [IGNORE if t == eot else lab for t, lab in zip(good.input_ids, good.labels, strict=True)]
     broken = Encoded(good.input_ids, masked)
-    with pytest.raises(TemplateError, match="never to stop"):
+    with pytest.raises(ChatTemplateError, match="never to stop"):
         check_eos_not_masked(tiny_tokenizer, [broken])
 
 
@@ -74,7 +67,7 @@ def test_template_without_stable_prefixes_is_refused(tiny_tokenizer: Any) -> Non
     tok.chat_template = (
         "{% for m in messages %}{{ messages|length }}:{{ m['content'] }}<|im_end|>{% endfor %}"
     )
-    with pytest.raises(TemplateError, match="renders earlier turns differently"):
+    with pytest.raises(ChatTemplateError, match="renders earlier turns differently"):
         encode_chat(tok, CONVO, 512)
 
 

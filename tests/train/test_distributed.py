@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from finetuneflow.config import to_dict
-from finetuneflow.train import run_files as rf
+from finetuneflow.state import runs as rf
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.distributed import Dist, my_rows
 from finetuneflow.train.step import train

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 import torch
 
+from finetuneflow.errors import TrainingError
+from finetuneflow.models.chat import IGNORE
+from finetuneflow.models.loss import summed_loss
+from finetuneflow.state import runs as rf
 from finetuneflow.train import loop as loop_module
-from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import CheckpointSettings, LoraSettings, TrainConfig
-from finetuneflow.train.data import IGNORE
-from finetuneflow.train.loss import summed_loss
 from finetuneflow.train.model_setup import build_model, resolve_method
-from finetuneflow.train.step import TrainingError, train
+from finetuneflow.train.step import train
 
 from .helpers import chat_dataset
 

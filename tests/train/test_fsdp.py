@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from finetuneflow.config import to_dict
+from finetuneflow.errors import TrainingError
+from finetuneflow.state import runs as rf
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import fsdp
-from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import CheckpointSettings, TrainConfig
 from finetuneflow.train.distributed import Dist
-from finetuneflow.train.step import TrainingError, train, use_fsdp
+from finetuneflow.train.step import train, use_fsdp
 
 from .helpers import chat_dataset
 from .test_distributed import WORKER, _free_port

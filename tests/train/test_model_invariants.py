@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 import torch
 
+from finetuneflow.models.chat import encode_text, pack
 from finetuneflow.models.load import load_causal_lm, load_with_adapter
 from finetuneflow.train.config import LoraSettings, TrainConfig
-from finetuneflow.train.data import encode_text, pack
 from finetuneflow.train.step import attach_lora
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from finetuneflow.config import to_dict
+from finetuneflow.errors import TrainingError
+from finetuneflow.state import runs as rf
 from finetuneflow.train import checkpoint as ckpt
-from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import CheckpointSettings, TrainConfig
-from finetuneflow.train.step import TrainingError, train
+from finetuneflow.train.step import train
 
 from .helpers import chat_dataset
 

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from finetuneflow.dataset.io import split_path, write_jsonl
+from finetuneflow.errors import TrainingError
+from finetuneflow.models.chat import Row
+from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.data import Row
-from finetuneflow.train.step import TrainingError, batches, lr_at, plan_steps, train
+from finetuneflow.train.step import batches, lr_at, plan_steps, train
 
 
 def tiny_dataset(root: Path) -> Path:

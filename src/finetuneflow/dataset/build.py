@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow.config import setting, to_dict
-from finetuneflow.dataset.io import dataset_hashes, split_path, write_jsonl
 from finetuneflow.records import Example, Message
+from finetuneflow.state.datasets import dataset_hashes, split_path, write_jsonl
 
 
 @dataclass
@@ -111,7 +111,7 @@ def make_examples(
 def _scrubbed(unit: Unit, counts: Counter[str] | None) -> Unit:
     from dataclasses import replace
 
-    from finetuneflow.ingest.pii import scrub
+    from finetuneflow.text.pii import scrub
 
     text, found = scrub(unit.text)
     if counts is not None:

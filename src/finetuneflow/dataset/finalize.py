@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetuneflow.dataset.quality import dedup_rows
-from finetuneflow.ingest.dedup import DedupConfig
-from finetuneflow.ingest.pii import scrub
+from finetuneflow.text.dedup import DedupConfig
+from finetuneflow.text.pii import scrub
 
 MIN_DOCUMENTS = 4
 PER_MESSAGE_TOKENS = 4  # role markers and end-of-turn of a chat template, per message

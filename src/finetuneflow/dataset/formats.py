@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetuneflow.dataset.io import write_jsonl
-from finetuneflow.dataset.templates import TEMPLATES, TemplateError, render
+from finetuneflow.dataset.templates import TEMPLATES, FormatTemplateError, render
 from finetuneflow.records import Message
+from finetuneflow.state.datasets import write_jsonl
 
 __all__ = [
     "FORMATS",
@@ -169,7 +169,7 @@ def _text_converter(template: str) -> Callable[[Row], Row]:
             return _with_id(row, {"text": text})
         try:
             return _with_id(row, {"text": render(_messages(row), template)})
-        except TemplateError as exc:
+        except FormatTemplateError as exc:
             raise SkipRow(str(exc)) from exc
 
     return convert

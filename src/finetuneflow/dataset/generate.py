@@ -19,9 +19,10 @@ from typing import Any
 
 from finetuneflow.config import setting
 from finetuneflow.dataset import prompts
-from finetuneflow.dataset.llm_json import LLMJSONError, parse_llm_json
-from finetuneflow.dataset.provider import CircuitOpen, Provider, ProviderError
+from finetuneflow.dataset.llm_json import parse_llm_json
+from finetuneflow.dataset.provider import Provider
 from finetuneflow.dataset.quality import Pair, grounding, judge_scores, validate_pairs
+from finetuneflow.errors import CircuitOpen, LLMJSONError, ProviderError
 from finetuneflow.events import Emitter
 from finetuneflow.records import Message
 

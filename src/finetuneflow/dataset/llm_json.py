@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any
 
+from finetuneflow.errors import LLMJSONError
+
 __all__ = ["LLMJSONError", "parse_llm_json"]
 
 # Repair names, in the order a caller would care about them.
@@ -49,14 +51,6 @@ _WS = " \t\r\n"
 _MAX_DEPTH = 200
 _MAX_STARTS = 50  # candidate start positions tried in prose
 _MISSING: Any = object()  # "no value here": the output ended before one began
-
-
-class LLMJSONError(ValueError):
-    """No JSON value could be recovered; ``reason`` says why in a few words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _Scanner:

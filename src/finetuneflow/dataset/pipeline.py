@@ -26,12 +26,12 @@ from finetuneflow.dataset.generate import (
     generate,
     pick_preview,
 )
-from finetuneflow.dataset.io import dataset_hashes, split_path, write_jsonl
 from finetuneflow.dataset.provider import Provider, ProviderConfig
 from finetuneflow.dataset.stats import compute_stats, plot_token_histogram, write_rejected
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.resolve import DEFAULT_MODEL
 from finetuneflow.state import schema, session_scope
+from finetuneflow.state.datasets import dataset_hashes, split_path, write_jsonl
 from finetuneflow.state.repo import find_project
 
 

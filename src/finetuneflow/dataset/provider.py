@@ -27,41 +27,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
-from finetuneflow.config import ConfigError
 from finetuneflow.dataset.presets import GENERIC_KEY_ENV, PRESETS, ProviderConfig
+from finetuneflow.errors import CircuitOpen, ConfigError, ErrorKind, ProviderError
 
 __all__ = ["CircuitOpen", "Completion", "Provider", "ProviderConfig", "ProviderError"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-ErrorKind = Literal[
-    "timeout", "rate_limit", "server", "connection", "auth", "not_found", "bad_request", "bad_response"
-]
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _RETRY_KINDS = {"timeout", "rate_limit", "connection", "bad_response"}
 _FORMATS = ("json_schema", "json_object", None)  # structured-output levels, best first
 _FORMAT_WORDS = ("response_format", "response format", "json_schema", "json_object")
-
-
-class ProviderError(RuntimeError):
-    """A call failed; ``kind`` says how (timeout, rate_limit, server, connection, auth, not_found,
-    bad_request, bad_response), ``status`` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, kind: ErrorKind, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind: ErrorKind = kind
-        self.status = status
-        self.attempts = 0  # HTTP requests made before giving up
-        self.retry_after: float | None = None  # seconds the server asked us to wait
-
-
-class CircuitOpen(ProviderError):
-    """Too many calls in a row failed; no more requests are sent by this Provider."""
 
 
 @dataclass

@@ -6,9 +6,9 @@ import dataclasses
 import time
 from typing import Any
 
-from finetuneflow.config import ConfigError
 from finetuneflow.dataset.presets import ProviderConfig
-from finetuneflow.dataset.provider import Provider, ProviderError
+from finetuneflow.dataset.provider import Provider
+from finetuneflow.errors import ConfigError, ProviderError
 
 
 def check_provider(cfg: ProviderConfig) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from finetuneflow.dataset.prompts import RUBRIC
-from finetuneflow.ingest.dedup import DedupConfig, exact_key, near_duplicates, signatures
 from finetuneflow.records import Message
+from finetuneflow.text.dedup import DedupConfig, exact_key, near_duplicates, signatures
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that carry no fact: an answer made only of them is neither grounded nor ungrounded.

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from finetuneflow.dataset.io import write_jsonl
+from finetuneflow.state.datasets import write_jsonl
 
 REJECTED = "rejected.jsonl"
 TOKEN_KEYS = ("count", "min", "p50", "p90", "p99", "max", "mean", "over_limit")

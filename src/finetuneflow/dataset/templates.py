@@ -19,13 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from finetuneflow.errors import FormatTemplateError
 from finetuneflow.records import Message
 
-__all__ = ["TEMPLATES", "ChatTemplate", "TemplateError", "render"]
-
-
-class TemplateError(ValueError):
-    """The conversation cannot be written in this template (the official template would refuse it too)."""
+__all__ = ["TEMPLATES", "ChatTemplate", "FormatTemplateError", "render"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class ChatTemplate:
 
     name: str
     description: str
-    render: Callable[[list[Message]], str]  # raises TemplateError
+    render: Callable[[list[Message]], str]  # raises FormatTemplateError
     bos: str = ""  # the BOS string the rendering starts with ('' when the family has none)
     eos: str = ""  # the string that ends an assistant turn
 
@@ -60,7 +57,7 @@ def _mistral(messages: list[Message]) -> str:
     for i, m in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if m["role"] != expected:
-            raise TemplateError(
+            raise FormatTemplateError(
                 "mistral needs user/assistant turns alternating, starting with the user "
                 "(a system prompt only first)"
             )
@@ -81,7 +78,7 @@ def _human_assistant(messages: list[Message]) -> str:
     for i, m in enumerate(messages):
         if m["role"] == "system":
             if i != 0:
-                raise TemplateError("human_assistant takes a system prompt only as the first message")
+                raise FormatTemplateError("human_assistant takes a system prompt only as the first message")
             parts.append(m["content"])
         else:
             parts.append(f"{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}")
@@ -105,7 +102,7 @@ def render(messages: list[Message], template: str) -> str:
 
     Raises:
         ValueError: unknown template name.
-        TemplateError: the template cannot express this conversation.
+        FormatTemplateError: the template cannot express this conversation.
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown chat template {template!r}; known: {', '.join(TEMPLATES)}")

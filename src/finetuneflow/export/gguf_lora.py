@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from finetuneflow import paths
-from finetuneflow.export.export import Context, ExportError, stop_ids
+from finetuneflow.errors import ExportError
 from finetuneflow.export.gguf_model import NAMES, PERMUTED_ARCHES, ModelSpec, model_spec, permute
-from finetuneflow.train import run_files as rf
+from finetuneflow.export.step import Context, stop_ids
+from finetuneflow.state import runs as rf
 
 LORA_TYPES = ("f32", "f16", "bf16")
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")

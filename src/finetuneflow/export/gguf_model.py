@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from finetuneflow import paths
-from finetuneflow.export.export import GGUF_TYPES, K_QUANTS, Context, ExportError
+from finetuneflow.errors import ExportError
 from finetuneflow.export.gguf_vocab import VocabMeta, stop_ids_in_file, tokenizer_metadata
+from finetuneflow.export.step import GGUF_TYPES, K_QUANTS, Context
 
 SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 BY_MODEL_TYPE = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}  # configs without architectures
@@ -260,8 +261,8 @@ def k_quantizer() -> Callable[[Path, Path, str], None]:
 
 def source_gguf(run_dir: Path) -> Path | None:
     """The GGUF file the run's base model was converted from, if any (``ftf_source.json``)."""
-    from finetuneflow.models.resolve import SOURCE_FILE
-    from finetuneflow.train import run_files as rf
+    from finetuneflow.models.convert import SOURCE_FILE
+    from finetuneflow.state import runs as rf
 
     config = run_dir / rf.CONFIG
     if not config.is_file():

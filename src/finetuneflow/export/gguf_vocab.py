@@ -94,7 +94,7 @@ def tokenizer_metadata(tokenizer: Any, vocab_size: int, source_gguf: Path | None
 
 def end_of_turn_id(tokenizer: Any) -> int:
     """The token the chat template closes an assistant turn with (else the eos token)."""
-    from finetuneflow.train.data import end_of_turn_tokens
+    from finetuneflow.models.chat import end_of_turn_tokens
 
     stops = end_of_turn_tokens(tokenizer)
     if getattr(tokenizer, "chat_template", None):

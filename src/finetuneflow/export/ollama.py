@@ -24,9 +24,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from finetuneflow.errors import ExportError, ModelfileError
 from finetuneflow.export import ollama_template as ot
-from finetuneflow.export.export import Context, ExportError
-from finetuneflow.train import run_files as rf
+from finetuneflow.export.step import Context
+from finetuneflow.state import runs as rf
 
 COMMANDS = ("from", "adapter", "template", "system", "parameter", "message", "license",
             "draft", "renderer", "parser", "requires")  # fmt: skip
@@ -37,10 +38,6 @@ PARAMETERS: dict[str, type] = {
     "top_k": int, "top_p": float, "min_p": float,
 }  # fmt: skip
 MIN_CONTEXT = 2048  # Ollama's long-standing default; a model trained on shorter rows still chats longer
-
-
-class ModelfileError(ValueError):
-    """A Modelfile breaks the documented syntax; the message names the line."""
 
 
 def export_ollama(ctx: Context) -> dict[str, Any]:
@@ -134,13 +131,13 @@ def _template(tokenizer: Any, origin: dict[str, Any] | None) -> tuple[str, dict[
         template = str(origin["template"])
         try:
             found = ot.check_template(template, tokenizer)
-        except ot.Unsupported as err:
+        except ot.UnsupportedTemplate as err:
             found = {"note": f"not rendered: {err}"}
         return template, {"source": "ollama template layer", **found}
     try:
         spec = ot.family_spec(tokenizer)
         template = ot.go_template(spec)
-    except ot.TemplateError as err:
+    except ot.OllamaTemplateError as err:
         raise ExportError(str(err)) from None
     found = ot.check_template(template, tokenizer)
     if found["mismatches"] or not found["conversations"]:
@@ -170,7 +167,7 @@ def _system(ctx: Context, config: dict[str, Any], spec_system: str | None) -> tu
 
 def trained_system(dataset_dir: Path) -> str:
     """The system prompt shared by more than half of the training chats ('' if none is)."""
-    from finetuneflow.dataset.io import split_path
+    from finetuneflow.state.datasets import split_path
 
     path = split_path(dataset_dir, "chat", "train")
     if not path.is_file():
@@ -192,7 +189,7 @@ def trained_system(dataset_dir: Path) -> str:
 
 def stops(tokenizer: Any, origin: dict[str, Any] | None) -> list[str]:
     """Every end-of-turn token of the tokenizer, then the Ollama base's own stop words."""
-    from finetuneflow.train.data import end_of_turn_tokens
+    from finetuneflow.models.chat import end_of_turn_tokens
 
     out = list(end_of_turn_tokens(tokenizer))
     extra = ((origin or {}).get("params") or {}).get("stop") or []

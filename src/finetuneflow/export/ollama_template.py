@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from finetuneflow.errors import OllamaTemplateError, UnsupportedTemplate
+
 U1, A1, U2, S = "FTFUSER1", "FTFASSISTANT1", "FTFUSER2", "FTFSYSTEM"
 CHECKS: list[list[dict[str, str]]] = [
     [{"role": "user", "content": "Hello! What does error E4 mean?"}],
@@ -33,14 +35,6 @@ CHECKS: list[list[dict[str, str]]] = [
         {"role": "user", "content": "Thanks!"},
     ],  # fmt: skip
 ]
-
-
-class TemplateError(ValueError):
-    """The chat template cannot be translated (or the translation does not reproduce it)."""
-
-
-class Unsupported(TemplateError):
-    """A Go template uses constructs beyond the evaluator's subset."""
 
 
 @dataclass
@@ -67,14 +61,14 @@ def detect_family(template: str) -> str:
     """The family of a Jinja chat template, from its markers.
 
     Raises:
-        TemplateError: no known family's markers.
+        OllamaTemplateError: no known family's markers.
     """
     for family, markers in (("chatml", ["<|im_start|>"]), ("llama3", ["<|start_header_id|>"]),
                             ("gemma", ["<start_of_turn>"]), ("phi3", ["<|user|>", "<|end|>"]),
                             ("zephyr", ["<|user|>"]), ("inst", ["[INST]"])):  # fmt: skip
         if all(m in template for m in markers):
             return family
-    raise TemplateError(
+    raise OllamaTemplateError(
         "the tokenizer's chat template is not one FineTuneFlow can translate for Ollama (known: ChatML, "
         "Llama 3, Mistral/Llama 2 [INST], Zephyr, Gemma, Phi-3); write the Modelfile's TEMPLATE by hand"
     )
@@ -101,7 +95,7 @@ def family_spec(tokenizer: Any) -> Spec:
     """The family's turn wrapping with this template's variant read off by rendering.
 
     Raises:
-        TemplateError: unknown family, or a variant the family's pattern does not explain.
+        OllamaTemplateError: unknown family, or a variant the family's pattern does not explain.
     """
     family = detect_family(str(tokenizer.chat_template or ""))
     eos = str(tokenizer.eos_token or "</s>")
@@ -132,14 +126,16 @@ def _inst_spec(tokenizer: Any) -> Spec:
     text = _try(tokenizer, [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
                             {"role": "user", "content": U2}])  # fmt: skip
     if text is None or not all(m in text for m in (U1, A1, U2)):
-        raise TemplateError("the [INST] chat template does not render a user/assistant/user conversation")
+        raise OllamaTemplateError(
+            "the [INST] chat template does not render a user/assistant/user conversation"
+        )
     first, rest = text.split(U1, 1)
     between, rest = rest.split(A1, 1)
     after_assistant, user_suf = rest.split(U2, 1)
     bos = str(tokenizer.bos_token or "")
     user_pre = next((p for p in (bos + first, first) if p and after_assistant.endswith(p)), None)
     if user_pre is None or not between.startswith(user_suf):
-        raise TemplateError(f"the [INST] template's turns do not follow one pattern: {text!r}")
+        raise OllamaTemplateError(f"the [INST] template's turns do not follow one pattern: {text!r}")
     pre = {"user": user_pre, "assistant": between[len(user_suf) :]}
     suf = {"user": user_suf, "assistant": after_assistant[: -len(user_pre)]}
     return Spec("inst", pre, suf, "", first_user_pre=first if first != user_pre else None)
@@ -155,7 +151,7 @@ def _system_variant(tokenizer: Any, spec: Spec) -> None:
         _try(tokenizer, [{"role": "system", "content": S}, {"role": "user", "content": U1}]),
     )
     if plain is None or not plain.endswith(user_block):
-        raise TemplateError(f"the {spec.family} template renders a user turn unexpectedly: {plain!r}")
+        raise OllamaTemplateError(f"the {spec.family} template renders a user turn unexpectedly: {plain!r}")
     head = plain[: -len(user_block)]
     sys_pre, sys_suf = spec.pre.get("system", ""), spec.suf.get("system", "")
     if with_system is None:
@@ -165,30 +161,30 @@ def _system_variant(tokenizer: Any, spec: Spec) -> None:
         if head:
             inner = head.removeprefix(sys_pre).removesuffix(sys_suf)
             if sys_pre + inner + sys_suf != head:
-                raise TemplateError(f"the {spec.family} template adds an unknown prefix: {head!r}")
+                raise OllamaTemplateError(f"the {spec.family} template adds an unknown prefix: {head!r}")
             spec.system, spec.system_text = "default", inner
     elif with_system.endswith(user_block) and head.startswith(sys_pre) and head.endswith(sys_suf):
         preamble = head[len(sys_pre) : len(head) - len(sys_suf)]
         if with_system[: -len(user_block)] != sys_pre + preamble + S + sys_suf:
-            raise TemplateError(
+            raise OllamaTemplateError(
                 f"the {spec.family} template's system turn is not understood: {with_system!r}"
             )
         spec.system, spec.system_text = "preamble", preamble
     else:
         before, after = with_system.split(S, 1) if S in with_system else ("", "")
         if not before.startswith(head + turn) or U1 not in after:
-            raise TemplateError(
+            raise OllamaTemplateError(
                 f"the {spec.family} template's system prompt is not understood: {with_system!r}"
             )
         fold_after, tail = after.split(U1, 1)
         if tail != spec.suf["user"] + spec.gen:
-            raise TemplateError(
+            raise OllamaTemplateError(
                 f"the {spec.family} template's system prompt is not understood: {with_system!r}"
             )
         spec.system, spec.fold = "fold", (before[len(head + turn) :], fold_after)
         spec.system_text = ""
         if head:
-            raise TemplateError(f"the {spec.family} template adds an unknown prefix: {head!r}")
+            raise OllamaTemplateError(f"the {spec.family} template adds an unknown prefix: {head!r}")
 
 
 def go_template(spec: Spec) -> str:
@@ -221,7 +217,7 @@ def _a(action: str) -> tuple[str, str]:
 
 def _t(text: str) -> tuple[str, str]:
     if "{{" in text:
-        raise TemplateError(f"template text {text!r} contains '{{{{'")
+        raise OllamaTemplateError(f"template text {text!r} contains '{{{{'")
     return ("text", text)
 
 
@@ -295,7 +291,7 @@ def render_go(template: str, data: dict[str, Any]) -> str:
     ``index``/``and``/``or``/``not``/comparisons).
 
     Raises:
-        Unsupported: pipes, ``with``, ``define`` and other constructs beyond the subset.
+        UnsupportedTemplate: pipes, ``with``, ``define`` and other constructs beyond the subset.
     """
     nodes, rest = _parse(_segments(template), 0, top=True)
     out: list[str] = []
@@ -327,11 +323,11 @@ def _tokens(s: str) -> list[str]:
     while pos < len(s.rstrip()):
         m = _TOKEN.match(s, pos)
         if m is None:
-            raise Unsupported(f"cannot read template action {s!r}")
+            raise UnsupportedTemplate(f"cannot read template action {s!r}")
         toks.append(m.group(1))
         pos = m.end()
     if "|" in toks:
-        raise Unsupported(f"pipelines are beyond the checker: {s!r}")
+        raise UnsupportedTemplate(f"pipelines are beyond the checker: {s!r}")
     return toks
 
 
@@ -347,7 +343,7 @@ def _parse(segs: list[tuple[str, str]], i: int, top: bool = False) -> tuple[list
         word = s.split(None, 1)[0] if s else ""
         if word in ("end", "else"):
             if top:
-                raise Unsupported(f"unexpected {{{{ {s} }}}}")
+                raise UnsupportedTemplate(f"unexpected {{{{ {s} }}}}")
             return nodes, i
         if word in ("if", "range"):
             node = _Node(word)
@@ -363,12 +359,12 @@ def _parse(segs: list[tuple[str, str]], i: int, top: bool = False) -> tuple[list
                     node.other, i = _parse(segs, i + 1)
                     closer = segs[i][1] if i < len(segs) else ""
                 if closer != "end":
-                    raise Unsupported(f"unclosed {{{{ {word} }}}}")
+                    raise UnsupportedTemplate(f"unclosed {{{{ {word} }}}}")
                 break
             nodes.append(node)
             i += 1
         elif word in ("with", "define", "template", "block", "break", "continue"):
-            raise Unsupported(f"{{{{ {word} }}}} is beyond the checker")
+            raise UnsupportedTemplate(f"{{{{ {word} }}}} is beyond the checker")
         else:
             toks = _tokens(s)
             if len(toks) > 2 and toks[0].startswith("$") and toks[1] in (":=", "="):
@@ -377,7 +373,7 @@ def _parse(segs: list[tuple[str, str]], i: int, top: bool = False) -> tuple[list
                 nodes.append(_Node("out", toks))
             i += 1
     if not top:
-        raise Unsupported("template ends inside a block")
+        raise UnsupportedTemplate("template ends inside a block")
     return nodes, i
 
 
@@ -389,7 +385,7 @@ def _lookup(scopes: list[dict[str, Any]], name: str) -> dict[str, Any]:
     for scope in reversed(scopes):
         if name in scope:
             return scope
-    raise Unsupported(f"undefined variable {name}")
+    raise UnsupportedTemplate(f"undefined variable {name}")
 
 
 def _run(nodes: list[_Node], dot: Any, root: Any, scopes: list[dict[str, Any]], out: list[str]) -> None:
@@ -446,7 +442,7 @@ def _eval(toks: list[str], dot: Any, scopes: list[dict[str, Any]]) -> Any:
     if args and args[0][0] == "f":
         return _call(args[0][1], [v for _, v in args[1:]])
     if len(args) != 1:
-        raise Unsupported(f"cannot evaluate {' '.join(toks)!r}")
+        raise UnsupportedTemplate(f"cannot evaluate {' '.join(toks)!r}")
     return args[0][1]
 
 
@@ -478,7 +474,7 @@ def _call(name: str, a: list[Any]) -> Any:
         "slice": lambda x, *ix: x[ix[0] : ix[1]] if len(ix) > 1 else x[ix[0] :] if ix else x,
     }  # fmt: skip
     if name not in funcs:
-        raise Unsupported(f"function {name!r} is beyond the checker")
+        raise UnsupportedTemplate(f"function {name!r} is beyond the checker")
     return funcs[name](*a)
 
 

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finetuneflow.export.verify import LogitsFn, Reference, VerificationError, check, require
+from finetuneflow.errors import VerificationError
+from finetuneflow.export.verify import LogitsFn, Reference, check, require
 
 if TYPE_CHECKING:
-    from finetuneflow.export.export import Context
+    from finetuneflow.export.step import Context
 
 ONNX_DIR = "onnx"  # inside an export folder
 MODEL_FILE = "model.onnx"
@@ -63,7 +64,7 @@ def gguf_to_onnx(gguf_path: Path, out_dir: Path, opset: int = 18) -> dict[str, A
         ExportError: the onnx packages are missing, ``out_dir`` holds other files, or export fails.
         VerificationError: onnxruntime does not reproduce the dequantized model.
     """
-    from finetuneflow.export.export import stop_ids
+    from finetuneflow.export.step import stop_ids
     from finetuneflow.export.verify import reference
     from finetuneflow.models.load import load_causal_lm, load_tokenizer
     from finetuneflow.models.resolve import resolve_model
@@ -81,7 +82,7 @@ def gguf_to_onnx(gguf_path: Path, out_dir: Path, opset: int = 18) -> dict[str, A
 
 def require_onnx() -> None:
     """Raise ExportError naming the extra to install unless onnx, onnxruntime and onnxscript import."""
-    from finetuneflow.export.export import ExportError
+    from finetuneflow.errors import ExportError
 
     missing = []
     for module in ("onnx", "onnxruntime", "onnxscript"):
@@ -122,7 +123,7 @@ def write_onnx(model: Any, tokenizer: Any, target: Path, opset: int, *, replace:
     """
     import torch
 
-    from finetuneflow.export.export import ExportError
+    from finetuneflow.errors import ExportError
 
     if not replace:
         check_target(target)
@@ -185,7 +186,7 @@ def _quiet_export() -> Iterator[None]:
 
 def check_target(target: Path) -> None:
     """Raise ExportError unless ``target`` is absent, empty, or an earlier ONNX export."""
-    from finetuneflow.export.export import ExportError
+    from finetuneflow.errors import ExportError
 
     if target.exists() and (
         not target.is_dir() or (any(target.iterdir()) and not (target / MODEL_FILE).is_file())
@@ -199,7 +200,7 @@ def _kind(model: Any) -> str:
 
 
 def _finish(result: dict[str, Any], folder: Path) -> dict[str, Any]:
-    from finetuneflow.export.export import checksums
+    from finetuneflow.export.step import checksums
 
     result["bytes"] = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     result["files"] = checksums(folder)
@@ -244,7 +245,7 @@ def verify_onnx(folder: Path, ref: Reference, kind: str = "f32") -> dict[str, An
         VerificationError: the logits or stops differ beyond ``kind``'s thresholds, or a padded batch
             gives real positions other logits than the sequences alone.
     """
-    from finetuneflow.export.export import stop_ids
+    from finetuneflow.export.step import stop_ids
     from finetuneflow.models.load import load_tokenizer
 
     sess = session(folder)

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from finetuneflow.evaluate.evaluate import RESULT
-from finetuneflow.train import run_files as rf
+from finetuneflow.state import runs as rf
 
 
 def plot_losses(metrics: list[dict[str, Any]], path: Path) -> None:
@@ -84,7 +83,8 @@ def write_report(run_dir: Path, out_dir: Path, exports: dict[str, Any]) -> dict[
     config = rf.read_json(run_dir / rf.CONFIG)
     summary = rf.read_json(run_dir / rf.SUMMARY)
     manifest = rf.read_json(run_dir / rf.MANIFEST)
-    evaluation = json.loads((run_dir / RESULT).read_text()) if (run_dir / RESULT).exists() else None
+    evaluated = run_dir / rf.EVALUATION
+    evaluation = json.loads(evaluated.read_text()) if evaluated.exists() else None
     plot_losses(metrics, out_dir / "loss.png")
     (out_dir / "metrics.json").write_text(json.dumps(metrics))
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))

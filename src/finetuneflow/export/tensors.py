@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from finetuneflow.errors import TensorsError
+
 CHUNK_BYTES = 64 * 1024 * 1024  # largest slice of a tensor held in memory while copying
 # bits per element of the safetensors dtypes we copy (packed sub-byte floats are refused: their
 # rows are not whole bytes in general)
@@ -32,10 +34,6 @@ DTYPE_BITS = {
     "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
     "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64,
 }  # fmt: skip
-
-
-class TensorsError(ValueError):
-    """The inputs cannot be combined; the message lists every conflict with names and shapes."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from finetuneflow.errors import VerificationError
+
 LogitsFn = Callable[[list[int]], np.ndarray]
 """Token ids -> float32 logits of shape (len(ids), vocab)."""
 
@@ -46,10 +48,6 @@ THRESHOLDS: dict[str, tuple[float | None, float]] = {
     "q4_1": (None, 0.65),
 }
 QUANTIZED_DEFAULT = (None, 0.6)  # K-quants from llama.cpp and anything else lossy
-
-
-class VerificationError(RuntimeError):
-    """The artefact does not reproduce the trained model; the message has the numbers."""
 
 
 @dataclass

@@ -12,9 +12,10 @@ import ast
 import textwrap
 from collections.abc import Iterator
 
-from finetuneflow.ingest.clean import clean_message
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.json_shapes import render
-from finetuneflow.records import Message, ReaderError, SourceRecord
+from finetuneflow.records import Message, SourceRecord
+from finetuneflow.text.clean import clean_message
 
 LANGUAGES: dict[str, str] = {
     ".py": "python",

@@ -19,7 +19,7 @@ from typing import Any
 
 from lxml import etree
 
-from finetuneflow.records import ReaderError
+from finetuneflow.errors import ReaderError
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 # Untrusted XML: no DTD entities (billion laughs, XXE), no network, no multi-GB trees.

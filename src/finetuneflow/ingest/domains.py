@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finetuneflow.records import ReaderError
+from finetuneflow.errors import ReaderError
 
 COLLECTION_FILE = "_collection.json"
 

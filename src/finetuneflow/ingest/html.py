@@ -12,8 +12,9 @@ import re
 
 from lxml import etree
 
-from finetuneflow.ingest.clean import clean_text
-from finetuneflow.records import ReaderError, SourceRecord
+from finetuneflow.errors import ReaderError
+from finetuneflow.records import SourceRecord
+from finetuneflow.text.clean import clean_text
 
 # Elements that never hold the page's content.
 _DROPPED_TAGS = (

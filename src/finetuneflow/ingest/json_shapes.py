@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from finetuneflow.ingest.clean import clean_message, clean_text
 from finetuneflow.records import Message, SourceRecord
+from finetuneflow.text.clean import clean_message, clean_text
 
 # (question key, answer key) pairs we recognise, compared case-insensitively, first match wins:
 # "instruction"/"output" is listed before "input"/"output" so Alpaca data keeps its instruction.

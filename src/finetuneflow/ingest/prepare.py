@@ -17,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.boilerplate import strip_repeated_lines
 from finetuneflow.ingest.chunking import SpanFn, chunk_text, hf_span_fn
-from finetuneflow.ingest.dedup import dedup_keys
 from finetuneflow.ingest.domains import collection_info
-from finetuneflow.ingest.pii import scrub
 from finetuneflow.ingest.raw import PACK_MAX_FILE, keep_file, keep_pack
 from finetuneflow.ingest.readers import read_file
-from finetuneflow.records import ReaderError, SourceRecord
+from finetuneflow.records import SourceRecord
+from finetuneflow.text.dedup import dedup_keys
+from finetuneflow.text.pii import scrub
 
 if TYPE_CHECKING:
-    from finetuneflow.ingest.step import IngestConfig
+    from finetuneflow.ingest.config import IngestConfig
 
 _CTX: dict[str, Any] = {}  # set once per process by init_worker
 

@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetuneflow.errors import ReaderError
 from finetuneflow.ingest import json_shapes
-from finetuneflow.ingest.clean import clean_text, decode_bytes
 from finetuneflow.ingest.code import LANGUAGES, code_records
 from finetuneflow.ingest.docx import docx_blocks
 from finetuneflow.ingest.html import html_record
 from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
 from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
-from finetuneflow.records import ReaderError, SourceRecord
+from finetuneflow.records import SourceRecord
+from finetuneflow.text.clean import clean_text, decode_bytes
 
 __all__ = ["QA_COLUMNS", "READERS", "SUPPORTED_EXTENSIONS", "ReadResult", "Reader", "read_file"]
 

@@ -14,8 +14,8 @@ import zipfile
 from collections.abc import Collection
 from pathlib import Path
 
-from finetuneflow.ingest.clean import decode_bytes
-from finetuneflow.records import ReaderError
+from finetuneflow.errors import ReaderError
+from finetuneflow.text.clean import decode_bytes
 
 HEAD_BYTES = 8192
 """How many leading bytes :func:`sniff` needs; pass at least this many (fewer if the file is shorter)."""
@@ -38,11 +38,11 @@ _HTML_OPENERS = ("<!doctype html", "<html")
 _JSON_SNIFF_MAX_BYTES = 50 * 1024 * 1024  # larger unknown files are not parsed just to guess their type
 
 
-def sniff(path: Path, head: bytes, known: Collection[str] | None = None) -> str:
+def sniff(path: Path, head: bytes, known: Collection[str]) -> str:
     """The reader key for ``path``: ``".pdf"``, ``".docx"``, ``".html"``, ``".json"`` or its extension.
 
     ``head`` is the file's first :data:`HEAD_BYTES` bytes. Content wins over the name for PDF and
-    DOCX; text whose extension is not in ``known`` (default: the reader registry) is recognised as
+    DOCX; text whose extension is not in ``known`` (the reader registry) is recognised as
     HTML or JSON by its content. Anything else returns the lower-case extension, which the caller
     may not support.
 
@@ -66,10 +66,6 @@ def sniff(path: Path, head: bytes, known: Collection[str] | None = None) -> str:
         _wrong_container(suffix, "binary data" if binary else "text")
     if binary:
         raise ReaderError("this looks like a binary file, not text or a document; check the file type")
-    if known is None:
-        from finetuneflow.ingest.readers import READERS  # the registry imports this module
-
-        known = READERS
     if suffix in known:
         return suffix
     return _sniff_text(path, head) or suffix

@@ -24,14 +24,13 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from finetuneflow import paths
-from finetuneflow.config import setting
+from finetuneflow.errors import ReaderError
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.ingest.dedup import DedupConfig
+from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.ingest.domains import COLLECTION_FILE, collection_info
 from finetuneflow.ingest.prepare import Prepared, init_worker, prepare_batch
 from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS
 from finetuneflow.ingest.store import DedupIndex, Pending, forget_file_chunks, insert_pending, plan_units
-from finetuneflow.records import ReaderError
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import get_or_create_project
 
@@ -40,44 +39,6 @@ _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.
 POOL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
 BATCH_FILES = 64  # files stored per transaction
 WORKER_BATCH = 32  # files per worker task (signatures computed together)
-
-
-@dataclass
-class IngestConfig:
-    """How files are read, chunked, cleaned and deduplicated."""
-
-    tokenizer: str = setting("smollm2-135m-instruct", "Model whose tokenizer counts chunk tokens.")
-    max_tokens: int = setting(512, "Largest chunk, in tokens of that tokenizer.")
-    overlap: int = setting(50, "Tokens repeated between consecutive chunks of a document.")
-    max_file_mb: float = setting(200.0, "Files larger than this are refused (with a message), not read.")
-    min_chars: int = setting(20, "Chunks shorter than this many characters are dropped (and recorded).")
-    dedup: bool = setting(True, "Drop exact and near-duplicate chunks within the project (recorded).")
-    near_threshold: float = setting(
-        0.8, "Jaccard similarity (character 5-grams) that counts as near-duplicate."
-    )
-    num_perm: int = setting(128, "MinHash slots per signature for near-duplicate detection.")
-    shingle: int = setting(5, "Character n-gram length for near-duplicate detection.")
-    scrub_pii: bool = setting(
-        False, "Replace e-mails, phones, IPs, IBANs, cards, keys with typed placeholders."
-    )
-    domain: str = setting("", "Only ingest collections of this domain ('' = everything).")
-    workers: int = setting(0, "Processes reading files in parallel (0 = all cores, 1 = in-process).")
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.max_tokens < 16:
-            out.append("max_tokens: must be >= 16")
-        if not 0 <= self.overlap < self.max_tokens // 2:
-            out.append("overlap: must be >= 0 and less than half of max_tokens")
-        if self.max_file_mb <= 0:
-            out.append("max_file_mb: must be > 0")
-        if self.min_chars < 0 or self.workers < 0:
-            out.append("min_chars, workers: must be >= 0")
-        out += self.dedup_config().problems()
-        return out
-
-    def dedup_config(self) -> DedupConfig:
-        return DedupConfig(num_perm=self.num_perm, shingle=self.shingle, threshold=self.near_threshold)
 
 
 @dataclass

@@ -4,7 +4,7 @@ Nothing is deleted by dedup or filters: a dropped chunk is stored with ``drop_re
 ``duplicate_of`` for duplicates), so the dataset step can skip it and a user can see why.
 
 A stored signature (``chunks.minhash``) is little-endian uint32: first the
-:func:`~finetuneflow.ingest.dedup.signature_tag` of the settings that made it, then its slots.
+:func:`~finetuneflow.text.dedup.signature_tag` of the settings that made it, then its slots.
 Signatures under other settings (another scheme, shingle, seed or length, or the untagged ones of
 the 128-permutation scheme used before) are recomputed from the chunk's text when the project is
 loaded, and written back, so a project never mixes incomparable signatures.
@@ -21,8 +21,8 @@ import numpy as np
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from finetuneflow.ingest.dedup import DedupConfig, LSHIndex, parallel_signatures, signature_tag
 from finetuneflow.state import schema
+from finetuneflow.text.dedup import DedupConfig, LSHIndex, parallel_signatures, signature_tag
 
 EXACT = "exact duplicate"
 NEAR = "near duplicate"

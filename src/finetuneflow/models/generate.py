@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetuneflow.models.chat import end_of_turn_tokens
 from finetuneflow.records import Message
-from finetuneflow.train.data import end_of_turn_tokens
 
 
 def generate_reply(model: Any, tokenizer: Any, messages: list[Message], max_new_tokens: int = 128) -> str:

@@ -89,7 +89,7 @@ def load_tuned(run_dir: Path, device: str = "cpu") -> Tuned:
     """
     import json
 
-    from finetuneflow.train import run_files as rf
+    from finetuneflow.state import runs as rf
 
     base_dir = Path(json.loads((run_dir / rf.CONFIG).read_text())["model_dir"])
     if (run_dir / rf.ADAPTER / "adapter_config.json").exists():

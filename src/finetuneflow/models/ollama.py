@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow import paths
-from finetuneflow.models.resolve import SOURCE_FILE, ModelError, convert_gguf
+from finetuneflow.errors import ModelError
+from finetuneflow.models.convert import SOURCE_FILE, convert_gguf
 
 PREFIX = "ollama:"
 DEFAULT_HOST = "registry.ollama.ai"

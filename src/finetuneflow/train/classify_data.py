@@ -1,7 +1,7 @@
 """Labelled CSV in, checked examples out: the data half of sequence classification.
 
 A file is read whole (classification sets are small next to the model), decoded like every other
-text file (:func:`finetuneflow.ingest.clean.decode_bytes`), its delimiter sniffed, and every bad row
+text file (:func:`finetuneflow.text.clean.decode_bytes`), its delimiter sniffed, and every bad row
 reported at once with its row number, so a user fixes the sheet in one pass.
 """
 
@@ -14,15 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetuneflow.ingest.clean import decode_bytes
-from finetuneflow.records import ReaderError
+from finetuneflow.errors import ClassifyDataError, ReaderError
+from finetuneflow.text.clean import decode_bytes
 
 DELIMITERS = ",\t;|"
 MAX_LISTED = 10  # bad rows named in one error; more are counted
-
-
-class ClassifyDataError(ValueError):
-    """The labelled CSV cannot be used; the message names the file, the rows and the fix."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetuneflow.train.step import TrainingError
+from finetuneflow.errors import TrainingError
+from finetuneflow.models.chat import pad_id
 
 if TYPE_CHECKING:
     from finetuneflow.train.classify import ClassifyConfig
@@ -38,7 +39,7 @@ def quiet() -> Iterator[None]:
 
 def pad_id_of(tokenizer: Any) -> int:
     """The id batches are padded with: pad, else eos (SmolLM2 and the tiny test model: pad == eos)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     if pad is None:
         raise TrainingError("the tokenizer has neither a pad nor an eos token; batches cannot be padded")
     return int(pad)

@@ -9,7 +9,7 @@ root unit, so the embeddings, final norm and LM head (tied or not) are one more 
 Three things differ from the plain data-parallel path and live here:
 
 - the loss must run *through* a sharded module's ``forward`` (FSDP's hooks gather the weights),
-  so :class:`LossModule` wraps :func:`~finetuneflow.train.loss.summed_loss`;
+  so :class:`LossModule` wraps :func:`~finetuneflow.models.loss.summed_loss`;
 - every forward is a collective, so all ranks must run the same number of micro-batches: a rank
   with fewer rows runs a copy of one with its loss weighted 0 (:func:`even_microbatches`);
 - checkpoints hold whole tensors, so saving gathers them (:func:`full`) and loading cuts each
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetuneflow.train.data import Row
+from finetuneflow.models.chat import Row
 
 
 def available() -> bool:
@@ -43,7 +43,7 @@ def _layers(model: Any) -> list[Any]:
 def make_loss_module(model: Any, chunk: int) -> Any:
     import torch
 
-    from finetuneflow.train.loss import summed_loss
+    from finetuneflow.models.loss import summed_loss
 
     class LossModule(torch.nn.Module):
         """The root FSDP unit: owns the model so the loss runs inside a sharded forward."""

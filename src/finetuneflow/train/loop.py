@@ -16,18 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
+from finetuneflow.errors import TrainingError
 from finetuneflow.events import Emitter
+from finetuneflow.models.chat import IGNORE, Row
+from finetuneflow.models.loss import rows_to_tensors, summed_loss
+from finetuneflow.state import runs as rf
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
-from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.data import IGNORE, Row
-from finetuneflow.train.loss import rows_to_tensors, summed_loss
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (NaN loss, nothing to train on, a finished run in the way, OOM)."""
 
 
 @dataclass

@@ -339,7 +339,7 @@ def micro_benchmark(dataset_dir: Path, cfg: TrainConfig, steps: int = 3) -> Meas
     Raises whatever :func:`finetuneflow.train.step.train` raises (no data, NaN loss, out of memory).
     """
     from finetuneflow import hardware
-    from finetuneflow.train import run_files as rf
+    from finetuneflow.state import runs as rf
     from finetuneflow.train.step import prepare, train
 
     bench = replace(cfg, max_steps=steps, eval_every=steps + 1)  # eval only after the last step
@@ -432,9 +432,9 @@ def example_lengths(model_dir: Path, dataset_dir: Path, cfg: TrainConfig) -> tup
     Raises:
         LookupError: the dataset has no training examples.
     """
-    from finetuneflow.dataset.io import read_split
+    from finetuneflow.models.chat import encode_example
     from finetuneflow.models.load import load_tokenizer
-    from finetuneflow.train.data import encode_example
+    from finetuneflow.state.datasets import read_split
 
     tokenizer = load_tokenizer(model_dir)
     records = read_split(dataset_dir, "train", ("chat", "text") if cfg.use_text else ("chat",))

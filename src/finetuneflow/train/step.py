@@ -16,17 +16,18 @@ from typing import Any
 
 from finetuneflow import hardware
 from finetuneflow.config import to_dict
-from finetuneflow.dataset.io import dataset_hashes, read_split
+from finetuneflow.errors import TrainingError
 from finetuneflow.events import Emitter, EventSink
+from finetuneflow.models.chat import Row, encode_rows
 from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
+from finetuneflow.state import runs as rf
+from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
-from finetuneflow.train import run_files as rf
 from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.data import Encoded, Row, check_eos_not_masked, encode_example, pack
-from finetuneflow.train.loop import Loop, TrainingError, lr_at, make_optimizer, plain_loss, run
+from finetuneflow.train.loop import Loop, lr_at, make_optimizer, plain_loss, run
 from finetuneflow.train.model_setup import Built, attach_lora, build_model, resolve_method, trainable_count
 
 __all__ = ["TrainingError", "attach_lora", "batches", "lr_at", "plan_steps", "prepare", "train"]
@@ -43,24 +44,6 @@ class Prepared:
     stats: dict[str, Any]
 
 
-def prepare_rows(
-    tokenizer: Any, records: list[dict[str, Any]], cfg: TrainConfig
-) -> tuple[list[Row], dict[str, int]]:
-    """Encode and pack dataset rows; returns rows plus counts (examples, truncated, tokens)."""
-    encoded: list[Encoded] = [encode_example(tokenizer, r, cfg.max_len) for r in records]
-    check_eos_not_masked(tokenizer, encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = pack(encoded, cfg.max_len, pad_id)
-    counts = {
-        "examples": len(encoded),
-        "truncated": sum(e.truncated for e in encoded),
-        "tokens": sum(len(e.input_ids) for e in encoded),
-        "supervised_tokens": sum(e.n_supervised for e in encoded),
-        "rows": len(rows),
-    }
-    return rows, counts
-
-
 def prepare(dataset_dir: Path, cfg: TrainConfig) -> Prepared:
     """Resolve the model, read and encode the dataset. Raises TrainingError if nothing to train."""
     model_dir = resolve_model(cfg.base_model)
@@ -69,8 +52,8 @@ def prepare(dataset_dir: Path, cfg: TrainConfig) -> Prepared:
     train_records = read_split(dataset_dir, "train", kinds)
     if not train_records:
         raise TrainingError(f"no training examples in {dataset_dir}; run `ftf dataset build` first")
-    train_rows, train_counts = prepare_rows(tokenizer, train_records, cfg)
-    eval_rows, eval_counts = prepare_rows(tokenizer, read_split(dataset_dir, "eval", kinds), cfg)
+    train_rows, train_counts = encode_rows(tokenizer, train_records, cfg.max_len)
+    eval_rows, eval_counts = encode_rows(tokenizer, read_split(dataset_dir, "eval", kinds), cfg.max_len)
     return Prepared(tokenizer, model_dir, train_rows, eval_rows, {"train": train_counts, "eval": eval_counts})
 
 
@@ -182,10 +165,7 @@ def _check_fsdp(cfg: TrainConfig, device: str, sharded: bool) -> None:
 
 
 def _check_run_folder(run_dir: Path, dataset_dir: Path, cfg: TrainConfig, resume: bool) -> None:
-    if (run_dir / rf.SUMMARY).exists():
-        raise TrainingError(
-            f"{run_dir} already holds a finished run; start a new run instead of overwriting it"
-        )
+    rf.check_not_finished(run_dir)
     if not resume or not (run_dir / rf.CONFIG).exists():
         return
     started, now = rf.read_json(run_dir / rf.CONFIG)["train"], to_dict(cfg)

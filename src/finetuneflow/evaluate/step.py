@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
-from finetuneflow.config import from_dict, setting
-from finetuneflow.dataset.io import read_split
+from finetuneflow.config import setting
 from finetuneflow.events import Emitter, EventSink
+from finetuneflow.models.chat import encode_rows
 from finetuneflow.models.generate import generate_reply
 from finetuneflow.models.load import Tuned, load_tuned
-from finetuneflow.train import run_files as rf
-from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.loss import mean_loss
-from finetuneflow.train.step import prepare_rows
-
-RESULT = "evaluation.json"
+from finetuneflow.models.loss import mean_loss
+from finetuneflow.state import runs as rf
+from finetuneflow.state.datasets import read_split
 
 
 @dataclass
@@ -53,10 +50,10 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
     if not (run_dir / rf.CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} has no trained adapter; run `ftf train` first")
     run_cfg = rf.read_json(run_dir / rf.CONFIG)
-    tcfg = from_dict(TrainConfig, run_cfg["train"])
+    trained = run_cfg["train"]  # the run's own settings: same row length and precision
     hardware.setup_threads(cfg.threads)
     device = run_cfg["device"]
-    amp = partial(hardware.autocast, device, hardware.autocast_dtype(device, tcfg.precision))
+    amp = partial(hardware.autocast, device, hardware.autocast_dtype(device, trained["precision"]))
     emit("load", message="loading the base and the tuned model")
     tuned = load_tuned(run_dir, device)
     model, tokenizer = tuned.model, tuned.tokenizer
@@ -66,7 +63,7 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
         records = read_split(dataset, "eval", (kind,))
         if not records:
             continue
-        rows, counts = prepare_rows(tokenizer, records, tcfg)
+        rows, counts = encode_rows(tokenizer, records, trained["max_len"])
         emit("loss", message=f"{kind}: {counts['examples']} held-out examples")
         with tuned.base() as base_model:
             base = mean_loss(base_model, rows, device, cfg.batch_size, amp)
@@ -76,8 +73,8 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
         tuned, read_split(dataset, "eval", ("chat",))[: cfg.answers], cfg, emit
     )
     result = {"losses": losses, "answers": answers}
-    (run_dir / RESULT).write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    emit("done", 1, 1, message=f"wrote {run_dir / RESULT}")
+    (run_dir / rf.EVALUATION).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    emit("done", 1, 1, message=f"wrote {run_dir / rf.EVALUATION}")
     return result
 
 

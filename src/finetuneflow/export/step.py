@@ -15,14 +15,11 @@ from typing import Any
 
 from finetuneflow import paths
 from finetuneflow.config import setting
+from finetuneflow.errors import ExportError
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.train import run_files as rf
+from finetuneflow.state import runs as rf
 
 VERIFY_PROMPT = [{"role": "user", "content": "Summarise what you know in one sentence."}]
-
-
-class ExportError(RuntimeError):
-    """An export failed or did not verify; the message carries the numbers."""
 
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")
@@ -100,7 +97,7 @@ class Context:
 
 def stop_ids(tokenizer: Any) -> set[int]:
     """The end-of-turn ids the trained model stops on (every exported runtime must stop on them)."""
-    from finetuneflow.train.data import end_of_turn_tokens
+    from finetuneflow.models.chat import end_of_turn_tokens
 
     return set(end_of_turn_tokens(tokenizer).values())
 

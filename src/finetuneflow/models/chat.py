@@ -1,4 +1,6 @@
-"""Tokenize examples with the model's chat template, mask labels, and pack rows.
+"""Chat and tokenizer helpers every step shares: end-of-turn tokens, the pad id, examples tokenized
+with the model's chat template and their labels masked, and packed rows (training and evaluation
+both compute losses on them).
 
 Label rules (the invariants the tests pin):
 
@@ -18,13 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from finetuneflow.errors import ChatTemplateError
+
 IGNORE = -100
 # End-of-turn markers of the common chat templates; whichever the tokenizer knows is used.
 EOT_CANDIDATES = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
-
-
-class TemplateError(ValueError):
-    """The tokenizer's chat template cannot be used for training (the message says why)."""
 
 
 @dataclass
@@ -73,10 +73,10 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
     from its first character through its end-of-turn marker.
 
     Raises:
-        TemplateError: no chat template, or one that rewrites earlier turns (then prefixes do not match).
+        ChatTemplateError: no chat template, or one that rewrites earlier turns (then prefixes do not match).
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise TemplateError("the tokenizer has no chat template; set one or use plain-text examples")
+        raise ChatTemplateError("the tokenizer has no chat template; set one or use plain-text examples")
     full = _render(tokenizer, messages, False)
     eots = sorted(end_of_turn_tokens(tokenizer), key=len, reverse=True)
     spans: list[tuple[int, int]] = []
@@ -86,7 +86,7 @@ def assistant_char_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tupl
         prompt = _render(tokenizer, messages[:i], True)
         upto = _render(tokenizer, messages[: i + 1], False)
         if not (full.startswith(upto) and upto.startswith(prompt)):
-            raise TemplateError(
+            raise ChatTemplateError(
                 "the chat template renders earlier turns differently depending on later ones, so the "
                 "answer boundaries cannot be found; use a template without that behaviour"
             )
@@ -137,14 +137,14 @@ def check_eos_not_masked(tokenizer: Any, encoded: list[Encoded]) -> None:
     by position, so labels must still contain the end-of-turn token; this check proves they do.
 
     Raises:
-        TemplateError: pad == end-of-turn and no supervised end-of-turn token was found.
+        ChatTemplateError: pad == end-of-turn and no supervised end-of-turn token was found.
     """
     eot_ids = set(end_of_turn_tokens(tokenizer).values())
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id not in eot_ids:
         return
     supervised = [e for e in encoded if e.n_supervised > 0 and not e.truncated]
     if supervised and not any(set(e.labels) & eot_ids for e in supervised):
-        raise TemplateError(
+        raise ChatTemplateError(
             f"the pad token {tokenizer.pad_token!r} is also the end-of-turn token, and no training label "
             "contains it: the model would learn never to stop. Keep end-of-turn tokens in the labels "
             "(mask padding by position, not by token id) or set a distinct pad token."
@@ -182,3 +182,25 @@ def _row(members: list[Encoded], row_len: int, pad_id: int) -> Row:
         pos += range(len(ex.input_ids))
     pad = row_len - len(ids)
     return Row(ids + [pad_id] * pad, labels + [IGNORE] * pad, pos + list(range(pad)), len(members), len(ids))
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id that fills rows: the tokenizer's pad token, else its end-of-sequence token."""
+    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+
+
+def encode_rows(
+    tokenizer: Any, records: list[dict[str, Any]], max_len: int
+) -> tuple[list[Row], dict[str, int]]:
+    """Encode and pack dataset rows; returns rows plus counts (examples, truncated, tokens)."""
+    encoded: list[Encoded] = [encode_example(tokenizer, r, max_len) for r in records]
+    check_eos_not_masked(tokenizer, encoded)
+    rows = pack(encoded, max_len, pad_id(tokenizer))
+    counts = {
+        "examples": len(encoded),
+        "truncated": sum(e.truncated for e in encoded),
+        "tokens": sum(len(e.input_ids) for e in encoded),
+        "supervised_tokens": sum(e.n_supervised for e in encoded),
+        "rows": len(rows),
+    }
+    return rows, counts

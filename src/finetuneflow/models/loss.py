@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetuneflow.train.data import IGNORE, Row
+from finetuneflow.models.chat import IGNORE, Row
 
 
 def rows_to_tensors(rows: list[Row], device: str) -> dict[str, Any]:

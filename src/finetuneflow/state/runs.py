@@ -1,13 +1,18 @@
-"""The files that make a run folder describe itself."""
+"""Run folders: their ids, where they live, the files that make them describe themselves, and the
+guard that keeps a finished run from being overwritten. Every step that reads or writes a run
+(train, classify, evaluate, export, chat) uses this module; none of them owns the format."""
 
 from __future__ import annotations
 
 import json
 import platform
+import secrets
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from finetuneflow.errors import FinishedRunError
 
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
@@ -15,6 +20,37 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 ADAPTER = "adapter"
 FULL_MODEL = "model"  # full fine-tuning saves every weight here instead of an adapter
+EVALUATION = "evaluation.json"  # written by the evaluate step, read by the report
+CHECKPOINTS = "checkpoints"
+
+
+def new_run_id() -> str:
+    """Sortable and unique: 20261121-143005-3fa2."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def check_run_id(run_id: str) -> str:
+    """The id itself when it can name a folder (no path tricks); raises LookupError otherwise."""
+    if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
+        raise LookupError(f"invalid run id {run_id!r}")
+    return run_id
+
+
+def run_folder(project_dir: Path, run_id: str) -> Path:
+    """Where run ``run_id`` of the project in ``project_dir`` lives (it may not exist yet)."""
+    return project_dir / "runs" / check_run_id(run_id)
+
+
+def check_not_finished(run_dir: Path) -> None:
+    """Refuse to write into a run folder that already holds a finished run.
+
+    Raises:
+        FinishedRunError: ``summary.json`` exists there.
+    """
+    if (run_dir / SUMMARY).exists():
+        raise FinishedRunError(
+            f"{run_dir} already holds a finished run; start a new run instead of overwriting it"
+        )
 
 
 def library_versions() -> dict[str, str]:

@@ -6,7 +6,7 @@ import codecs
 import re
 import unicodedata
 
-from finetuneflow.records import ReaderError
+from finetuneflow.errors import ReaderError
 
 # Every line-break convention we meet in the wild (Windows, old Mac, form feeds from PDF page
 # breaks, Unicode line/paragraph separators) becomes "\n" so later steps only see one kind.

@@ -1,0 +1,31 @@
+"""The Python API: one function per pipeline step, each a thin wrapper over the step's core.
+
+Wrappers resolve a project's folders and database rows, record a job, and call the pure step
+function; the CLI (and later the REST routes and the worker) call these same functions::
+
+    from finetuneflow import api
+    api.ingest(["examples/quickstart"], project="demo")
+    api.build_dataset("demo")
+    run = api.train("demo")
+    api.evaluate("demo", run["run_id"])
+    api.export("demo", run["run_id"])
+    print(api.chat("demo", run["run_id"], "What does error E21 mean?"))
+"""
+
+from finetuneflow.api.data import build_dataset, generate_dataset, ingest
+from finetuneflow.api.runs import chat, evaluate, export, latest_run, list_runs, run_dir
+from finetuneflow.api.training import resume, train
+
+__all__ = [
+    "build_dataset",
+    "chat",
+    "evaluate",
+    "export",
+    "generate_dataset",
+    "ingest",
+    "latest_run",
+    "list_runs",
+    "resume",
+    "run_dir",
+    "train",
+]

@@ -1,0 +1,82 @@
+"""Data steps: ingest files into a project, build and generate its dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finetuneflow import paths
+from finetuneflow.api._common import jsonable, project_id
+from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.events import EventSink
+from finetuneflow.ingest.config import IngestConfig
+from finetuneflow.ingest.step import IngestReport
+from finetuneflow.state import session_scope
+from finetuneflow.state.jobs import tracked
+from finetuneflow.state.repo import get_or_create_project
+
+if TYPE_CHECKING:  # imported lazily at call time
+    from finetuneflow.dataset.generate import GenerateConfig
+    from finetuneflow.dataset.presets import ProviderConfig
+
+
+def ingest(
+    inputs: Sequence[str | Path],
+    project: str = "default",
+    config: IngestConfig | None = None,
+    on_event: EventSink | None = None,
+) -> IngestReport:
+    """Read files/folders into the project as chunks with provenance."""
+    from finetuneflow.ingest.step import ingest as ingest_step
+
+    cfg = config or IngestConfig()
+    with session_scope() as s:
+        project_id = get_or_create_project(s, project).id
+    with tracked("ingest", project_id, {"inputs": [str(p) for p in inputs]}, on_event) as (sink, done):
+        report = ingest_step([Path(p) for p in inputs], project, cfg, sink)
+        paths.project_settings(project, tokenizer=cfg.tokenizer)  # the dataset step measures with it
+        done({"counts": report.counts()})
+    return report
+
+
+def build_dataset(
+    project: str = "default", config: DatasetConfig | None = None, on_event: EventSink | None = None
+) -> dict[str, Any]:
+    """Turn the project's chunks and reviewed examples into split JSONL files plus exports; returns
+    the manifest (with ``path`` and ``stats``)."""
+    from finetuneflow.dataset.pipeline import build_step
+
+    cfg = config or DatasetConfig()
+    with tracked("dataset", project_id(project), {"name": cfg.name}, on_event) as (sink, done):
+        manifest = build_step(project, cfg, sink)
+        done(jsonable(manifest["counts"]))
+    return manifest
+
+
+def generate_dataset(
+    project: str,
+    provider: ProviderConfig,
+    generate: GenerateConfig | None = None,
+    config: DatasetConfig | None = None,
+    on_event: EventSink | None = None,
+    *,
+    preview: bool = False,
+    build: bool = True,
+) -> dict[str, Any]:
+    """Write instruction examples from the project's chunks with an LLM (all chunks, or a preview of a
+    few), then build the dataset unless ``preview`` or ``build=False``. Returns ``{"generation": ...,
+    "manifest": ...}``. A rerun only asks for what is missing."""
+    from finetuneflow.dataset.generate import GenerateConfig as _GenerateConfig
+    from finetuneflow.dataset.pipeline import generate_step
+
+    cfg = config or DatasetConfig()
+    gen = generate or _GenerateConfig()
+    params = {"name": cfg.name, "model": provider.model, "preset": provider.preset, "preview": preview}
+    with tracked("generate", project_id(project), params, on_event) as (sink, done):
+        report = generate_step(project, cfg, gen, provider, sink, preview=preview)
+        done(jsonable(report.to_json()))
+    out: dict[str, Any] = {"generation": report}
+    if build and not preview:
+        out["manifest"] = build_dataset(project, cfg, on_event)
+    return out

@@ -1,0 +1,118 @@
+"""Finished runs: find them, list them, evaluate, export and ask them questions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from finetuneflow import paths
+from finetuneflow.api._common import jsonable, project_id
+from finetuneflow.events import EventSink
+from finetuneflow.state import runs as rf
+from finetuneflow.state import schema, session_scope
+from finetuneflow.state.jobs import tracked
+from finetuneflow.state.repo import find_project
+
+if TYPE_CHECKING:  # imported lazily at call time
+    from finetuneflow.evaluate.step import EvalConfig
+    from finetuneflow.export.step import ExportConfig
+
+
+def run_dir(project: str, run_id: str) -> Path:
+    """Folder of a run. Raises LookupError if it does not exist."""
+    path = rf.run_folder(paths.project_dir(project), run_id)
+    if not path.is_dir():
+        raise LookupError(f"no run {run_id!r} in project {project!r}; see `ftf runs --project {project}`")
+    return path
+
+
+def latest_run(project: str) -> str:
+    """Id of the newest finished run of the project. Raises LookupError if there is none."""
+    with session_scope() as s:
+        proj = find_project(s, project)
+        run = s.scalars(
+            select(schema.Run)
+            .where(schema.Run.project_id == proj.id, schema.Run.status == "finished")
+            .order_by(schema.Run.created_at.desc())
+        ).first()
+        if run is None:
+            raise LookupError(f"project {project!r} has no finished run; run `ftf train` first")
+        return run.id
+
+
+def list_runs(project: str) -> list[dict[str, Any]]:
+    """Runs of a project, newest first."""
+    with session_scope() as s:
+        proj = find_project(s, project)
+        runs = s.scalars(
+            select(schema.Run).where(schema.Run.project_id == proj.id).order_by(schema.Run.created_at.desc())
+        ).all()
+        return [
+            {
+                "id": r.id,
+                "status": r.status,
+                "dataset": r.dataset,
+                "base_model": r.base_model,
+                "eval_loss": (r.summary or {}).get("eval_loss"),
+                "created_at": str(r.created_at),
+            }
+            for r in runs
+        ]
+
+
+def evaluate(
+    project: str,
+    run_id: str | None = None,
+    config: EvalConfig | None = None,
+    on_event: EventSink | None = None,
+) -> dict[str, Any]:
+    """Base vs tuned on the held-out examples; returns and stores the comparison."""
+    from finetuneflow.evaluate.step import EvalConfig
+    from finetuneflow.evaluate.step import evaluate as evaluate_step
+
+    run_id = run_id or latest_run(project)
+    folder = run_dir(project, run_id)
+    with tracked("evaluate", project_id(project), {"run_id": run_id}, on_event) as (sink, done):
+        result = evaluate_step(folder, config or EvalConfig(), sink)
+        done({"losses": result["losses"]})
+    return result
+
+
+def export(
+    project: str,
+    run_id: str | None = None,
+    config: ExportConfig | None = None,
+    on_event: EventSink | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Write the adapter, merged model and report into the project's exports/<run-id>/."""
+    from finetuneflow.export.step import ExportConfig
+    from finetuneflow.export.step import export as export_step
+
+    run_id = run_id or latest_run(project)
+    folder = run_dir(project, run_id)
+    target = out_dir or paths.project_dir(project) / "exports" / run_id
+    with tracked("export", project_id(project), {"run_id": run_id}, on_event) as (sink, done):
+        results = export_step(folder, target, config or ExportConfig(), sink)
+        done(jsonable({k: v.get("path") for k, v in results.items()}))
+    return {"path": str(target), **results}
+
+
+def chat(
+    project: str,
+    question: str,
+    run_id: str | None = None,
+    max_new_tokens: int = 128,
+    system: str | None = None,
+) -> str:
+    """Answer ``question`` with the tuned model of a run (greedy)."""
+    from finetuneflow.models.generate import generate_reply
+    from finetuneflow.models.load import load_tuned
+
+    tuned = load_tuned(run_dir(project, run_id or latest_run(project)))
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": question}
+    ]
+    return generate_reply(tuned.model, tuned.tokenizer, messages, max_new_tokens)

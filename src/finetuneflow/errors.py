@@ -1,0 +1,107 @@
+"""Every error FineTuneFlow raises on purpose, in one place.
+
+Each says in words a user can act on what went wrong and what to do. The steps raise them, and the
+CLI, the API and later the REST routes turn them into messages and exit codes, so each wrapper needs
+to know one module, not every step's internals. Built-in base classes are kept (``ValueError`` for
+bad input, ``RuntimeError`` for work that could not finish) so ``except ValueError`` still works.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid; ``errors`` lists each as 'key: problem (fix)'."""
+
+    def __init__(self, errors: list[str], what: str = "config") -> None:
+        self.errors = errors
+        super().__init__(f"invalid {what}:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+# --- ingest
+class ReaderError(Exception):
+    """A source file cannot be read; the message says why in words a user can act on."""
+
+
+# --- models
+class ModelError(ValueError):
+    """A model name cannot be resolved; the message says what was tried and what to do."""
+
+
+class ChatTemplateError(ValueError):
+    """The tokenizer's chat template cannot be used for training (the message says why)."""
+
+
+# --- dataset
+ErrorKind = Literal[
+    "timeout", "rate_limit", "server", "connection", "auth", "not_found", "bad_request", "bad_response"
+]
+
+
+class ProviderError(RuntimeError):
+    """An LLM provider call failed; ``kind`` says how (timeout, rate_limit, server, connection, auth,
+    not_found, bad_request, bad_response), ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, kind: ErrorKind, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind: ErrorKind = kind
+        self.status = status
+        self.attempts = 0  # HTTP requests made before giving up
+        self.retry_after: float | None = None  # seconds the server asked us to wait
+
+
+class CircuitOpen(ProviderError):
+    """Too many calls in a row failed; no more requests are sent by this Provider."""
+
+
+class LLMJSONError(ValueError):
+    """No JSON value could be recovered from an LLM answer; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FormatTemplateError(ValueError):
+    """A conversation cannot be written in a text template (the official template would refuse it too)."""
+
+
+# --- train and classify
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, nothing to train on, a finished run in the way, OOM)."""
+
+
+class FinishedRunError(TrainingError):
+    """The run folder already holds a finished run; it is never overwritten."""
+
+
+class ClassifyDataError(ValueError):
+    """The labelled CSV cannot be used; the message names the file, the rows and the fix."""
+
+
+# --- export
+class ExportError(RuntimeError):
+    """An export failed or did not verify; the message carries the numbers."""
+
+
+class VerificationError(RuntimeError):
+    """An artefact does not reproduce the trained model; the message has the numbers."""
+
+
+class TensorsError(ValueError):
+    """Safetensors inputs cannot be combined; the message lists every conflict with names and shapes."""
+
+
+class OllamaTemplateError(ValueError):
+    """A chat template cannot be translated to Ollama's Go template (or the translation does not
+    reproduce it)."""
+
+
+class UnsupportedTemplate(OllamaTemplateError):
+    """A Go template uses constructs beyond the evaluator's subset."""
+
+
+class ModelfileError(ValueError):
+    """A Modelfile breaks the documented syntax; the message names the line."""

@@ -1,0 +1,46 @@
+"""The ingest step's settings (read by the step and by its worker processes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from finetuneflow.config import setting
+from finetuneflow.text.dedup import DedupConfig
+
+
+@dataclass
+class IngestConfig:
+    """How files are read, chunked, cleaned and deduplicated."""
+
+    tokenizer: str = setting("smollm2-135m-instruct", "Model whose tokenizer counts chunk tokens.")
+    max_tokens: int = setting(512, "Largest chunk, in tokens of that tokenizer.")
+    overlap: int = setting(50, "Tokens repeated between consecutive chunks of a document.")
+    max_file_mb: float = setting(200.0, "Files larger than this are refused (with a message), not read.")
+    min_chars: int = setting(20, "Chunks shorter than this many characters are dropped (and recorded).")
+    dedup: bool = setting(True, "Drop exact and near-duplicate chunks within the project (recorded).")
+    near_threshold: float = setting(
+        0.8, "Jaccard similarity (character 5-grams) that counts as near-duplicate."
+    )
+    num_perm: int = setting(128, "MinHash slots per signature for near-duplicate detection.")
+    shingle: int = setting(5, "Character n-gram length for near-duplicate detection.")
+    scrub_pii: bool = setting(
+        False, "Replace e-mails, phones, IPs, IBANs, cards, keys with typed placeholders."
+    )
+    domain: str = setting("", "Only ingest collections of this domain ('' = everything).")
+    workers: int = setting(0, "Processes reading files in parallel (0 = all cores, 1 = in-process).")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_tokens < 16:
+            out.append("max_tokens: must be >= 16")
+        if not 0 <= self.overlap < self.max_tokens // 2:
+            out.append("overlap: must be >= 0 and less than half of max_tokens")
+        if self.max_file_mb <= 0:
+            out.append("max_file_mb: must be > 0")
+        if self.min_chars < 0 or self.workers < 0:
+            out.append("min_chars, workers: must be >= 0")
+        out += self.dedup_config().problems()
+        return out
+
+    def dedup_config(self) -> DedupConfig:
+        return DedupConfig(num_perm=self.num_perm, shingle=self.shingle, threshold=self.near_threshold)
