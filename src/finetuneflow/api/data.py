@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from finetuneflow import paths
 from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.dataset.build import DatasetConfig
-from finetuneflow.events import EventSink
+from finetuneflow.events import Emitter, EventSink
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.ingest.step import IngestReport
 from finetuneflow.state import session_scope
@@ -27,14 +27,19 @@ def ingest(
     config: IngestConfig | None = None,
     on_event: EventSink | None = None,
 ) -> IngestReport:
-    """Read files/folders into the project as chunks with provenance."""
+    """Read files/folders into the project as chunks with provenance (the project is created if new)."""
+    from finetuneflow.ingest.step import Target
     from finetuneflow.ingest.step import ingest as ingest_step
+    from finetuneflow.models.resolve import resolve_model
 
     cfg = config or IngestConfig()
     with session_scope() as s:
         project_id = get_or_create_project(s, project).id
     with tracked("ingest", project_id, {"inputs": [str(p) for p in inputs]}, on_event) as (sink, done):
-        report = ingest_step([Path(p) for p in inputs], project, cfg, sink)
+        Emitter("ingest", sink)("tokenizer", message=f"resolving the tokenizer of {cfg.tokenizer}")
+        raw_dir = paths.project_dir(project) / "raw"
+        target = Target(project_id, raw_dir, resolve_model(cfg.tokenizer), session_scope)
+        report = ingest_step([Path(p) for p in inputs], target, cfg, sink)
         paths.project_settings(project, tokenizer=cfg.tokenizer)  # the dataset step measures with it
         done({"counts": report.counts()})
     return report

@@ -13,9 +13,9 @@ import gc
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,7 @@ from finetuneflow.ingest.domains import COLLECTION_FILE, collection_info
 from finetuneflow.ingest.prepare import Prepared, init_worker, prepare_batch
 from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS
 from finetuneflow.ingest.store import DedupIndex, Pending, forget_file_chunks, insert_pending, plan_units
-from finetuneflow.state import schema, session_scope
-from finetuneflow.state.repo import get_or_create_project
+from finetuneflow.state import schema
 
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
 _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.exists() takes as "no"
@@ -198,17 +197,24 @@ def _prepare_all(
         yield from prepared
 
 
-def ingest(
-    inputs: list[Path], project: str, cfg: IngestConfig, on_event: EventSink | None = None
-) -> IngestReport:
-    """Ingest files and folders into ``project``; returns a per-file report (never raises for a bad file)."""
-    from finetuneflow.models.resolve import resolve_model
+@dataclass(frozen=True)
+class Target:
+    """Where an ingest writes, resolved by the caller (``api.ingest``) so the step resolves no names."""
 
+    project_id: int
+    raw_dir: Path  # exact copies of the files go here
+    model_dir: Path  # the tokenizer that counts chunk tokens is read from here (in every worker)
+    sessions: Callable[[], AbstractContextManager[Session]]  # one transaction per call: a batch
+
+
+def ingest(
+    inputs: list[Path], target: Target, cfg: IngestConfig, on_event: EventSink | None = None
+) -> IngestReport:
+    """Ingest files and folders into the target project; returns a per-file report (never raises for
+    a bad file)."""
     emit = Emitter("ingest", on_event)
-    emit("tokenizer", message=f"resolving the tokenizer of {cfg.tokenizer}")
-    model_dir = resolve_model(cfg.tokenizer)
     with _frozen_heap():
-        return _ingest(inputs, project, cfg, emit, model_dir)
+        return _ingest(inputs, target, cfg, emit)
 
 
 @contextmanager
@@ -230,13 +236,11 @@ def _frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _ingest(
-    inputs: list[Path], project: str, cfg: IngestConfig, emit: Emitter, model_dir: Path
-) -> IngestReport:
+def _ingest(inputs: list[Path], target: Target, cfg: IngestConfig, emit: Emitter) -> IngestReport:
     candidates = list(discover(inputs))
     index = DedupIndex(cfg.dedup_config(), cfg.dedup)
-    with session_scope() as session:
-        project_id = get_or_create_project(session, project).id
+    project_id, model_dir, raw_dir = target.project_id, target.model_dir, target.raw_dir
+    with target.sessions() as session:
         rows = session.execute(
             select(schema.File.path, schema.File.sha256, schema.File.status).where(
                 schema.File.project_id == project_id
@@ -246,7 +250,6 @@ def _ingest(
         resigned = index.load(session, project_id)
     if resigned:
         emit("signatures", message=f"recomputed {resigned} signatures made under other settings")
-    raw_dir = paths.project_dir(project) / "raw"
     new_files = sum(c.name not in known for c in candidates)
     pii: Counter[str] = Counter()
     with _worker_pool(cfg, model_dir, raw_dir, new_files) as pool:
@@ -257,7 +260,7 @@ def _ingest(
         for start in range(0, len(todo), BATCH_FILES):
             batch = [(i, next(prepared)) for i in todo[start : start + BATCH_FILES]]
             emit("files", start, len(todo), message=candidates[batch[0][0]].name)
-            with session_scope() as session:  # one transaction per batch: a crash keeps what is done
+            with target.sessions() as session:  # one transaction per batch: a crash keeps what is done
                 for i, report in _store_batch(session, store, batch):
                     reports[i] = report
             for _, p in batch:
