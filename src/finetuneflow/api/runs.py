@@ -68,7 +68,7 @@ def evaluate(
     config: EvalConfig | None = None,
     on_event: EventSink | None = None,
 ) -> dict[str, Any]:
-    """Base vs tuned on the held-out examples; returns and stores the comparison."""
+    """Base vs tuned on the eval split of the run's dataset; returns and stores the comparison."""
     from finetuneflow.evaluate.step import EvalConfig
     from finetuneflow.evaluate.step import evaluate as evaluate_step
 

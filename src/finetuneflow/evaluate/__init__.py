@@ -1,1 +1,1 @@
-"""Evaluation step: base vs tuned on held-out examples (see evaluate.py)."""
+"""Evaluation step: base vs tuned on the eval split of the run's dataset (see step.py)."""

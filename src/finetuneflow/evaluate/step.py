@@ -1,4 +1,4 @@
-"""Compare the base model with the tuned one on the held-out examples of the run's dataset.
+"""Compare the base model with the tuned one on the eval split of the run's dataset.
 
 Both are the same loaded weights: the adapter switched off is exactly the base model, so the
 comparison costs one model load and cannot mix up tokenizers or templates.
@@ -28,7 +28,7 @@ from finetuneflow.state.datasets import read_split
 class EvalConfig:
     """What to compare and how much to generate."""
 
-    answers: int = setting(8, "Held-out questions answered greedily by both models, shown side by side.")
+    answers: int = setting(8, "Eval-split questions answered greedily by both models, shown side by side.")
     max_new_tokens: int = setting(96, "Longest generated answer, in tokens.")
     batch_size: int = setting(4, "Packed rows per forward pass when computing losses.")
     threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
@@ -64,7 +64,7 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
         if not records:
             continue
         rows, counts = encode_rows(tokenizer, records, trained["max_len"])
-        emit("loss", message=f"{kind}: {counts['examples']} held-out examples")
+        emit("loss", message=f"{kind}: {counts['examples']} eval-split examples")
         with tuned.base() as base_model:
             base = mean_loss(base_model, rows, device, cfg.batch_size, amp)
         after = mean_loss(model, rows, device, cfg.batch_size, amp)

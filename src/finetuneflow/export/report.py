@@ -36,7 +36,7 @@ def plot_losses(metrics: list[dict[str, Any]], path: Path) -> None:
 
 def _loss_table(losses: dict[str, Any]) -> list[str]:
     lines = [
-        "| held-out set | examples | base loss | tuned loss | base ppl | tuned ppl | change |",
+        "| eval split | examples | base loss | tuned loss | base ppl | tuned ppl | change |",
         "|---|---|---|---|---|---|---|",
     ]
     for kind, v in losses.items():
@@ -50,10 +50,10 @@ def _loss_table(losses: dict[str, Any]) -> list[str]:
 def _verdict(losses: dict[str, Any]) -> str:
     chat = losses.get("chat") or next(iter(losses.values()), None)
     if not chat:
-        return "No held-out examples: nothing to compare."
+        return "No eval-split examples: nothing to compare."
     if chat["tuned_loss"] < chat["base_loss"]:
         return (
-            f"The tuned model's eval loss on held-out questions is **lower** than the base model's "
+            f"The tuned model's eval loss on the eval split is **lower** than the base model's "
             f"({chat['tuned_loss']:.3f} vs {chat['base_loss']:.3f}, {100 * chat['improvement']:.1f}% lower)."
         )
     return (
@@ -98,7 +98,7 @@ def write_report(run_dir: Path, out_dir: Path, exports: dict[str, Any]) -> dict[
     if evaluation and evaluation["answers"]:
         lines += [
             "",
-            "## Answers side by side (greedy, held-out questions)",
+            "## Answers side by side (greedy, eval-split questions)",
             "",
             *_answers(evaluation["answers"]),
         ]
