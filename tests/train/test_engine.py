@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +133,29 @@ def test_full_fine_tuning_changes_every_weight_kind_and_saves_a_model(
     assert (tmp_path / "run" / rf.FULL_MODEL / "tokenizer.json").exists()
 
 
-def test_qlora_on_a_cpu_trains_lora_and_says_why(tiny_model: Path, tmp_path: Path) -> None:
+def test_qlora_on_a_cpu_trains_lora_and_says_why(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events: list[Any] = []
-    summary = train(
-        chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, method="qlora"), events.append
-    )
+    qlora = _cfg(tiny_model, method="qlora", device="cpu")
+    summary = train(chat_dataset(tmp_path / "ds"), tmp_path / "run", qlora, events.append)
     assert summary["method"] == "lora"
-    notes = rf.read_json(tmp_path / "run" / rf.CONFIG)["notes"]
-    assert notes and "needs a CUDA GPU" in notes[0] and "method='lora'" in notes[0]
-    assert any(e.stage == "note" and "CUDA" in e.message for e in events)
-    assert resolve_method(_cfg(tiny_model, method="qlora"), "cuda")[0] in ("qlora", "lora")
+    config = rf.read_json(tmp_path / "run" / rf.CONFIG)
+    assert config["method"] == "lora" and config["train"]["method"] == "qlora"  # asked for, and ran
+    assert resolve_method(qlora, "cpu") == ("lora", config["notes"])  # the one reason, recorded
+    (why,) = config["notes"]
+    assert why.startswith("QLoRA's 4-bit base needs a CUDA GPU here; training plain LoRA instead")
+    assert why.endswith("Set method='lora' to silence this.")
+    assert [e.message for e in events if e.stage == "note"] == [why]
+
+    # on a GPU: QLoRA when bitsandbytes imports, else LoRA with the install command
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails even where it is installed
+    assert resolve_method(qlora, "cuda") == (
+        "lora",
+        ["QLoRA needs bitsandbytes: pip install 'finetuneflow[qlora]'. Training plain LoRA instead."],
+    )
+    monkeypatch.setitem(sys.modules, "bitsandbytes", types.ModuleType("bitsandbytes"))
+    assert resolve_method(qlora, "cuda") == ("qlora", [])
 
 
 def test_four_bit_loader_runs_on_this_machine(tiny_model: Path) -> None:
