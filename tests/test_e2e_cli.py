@@ -104,7 +104,10 @@ def test_every_runtime_export_is_verified(tiny_model: Path, ftf_home: Path) -> N
     assert results["gguf"]["files"]["f32"]["verify"]["passed"]
     assert results["gguf"]["files"]["f32"]["verify"]["max_abs_diff"] <= 1e-3
     assert results["gguf"]["files"]["q8_0"]["verify"]["passed"]
-    assert (export / "gguf/model-q8_0.gguf").is_file() and (export / "gguf").glob("adapter-*.gguf")
+    assert (export / "gguf/model-q8_0.gguf").is_file()
+    adapters = sorted((export / "gguf").glob("adapter-*.gguf"))
+    assert adapters == [export / "gguf/adapter-f16.gguf"]  # the default gguf_lora_type
+    assert Path(results["gguf-lora"]["path"]) == adapters[0] and results["gguf-lora"]["verify"]["passed"]
     modelfile = (export / "ollama/Modelfile").read_text()
     assert "FROM " in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile and "TEMPLATE" in modelfile
     report = (export / "report.md").read_text()
