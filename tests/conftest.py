@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated state folder for every test and a tiny model built once per session."""
+"""Shared fixtures: an isolated state folder for every test, a tiny model built once per session and the
+real default model converted once per session."""
 
 from __future__ import annotations
 
@@ -37,3 +38,37 @@ def tiny_tokenizer(tiny_model: Path):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model (SmolLM2-135M-Instruct's GGUF, dequantized to safetensors) converted once per
+    session into a state folder of its own, outside every test's FTF_HOME. Use ``default_model``."""
+    from finetuneflow.models.resolve import DEFAULT_MODEL, resolve_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FTF_HOME", str(tmp_path_factory.mktemp("default-model-home")))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        return resolve_model(DEFAULT_MODEL)
+
+
+@pytest.fixture
+def default_model(default_model_cache: Path, ftf_home: Path) -> Iterator[Path]:
+    """The converted default model as ``$FTF_HOME/models/<name>`` of this test: a link to the session's
+    folder, so ``resolve_model`` finds it converted. Only the link is the test's: the folder is shared,
+    so a test that writes into it (or deletes from it) fails at teardown instead of changing others."""
+    link = ftf_home / "models" / default_model_cache.name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(default_model_cache, target_is_directory=True)
+    before = _files(default_model_cache)
+    yield link
+    assert _files(default_model_cache) == before, f"the test changed the shared {default_model_cache}"
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime in ns) of every file under ``folder``: any write changes it."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

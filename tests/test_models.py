@@ -28,13 +28,14 @@ def test_unknown_names_get_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_model_converts_once_and_loads() -> None:
+def test_default_model_converts_once_and_loads(default_model: Path) -> None:
     """The shipped GGUF becomes a safetensors folder that trains; the quantization flag is gone."""
     import json
 
     from transformers import AutoConfig, AutoTokenizer
 
     folder = resolve_model("smollm2-135m-instruct")
+    assert folder == default_model  # the session's conversion, found as converted: none here
     assert (folder / "model.safetensors").is_file()
     assert json.loads((folder / SOURCE_FILE).read_text())["kind"] == "gguf"
     assert getattr(AutoConfig.from_pretrained(folder), "quantization_config", None) is None

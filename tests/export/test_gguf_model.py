@@ -201,13 +201,13 @@ def test_llama_cpp_runs_the_file(run: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_model_q8_0_keeps_the_source_tokenizer(tmp_path: Path) -> None:
+def test_default_model_q8_0_keeps_the_source_tokenizer(default_model: Path, tmp_path: Path) -> None:
     import json
 
     from finetuneflow.models.load import load_causal_lm, load_tokenizer
-    from finetuneflow.models.resolve import default_gguf, resolve_model
+    from finetuneflow.models.resolve import default_gguf
 
-    base = resolve_model("smollm2-135m-instruct")
+    base = default_model
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"model_dir": str(base)}))

@@ -165,7 +165,7 @@ def test_cli_from_gguf_reports_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_gguf_to_onnx_on_the_default_model(tmp_path: Path) -> None:
+def test_gguf_to_onnx_on_the_default_model(default_model: Path, tmp_path: Path) -> None:
     """SmolLM2-135M's Q4_1 GGUF (dequantized once), exported and verified; the CLI prints the verdict."""
     import typer
     from typer.testing import CliRunner
@@ -183,4 +183,5 @@ def test_gguf_to_onnx_on_the_default_model(tmp_path: Path) -> None:
 
     data = json.loads(result.stdout)  # stderr has the GGUF reader's progress bars
     assert data["verify"]["passed"] and data["verify"]["max_abs_diff"] <= 1e-3
+    assert data["source"]["model_dir"] == str(default_model)  # the session's conversion, not a new one
     assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "tokenizer.json").is_file()
