@@ -4,12 +4,12 @@ Wrappers resolve a project's folders and database rows, record a job, and call t
 function; the CLI (and later the REST routes and the worker) call these same functions::
 
     from finetuneflow import api
-    api.ingest(["examples/quickstart"], project="demo")
+    api.ingest(["examples/quickstart/data"], project="demo")
     api.build_dataset("demo")
     run = api.train("demo")
     api.evaluate("demo", run["run_id"])
     api.export("demo", run["run_id"])
-    print(api.chat("demo", run["run_id"], "What does error E21 mean?"))
+    print(api.chat("demo", "What does error E21 mean?", run["run_id"]))
 """
 
 from finetuneflow.api.data import build_dataset, generate_dataset, ingest
