@@ -24,8 +24,6 @@ for group in (ingest, dataset, provider, train, evaluate, export, chat, classify
 
 
 def main() -> None:
+    """The ``ftf`` console script."""
     app()
 
-
-if __name__ == "__main__":
-    main()
