@@ -152,7 +152,7 @@ def test_cli_from_gguf_reports_errors(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from finetuneflow.cli_tensors import register
+    from finetuneflow.cli.export import register
 
     app = typer.Typer()
     register(app)
@@ -170,7 +170,7 @@ def test_gguf_to_onnx_on_the_default_model(default_model: Path, tmp_path: Path) 
     import typer
     from typer.testing import CliRunner
 
-    from finetuneflow.cli_tensors import register
+    from finetuneflow.cli.export import register
     from finetuneflow.models.resolve import default_gguf
 
     app = typer.Typer()

@@ -113,7 +113,7 @@ def test_cli_combine(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from finetuneflow.cli_tensors import register
+    from finetuneflow.cli.export import register
 
     app = typer.Typer()
     register(app)

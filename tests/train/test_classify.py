@@ -287,7 +287,7 @@ def test_nan_loss_stops_with_the_step(tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_cli_train_and_predict(tiny_model: Path, tmp_path: Path) -> None:
-    from finetuneflow.cli_classify import register
+    from finetuneflow.cli.classify import register
 
     app = typer.Typer()
     register(app)
@@ -314,7 +314,7 @@ def test_cli_train_and_predict(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_cli_module_imports_no_heavy_library() -> None:
     code = (
-        "import sys, typer; from finetuneflow.cli_classify import register; app = typer.Typer();"
+        "import sys, typer; from finetuneflow.cli.classify import register; app = typer.Typer();"
         "register(app); from typer.testing import CliRunner; CliRunner().invoke(app, ['classify', '--help']);"
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )

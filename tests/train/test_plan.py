@@ -263,7 +263,7 @@ def test_ftf_plan_json_and_table(tiny_model: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from finetuneflow import paths
-    from finetuneflow.cli_plan import register
+    from finetuneflow.cli.train import register
 
     app = typer.Typer()
     app.callback()(lambda: None)  # a group, so the command is called by name as in `ftf plan`

@@ -1,91 +1,42 @@
-"""``ftf dataset ...`` and ``ftf provider ...``: build, generate with an LLM, review, check a provider."""
+"""``ftf dataset build | generate | review ...``: build a dataset, write one with an LLM, review it."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from finetuneflow.cli import ConfigFile, Project, _fail, _settings, app, console, dataset_app
+from finetuneflow.cli.common import Command, ConfigFile, Project, console, fail, opt, settings
+from finetuneflow.cli.provider import BaseUrl, Concurrency, KeyEnv, KeyFile, Model, Preset, path_text
 
-provider_app = typer.Typer(help="Check an OpenAI-compatible LLM provider.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Build and inspect datasets.", no_args_is_help=True)
 review_app = typer.Typer(help="List, search, edit, delete, approve and rate examples.", no_args_is_help=True)
-app.add_typer(provider_app, name="provider")
 dataset_app.add_typer(review_app, name="review")
 
 Name = Annotated[str, typer.Option("--name", "-n", help="Dataset name.")]
-Preset = Annotated[
-    str | None, typer.Option(help="ollama | ollama-cloud | openai | vllm | llamacpp | ftf | custom (ollama).")
-]
-BaseUrl = Annotated[str | None, typer.Option(help="Server URL ending in /v1 (default: the preset's).")]
-Model = Annotated[str | None, typer.Option("--model", "-m", help="Model name on the server.")]
-KeyEnv = Annotated[str | None, typer.Option(help="Environment variable holding the API key.")]
-KeyFile = Annotated[Path | None, typer.Option(help="File holding the API key (chmod 600).")]
-Concurrency = Annotated[int | None, typer.Option(help="Requests in flight at once (2 local, 8 cloud).")]
-Formats = Annotated[
-    list[str] | None,
-    typer.Option("--format", "-f", help="Export format, repeatable (messages, openai, ...)."),
-]
+NewName = Annotated[str | None, opt("dataset", "name", "--name", "-n")]
+Domain = Annotated[str | None, opt("dataset", "domain")]
+SystemPrompt = Annotated[str | None, opt("dataset", "system_prompt")]
+Formats = Annotated[list[str] | None, opt("dataset", "formats", "--format", "-f", note="Repeatable.")]
 
 
-def _provider(
-    file: Path | None, preset: str | None, base_url: str | None, model: str | None, **more: Any
-) -> Any:
-    from finetuneflow.dataset.presets import ProviderConfig
-
-    data: dict[str, Any] = json.loads(file.read_text()).get("provider", {}) if file else {}
-    flags = dict(preset=preset, base_url=base_url, model=model, **more)
-    return _settings(ProviderConfig, None, **{**data, **{k: v for k, v in flags.items() if v is not None}})
+def register(app: typer.Typer) -> None:
+    """Add the ``dataset`` command group (with ``dataset review``) to ``app``."""
+    app.add_typer(dataset_app, name="dataset")
 
 
-def _section(cls: type, file: Path | None, key: str, **flags: Any) -> Any:
-    data: dict[str, Any] = json.loads(file.read_text()).get(key, {}) if file else {}
-    return _settings(cls, None, **{**data, **{k: v for k, v in flags.items() if v is not None}})
-
-
-@provider_app.command("test")
-def provider_test(
-    preset: Preset = None,
-    base_url: BaseUrl = None,
-    model: Model = None,
-    api_key_env: KeyEnv = None,
-    api_key_file: KeyFile = None,
-    config: ConfigFile = None,
-) -> None:
-    """Check a provider: list its models and make one tiny chat request."""
-    from finetuneflow.dataset.provider_check import check_provider
-
-    try:
-        cfg = _provider(
-            config, preset, base_url, model, api_key_env=api_key_env, api_key_file=_s(api_key_file)
-        )
-        result = check_provider(cfg)
-    except (ValueError, LookupError) as err:
-        _fail(err)
-    console.print_json(data=result)
-    if not result["ok"]:
-        raise typer.Exit(1)
-
-
-def _s(path: Path | None) -> str | None:
-    return str(path) if path else None
-
-
-@dataset_app.command("build")
+@dataset_app.command("build", cls=Command)
 def dataset_build(
     project: Project = "default",
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset name (default).")] = None,
-    eval_fraction: Annotated[
-        float | None, typer.Option(help="Share of chat examples held out (0.15).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Split seed (42).")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="System message added to chat examples.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Only chunks of this domain.")] = None,
-    scrub_pii: Annotated[bool | None, typer.Option("--scrub-pii/--keep-pii", help="Scrub PII (on).")] = None,
-    min_rating: Annotated[int | None, typer.Option(help="Only examples rated >= this or approved.")] = None,
+    name: NewName = None,
+    eval_fraction: Annotated[float | None, opt("dataset", "eval_fraction")] = None,
+    seed: Annotated[int | None, opt("dataset", "seed")] = None,
+    system_prompt: SystemPrompt = None,
+    domain: Domain = None,
+    scrub_pii: Annotated[bool | None, opt("dataset", "scrub_pii", "--scrub-pii/--keep-pii")] = None,
+    min_rating: Annotated[int | None, opt("dataset", "min_rating")] = None,
     fmt: Formats = None,
     config: ConfigFile = None,
 ) -> None:
@@ -94,21 +45,14 @@ def dataset_build(
     from finetuneflow.dataset.build import DatasetConfig
 
     try:
-        cfg = _settings(
-            DatasetConfig,
-            config,
-            name=name,
-            eval_fraction=eval_fraction,
-            seed=seed,
-            system_prompt=system_prompt,
-            domain=domain,
-            scrub_pii=scrub_pii,
-            min_rating=min_rating,
+        cfg = settings(
+            DatasetConfig, config, name=name, eval_fraction=eval_fraction, seed=seed,
+            system_prompt=system_prompt, domain=domain, scrub_pii=scrub_pii, min_rating=min_rating,
             formats=fmt,
-        )
+        )  # fmt: skip
         manifest = api.build_dataset(project, cfg)
     except (ValueError, LookupError) as err:
-        _fail(err)
+        fail(err)
     _print_build(manifest)
 
 
@@ -120,29 +64,25 @@ def _print_build(manifest: dict[str, Any]) -> None:
     console.print_json(data={"counts": manifest["counts"], "pii_replaced": manifest["pii_replaced"]})
 
 
-@dataset_app.command("generate")
+@dataset_app.command("generate", cls=Command)
 def dataset_generate(
     project: Project = "default",
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Dataset name (default).")] = None,
+    name: NewName = None,
     preset: Preset = None,
     base_url: BaseUrl = None,
     model: Model = None,
     api_key_env: KeyEnv = None,
     api_key_file: KeyFile = None,
     concurrency: Concurrency = None,
-    per_chunk: Annotated[int | None, typer.Option(help="Pairs per chunk (0 = scaled to length).")] = None,
-    judge: Annotated[
-        bool | None, typer.Option("--judge/--no-judge", help="Score pairs with an LLM judge.")
-    ] = None,
-    follow_up: Annotated[
-        bool | None, typer.Option("--follow-up/--single-turn", help="Two-turn chats.")
-    ] = None,
-    max_chunks: Annotated[int | None, typer.Option(help="Only the first N chunks (0 = all).")] = None,
+    per_chunk: Annotated[int | None, opt("generate", "examples_per_chunk", "--per-chunk")] = None,
+    judge: Annotated[bool | None, opt("generate", "judge", "--judge/--no-judge")] = None,
+    follow_up: Annotated[bool | None, opt("generate", "follow_up", "--follow-up/--single-turn")] = None,
+    max_chunks: Annotated[int | None, opt("generate", "max_chunks")] = None,
     preview: Annotated[
         bool, typer.Option("--preview", help="A few representative chunks only; no build.")
     ] = False,
-    domain: Annotated[str | None, typer.Option(help="Only chunks of this domain.")] = None,
-    system_prompt: Annotated[str | None, typer.Option(help="System message of the examples.")] = None,
+    domain: Domain = None,
+    system_prompt: SystemPrompt = None,
     fmt: Formats = None,
     config: ConfigFile = None,
 ) -> None:
@@ -151,32 +91,28 @@ def dataset_generate(
     The config file may hold "provider", "generate" and "dataset" sections.
     """
     from finetuneflow import api
+    from finetuneflow.cli.progress import RichProgress
     from finetuneflow.dataset.build import DatasetConfig
     from finetuneflow.dataset.generate import GenerateConfig
-    from finetuneflow.progress import RichProgress
+    from finetuneflow.dataset.presets import ProviderConfig
 
     try:
-        prov = _provider(
-            config, preset, base_url, model,
-            api_key_env=api_key_env, api_key_file=_s(api_key_file), concurrency=concurrency,
+        prov = settings(
+            ProviderConfig, config, "provider", preset=preset, base_url=base_url, model=model,
+            api_key_env=api_key_env, api_key_file=path_text(api_key_file), concurrency=concurrency,
         )  # fmt: skip
-        gen = _section(
+        gen = settings(
             GenerateConfig, config, "generate",
             examples_per_chunk=per_chunk, judge=judge, follow_up=follow_up, max_chunks=max_chunks,
         )  # fmt: skip
-        ds = _section(
-            DatasetConfig,
-            config,
-            "dataset",
-            name=name,
-            domain=domain,
-            system_prompt=system_prompt,
+        ds = settings(
+            DatasetConfig, config, "dataset", name=name, domain=domain, system_prompt=system_prompt,
             formats=fmt,
-        )
+        )  # fmt: skip
         with RichProgress(console) as progress:
             out = api.generate_dataset(project, prov, gen, ds, progress, preview=preview)
     except (ValueError, LookupError, RuntimeError) as err:
-        _fail(err)
+        fail(err)
     report = out["generation"]
     if preview:
         for ex in report.examples:
@@ -212,7 +148,7 @@ def review_list(
             project, name, status=status, search=search, min_rating=min_rating, limit=limit, offset=offset
         )
     except (ValueError, LookupError) as err:
-        _fail(err)
+        fail(err)
     table = Table("id", "status", "rating", "origin", "question", "answer", title=f"{page.total} examples")
     for item in page.items:
         q, a = (item["question"] or item["text"] or "")[:60], (item["answer"] or "")[:60]
@@ -274,9 +210,9 @@ def review_rate(example_id: int, rating: int, project: Project = "default", name
     _run(lambda: review.rate_example(project, name, example_id, rating))
 
 
-def _run(action: Any) -> None:
+def _run(action: Callable[[], Any]) -> None:
     try:
         result = action()
     except (ValueError, LookupError) as err:
-        _fail(err)
+        fail(err)
     console.print_json(data=result)

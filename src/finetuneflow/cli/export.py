@@ -1,8 +1,5 @@
-"""``ftf tensors combine`` and ``ftf onnx from-gguf``: file-level tools that need no project.
-
-Thin wrappers over :func:`finetuneflow.export.tensors.combine` and
-:func:`finetuneflow.export.onnx_export.gguf_to_onnx`; ``register(app)`` adds both groups to an app.
-"""
+"""``ftf export`` (a run's artefacts, each verified), and the file tools that need no project:
+``ftf tensors combine`` and ``ftf onnx from-gguf``."""
 
 from __future__ import annotations
 
@@ -11,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-console = Console()
+from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console, fail, opt, settings
 
 tensors_app = typer.Typer(help="Work on safetensors files.", no_args_is_help=True)
 onnx_app = typer.Typer(help="ONNX graphs of causal LMs (needs the 'onnx' extra).", no_args_is_help=True)
@@ -22,14 +18,61 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON."
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``tensors`` and ``onnx`` command groups to ``app``."""
+    """Add ``export`` and the ``tensors`` and ``onnx`` command groups to ``app``."""
+    app.command("export", cls=Command)(export)
     app.add_typer(tensors_app, name="tensors")
     app.add_typer(onnx_app, name="onnx")
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
-    raise typer.Exit(2)
+def export(
+    project: Project = "default",
+    run: RunId = None,
+    format: Annotated[
+        list[str] | None, opt("export", "formats", "--format", "-f", note="Repeatable.")
+    ] = None,
+    gguf_types: Annotated[str | None, opt("export", "gguf_types", note="Comma-separated.")] = None,
+    ollama_create: Annotated[str | None, opt("export", "ollama_create")] = None,
+    system: Annotated[str | None, opt("export", "system")] = None,
+    verify: Annotated[bool | None, opt("export", "verify", "--verify/--no-verify")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: project's exports/<run>).")
+    ] = None,
+    config: ConfigFile = None,
+) -> None:
+    """Export adapter, merged model, GGUF (+ LoRA), Ollama Modelfile, ONNX, report, zip; each verified."""
+    from finetuneflow import api
+    from finetuneflow.cli.progress import RichProgress
+    from finetuneflow.export.step import ExportConfig
+
+    types = [t.strip().lower() for t in gguf_types.split(",") if t.strip()] if gguf_types else None
+    try:
+        cfg = settings(
+            ExportConfig, config, formats=format, gguf_types=types, ollama_create=ollama_create,
+            system=system, verify=verify,
+        )  # fmt: skip
+        with RichProgress() as sink:
+            result = api.export(project, run, cfg, sink, out)
+    except (ValueError, LookupError, RuntimeError) as err:
+        fail(err)
+    console.print(f"exported to [bold]{result['path']}[/bold]")
+    for name, value in result.items():
+        if isinstance(value, dict):
+            console.print(f"  {name}: {value.get('path', '')}" + _verified_note(value))
+
+
+def _verified_note(result: dict[str, Any]) -> str:
+    """' (verified)' when every verification in an exporter's result passed."""
+    found: list[bool] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if "passed" in value and "top1_agreement" in value:
+                found.append(bool(value["passed"]))
+            for inner in value.values():
+                walk(inner)
+
+    walk(result)
+    return f" [green](verified: {len(found)} check(s))[/green]" if found and all(found) else ""
 
 
 def _show(result: dict[str, Any], as_json: bool, summary: str) -> None:
@@ -52,8 +95,7 @@ def combine_command(
     try:
         result = combine(inputs, output)
     except TensorsError as err:
-        _fail(err)
-        return
+        fail(err)
     lines = [f"wrote {result['tensors']} tensors ({result['bytes']:,} bytes) to {output}"]
     if result["concatenated"]:
         lines.append(f"concatenated along axis 0: {', '.join(result['concatenated'])}")
@@ -74,12 +116,11 @@ def from_gguf_command(
     from finetuneflow.export.onnx_export import gguf_to_onnx
 
     if not 14 <= opset <= 23:
-        _fail(ValueError("--opset must be in 14..23 (18 suits onnxruntime >= 1.14)"))
+        fail(ValueError("--opset must be in 14..23 (18 suits onnxruntime >= 1.14)"))
     try:
         result = gguf_to_onnx(gguf, output, opset)
     except (ExportError, VerificationError, ModelError) as err:
-        _fail(err)
-        return
+        fail(err)
     v = result["verify"]
     summary = (
         f"wrote {result['path']} (opset {opset}, {result['bytes']:,} bytes; {result['note']})\n"

@@ -1,7 +1,6 @@
 """``ftf classify train`` and ``ftf classify predict``: thin wrappers over :mod:`train.classify`.
 
-``cli.py`` attaches them with ``register(app)``. torch, transformers and peft are imported inside
-the commands only, so ``ftf --help`` stays fast.
+torch, transformers and peft are imported inside the commands only, so ``ftf --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+from finetuneflow.cli.common import Command, console, fail, opt, settings
 
 
 def register(app: typer.Typer) -> None:
@@ -25,14 +23,9 @@ def register(app: typer.Typer) -> None:
         help="Sequence classification: LoRA on a labelled CSV (text, label), scored by accuracy and F1.",
         no_args_is_help=True,
     )
-    group.command("train")(classify_train)
+    group.command("train", cls=Command)(classify_train)
     group.command("predict")(classify_predict)
     app.add_typer(group, name="classify")
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
-    raise typer.Exit(2)
 
 
 def new_run_dir(project: str) -> Path:
@@ -45,7 +38,7 @@ def new_run_dir(project: str) -> Path:
 
 def classify_train(
     csv_file: Annotated[Path, typer.Argument(help="Labelled CSV/TSV with a header row.", metavar="CSV")],
-    model: Annotated[str | None, typer.Option(help="Base model (default smollm2-135m-instruct).")] = None,
+    model: Annotated[str | None, opt("classify", "base_model", "--model")] = None,
     eval_csv: Annotated[
         Path | None, typer.Option(help="Separate labelled eval file (default: a stratified split).")
     ] = None,
@@ -55,55 +48,38 @@ def classify_train(
     project: Annotated[
         str, typer.Option("--project", "-p", help="Project whose runs/ holds it.")
     ] = "default",
-    text_column: Annotated[str | None, typer.Option(help="Header of the text column (text).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Header of the label column (label).")] = None,
-    eval_fraction: Annotated[float | None, typer.Option(help="Share of each class held out (0.2).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the data (3).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (2e-4).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Texts per step (8).")] = None,
-    max_len: Annotated[int | None, typer.Option(help="Tokens per text (256).")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads, 0 = all cores.")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, bf16, fp16 or fp32.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, order and init (42).")] = None,
+    text_column: Annotated[str | None, opt("classify", "text_column")] = None,
+    label_column: Annotated[str | None, opt("classify", "label_column")] = None,
+    eval_fraction: Annotated[float | None, opt("classify", "eval_fraction")] = None,
+    epochs: Annotated[float | None, opt("classify", "epochs")] = None,
+    max_steps: Annotated[int | None, opt("classify", "max_steps")] = None,
+    learning_rate: Annotated[float | None, opt("classify", "learning_rate", "--lr")] = None,
+    batch_size: Annotated[int | None, opt("classify", "batch_size")] = None,
+    max_len: Annotated[int | None, opt("classify", "max_len")] = None,
+    lora_r: Annotated[int | None, opt("classify", "lora.r")] = None,
+    threads: Annotated[int | None, opt("classify", "threads")] = None,
+    precision: Annotated[str | None, opt("classify", "precision")] = None,
+    seed: Annotated[int | None, opt("classify", "seed")] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="JSON file of ClassifyConfig settings.")
     ] = None,
 ) -> None:
     """Train a classifier of the CSV's labels; prints accuracy, macro-F1 and the run folder."""
-    from finetuneflow.config import from_dict
-    from finetuneflow.progress import RichProgress
+    from finetuneflow.cli.progress import RichProgress
     from finetuneflow.train.classify import ClassifyConfig, train_classifier
 
-    flags = dict(
-        base_model=model,
-        text_column=text_column,
-        label_column=label_column,
-        eval_fraction=eval_fraction,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        max_len=max_len,
-        lora={"r": lora_r} if lora_r is not None else None,
-        threads=threads,
-        precision=precision,
-        seed=seed,
-    )
     try:
-        data: dict[str, Any] = json.loads(config.read_text()) if config else {}
-        for key, value in flags.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):  # a section: flags win per key
-                data[key] = {**data[key], **value}
-            elif value is not None:
-                data[key] = value
-        cfg = from_dict(ClassifyConfig, data)
+        cfg = settings(
+            ClassifyConfig, config, base_model=model, text_column=text_column, label_column=label_column,
+            eval_fraction=eval_fraction, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
+            batch_size=batch_size, max_len=max_len, lora={"r": lora_r}, threads=threads,
+            precision=precision, seed=seed,
+        )  # fmt: skip
         run_dir = out or new_run_dir(project)
         with RichProgress() as sink:
             summary = train_classifier(csv_file, run_dir, cfg, sink, eval_csv)
     except (ValueError, LookupError, RuntimeError, OSError) as err:
-        _fail(err)
+        fail(err)
     _print_summary(summary)
 
 
@@ -138,7 +114,7 @@ def classify_predict(
     try:
         results = predict(run_dir, texts)
     except (ValueError, LookupError, RuntimeError, OSError) as err:
-        _fail(err)
+        fail(err)
     if as_json:
         for text, (label, prob) in zip(texts, results, strict=True):
             typer.echo(json.dumps({"text": text, "label": label, "prob": round(prob, 6)}, ensure_ascii=False))

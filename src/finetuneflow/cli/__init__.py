@@ -1,0 +1,29 @@
+"""The ``ftf`` command line: a table of plain functions over :mod:`finetuneflow.api`.
+
+One module per command group, each with ``register(app)``; this module builds the app and
+registers them, and none of them imports it back. Heavy libraries (torch, transformers,
+SQLAlchemy) and the steps' config modules are imported inside commands, so ``ftf --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from finetuneflow.cli import chat, classify, dataset, evaluate, export, ingest, provider, train
+
+app = typer.Typer(
+    help="FineTuneFlow: your material in, a fine-tuned model you run yourself out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# `ftf --help` lists the commands in this order, then the groups (dataset, provider, tensors, ...).
+for group in (ingest, dataset, provider, train, evaluate, export, chat, classify):
+    group.register(app)
+
+
+def main() -> None:
+    """The ``ftf`` console script."""
+    app()
+
