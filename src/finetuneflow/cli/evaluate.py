@@ -1,4 +1,4 @@
-"""``ftf evaluate``: base against tuned model on the held-out examples."""
+"""``ftf evaluate``: base against tuned model on the eval split of the run's dataset."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def evaluate(
     answers: Annotated[int | None, opt("evaluate", "answers")] = None,
     config: ConfigFile = None,
 ) -> None:
-    """Compare base and tuned model on held-out examples."""
+    """Compare base and tuned model on the eval split of the run's dataset."""
     from finetuneflow import api
     from finetuneflow.cli.progress import RichProgress
     from finetuneflow.evaluate.step import EvalConfig
@@ -32,7 +32,7 @@ def evaluate(
             result = api.evaluate(project, run, cfg, sink)
     except (ValueError, LookupError, FileNotFoundError) as err:
         fail(err)
-    table = Table("held-out", "examples", "base loss", "tuned loss", "base ppl", "tuned ppl")
+    table = Table("eval split", "examples", "base loss", "tuned loss", "base ppl", "tuned ppl")
     for kind, v in result["losses"].items():
         table.add_row(
             kind,
