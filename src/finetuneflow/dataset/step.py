@@ -1,27 +1,32 @@
-"""The dataset steps over a project's state: generate (LLM) and build (files every trainer reads).
+"""The dataset step: generate (LLM) and build (the files every trainer reads) over a project's pool.
 
-Both are plain functions a CLI command, a REST route or a queue job calls; progress goes out as
-events. Generation commits each chunk's result as it completes, so an interrupted run keeps its
-work and a rerun only asks for what is missing.
+Both cores take what they work on, never names: a way to open database sessions, the project's id,
+the dataset folder and a token counter. ``api.build_dataset`` and ``api.generate_dataset`` resolve a
+project name into those, so a CLI command, a REST route or a queue job all call the same cores.
+Progress goes out as events. Generation commits each chunk's result as it completes, so an
+interrupted run keeps its work and a rerun only asks for what is missing.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from finetuneflow import paths
+from sqlalchemy.orm import Session
+
 from finetuneflow.config import to_dict
 from finetuneflow.dataset import formats, pool
 from finetuneflow.dataset.build import DatasetConfig, Unit, make_examples
-from finetuneflow.dataset.finalize import finalize
+from finetuneflow.dataset.finalize import CountFn, finalize
 from finetuneflow.dataset.generate import (
+    AnswerCache,
     GenerateConfig,
     Generated,
-    Session,
     eligible,
     generate,
     pick_preview,
@@ -30,9 +35,11 @@ from finetuneflow.dataset.io import dataset_hashes, split_path, write_jsonl
 from finetuneflow.dataset.provider import Provider, ProviderConfig
 from finetuneflow.dataset.stats import compute_stats, plot_token_histogram, write_rejected
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.models.resolve import DEFAULT_MODEL
-from finetuneflow.state import schema, session_scope
-from finetuneflow.state.repo import find_project
+from finetuneflow.state import schema
+
+SessionScope = Callable[[], AbstractContextManager[Session]]
+"""Opens a database session that commits when its block ends without error (``state.session_scope``).
+The steps open several: generation commits once per chunk, so a crash keeps what is done."""
 
 
 @dataclass
@@ -57,7 +64,8 @@ class GenerationReport:
 
 
 def generate_step(
-    project: str,
+    db: SessionScope,
+    project_id: int,
     dataset: DatasetConfig,
     gen: GenerateConfig,
     provider_cfg: ProviderConfig,
@@ -66,17 +74,20 @@ def generate_step(
     preview: bool = False,
     provider: Provider | None = None,
 ) -> GenerationReport:
-    """Generate examples for the project's chunks (or a preview of a few) into the dataset's pool."""
+    """Generate examples for the project's chunks (or a preview of a few) into the dataset's pool.
+
+    Raises:
+        ValueError: the project has no text chunks long enough to ask about.
+    """
     emit = Emitter("generate", on_event)
-    with session_scope() as s:
-        project_id = find_project(s, project).id
+    with db() as s:
         chunks = eligible(pool.load_chunks(s, project_id, dataset.domain), gen)
         cached = pool.load_cache(s, project_id, dataset.name)
     if preview:
         chunks = pick_preview(chunks, gen.preview_chunks)
     if not chunks:
         raise ValueError(
-            f"no text chunks of at least {gen.min_chunk_tokens} tokens in project {project!r}"
+            f"no text chunks of at least {gen.min_chunk_tokens} tokens in the project"
             + (f" (domain {dataset.domain!r})" if dataset.domain else "")
             + "; run `ftf ingest` on your documents first"
         )
@@ -84,7 +95,7 @@ def generate_step(
     own = provider is None
     client = provider or Provider(provider_cfg)
     try:
-        session = Session(client, client.cfg.model, cached)
+        answers = AnswerCache(client, client.cfg.model, cached)
         emit("chunks", 0, len(chunks), message=f"{len(chunks)} chunks, {len(cached)} answers logged before")
 
         def store(result: Generated) -> None:
@@ -94,11 +105,11 @@ def generate_step(
                     {"source": result.chunk.source, "messages": p.messages(dataset.system_prompt)}
                     for p in result.pairs
                 ]
-            with session_scope() as s2:  # one commit per chunk: a crash keeps what is done
+            with db() as s2:  # one commit per chunk: a crash keeps what is done
                 added, _ = pool.store_generated(s2, project_id, dataset.name, result, dataset.system_prompt)
             report.added += added
 
-        report.stopped = generate(chunks, session, gen, store, emit)
+        report.stopped = generate(chunks, answers, gen, store, emit)
     finally:
         if own:
             client.close()
@@ -115,12 +126,23 @@ def _tally(report: GenerationReport, result: Generated) -> None:
         report.rejected[f"{item['stage']}: {item['reason']}"] += 1
 
 
-def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = None) -> dict[str, Any]:
-    """Convert the project's chunks, merge the pool's live examples, filter, split and write."""
+def build_step(
+    db: SessionScope,
+    project_id: int,
+    out_dir: Path,
+    cfg: DatasetConfig,
+    count: CountFn,
+    on_event: EventSink | None = None,
+) -> dict[str, Any]:
+    """Convert the project's chunks, merge the pool's live examples, filter, split and write the
+    dataset into ``out_dir``; ``count`` gives the token length of each text (a batch at a time).
+    Returns the manifest, with ``path`` and ``stats``.
+
+    Raises:
+        ValueError: nothing to build (no usable chunks or examples).
+    """
     emit = Emitter("dataset", on_event)
-    out_dir = paths.project_dir(project) / "datasets" / cfg.name
-    with session_scope() as s:
-        project_id = find_project(s, project).id
+    with db() as s:
         units = _units(s, project_id)
         documents = Counter(u.source for u in units)
         drops: Counter[str] = Counter()
@@ -133,7 +155,7 @@ def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = No
         review_drops = [_review_rejection(r, cfg) for r in rows if not _wanted(r, cfg)]
     if not live:
         raise ValueError(
-            f"nothing to build in project {project!r}: no usable chunks or examples; "
+            "nothing to build: the project has no usable chunks or examples; "
             "run `ftf ingest` (and `ftf dataset generate`) first"
         )
     emit("filter", 0, len(live), message=f"{len(live)} candidate examples")
@@ -141,7 +163,7 @@ def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = No
         live,
         scrub_pii=cfg.scrub_pii,
         max_tokens=cfg.max_tokens,
-        count=_counter(cfg.tokenizer or paths.project_settings(project).get("tokenizer") or DEFAULT_MODEL),
+        count=count,
         eval_fraction=cfg.eval_fraction,
         text_eval_fraction=cfg.text_eval_fraction,
         heldout_fraction=cfg.heldout_fraction,
@@ -155,7 +177,7 @@ def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = No
     )
     (out_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
     plot_token_histogram(done.token_lengths, out_dir / "token_lengths.png", limit=cfg.max_tokens)
-    _record_splits(project_id, cfg.name, done.splits)
+    _record_splits(db, project_id, cfg.name, done.splits)
     emit("filter", len(live), len(live), message="done")
     return {**manifest, "path": str(out_dir), "stats": stats}
 
@@ -194,13 +216,6 @@ def _review_rejection(row: schema.Example, cfg: DatasetConfig) -> dict[str, Any]
     else:
         reason = f"rating below {cfg.min_rating}"
     return {"stage": "pool", "reason": reason, **pool.as_record(row)}
-
-
-def _counter(tokenizer: str) -> Any:
-    from finetuneflow.ingest.prepare import token_fns
-    from finetuneflow.models.resolve import resolve_model
-
-    return token_fns(resolve_model(tokenizer))[1]
 
 
 def _write(
@@ -259,10 +274,12 @@ def _export(out_dir: Path, cfg: DatasetConfig, splits: dict[str, list[dict[str, 
     return {"folder": str(root), "formats": list(cfg.formats), "skipped": problems}
 
 
-def _record_splits(project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]) -> None:
+def _record_splits(
+    db: SessionScope, project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]
+) -> None:
     from sqlalchemy import update
 
-    with session_scope() as s:
+    with db() as s:
         s.execute(
             update(schema.Example)
             .where(schema.Example.project_id == project_id, schema.Example.dataset == dataset)
