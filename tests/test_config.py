@@ -1,7 +1,7 @@
 import pytest
 
 from finetuneflow.config import ConfigError, field_help, from_dict
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.evaluate.evaluate import EvalConfig
 from finetuneflow.export.export import ExportConfig
 from finetuneflow.ingest.step import IngestConfig

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from finetuneflow import paths
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.events import EventSink
 from finetuneflow.ingest.step import IngestConfig, IngestReport
 from finetuneflow.jobs.track import tracked

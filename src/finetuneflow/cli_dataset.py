@@ -91,7 +91,7 @@ def dataset_build(
 ) -> None:
     """Turn chunks and reviewed examples into train/eval/heldout JSONL plus export formats."""
     from finetuneflow import api
-    from finetuneflow.dataset.build import DatasetConfig
+    from finetuneflow.dataset.convert import DatasetConfig
 
     try:
         cfg = _settings(
@@ -151,7 +151,7 @@ def dataset_generate(
     The config file may hold "provider", "generate" and "dataset" sections.
     """
     from finetuneflow import api
-    from finetuneflow.dataset.build import DatasetConfig
+    from finetuneflow.dataset.convert import DatasetConfig
     from finetuneflow.dataset.generate import GenerateConfig
     from finetuneflow.progress import RichProgress
 

@@ -16,7 +16,7 @@ from dataset.teacher import teacher
 from finetuneflow import api
 from finetuneflow.cli import app
 from finetuneflow.dataset import review
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.dataset.generate import GenerateConfig
 from finetuneflow.dataset.presets import ProviderConfig
 from finetuneflow.ingest.step import IngestConfig

@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from finetuneflow.dataset.convert import ConvertedExample
 from finetuneflow.dataset.generate import ChunkIn, Generated
-from finetuneflow.records import Example, Message
+from finetuneflow.records import Message
 from finetuneflow.state import schema
 
 LIVE = ("new", "approved")
@@ -131,7 +132,7 @@ def _add_rows(
     return added, len(rows) - added
 
 
-def sync_converted(session: Session, project_id: int, dataset: str, examples: list[Example]) -> None:
+def sync_converted(session: Session, project_id: int, dataset: str, examples: list[ConvertedExample]) -> None:
     """Make the pool's converter rows match ``examples``: new ones added, vanished ones removed
     (their source changed), review decisions (status, rating, edits) on the rest kept."""
     existing = {

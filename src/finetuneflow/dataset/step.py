@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from finetuneflow.config import to_dict
 from finetuneflow.dataset import formats, pool
-from finetuneflow.dataset.build import DatasetConfig, Unit, make_examples
+from finetuneflow.dataset.convert import DatasetConfig, Unit, make_examples
 from finetuneflow.dataset.finalize import CountFn, finalize
 from finetuneflow.dataset.generate import (
     AnswerCache,
@@ -146,12 +146,12 @@ def build_step(
         units = _units(s, project_id)
         documents = Counter(u.source for u in units)
         drops: Counter[str] = Counter()
-        # PII is scrubbed (and counted) once, in finalize, for converted and generated rows alike
-        converted = make_examples(units, replace(cfg, scrub_pii=False), drops)
+        converted = make_examples(units, cfg, drops)
         pool.sync_converted(s, project_id, cfg.name, converted)
         s.flush()
         rows = pool.pool_rows(s, project_id, cfg.name)
-        live = [pool.as_record(r) for r in rows if _wanted(r, cfg)]
+        chunks = _chunk_keys(s, project_id)
+        live = [{**pool.as_record(r), "chunk": chunks.get(r.chunk_id)} for r in rows if _wanted(r, cfg)]
         review_drops = [_review_rejection(r, cfg) for r in rows if not _wanted(r, cfg)]
     if not live:
         raise ValueError(
@@ -195,6 +195,19 @@ def _units(s: Any, project_id: int) -> list[Unit]:
         Unit(c.kind, files[c.file_id], c.text, c.n_tokens, c.messages, c.id, c.page, c.meta, c.domain)
         for c in chunks
     ]
+
+
+def _chunk_keys(s: Session, project_id: int) -> dict[int | None, str]:
+    """Chunk id -> ``path#position``: what the split groups by, the same whatever order files were
+    ingested in (database ids are not)."""
+    from sqlalchemy import select
+
+    query = (
+        select(schema.Chunk.id, schema.Chunk.idx, schema.File.path)
+        .join(schema.File, schema.File.id == schema.Chunk.file_id)
+        .where(schema.Chunk.project_id == project_id)
+    )
+    return {chunk_id: f"{path}#{idx}" for chunk_id, idx, path in s.execute(query)}
 
 
 def _wanted(row: schema.Example, cfg: DatasetConfig) -> bool:
