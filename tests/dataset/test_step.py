@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from finetuneflow import paths
 from finetuneflow.dataset import pool
 from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.dataset.finalize import MIN_DOCUMENTS
@@ -251,3 +253,84 @@ def test_fallback_to_a_chunk_split_is_reported(tmp_path: Path) -> None:
     assert build(few, tmp_path / "few")["split_unit"] == "chunk"
     assert json.loads((tmp_path / "few" / "manifest.json").read_text())["split_unit"] == "chunk"
     assert build(enough, tmp_path / "enough")["split_unit"] == "document"
+
+
+# --- the rating filter ------------------------------------------------------------------------------
+
+# (status, rating) of a pool row -> kept, or the reason it is dropped, under min_rating=4
+RATED = {
+    ("new", None): None,  # unreviewed: passes (the filter is about ratings)
+    ("new", 4): None,
+    ("new", 2): "rating below 4",
+    ("approved", None): None,
+    ("approved", 5): None,
+    ("approved", 3): "rating below 4",  # approval does not lift a low rating
+    ("rejected", 5): "rejected at generation: judge score below 3",
+    ("deleted", 5): "deleted in review",
+}
+
+
+def rated_pool(name: str = "p") -> tuple[int, dict[tuple[str, int | None], str]]:
+    """A project whose pool holds one generated example per case of :data:`RATED`; returns the
+    project id and each case's uid."""
+    pid = project(name, [Source("docs/a.md", [prose(1, 40)], [[]])])
+    uids = {}
+    with session_scope() as s:
+        for i, (status, rating) in enumerate(RATED):
+            reason = "judge score below 3" if status == "rejected" else None
+            row = add_generated(
+                s, pid, None, "docs/a.md", chat(i + 1), status=status, rating=rating, reason=reason
+            )
+            uids[(status, rating)] = row.uid
+    return pid, uids
+
+
+def outcome(out: Path) -> dict[str, str | None]:
+    """uid -> None when built, else the reason in rejected.jsonl."""
+    kept = {json.loads(x)["id"]: None for f in out.glob("chat/*.jsonl") for x in f.read_text().splitlines()}
+    dropped = {
+        r["id"]: r["reason"] for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())
+    }
+    return {**kept, **dropped}
+
+
+def test_min_rating_keeps_what_is_rated_at_least_that_or_unrated(tmp_path: Path) -> None:
+    pid, uids = rated_pool()
+    build(pid, tmp_path, min_rating=4)
+    got = outcome(tmp_path)
+    assert {case: got[uid] for case, uid in uids.items()} == RATED
+
+
+def test_rated_only_also_drops_the_unrated(tmp_path: Path) -> None:
+    pid, uids = rated_pool()
+    manifest = build(pid, tmp_path, min_rating=4, rated_only=True)
+    got = outcome(tmp_path)
+    assert got[uids[("new", None)]] == got[uids[("approved", None)]] == "unrated (rated_only)"
+    assert got[uids[("approved", 5)]] is None
+    assert manifest["dropped"]["pool: unrated (rated_only)"] == 3  # and the document's text chunk
+
+
+def test_no_minimum_keeps_every_live_example(tmp_path: Path) -> None:
+    pid, uids = rated_pool()
+    build(pid, tmp_path)
+    got = outcome(tmp_path)
+    assert {case for case, uid in uids.items() if got[uid] is None} == {
+        case for case in RATED if case[0] in ("new", "approved")
+    }
+
+
+def test_a_filter_that_leaves_nothing_says_why(tmp_path: Path) -> None:
+    pid = project("p", corpus(0, qa_rows=3))
+    with pytest.raises(ValueError, match=r"all 3 examples are left out \(3 unrated \(rated_only\)\)"):
+        build(pid, tmp_path, rated_only=True)
+
+
+def test_cli_build_min_rating(tmp_path: Path, tiny_model: Path, ftf_home: Path) -> None:
+    from finetuneflow.cli import app
+
+    _, uids = rated_pool("cli")
+    paths.project_settings("cli", tokenizer=str(tiny_model))  # as ingest records it
+    result = CliRunner().invoke(app, ["dataset", "build", "-p", "cli", "--min-rating", "4"])
+    assert result.exit_code == 0, result.output
+    got = outcome(ftf_home / "projects" / "cli" / "datasets" / "default")
+    assert {case: got[uid] for case, uid in uids.items()} == RATED

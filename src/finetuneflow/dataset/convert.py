@@ -37,7 +37,14 @@ class DatasetConfig:
     heldout_fraction: float = setting(
         0.1, "Share of generated train questions kept out as the closed-book held-out set."
     )
-    min_rating: int = setting(0, "Only examples rated at least this (1-5) or approved; 0 = no filter.")
+    min_rating: int = setting(
+        0,
+        "Keep only examples rated at least this (1-5); 0 = no filter. It applies to every rated example, "
+        "approved or not (approval does not lift a low rating); unrated examples pass unless rated_only.",
+    )
+    rated_only: bool = setting(
+        False, "Drop every example nobody rated, approved or not (text chunks and Q&A rows too)."
+    )
     formats: list[str] = setting(
         ["messages"], "Export formats besides chat/ and text/: messages, openai, alpaca, sharegpt, ..."
     )

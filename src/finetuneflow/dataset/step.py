@@ -151,11 +151,23 @@ def build_step(
         s.flush()
         rows = pool.pool_rows(s, project_id, cfg.name)
         chunks = _chunk_keys(s, project_id)
-        live = [{**pool.as_record(r), "chunk": chunks.get(r.chunk_id)} for r in rows if _wanted(r, cfg)]
-        review_drops = [_review_rejection(r, cfg) for r in rows if not _wanted(r, cfg)]
+        live: list[dict[str, Any]] = []
+        review_drops: list[dict[str, Any]] = []  # stage 'pool' of the funnel
+        for row in rows:
+            record = {**pool.as_record(row), "chunk": chunks.get(row.chunk_id)}
+            reason = pool.drop_reason(row, cfg)
+            if reason is None:
+                live.append(record)
+            else:
+                review_drops.append({"stage": "pool", "reason": reason, **record})
     if not live:
+        reasons = Counter(r["reason"] for r in review_drops).most_common(3)
         raise ValueError(
-            "nothing to build: the project has no usable chunks or examples; "
+            f"nothing to build: all {len(rows)} examples are left out ("
+            + "; ".join(f"{n} {reason}" for reason, n in reasons)
+            + "); see `ftf dataset review list`"
+            if rows
+            else "nothing to build: the project has no usable chunks or examples; "
             "run `ftf ingest` (and `ftf dataset generate`) first"
         )
     emit("filter", 0, len(live), message=f"{len(live)} candidate examples")
@@ -208,27 +220,6 @@ def _chunk_keys(s: Session, project_id: int) -> dict[int | None, str]:
         .where(schema.Chunk.project_id == project_id)
     )
     return {chunk_id: f"{path}#{idx}" for chunk_id, idx, path in s.execute(query)}
-
-
-def _wanted(row: schema.Example, cfg: DatasetConfig) -> bool:
-    if row.status not in pool.LIVE or (cfg.domain and row.domain != cfg.domain):
-        return False
-    if cfg.min_rating and row.status != "approved":
-        return row.rating is not None and row.rating >= cfg.min_rating
-    return True
-
-
-def _review_rejection(row: schema.Example, cfg: DatasetConfig) -> dict[str, Any]:
-    """Why a pool row is not in the build (stage 'pool' of the funnel)."""
-    if row.status == "rejected":
-        reason = f"rejected at generation: {row.reason or 'no reason recorded'}"
-    elif row.status == "deleted":
-        reason = "deleted in review"
-    elif cfg.domain and row.domain != cfg.domain:
-        reason = f"not in domain {cfg.domain!r}"
-    else:
-        reason = f"rating below {cfg.min_rating}"
-    return {"stage": "pool", "reason": reason, **pool.as_record(row)}
 
 
 def _write(
