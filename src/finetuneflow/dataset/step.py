@@ -150,26 +150,9 @@ def build_step(
         pool.sync_converted(s, project_id, cfg.name, converted)
         s.flush()
         rows = pool.pool_rows(s, project_id, cfg.name)
-        chunks = _chunk_keys(s, project_id)
-        live: list[dict[str, Any]] = []
-        review_drops: list[dict[str, Any]] = []  # stage 'pool' of the funnel
-        for row in rows:
-            record = {**pool.as_record(row), "chunk": chunks.get(row.chunk_id)}
-            reason = pool.drop_reason(row, cfg)
-            if reason is None:
-                live.append(record)
-            else:
-                review_drops.append({"stage": "pool", "reason": reason, **record})
+        live, review_drops = _sift_pool(rows, _chunk_keys(s, project_id), cfg)
     if not live:
-        reasons = Counter(r["reason"] for r in review_drops).most_common(3)
-        raise ValueError(
-            f"nothing to build: all {len(rows)} examples are left out ("
-            + "; ".join(f"{n} {reason}" for reason, n in reasons)
-            + "); see `ftf dataset review list`"
-            if rows
-            else "nothing to build: the project has no usable chunks or examples; "
-            "run `ftf ingest` (and `ftf dataset generate`) first"
-        )
+        raise _nothing_to_build(len(rows), review_drops)
     emit("filter", 0, len(live), message=f"{len(live)} candidate examples")
     done = finalize(
         live,
@@ -194,7 +177,36 @@ def build_step(
     return {**manifest, "path": str(out_dir), "stats": stats}
 
 
-def _units(s: Any, project_id: int) -> list[Unit]:
+def _sift_pool(
+    rows: list[schema.Example], chunks: dict[int | None, str], cfg: DatasetConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pool's rows as build records: those the build keeps, and the others with the reason
+    (stage 'pool' of the funnel)."""
+    live: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    for row in rows:
+        record = {**pool.as_record(row), "chunk": chunks.get(row.chunk_id)}
+        reason = pool.drop_reason(row, cfg)
+        if reason is None:
+            live.append(record)
+        else:
+            dropped.append({"stage": "pool", "reason": reason, **record})
+    return live, dropped
+
+
+def _nothing_to_build(n_rows: int, dropped: list[dict[str, Any]]) -> ValueError:
+    if not n_rows:
+        return ValueError(
+            "nothing to build: the project has no usable chunks or examples; "
+            "run `ftf ingest` (and `ftf dataset generate`) first"
+        )
+    reasons = "; ".join(f"{n} {why}" for why, n in Counter(r["reason"] for r in dropped).most_common(3))
+    return ValueError(
+        f"nothing to build: all {n_rows} examples are left out ({reasons}); see `ftf dataset review`"
+    )
+
+
+def _units(s: Session, project_id: int) -> list[Unit]:
     from sqlalchemy import select
 
     files = {f.id: f.path for f in s.scalars(select(schema.File).where(schema.File.project_id == project_id))}
