@@ -64,7 +64,7 @@ class GenerationReport:
 
 
 def generate_step(
-    db: SessionScope,
+    sessions: SessionScope,
     project_id: int,
     dataset: DatasetConfig,
     gen: GenerateConfig,
@@ -80,7 +80,7 @@ def generate_step(
         ValueError: the project has no text chunks long enough to ask about.
     """
     emit = Emitter("generate", on_event)
-    with db() as s:
+    with sessions() as s:
         chunks = eligible(pool.load_chunks(s, project_id, dataset.domain), gen)
         cached = pool.load_cache(s, project_id, dataset.name)
     if preview:
@@ -105,7 +105,7 @@ def generate_step(
                     {"source": result.chunk.source, "messages": p.messages(dataset.system_prompt)}
                     for p in result.pairs
                 ]
-            with db() as s2:  # one commit per chunk: a crash keeps what is done
+            with sessions() as s2:  # one commit per chunk: a crash keeps what is done
                 added, _ = pool.store_generated(s2, project_id, dataset.name, result, dataset.system_prompt)
             report.added += added
 
@@ -127,7 +127,7 @@ def _tally(report: GenerationReport, result: Generated) -> None:
 
 
 def build_step(
-    db: SessionScope,
+    sessions: SessionScope,
     project_id: int,
     out_dir: Path,
     cfg: DatasetConfig,
@@ -142,7 +142,7 @@ def build_step(
         ValueError: nothing to build (no usable chunks or examples).
     """
     emit = Emitter("dataset", on_event)
-    with db() as s:
+    with sessions() as s:
         units = _units(s, project_id)
         documents = Counter(u.source for u in units)
         drops: Counter[str] = Counter()
@@ -172,7 +172,7 @@ def build_step(
     )
     (out_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
     plot_token_histogram(done.token_lengths, out_dir / "token_lengths.png", limit=cfg.max_tokens)
-    _record_splits(db, project_id, cfg.name, done.splits)
+    _record_splits(sessions, project_id, cfg.name, done.splits)
     emit("filter", len(live), len(live), message="done")
     return {**manifest, "path": str(out_dir), "stats": stats}
 
@@ -291,11 +291,11 @@ def _export(out_dir: Path, cfg: DatasetConfig, splits: dict[str, list[dict[str, 
 
 
 def _record_splits(
-    db: SessionScope, project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]
+    sessions: SessionScope, project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]
 ) -> None:
     from sqlalchemy import update
 
-    with db() as s:
+    with sessions() as s:
         s.execute(
             update(schema.Example)
             .where(schema.Example.project_id == project_id, schema.Example.dataset == dataset)
