@@ -1,8 +1,7 @@
 """The record types that flow between pipeline steps.
 
 They are plain dataclasses so every step can be called (and tested) without a database:
-readers yield :class:`SourceRecord`, the chunker yields :class:`Chunk`, the dataset builder
-yields :class:`Example`.
+readers yield :class:`SourceRecord`, the chunker yields :class:`Chunk`.
 """
 
 from __future__ import annotations
@@ -40,26 +39,3 @@ class Chunk:
     char_start: int
     char_end: int
     page: int | None = None
-
-
-@dataclass
-class Example:
-    """A training example: a chat (``messages``) or plain text for continued pre-training."""
-
-    id: str
-    kind: Literal["chat", "text"]
-    source: str
-    messages: list[Message] | None = None
-    text: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSONL row: ``messages`` or ``text`` plus provenance columns datasets/TRL ignore."""
-        row: dict[str, Any] = {"id": self.id, "source": self.source}
-        if self.meta.get("domain"):
-            row["domain"] = self.meta["domain"]
-        if self.kind == "chat":
-            row["messages"] = self.messages
-        else:
-            row["text"] = self.text
-        return row

@@ -17,7 +17,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from finetuneflow.cli import app, common
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.dataset.generate import GenerateConfig
 from finetuneflow.dataset.presets import ProviderConfig
 from finetuneflow.evaluate.step import EvalConfig

@@ -16,7 +16,7 @@ from dataset.teacher import teacher
 from finetuneflow import api
 from finetuneflow.cli import app
 from finetuneflow.dataset import review
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.dataset.generate import GenerateConfig
 from finetuneflow.dataset.presets import ProviderConfig
 from finetuneflow.ingest.config import IngestConfig
@@ -136,18 +136,20 @@ def test_preview_is_reused_by_the_full_run_and_review_feeds_the_build(project: s
         assert "manifest" not in preview
         full = api.generate_dataset(project, cfg, GenerateConfig(), DatasetConfig())
         assert full["generation"].reused_calls == 3
-    page = review.list_examples(project, "default", origin="llm", limit=1000)
-    first, second = page.items[0]["id"], page.items[1]["id"]
+    page = review.list_examples(project, "default", origin="llm", status="new", limit=1000)
+    first, second, low, unrated = (item["id"] for item in page.items[:4])
     review.rate_example(project, "default", first, 5)
     review.delete_example(project, "default", second)
+    review.approve_example(project, "default", low)
+    review.rate_example(project, "default", low, 2)
     manifest = api.build_dataset(project, DatasetConfig(min_rating=4))
     out = Path(manifest["path"])
     rows = [json.loads(x) for f in out.glob("chat/*.jsonl") for x in f.read_text().splitlines()]
-    uids = {r["id"] for r in rows}
     with session_scope() as s:
-        rated_uid = s.scalar(select(Example.uid).where(Example.id == first))
-        deleted_uid = s.scalar(select(Example.uid).where(Example.id == second))
-    assert rated_uid in uids and deleted_uid not in uids
+        uid = {i: s.scalar(select(Example.uid).where(Example.id == i)) for i in (first, second, low, unrated)}
+    built = {r["id"] for r in rows}
+    assert uid[first] in built and uid[unrated] in built  # rated high enough, or not rated at all
+    assert uid[second] not in built and uid[low] not in built  # deleted; approved but rated too low
     reasons = {json.loads(x)["reason"] for x in (out / "rejected.jsonl").read_text().splitlines()}
     assert {"deleted in review", "rating below 4"} <= reasons
 

@@ -1,4 +1,5 @@
-"""Review core: listing, search, edits with history, soft delete, approval, ratings, counts, export rules."""
+"""Review core: listing, search, edits with history, soft delete, approval, ratings, counts. (What a build
+keeps of the reviewed pool is tested through the build, in test_step.py.)"""
 
 from __future__ import annotations
 
@@ -389,56 +390,3 @@ def test_other_datasets_and_projects_are_never_touched(
         with pytest.raises(LookupError):
             mutate(project, dataset, mine)
     assert snapshot() == after
-
-
-# --- export rules -----------------------------------------------------------------------------------
-
-
-def test_live_statuses() -> None:
-    assert review.live_statuses() == ("new", "approved")
-    assert [s for s in review.STATUSES if review.is_live(s)] == ["new", "approved"]
-
-
-@pytest.mark.parametrize(
-    "rating,min_rating,status,approved_counts,expected",
-    [
-        (None, None, "new", True, True),  # no minimum: everything passes
-        (1, None, "new", True, True),
-        (4, 4, "new", True, True),
-        (3, 4, "approved", True, False),  # an explicit low rating wins over approval
-        (None, 4, "approved", True, True),  # approved and unrated counts
-        (None, 4, "approved", False, False),
-        (None, 1, "new", True, False),  # unrated and not approved
-    ],
-)
-def test_passes_rating(
-    rating: int | None, min_rating: int | None, status: str, approved_counts: bool, expected: bool
-) -> None:
-    assert (
-        review.passes_rating(rating, min_rating, status=status, approved_counts=approved_counts) is expected
-    )
-
-
-def test_passes_rating_refuses_bad_minimum() -> None:
-    with pytest.raises(ValueError, match="min_rating must be an integer from 1 to 5"):
-        review.passes_rating(3, 0)
-    with pytest.raises(ValueError, match="1 to 5"):
-        review.export_clause(7)
-
-
-def test_export_clause_agrees_with_python_rules() -> None:
-    for status, rating in itertools.product(review.STATUSES, (None, 1, 3, 5)):
-        add(status=status, rating=rating)
-    with session_scope() as s:
-        rows = [(r.id, r.status, r.rating) for r in s.scalars(select(Example))]
-        for min_rating, approved_counts in itertools.product((None, 1, 3, 5), (True, False)):
-            query = select(Example.id).where(
-                review.export_clause(min_rating, approved_counts=approved_counts)
-            )
-            expected = {
-                i
-                for i, status, rating in rows
-                if review.is_live(status)
-                and review.passes_rating(rating, min_rating, status=status, approved_counts=approved_counts)
-            }
-            assert set(s.scalars(query)) == expected, (min_rating, approved_counts)

@@ -6,7 +6,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from finetuneflow import api
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.state import Chunk, File, session_scope
 

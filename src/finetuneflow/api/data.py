@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetuneflow import paths
 from finetuneflow.api._common import jsonable, project_id
-from finetuneflow.dataset.build import DatasetConfig
+from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.ingest.step import IngestReport
@@ -17,6 +17,7 @@ from finetuneflow.state.jobs import tracked
 from finetuneflow.state.repo import get_or_create_project
 
 if TYPE_CHECKING:  # imported lazily at call time
+    from finetuneflow.dataset.finalize import CountFn
     from finetuneflow.dataset.generate import GenerateConfig
     from finetuneflow.dataset.presets import ProviderConfig
 
@@ -48,15 +49,33 @@ def ingest(
 def build_dataset(
     project: str = "default", config: DatasetConfig | None = None, on_event: EventSink | None = None
 ) -> dict[str, Any]:
-    """Turn the project's chunks and reviewed examples into split JSONL files plus exports; returns
-    the manifest (with ``path`` and ``stats``)."""
-    from finetuneflow.dataset.pipeline import build_step
+    """Turn the project's chunks and reviewed examples into split JSONL files plus exports in
+    ``datasets/<name>/``; returns the manifest (with ``path`` and ``stats``). Examples are measured
+    with ``config.tokenizer``, else the tokenizer ingest recorded in the project's project.json.
+
+    Raises:
+        LookupError: no such project.
+        ValueError: nothing to build; ``ModelError`` (a ValueError): the tokenizer cannot be found.
+    """
+    from finetuneflow.dataset.step import build_step
 
     cfg = config or DatasetConfig()
-    with tracked("dataset", project_id(project), {"name": cfg.name}, on_event) as (sink, done):
-        manifest = build_step(project, cfg, sink)
+    pid = project_id(project)
+    with tracked("dataset", pid, {"name": cfg.name}, on_event) as (sink, done):
+        count = _token_counter(cfg.tokenizer or paths.project_settings(project).get("tokenizer"))
+        out_dir = paths.project_dir(project) / "datasets" / cfg.name
+        manifest = build_step(session_scope, pid, out_dir, cfg, count, sink)
         done(jsonable(manifest["counts"]))
     return manifest
+
+
+def _token_counter(tokenizer: str | None) -> CountFn:
+    """Batch token counts with the tokenizer of model ``tokenizer`` (a name or a path; None = the
+    default model's), read from its tokenizer.json without loading transformers when it can."""
+    from finetuneflow.ingest.prepare import token_fns
+    from finetuneflow.models.resolve import DEFAULT_MODEL, resolve_model
+
+    return token_fns(resolve_model(tokenizer or DEFAULT_MODEL))[1]
 
 
 def generate_dataset(
@@ -71,15 +90,21 @@ def generate_dataset(
 ) -> dict[str, Any]:
     """Write instruction examples from the project's chunks with an LLM (all chunks, or a preview of a
     few), then build the dataset unless ``preview`` or ``build=False``. Returns ``{"generation": ...,
-    "manifest": ...}``. A rerun only asks for what is missing."""
+    "manifest": ...}``. A rerun only asks for what is missing.
+
+    Raises:
+        LookupError: no such project.
+        ValueError: no chunks to ask about (or, when building, nothing to build).
+    """
     from finetuneflow.dataset.generate import GenerateConfig as _GenerateConfig
-    from finetuneflow.dataset.pipeline import generate_step
+    from finetuneflow.dataset.step import generate_step
 
     cfg = config or DatasetConfig()
     gen = generate or _GenerateConfig()
+    pid = project_id(project)
     params = {"name": cfg.name, "model": provider.model, "preset": provider.preset, "preview": preview}
-    with tracked("generate", project_id(project), params, on_event) as (sink, done):
-        report = generate_step(project, cfg, gen, provider, sink, preview=preview)
+    with tracked("generate", pid, params, on_event) as (sink, done):
+        report = generate_step(session_scope, pid, cfg, gen, provider, sink, preview=preview)
         done(jsonable(report.to_json()))
     out: dict[str, Any] = {"generation": report}
     if build and not preview:

@@ -34,7 +34,7 @@ ConfigFile = Annotated[
 # The settings class of each step, by the name `opt` takes ("module:Class", imported when needed).
 CONFIGS = {
     "ingest": "finetuneflow.ingest.config:IngestConfig",
-    "dataset": "finetuneflow.dataset.build:DatasetConfig",
+    "dataset": "finetuneflow.dataset.convert:DatasetConfig",
     "generate": "finetuneflow.dataset.generate:GenerateConfig",
     "provider": "finetuneflow.dataset.presets:ProviderConfig",
     "train": "finetuneflow.train.config:TrainConfig",

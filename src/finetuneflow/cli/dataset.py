@@ -42,7 +42,7 @@ def dataset_build(
 ) -> None:
     """Turn chunks and reviewed examples into train/eval/heldout JSONL plus export formats."""
     from finetuneflow import api
-    from finetuneflow.dataset.build import DatasetConfig
+    from finetuneflow.dataset.convert import DatasetConfig
 
     try:
         cfg = settings(
@@ -92,7 +92,7 @@ def dataset_generate(
     """
     from finetuneflow import api
     from finetuneflow.cli.progress import RichProgress
-    from finetuneflow.dataset.build import DatasetConfig
+    from finetuneflow.dataset.convert import DatasetConfig
     from finetuneflow.dataset.generate import GenerateConfig
     from finetuneflow.dataset.presets import ProviderConfig
 
@@ -196,7 +196,7 @@ def review_restore(example_id: int, project: Project = "default", name: Name = "
 
 @review_app.command("approve")
 def review_approve(example_ids: list[int], project: Project = "default", name: Name = "default") -> None:
-    """Approve examples (they pass any rating filter)."""
+    """Approve examples (approval does not lift a low rating: `--min-rating` still applies)."""
     from finetuneflow.dataset import review
 
     _run(lambda: {"approved": review.approve_examples(project, name, example_ids)})

@@ -3,12 +3,14 @@
 Each stage is a filter that keeps or drops with a reason; the funnel (in, kept per stage) and every
 dropped row go to ``stats.json`` and ``rejected.jsonl``, so no example disappears silently.
 
-Splits are by document: rows generated from one source file all land on one side, so eval never
-sees a paraphrase of what was trained on. A Q&A sheet row or a conversation is its own document
-(its rows are independent). With fewer than :data:`MIN_DOCUMENTS` generated documents a document
-split would leave one side empty, so generated rows are grouped by chunk instead (the manifest
-says which). The closed-book ``heldout`` set is a share of the *train* documents' generated
-questions, kept out of training, asked without the chunk: did the model learn the material?
+Splits are by document: a source file's text chunks and the rows generated from it all land on
+one side, so eval never sees a paraphrase of what was trained on. A Q&A sheet row or a conversation
+is its own document (its rows are independent). With fewer than :data:`MIN_DOCUMENTS` generated
+documents a document split would leave one side empty, so rows are grouped by chunk instead (the
+manifest says which): a chunk's text and its questions still land on one side. The side depends
+only on the content and the seed, never on the order rows come in. The closed-book ``heldout`` set
+is a share of the *train* documents' generated questions, kept out of training, asked without the
+chunk: did the model learn the material?
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def finalize(
     heldout_fraction: float,
     seed: int,
 ) -> Finalized:
-    """Run the stages over ``rows`` (canonical JSON rows with ``id``, ``source``, ``origin``)."""
+    """Run the stages over ``rows`` (canonical JSON rows with ``id``, ``source``, ``origin`` and, for
+    rows from a text chunk, ``chunk``: a key of that chunk that does not depend on ingest order)."""
     funnel: list[tuple[str, int, int]] = []
     rejected: list[dict[str, Any]] = []
     pii: dict[str, int] = {}
@@ -112,28 +115,33 @@ def _bucket(key: str, seed: int) -> float:
 
 
 def _group(row: dict[str, Any], unit: str) -> str:
-    if row.get("origin") == "llm":
-        return f"chunk:{row.get('chunk_id')}" if unit == "chunk" else f"doc:{row['source']}"
-    if "messages" in row:
+    """The unit that goes to one side whole: a document, or (the fallback) one chunk of it with the
+    questions generated from it. ``chunk`` is a key that does not depend on the order of ingest."""
+    if "messages" in row and row.get("origin") != "llm":
         return f"row:{row['id']}"  # a Q&A row or a conversation is a document of its own
+    if unit == "chunk" and row.get("chunk"):
+        return f"chunk:{row['chunk']}"
     return f"doc:{row['source']}"
 
 
 def _split(
     rows: list[dict[str, Any]], unit: str, eval_share: float, text_share: float, heldout: float, seed: int
 ) -> dict[str, list[dict[str, Any]]]:
+    chat_groups: set[str] = set()
+    text_groups: set[str] = set()
+    for row in rows:
+        (chat_groups if "messages" in row else text_groups).add(_group(row, unit))
+    # A group with questions takes the chat share as a whole, its text chunks too: eval must not
+    # ask about text the model trained on. Text-only documents take the text share.
+    eval_groups = {g for g in chat_groups if _bucket(g, seed) < eval_share}
+    eval_groups |= {g for g in text_groups - chat_groups if _bucket(g, seed) < text_share}
+    if eval_share > 0 and not eval_groups & chat_groups and len(chat_groups) >= 2:
+        # a tiny dataset: move one whole group (its held-out questions too) so eval is never empty
+        eval_groups.add(min(chat_groups, key=lambda g: _bucket(g, seed)))
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "eval": [], "heldout": []}
     for row in sorted(rows, key=lambda r: r["id"]):
-        share = eval_share if "messages" in row else text_share
-        side = "eval" if _bucket(_group(row, unit), seed) < share else "train"
+        side = "eval" if _group(row, unit) in eval_groups else "train"
         if side == "train" and row.get("origin") == "llm" and _bucket(row["id"], seed + 1) < heldout:
             side = "heldout"
         splits[side].append(row)
-    chats = [r for r in splits["train"] if "messages" in r]
-    if eval_share > 0 and not any("messages" in r for r in splits["eval"]) and len(chats) >= 2:
-        # a tiny dataset: move one whole group so eval is never empty
-        group = _group(min(chats, key=lambda r: _bucket(_group(r, unit), seed)), unit)
-        moved = [r for r in splits["train"] if _group(r, unit) == group]
-        splits["train"] = [r for r in splits["train"] if _group(r, unit) != group]
-        splits["eval"] += moved
     return splits

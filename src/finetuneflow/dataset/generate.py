@@ -119,8 +119,9 @@ def call_key(purpose: str, model: str, messages: list[Message], extra: Any = Non
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-class Session:
-    """Calls through a provider with a response cache (earlier runs' logged answers)."""
+class AnswerCache:
+    """Asks a provider, answering from earlier runs' logged responses first (the key is
+    :func:`call_key`), so a rerun only pays for what is missing."""
 
     def __init__(self, provider: Provider, model: str, cached: dict[str, str]) -> None:
         self.provider = provider
@@ -160,7 +161,7 @@ class Session:
         return done.text
 
 
-def run_chunk(session: Session, chunk: ChunkIn, cfg: GenerateConfig, seed: int = 0) -> Generated:
+def run_chunk(answers: AnswerCache, chunk: ChunkIn, cfg: GenerateConfig, seed: int = 0) -> Generated:
     """Generate, parse (repairing), validate, ground and optionally judge one chunk's pairs.
 
     Raises:
@@ -170,7 +171,7 @@ def run_chunk(session: Session, chunk: ChunkIn, cfg: GenerateConfig, seed: int =
     out.asked = cfg.count_for(chunk.n_tokens)
     messages = prompts.generation_messages(chunk.text, out.asked, chunk.id + seed, cfg.follow_up)
     try:
-        value = _parsed(session, out, session.ask(out, "generate", messages, prompts.EXAMPLES_SCHEMA), cfg)
+        value = _parsed(answers, out, answers.ask(out, "generate", messages, prompts.EXAMPLES_SCHEMA), cfg)
     except CircuitOpen:
         raise
     except ProviderError as err:
@@ -183,18 +184,18 @@ def run_chunk(session: Session, chunk: ChunkIn, cfg: GenerateConfig, seed: int =
     for problem in problems:
         out.reject("validate", problem)
     pairs = _grounded(out, pairs, cfg)
-    out.pairs = _judged(session, out, pairs, cfg) if cfg.judge and pairs else pairs
+    out.pairs = _judged(answers, out, pairs, cfg) if cfg.judge and pairs else pairs
     return out
 
 
-def _parsed(session: Session, out: Generated, text: str, cfg: GenerateConfig) -> Any | None:
+def _parsed(answers: AnswerCache, out: Generated, text: str, cfg: GenerateConfig) -> Any | None:
     """The JSON value of ``text``; one LLM repair attempt when programmatic repair fails."""
     try:
         return parse_llm_json(text)[0]
     except LLMJSONError as err:
         problem = err.reason
     if cfg.llm_repair and text.strip():
-        fixed = session.ask(out, "repair", prompts.repair_messages(text, problem), prompts.EXAMPLES_SCHEMA)
+        fixed = answers.ask(out, "repair", prompts.repair_messages(text, problem), prompts.EXAMPLES_SCHEMA)
         try:
             return parse_llm_json(fixed)[0]
         except LLMJSONError as err:
@@ -215,10 +216,10 @@ def _grounded(out: Generated, pairs: list[Pair], cfg: GenerateConfig) -> list[Pa
     return kept
 
 
-def _judged(session: Session, out: Generated, pairs: list[Pair], cfg: GenerateConfig) -> list[Pair]:
+def _judged(answers: AnswerCache, out: Generated, pairs: list[Pair], cfg: GenerateConfig) -> list[Pair]:
     listed = [(p.question, p.answer_text()) for p in pairs]
     try:
-        text = session.ask(
+        text = answers.ask(
             out, "judge", prompts.judge_messages(out.chunk.text, listed), prompts.SCORES_SCHEMA
         )
         scores = judge_scores(parse_llm_json(text)[0], len(pairs))
@@ -265,7 +266,7 @@ def pick_preview(chunks: list[ChunkIn], k: int) -> list[ChunkIn]:
 
 def generate(
     chunks: list[ChunkIn],
-    session: Session,
+    answers: AnswerCache,
     cfg: GenerateConfig,
     on_result: Callable[[Generated], None],
     emit: Emitter,
@@ -277,7 +278,7 @@ def generate(
     # Twice as many threads as request slots: while one thread parses and checks its answer, another
     # already waits on the provider's semaphore, so a slot never idles between requests. The
     # semaphore (not the thread count) is what bounds the requests in flight.
-    workers = 2 * max(1, session.provider.cfg.concurrency)
+    workers = 2 * max(1, answers.provider.cfg.concurrency)
     todo = iter(chunks)
     progress = [0]
     with ThreadPoolExecutor(workers, thread_name_prefix="ftf-gen") as pool:
@@ -286,7 +287,7 @@ def generate(
             while True:
                 # Only `workers` chunks started at a time, so a stop leaves few half-done.
                 while len(running) < workers and (chunk := next(todo, None)) is not None:
-                    running.add(pool.submit(run_chunk, session, chunk, cfg, seed))
+                    running.add(pool.submit(run_chunk, answers, chunk, cfg, seed))
                 if not running:
                     return None
                 finished, running = wait(running, return_when=FIRST_COMPLETED)

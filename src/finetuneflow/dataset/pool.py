@@ -14,11 +14,30 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from finetuneflow.dataset.convert import ConvertedExample, DatasetConfig
 from finetuneflow.dataset.generate import ChunkIn, Generated
-from finetuneflow.records import Example, Message
+from finetuneflow.records import Message
 from finetuneflow.state import schema
 
-LIVE = ("new", "approved")
+LIVE = ("new", "approved")  # rejected (by a generation filter) and deleted (by a person) are never built
+
+
+def drop_reason(row: schema.Example, cfg: DatasetConfig) -> str | None:
+    """Why a build leaves this pool row out, or None when it keeps it: the one place the status,
+    domain and rating rules live (see ``DatasetConfig.min_rating`` and ``rated_only``).
+
+    Approval only makes a row live; it does not lift a low rating, and an unrated row (approved or
+    not) passes ``min_rating`` unless ``rated_only``.
+    """
+    if row.status == "rejected":
+        return f"rejected at generation: {row.reason or 'no reason recorded'}"
+    if row.status not in LIVE:
+        return "deleted in review"
+    if cfg.domain and row.domain != cfg.domain:
+        return f"not in domain {cfg.domain!r}"
+    if row.rating is None:
+        return "unrated (rated_only)" if cfg.rated_only else None
+    return f"rating below {cfg.min_rating}" if row.rating < cfg.min_rating else None
 
 
 def uid_of(messages: list[Message] | None, text: str | None = None) -> str:
@@ -131,7 +150,7 @@ def _add_rows(
     return added, len(rows) - added
 
 
-def sync_converted(session: Session, project_id: int, dataset: str, examples: list[Example]) -> None:
+def sync_converted(session: Session, project_id: int, dataset: str, examples: list[ConvertedExample]) -> None:
     """Make the pool's converter rows match ``examples``: new ones added, vanished ones removed
     (their source changed), review decisions (status, rating, edits) on the rest kept."""
     existing = {

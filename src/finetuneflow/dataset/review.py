@@ -3,8 +3,8 @@
 The core that ``ftf dataset review``, the REST API and the web wizard wrap: every function takes a
 project and a dataset name, opens its own session and returns JSON-friendly values. Nothing is lost:
 a delete sets ``status='deleted'`` and an edit keeps the previous version in ``meta['history']``.
-Exports keep the live rows (:func:`is_live`) that pass :func:`passes_rating`; :func:`export_clause`
-is the same rule in SQL.
+Which rows a build keeps (by status and rating) is decided in one place:
+:func:`finetuneflow.dataset.pool.drop_reason`.
 
 Errors: ``LookupError`` for an unknown project, dataset or example id; ``ValueError`` for bad input.
 """
@@ -16,15 +16,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Text, cast, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from finetuneflow.dataset.pool import LIVE
 from finetuneflow.state import repo
 from finetuneflow.state.db import session_scope
 from finetuneflow.state.schema import Example, utcnow
 
 STATUSES = ("new", "approved", "rejected", "deleted")
-LIVE_STATUSES = ("new", "approved")  # rejected (by a filter) and deleted (by a person) are not exported
 ORIGINS = ("converter", "llm")
 ROLES = ("system", "user", "assistant")
 MAX_LIMIT = 1000
@@ -45,46 +45,6 @@ class ReviewPage:
         return asdict(self)
 
 
-# --- export rules ---------------------------------------------------------------------------------
-
-
-def live_statuses() -> tuple[str, ...]:
-    """The statuses an export keeps: ``new`` and ``approved``."""
-    return LIVE_STATUSES
-
-
-def is_live(status: str) -> bool:
-    """Whether an example with this status belongs in an export."""
-    return status in LIVE_STATUSES
-
-
-def passes_rating(
-    rating: int | None, min_rating: int | None, *, status: str = "new", approved_counts: bool = True
-) -> bool:
-    """Whether an example passes an export's minimum user rating.
-
-    No minimum passes everything; a rated example passes when ``rating >= min_rating``; an unrated one
-    only if it is approved and ``approved_counts`` (the reviewer vouched for it). Raises ValueError for a
-    ``min_rating`` outside 1..5.
-    """
-    if min_rating is None:
-        return True
-    _check_rating(min_rating, "min_rating")
-    if rating is not None:
-        return rating >= min_rating
-    return approved_counts and status == "approved"
-
-
-def export_clause(min_rating: int | None = None, *, approved_counts: bool = True) -> ColumnElement[bool]:
-    """:func:`is_live` and :func:`passes_rating` as a condition over ``Example``, for export queries."""
-    live = Example.status.in_(LIVE_STATUSES)
-    if min_rating is None:
-        return live
-    _check_rating(min_rating, "min_rating")
-    unrated_ok = and_(Example.rating.is_(None), Example.status == "approved") if approved_counts else false()
-    return and_(live, or_(Example.rating >= min_rating, unrated_ok))
-
-
 # --- reading --------------------------------------------------------------------------------------
 
 
@@ -102,7 +62,8 @@ def list_examples(
 ) -> ReviewPage:
     """A page of examples in id order, with the total that match.
 
-    ``status``: one or several (default all but ``deleted``); ``min_rating``: rated ``>= min_rating``;
+    ``status``: one or several (default all but ``deleted``); ``min_rating``: rated ``>= min_rating``
+    (a listing filter: it hides unrated rows, which a build with the same minimum keeps);
     ``search``: case-insensitive substring of any message content (question, answer, other turns) or text.
 
     Raises:
@@ -200,7 +161,7 @@ def restore_example(project: str, dataset: str, example_id: int) -> dict[str, An
     """Put a deleted or rejected example back to ``new`` (reason cleared); a live one is left as it is."""
     with session_scope() as session:
         row = _row(session, project, dataset, example_id)
-        if not is_live(row.status):
+        if row.status not in LIVE:
             row.status, row.reason = "new", None
             session.flush()
         return _view(row)

@@ -1,27 +1,32 @@
-"""The dataset steps over a project's state: generate (LLM) and build (files every trainer reads).
+"""The dataset step: generate (LLM) and build (the files every trainer reads) over a project's pool.
 
-Both are plain functions a CLI command, a REST route or a queue job calls; progress goes out as
-events. Generation commits each chunk's result as it completes, so an interrupted run keeps its
-work and a rerun only asks for what is missing.
+Both cores take what they work on, never names: a way to open database sessions, the project's id,
+the dataset folder and a token counter. ``api.build_dataset`` and ``api.generate_dataset`` resolve a
+project name into those, so a CLI command, a REST route or a queue job all call the same cores.
+Progress goes out as events. Generation commits each chunk's result as it completes, so an
+interrupted run keeps its work and a rerun only asks for what is missing.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetuneflow import paths
+from sqlalchemy.orm import Session
+
 from finetuneflow.config import to_dict
 from finetuneflow.dataset import formats, pool
-from finetuneflow.dataset.build import DatasetConfig, Unit, make_examples
-from finetuneflow.dataset.finalize import finalize
+from finetuneflow.dataset.convert import DatasetConfig, Unit, make_examples
+from finetuneflow.dataset.finalize import CountFn, finalize
 from finetuneflow.dataset.generate import (
+    AnswerCache,
     GenerateConfig,
     Generated,
-    Session,
     eligible,
     generate,
     pick_preview,
@@ -29,10 +34,12 @@ from finetuneflow.dataset.generate import (
 from finetuneflow.dataset.provider import Provider, ProviderConfig
 from finetuneflow.dataset.stats import compute_stats, plot_token_histogram, write_rejected
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.models.resolve import DEFAULT_MODEL
-from finetuneflow.state import schema, session_scope
+from finetuneflow.state import schema
 from finetuneflow.state.datasets import dataset_hashes, split_path, write_jsonl
-from finetuneflow.state.repo import find_project
+
+SessionScope = Callable[[], AbstractContextManager[Session]]
+"""Opens a database session that commits when its block ends without error (``state.session_scope``).
+The steps open several: generation commits once per chunk, so a crash keeps what is done."""
 
 
 @dataclass
@@ -57,7 +64,8 @@ class GenerationReport:
 
 
 def generate_step(
-    project: str,
+    sessions: SessionScope,
+    project_id: int,
     dataset: DatasetConfig,
     gen: GenerateConfig,
     provider_cfg: ProviderConfig,
@@ -66,17 +74,20 @@ def generate_step(
     preview: bool = False,
     provider: Provider | None = None,
 ) -> GenerationReport:
-    """Generate examples for the project's chunks (or a preview of a few) into the dataset's pool."""
+    """Generate examples for the project's chunks (or a preview of a few) into the dataset's pool.
+
+    Raises:
+        ValueError: the project has no text chunks long enough to ask about.
+    """
     emit = Emitter("generate", on_event)
-    with session_scope() as s:
-        project_id = find_project(s, project).id
+    with sessions() as s:
         chunks = eligible(pool.load_chunks(s, project_id, dataset.domain), gen)
         cached = pool.load_cache(s, project_id, dataset.name)
     if preview:
         chunks = pick_preview(chunks, gen.preview_chunks)
     if not chunks:
         raise ValueError(
-            f"no text chunks of at least {gen.min_chunk_tokens} tokens in project {project!r}"
+            f"no text chunks of at least {gen.min_chunk_tokens} tokens in the project"
             + (f" (domain {dataset.domain!r})" if dataset.domain else "")
             + "; run `ftf ingest` on your documents first"
         )
@@ -84,7 +95,7 @@ def generate_step(
     own = provider is None
     client = provider or Provider(provider_cfg)
     try:
-        session = Session(client, client.cfg.model, cached)
+        answers = AnswerCache(client, client.cfg.model, cached)
         emit("chunks", 0, len(chunks), message=f"{len(chunks)} chunks, {len(cached)} answers logged before")
 
         def store(result: Generated) -> None:
@@ -94,11 +105,11 @@ def generate_step(
                     {"source": result.chunk.source, "messages": p.messages(dataset.system_prompt)}
                     for p in result.pairs
                 ]
-            with session_scope() as s2:  # one commit per chunk: a crash keeps what is done
+            with sessions() as s2:  # one commit per chunk: a crash keeps what is done
                 added, _ = pool.store_generated(s2, project_id, dataset.name, result, dataset.system_prompt)
             report.added += added
 
-        report.stopped = generate(chunks, session, gen, store, emit)
+        report.stopped = generate(chunks, answers, gen, store, emit)
     finally:
         if own:
             client.close()
@@ -115,33 +126,39 @@ def _tally(report: GenerationReport, result: Generated) -> None:
         report.rejected[f"{item['stage']}: {item['reason']}"] += 1
 
 
-def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = None) -> dict[str, Any]:
-    """Convert the project's chunks, merge the pool's live examples, filter, split and write."""
+def build_step(
+    sessions: SessionScope,
+    project_id: int,
+    out_dir: Path,
+    cfg: DatasetConfig,
+    count: CountFn,
+    on_event: EventSink | None = None,
+) -> dict[str, Any]:
+    """Convert the project's chunks, merge the pool's live examples, filter, split and write the
+    dataset into ``out_dir``; ``count`` gives the token length of each text (a batch at a time).
+    Returns the manifest, with ``path`` and ``stats``.
+
+    Raises:
+        ValueError: nothing to build (no usable chunks or examples).
+    """
     emit = Emitter("dataset", on_event)
-    out_dir = paths.project_dir(project) / "datasets" / cfg.name
-    with session_scope() as s:
-        project_id = find_project(s, project).id
+    with sessions() as s:
         units = _units(s, project_id)
         documents = Counter(u.source for u in units)
         drops: Counter[str] = Counter()
-        # PII is scrubbed (and counted) once, in finalize, for converted and generated rows alike
-        converted = make_examples(units, replace(cfg, scrub_pii=False), drops)
+        converted = make_examples(units, cfg, drops)
         pool.sync_converted(s, project_id, cfg.name, converted)
         s.flush()
         rows = pool.pool_rows(s, project_id, cfg.name)
-        live = [pool.as_record(r) for r in rows if _wanted(r, cfg)]
-        review_drops = [_review_rejection(r, cfg) for r in rows if not _wanted(r, cfg)]
+        live, review_drops = _sift_pool(rows, _chunk_keys(s, project_id), cfg)
     if not live:
-        raise ValueError(
-            f"nothing to build in project {project!r}: no usable chunks or examples; "
-            "run `ftf ingest` (and `ftf dataset generate`) first"
-        )
+        raise _nothing_to_build(len(rows), review_drops)
     emit("filter", 0, len(live), message=f"{len(live)} candidate examples")
     done = finalize(
         live,
         scrub_pii=cfg.scrub_pii,
         max_tokens=cfg.max_tokens,
-        count=_counter(cfg.tokenizer or paths.project_settings(project).get("tokenizer") or DEFAULT_MODEL),
+        count=count,
         eval_fraction=cfg.eval_fraction,
         text_eval_fraction=cfg.text_eval_fraction,
         heldout_fraction=cfg.heldout_fraction,
@@ -155,12 +172,41 @@ def build_step(project: str, cfg: DatasetConfig, on_event: EventSink | None = No
     )
     (out_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
     plot_token_histogram(done.token_lengths, out_dir / "token_lengths.png", limit=cfg.max_tokens)
-    _record_splits(project_id, cfg.name, done.splits)
+    _record_splits(sessions, project_id, cfg.name, done.splits)
     emit("filter", len(live), len(live), message="done")
     return {**manifest, "path": str(out_dir), "stats": stats}
 
 
-def _units(s: Any, project_id: int) -> list[Unit]:
+def _sift_pool(
+    rows: list[schema.Example], chunks: dict[int | None, str], cfg: DatasetConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pool's rows as build records: those the build keeps, and the others with the reason
+    (stage 'pool' of the funnel)."""
+    live: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    for row in rows:
+        record = {**pool.as_record(row), "chunk": chunks.get(row.chunk_id)}
+        reason = pool.drop_reason(row, cfg)
+        if reason is None:
+            live.append(record)
+        else:
+            dropped.append({"stage": "pool", "reason": reason, **record})
+    return live, dropped
+
+
+def _nothing_to_build(n_rows: int, dropped: list[dict[str, Any]]) -> ValueError:
+    if not n_rows:
+        return ValueError(
+            "nothing to build: the project has no usable chunks or examples; "
+            "run `ftf ingest` (and `ftf dataset generate`) first"
+        )
+    reasons = "; ".join(f"{n} {why}" for why, n in Counter(r["reason"] for r in dropped).most_common(3))
+    return ValueError(
+        f"nothing to build: all {n_rows} examples are left out ({reasons}); see `ftf dataset review`"
+    )
+
+
+def _units(s: Session, project_id: int) -> list[Unit]:
     from sqlalchemy import select
 
     files = {f.id: f.path for f in s.scalars(select(schema.File).where(schema.File.project_id == project_id))}
@@ -175,32 +221,17 @@ def _units(s: Any, project_id: int) -> list[Unit]:
     ]
 
 
-def _wanted(row: schema.Example, cfg: DatasetConfig) -> bool:
-    if row.status not in pool.LIVE or (cfg.domain and row.domain != cfg.domain):
-        return False
-    if cfg.min_rating and row.status != "approved":
-        return row.rating is not None and row.rating >= cfg.min_rating
-    return True
+def _chunk_keys(s: Session, project_id: int) -> dict[int | None, str]:
+    """Chunk id -> ``path#position``: what the split groups by, the same whatever order files were
+    ingested in (database ids are not)."""
+    from sqlalchemy import select
 
-
-def _review_rejection(row: schema.Example, cfg: DatasetConfig) -> dict[str, Any]:
-    """Why a pool row is not in the build (stage 'pool' of the funnel)."""
-    if row.status == "rejected":
-        reason = f"rejected at generation: {row.reason or 'no reason recorded'}"
-    elif row.status == "deleted":
-        reason = "deleted in review"
-    elif cfg.domain and row.domain != cfg.domain:
-        reason = f"not in domain {cfg.domain!r}"
-    else:
-        reason = f"rating below {cfg.min_rating}"
-    return {"stage": "pool", "reason": reason, **pool.as_record(row)}
-
-
-def _counter(tokenizer: str) -> Any:
-    from finetuneflow.ingest.prepare import token_fns
-    from finetuneflow.models.resolve import resolve_model
-
-    return token_fns(resolve_model(tokenizer))[1]
+    query = (
+        select(schema.Chunk.id, schema.Chunk.idx, schema.File.path)
+        .join(schema.File, schema.File.id == schema.Chunk.file_id)
+        .where(schema.Chunk.project_id == project_id)
+    )
+    return {chunk_id: f"{path}#{idx}" for chunk_id, idx, path in s.execute(query)}
 
 
 def _write(
@@ -259,10 +290,12 @@ def _export(out_dir: Path, cfg: DatasetConfig, splits: dict[str, list[dict[str, 
     return {"folder": str(root), "formats": list(cfg.formats), "skipped": problems}
 
 
-def _record_splits(project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]) -> None:
+def _record_splits(
+    sessions: SessionScope, project_id: int, dataset: str, splits: dict[str, list[dict[str, Any]]]
+) -> None:
     from sqlalchemy import update
 
-    with session_scope() as s:
+    with sessions() as s:
         s.execute(
             update(schema.Example)
             .where(schema.Example.project_id == project_id, schema.Example.dataset == dataset)
