@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from train.helpers import chat_dataset  # tests/ is on sys.path (tests/conftest.py)
+from train.helpers import tiny_run  # tests/ is on sys.path (tests/conftest.py)
 
 from finetuneflow.evaluate.step import EvalConfig, evaluate
 from finetuneflow.state import runs as rf
@@ -17,15 +17,7 @@ from finetuneflow.state.datasets import read_split
 
 @pytest.fixture(scope="module")
 def run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from finetuneflow.train.config import TrainConfig
-    from finetuneflow.train.step import train
-
-    root = tmp_path_factory.mktemp("eval-run")
-    cfg = TrainConfig(
-        base_model=str(tiny_model), max_len=64, max_steps=4, precision="fp32", threads=1, learning_rate=1e-2
-    )
-    train(chat_dataset(root / "ds"), root / "run", cfg)
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("eval-run"), tiny_model, steps=4)
 
 
 def test_base_side_is_the_untrained_model_and_tuned_side_differs(run: Path, tiny_model: Path) -> None:

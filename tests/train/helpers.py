@@ -20,3 +20,16 @@ def chat_dataset(root: Path, n: int = 12) -> Path:
     write_jsonl(split_path(root, "chat", "train"), [chat(i) for i in range(n)])
     write_jsonl(split_path(root, "chat", "eval"), [chat(99), chat(98)])
     return root
+
+
+def tiny_run(root: Path, model: Path, steps: int = 2) -> Path:
+    """A tiny LoRA run on :func:`chat_dataset`, trained ``steps`` steps at a high learning rate (its
+    B matrices clearly non-zero); returns the run folder ``root / "run"``."""
+    from finetuneflow.train.config import TrainConfig
+    from finetuneflow.train.step import train
+
+    cfg = TrainConfig(
+        base_model=str(model), max_len=64, max_steps=steps, precision="fp32", threads=1, learning_rate=1e-2
+    )
+    train(chat_dataset(root / "ds"), root / "run", cfg)
+    return root / "run"
