@@ -1,36 +1,41 @@
-"""Resumable checkpoints: trained weights, optimizer, RNG and loop position, written atomically.
-
-A checkpoint is a folder ``checkpoints/step-000120/`` holding
-
-- ``weights.safetensors``: the trainable tensors only (the LoRA matrices, or every weight for full
-  fine-tuning), by parameter name;
-- ``optimizer.safetensors``: AdamW's per-parameter tensors (``state.<i>.exp_avg`` ...) and the
-  torch RNG states; no pickles anywhere, so loading a checkpoint runs no code;
-- ``state.json``: the loop position (optimizer steps done, micro-batch size after any
-  out-of-memory halving, tokens seen, seconds trained), early-stopping bookkeeping, the optimizer's
-  param groups and the grad scaler's state.
-
-The folder is written under a temporary name and renamed into place, so a run killed at any
-moment (kill -9 included) leaves either a complete checkpoint or none; leftovers are ignored and
-cleaned on the next save.
+"""Checkpoints of the causal training loop: its :class:`LoopState` in the shared, atomic,
+pickle-free format of :mod:`finetuneflow.state.checkpoints`, with FSDP's sharded tensors gathered
+whole on save (:func:`~finetuneflow.train.fsdp.full`) and cut back into shards on load
+(:func:`~finetuneflow.train.fsdp.like`), so any process count can resume any checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetuneflow.state import checkpoints as fmt
+from finetuneflow.state.checkpoints import (
+    CHECKPOINTS,
+    OPTIMIZER,
+    STATE,
+    WEIGHTS,
+    checkpoint_dirs,
+    latest,
+    load_weights,
+    prune,
+)
 from finetuneflow.train.fsdp import full, like
 
-CHECKPOINTS = "checkpoints"
-WEIGHTS = "weights.safetensors"
-OPTIMIZER = "optimizer.safetensors"
-STATE = "state.json"
-_PREFIX = "step-"
+__all__ = [
+    "CHECKPOINTS",
+    "OPTIMIZER",
+    "STATE",
+    "WEIGHTS",
+    "LoopState",
+    "checkpoint_dirs",
+    "latest",
+    "load",
+    "load_weights",
+    "prune",
+    "save",
+]
 
 
 @dataclass
@@ -49,56 +54,19 @@ class LoopState:
     ooms: list[dict[str, Any]] = field(default_factory=list)
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temporary leftovers are not listed)."""
-    root = run_dir / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / STATE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]))
-
-
-def latest(run_dir: Path) -> Path | None:
-    dirs = checkpoint_dirs(run_dir)
-    return dirs[-1] if dirs else None
-
-
 def save(
     run_dir: Path, model: Any, opt: Any, scaler: Any, state: LoopState, keep_last: int, write: bool = True
 ) -> Path:
-    """Write a checkpoint for ``state.step`` atomically, then prune old ones; returns its folder.
+    """Write a checkpoint for ``state.step`` atomically, then prune old ones (keeping the best step);
+    returns its folder.
 
     Sharded (FSDP) weights and optimizer state are gathered into whole tensors first, which every
     rank must take part in; only the rank with ``write`` writes.
     """
-    import torch
-    from safetensors.torch import save_file
-
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    trainable = {n: full(p.detach()).contiguous().cpu() for n, p in named}
-    tensors, groups = _optimizer_tensors(opt)
-    root = run_dir / CHECKPOINTS
-    final = root / f"{_PREFIX}{state.step:06d}"
-    if not write:
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".partial-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable, str(tmp / WEIGHTS))
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    save_file(tensors, str(tmp / OPTIMIZER))
-    meta = {"loop": asdict(state), "param_groups": groups, "scaler": _scaler_state(scaler)}
-    _write_synced(tmp / STATE, json.dumps(meta, indent=2))
-    if final.exists():  # the same step saved again (e.g. a best checkpoint at the final eval)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    prune(run_dir, keep_last, state.best_step)
-    return final
+    return fmt.save(
+        run_dir, model, opt, scaler, asdict(state), step=state.step, keep_last=keep_last,
+        keep_step=state.best_step, write=write, gather=full,
+    )  # fmt: skip
 
 
 def load(folder: Path, model: Any, opt: Any, scaler: Any) -> LoopState:
@@ -107,100 +75,4 @@ def load(folder: Path, model: Any, opt: Any, scaler: Any) -> LoopState:
     Raises:
         ValueError: the checkpoint's tensors do not match this model (another model or method).
     """
-    import torch
-    from safetensors.torch import load_file
-
-    weights = load_file(str(folder / WEIGHTS))
-    params = dict(model.named_parameters())
-    wanted = {n for n, p in params.items() if p.requires_grad}
-    if set(weights) != wanted:
-        missing, extra = sorted(wanted - set(weights))[:3], sorted(set(weights) - wanted)[:3]
-        raise ValueError(
-            f"checkpoint {folder} does not fit this model (missing {missing}, unexpected {extra}); "
-            "was the run started with another base model or method?"
-        )
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(like(tensor, params[name]))
-    meta = json.loads((folder / STATE).read_text())
-    tensors = load_file(str(folder / OPTIMIZER))
-    _load_optimizer(opt, tensors, meta["param_groups"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
-    return LoopState(**meta["loop"])
-
-
-def load_weights(folder: Path, model: Any) -> None:
-    """Only the trained weights of a checkpoint (to restore the best one at the end)."""
-    import torch
-    from safetensors.torch import load_file
-
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in load_file(str(folder / WEIGHTS)).items():
-            params[name].copy_(tensor)
-
-
-def prune(run_dir: Path, keep_last: int, best_step: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints and the best one; clear leftovers."""
-    dirs = checkpoint_dirs(run_dir)
-    keep = {d for d in dirs[-keep_last:]} | {d for d in dirs if d.name == f"{_PREFIX}{best_step:06d}"}
-    for d in dirs:
-        if d not in keep:
-            shutil.rmtree(d, ignore_errors=True)
-    for leftover in (run_dir / CHECKPOINTS).glob(".partial-*"):
-        if not leftover.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _optimizer_tensors(opt: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """AdamW's state as flat named tensors plus its JSON-able param groups."""
-    sd = opt.state_dict()
-    tensors = {
-        f"state.{idx}.{key}": full(value.detach()).contiguous().cpu()
-        for idx, per_param in sd["state"].items()
-        for key, value in per_param.items()
-        if hasattr(value, "detach")
-    }
-    return tensors, sd["param_groups"]
-
-
-def _load_optimizer(opt: Any, tensors: dict[str, Any], groups: list[dict[str, Any]]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    params = [p for group in opt.param_groups for p in group["params"]]  # state index -> parameter
-    for name, value in tensors.items():
-        if name.startswith("state."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = like(value, params[int(idx)])
-    for group in groups:  # JSON turned tuples (betas) into lists; AdamW expects a pair
-        if isinstance(group.get("betas"), list):
-            group["betas"] = tuple(group["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _scaler_state(scaler: Any) -> dict[str, Any] | None:
-    if scaler is None or not scaler.is_enabled():
-        return None
-    return {k: (float(v) if hasattr(v, "item") else v) for k, v in scaler.state_dict().items()}
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with path.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not every platform opens folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return LoopState(**fmt.load(folder, model, opt, scaler, place=like))

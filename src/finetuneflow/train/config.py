@@ -1,4 +1,5 @@
-"""Settings of the training step: the run itself, its LoRA adapter, and its checkpoints."""
+"""Settings of the training step: the run itself, its LoRA adapter (:mod:`models.lora`, shared with
+classification), and its checkpoints."""
 
 from __future__ import annotations
 
@@ -6,30 +7,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from finetuneflow.config import section, setting
+from finetuneflow.models.lora import LoraSettings
+
+__all__ = ["CheckpointSettings", "LoraSettings", "Method", "TrainConfig"]
 
 Method = Literal["lora", "qlora", "full"]
-
-
-@dataclass
-class LoraSettings:
-    """The adapter trained by ``method='lora'`` or ``'qlora'``."""
-
-    r: int = setting(16, "LoRA rank.")
-    alpha: int = setting(32, "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rslora).")
-    dropout: float = setting(
-        0.0, "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time)."
-    )
-    target_modules: str = setting("all-linear", "Modules to adapt: 'all-linear' or comma-separated names.")
-    rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha / sqrt(r) (helps at high ranks).")
-    dora: bool = setting(False, "DoRA: learn a magnitude per output as well (slower, sometimes better).")
-
-    def problems(self) -> list[str]:
-        out = [f"{n}: must be >= 1" for n in ("r", "alpha") if getattr(self, n) < 1]
-        if not 0 <= self.dropout < 1:
-            out.append("dropout: must be in [0, 1)")
-        if not self.target_modules.strip():
-            out.append("target_modules: empty; use 'all-linear' or names such as 'q_proj,v_proj'")
-        return out
 
 
 @dataclass

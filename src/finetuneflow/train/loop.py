@@ -20,6 +20,7 @@ from finetuneflow.errors import TrainingError
 from finetuneflow.events import Emitter
 from finetuneflow.models.chat import IGNORE, Row
 from finetuneflow.models.loss import rows_to_tensors, summed_loss
+from finetuneflow.models.schedule import lr_at
 from finetuneflow.state import runs as rf
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
@@ -85,14 +86,6 @@ def make_optimizer(
         else:
             scaler = torch.amp.GradScaler(device.split(":")[0])
     return opt, scaler, params
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to ``peak`` then cosine decay to 10% of it."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def run(loop: Loop, state: ckpt.LoopState) -> str:

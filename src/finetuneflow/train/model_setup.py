@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow.models.load import load_causal_lm
-from finetuneflow.train.config import LoraSettings, TrainConfig
+from finetuneflow.models.lora import lora_config
+from finetuneflow.train.config import TrainConfig
 
 FULL_MAX_PARAMS = 2_000_000_000  # beyond this, full fine-tuning's optimizer state is not "at home"
 
@@ -148,25 +149,6 @@ def attach_lora(model: Any, cfg: TrainConfig) -> Any:
     from peft import get_peft_model
 
     return get_peft_model(model, lora_config(cfg.lora, "CAUSAL_LM"))
-
-
-def lora_config(settings: LoraSettings, task_type: str, modules_to_save: list[str] | None = None) -> Any:
-    """PEFT's LoraConfig for our settings ('all-linear' or comma-separated target names)."""
-    from peft import LoraConfig
-
-    targets: str | list[str] = settings.target_modules
-    if targets != "all-linear":
-        targets = [t.strip() for t in settings.target_modules.split(",") if t.strip()]
-    return LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=targets,
-        use_rslora=settings.rslora,
-        use_dora=settings.dora,
-        modules_to_save=modules_to_save,
-        task_type=task_type,
-    )
 
 
 def trainable_count(model: Any) -> tuple[int, int]:

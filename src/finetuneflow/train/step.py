@@ -21,13 +21,14 @@ from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.chat import Row, encode_rows
 from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
+from finetuneflow.models.schedule import lr_at
 from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
 from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.loop import Loop, lr_at, make_optimizer, plain_loss, run
+from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
 from finetuneflow.train.model_setup import Built, attach_lora, build_model, resolve_method, trainable_count
 
 __all__ = ["TrainingError", "attach_lora", "batches", "lr_at", "plan_steps", "prepare", "train"]
