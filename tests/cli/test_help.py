@@ -16,6 +16,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from finetuneflow.classify.config import ClassifyConfig
 from finetuneflow.cli import app, common
 from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.dataset.generate import GenerateConfig
@@ -23,7 +24,6 @@ from finetuneflow.dataset.presets import ProviderConfig
 from finetuneflow.evaluate.step import EvalConfig
 from finetuneflow.export.step import ExportConfig
 from finetuneflow.ingest.config import IngestConfig
-from finetuneflow.train.classify import ClassifyConfig
 from finetuneflow.train.config import LoraSettings, TrainConfig
 
 runner = CliRunner()

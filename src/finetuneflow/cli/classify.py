@@ -1,4 +1,4 @@
-"""``ftf classify train`` and ``ftf classify predict``: thin wrappers over :mod:`train.classify`.
+"""``ftf classify train`` and ``ftf classify predict``: thin wrappers over :mod:`finetuneflow.classify`.
 
 torch, transformers and peft are imported inside the commands only, so ``ftf --help`` stays fast.
 """
@@ -65,8 +65,9 @@ def classify_train(
     ] = None,
 ) -> None:
     """Train a classifier of the CSV's labels; prints accuracy, macro-F1 and the run folder."""
+    from finetuneflow.classify.config import ClassifyConfig
+    from finetuneflow.classify.step import train as train_classifier
     from finetuneflow.cli.progress import RichProgress
-    from finetuneflow.train.classify import ClassifyConfig, train_classifier
 
     try:
         cfg = settings(
@@ -109,7 +110,7 @@ def classify_predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
 ) -> None:
     """Classify texts with a trained run: prints each text's label and probability."""
-    from finetuneflow.train.classify import predict
+    from finetuneflow.classify.predict import predict
 
     try:
         results = predict(run_dir, texts)

@@ -40,7 +40,7 @@ CONFIGS = {
     "train": "finetuneflow.train.config:TrainConfig",
     "evaluate": "finetuneflow.evaluate.step:EvalConfig",
     "export": "finetuneflow.export.step:ExportConfig",
-    "classify": "finetuneflow.train.classify:ClassifyConfig",
+    "classify": "finetuneflow.classify.config:ClassifyConfig",
 }
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 

@@ -22,6 +22,12 @@ ADAPTER = "adapter"
 FULL_MODEL = "model"  # full fine-tuning saves every weight here instead of an adapter
 EVALUATION = "evaluation.json"  # written by the evaluate step, read by the report
 CHECKPOINTS = "checkpoints"
+LABELS = "labels.json"  # a classification run's classes: labels, id2label, label2id
+PREDICTIONS = "eval_predictions.jsonl"  # a classification run's eval examples, predicted
+
+# What a run trained, as recorded in the runs table: a causal LM (chat/text) or a sequence classifier.
+CAUSAL = "causal"
+CLASSIFY = "classify"
 
 
 def new_run_id() -> str:
@@ -51,6 +57,15 @@ def check_not_finished(run_dir: Path) -> None:
         raise FinishedRunError(
             f"{run_dir} already holds a finished run; start a new run instead of overwriting it"
         )
+
+
+def run_kind(run_dir: Path) -> str:
+    """``classify`` when the run folder's config.json holds classification settings, else ``causal``.
+
+    Raises:
+        FileNotFoundError: the folder has no config.json (the run never started).
+    """
+    return CLASSIFY if CLASSIFY in read_json(run_dir / CONFIG) else CAUSAL
 
 
 def library_versions() -> dict[str, str]:

@@ -1,21 +1,26 @@
-"""The model half of sequence classification: load the base as a classifier, add LoRA, batch, score.
+"""A base model as a sequence classifier: load it (new or trained), batch texts, score them.
 
-Shared by training and :func:`finetuneflow.train.classify.predict`, so a saved run scores texts
-with exactly the code that evaluated it.
+Shared by the classification step (training, evaluation, ``predict``) and the export step (the
+reference an exported adapter is checked against), so a saved run scores texts with exactly the
+code that evaluated it. A decoder model classifies from its last non-padding token through a
+linear head (``score``); LoRA and that head are what a run trains.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from finetuneflow.errors import TrainingError
 from finetuneflow.models.chat import pad_id
+from finetuneflow.models.load import load_tokenizer
+from finetuneflow.models.resolve import resolve_model
+from finetuneflow.state import runs as rf
 
-if TYPE_CHECKING:
-    from finetuneflow.train.classify import ClassifyConfig
+HEAD_NAMES = ("score", "classifier")  # decoder models (Llama, Qwen, ...) and encoder models (BERT, ...)
 
 
 @contextmanager
@@ -69,25 +74,48 @@ def load_classifier(model_dir: Path, names: list[str], pad_id: int, device: str)
     return model.to(device)
 
 
-HEAD_NAMES = ("score", "classifier")  # decoder models (Llama, Qwen, ...) and encoder models (BERT, ...)
+def load_trained(adapter_dir: Path, model_dir: Path, names: list[str], device: str) -> tuple[Any, Any, int]:
+    """(model, tokenizer, pad id) of a trained classifier: the base with the adapter and head saved
+    in ``adapter_dir`` (which holds the tokenizer too), in eval mode."""
+    from peft import PeftModel
+
+    tokenizer = load_tokenizer(adapter_dir)
+    pad = pad_id_of(tokenizer)
+    base = load_classifier(model_dir, names, pad, device)
+    with quiet():
+        model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).to(device)
+    return model.eval(), tokenizer, pad
 
 
-def attach_lora(model: Any, cfg: ClassifyConfig) -> Any:
-    """Fresh LoRA adapters plus a fully trained (and saved) classification head.
+@dataclass
+class Trained:
+    """A finished classification run's model, loaded: what scoring texts with it needs."""
+
+    model: Any
+    tokenizer: Any
+    pad_id: int
+    names: list[str]  # class id -> label
+    base_dir: Path
+    settings: dict[str, Any]  # the run's classification settings, as config.json records them
+
+
+def load_run(run_dir: Path, device: str = "cpu") -> Trained:
+    """The trained classifier of a classification run folder (``adapter/``, ``labels.json``).
+
+    The base is the folder the run trained on, or, if that cache was moved or cleaned, the model
+    its name resolves to now.
 
     Raises:
-        TrainingError: the model has no head under a known name, so it would stay random.
+        FileNotFoundError: the run has no config.json or labels.json.
     """
-    from peft import get_peft_model
-
-    from finetuneflow.train.model_setup import lora_config
-
-    head = next((n for n in HEAD_NAMES if hasattr(model, n)), None)
-    if head is None:
-        raise TrainingError(f"{type(model).__name__} has no classification head named {HEAD_NAMES}")
-    lora = lora_config(cfg.lora, "SEQ_CLS", modules_to_save=[head])
-    with quiet():
-        return get_peft_model(model, lora)
+    resolved = rf.read_json(run_dir / rf.CONFIG)
+    names: list[str] = rf.read_json(run_dir / rf.LABELS)["labels"]
+    settings = resolved[rf.CLASSIFY]
+    base_dir = Path(resolved["model_dir"])
+    if not (base_dir / "config.json").is_file():
+        base_dir = resolve_model(settings["base_model"])
+    model, tokenizer, pad = load_trained(run_dir / rf.ADAPTER, base_dir, names, device)
+    return Trained(model, tokenizer, pad, names, base_dir, settings)
 
 
 def encode(tokenizer: Any, texts: list[str], max_len: int) -> tuple[list[list[int]], int]:

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetuneflow.classify.config import ClassifyConfig
 from finetuneflow.errors import ClassifyDataError, ReaderError
 from finetuneflow.text.clean import decode_bytes
 
@@ -186,3 +187,40 @@ def stratified_split(
     train = [e for e in examples if e.row not in eval_rows]
     held = [e for e in examples if e.row in eval_rows]
     return train, held
+
+
+@dataclass
+class ClassifyData:
+    """The examples of both sides, checked, with the label names (id = index) and the files read."""
+
+    train: list[Example]
+    eval: list[Example]
+    names: list[str]
+    files: dict[str, LabelledFile]  # "train_csv" and, when given, "eval_csv"
+
+    def counts(self, side: list[Example]) -> dict[str, int]:
+        """Examples per class of one side, in label-id order."""
+        return {n: sum(1 for e in side if e.label == n) for n in self.names}
+
+
+def load_data(csv_path: Path, cfg: ClassifyConfig, eval_csv: Path | None = None) -> ClassifyData:
+    """Read the CSV(s), map labels, and split stratified unless an eval CSV is given.
+
+    Raises:
+        ClassifyDataError: bad rows, fewer than 2 classes, a class with 1 example, unknown eval labels.
+    """
+    train_file = read_labelled_csv(csv_path, cfg.text_column, cfg.label_column)
+    files = {"train_csv": train_file}
+    names = label_names(train_file.examples)
+    if eval_csv is not None:
+        eval_file = read_labelled_csv(eval_csv, cfg.text_column, cfg.label_column)
+        check_eval_labels(eval_file.examples, names, eval_csv)
+        files["eval_csv"] = eval_file
+        return ClassifyData(train_file.examples, eval_file.examples, names, files)
+    if cfg.eval_fraction <= 0:
+        raise ClassifyDataError(
+            "eval_fraction is 0 and no eval CSV was given: nothing to measure accuracy on. "
+            "Set eval_fraction (e.g. 0.2) or pass an eval CSV."
+        )
+    train, held = stratified_split(train_file.examples, cfg.eval_fraction, cfg.seed)
+    return ClassifyData(train, held, names, files)
