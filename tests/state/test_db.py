@@ -1,7 +1,8 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from finetuneflow import paths
 from finetuneflow.state import Project, session_scope
@@ -36,3 +37,49 @@ def test_state_lives_under_ftf_home(ftf_home: Path) -> None:
 def test_project_names_cannot_escape(bad: str) -> None:
     with pytest.raises(ValueError, match="invalid project name"):
         paths.project_dir(bad)
+
+
+def _alembic(url: str) -> Any:
+    from alembic.config import Config
+
+    from finetuneflow.state.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url)
+    return cfg
+
+
+def test_run_kind_migration_keeps_existing_runs_as_causal(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(_alembic(url), "0003")  # a database as the previous release left it
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '2026-01-01')"))
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, project_id, dataset, base_model, status, path, config, summary, "
+                "created_at) VALUES ('r1', 1, 'default', 'm', 'finished', '/x', '{}', '{}', '2026-01-01')"
+            )
+        )
+    migrate(url)  # what opening the database does
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, kind FROM runs")).all() == [("r1", "causal")]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+    command.downgrade(_alembic(url), "0003")  # and back, without losing the run
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM runs")).all() == [("r1",)]
+    assert "kind" not in {c["name"] for c in inspect(engine).get_columns("runs")}
+
+
+def test_migrations_match_the_models_exactly(tmp_path: Path) -> None:
+    """Columns, types, nullability and indexes: what Alembic's autogenerate would find to change."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(url)
+    with create_engine(url).connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

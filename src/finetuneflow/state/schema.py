@@ -134,11 +134,16 @@ class LLMCall(Base):
 
 
 class Run(Base):
-    """A training run; its folder holds the config, manifest, metrics and adapter."""
+    """A training run; its folder holds the config, manifest, metrics and adapter.
+
+    ``kind`` says what was trained: ``causal`` (a chat/text model, on a built dataset) or
+    ``classify`` (a sequence classifier, on a labelled CSV, whose file name is then ``dataset``).
+    """
 
     __tablename__ = "runs"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="causal", server_default="causal", index=True)
     dataset: Mapped[str] = mapped_column(String(64))
     base_model: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))  # running | finished | failed
