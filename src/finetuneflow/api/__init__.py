@@ -1,5 +1,8 @@
 """The Python API: one function per pipeline step, each a thin wrapper over the step's core.
 
+Classification has its own three, on a labelled CSV (``text,label``): ``train_classifier``,
+``resume_classifier`` and ``predict``; its runs are listed and exported like the others.
+
 Wrappers resolve a project's folders and database rows, record a job, and call the pure step
 function; the CLI (and later the REST routes and the worker) call these same functions::
 
@@ -12,6 +15,7 @@ function; the CLI (and later the REST routes and the worker) call these same fun
     print(api.chat("demo", "What does error E21 mean?", run["run_id"]))
 """
 
+from finetuneflow.api.classify import predict, resume_classifier, train_classifier
 from finetuneflow.api.data import build_dataset, generate_dataset, ingest
 from finetuneflow.api.runs import chat, evaluate, export, latest_run, list_runs, run_dir
 from finetuneflow.api.training import resume, train
@@ -25,7 +29,10 @@ __all__ = [
     "ingest",
     "latest_run",
     "list_runs",
+    "predict",
     "resume",
+    "resume_classifier",
     "run_dir",
     "train",
+    "train_classifier",
 ]

@@ -28,38 +28,65 @@ def run_dir(project: str, run_id: str) -> Path:
     return path
 
 
-def latest_run(project: str) -> str:
-    """Id of the newest finished run of the project. Raises LookupError if there is none."""
+def latest_run(project: str, kind: str | None = rf.CAUSAL) -> str:
+    """Id of the newest finished run of the project of ``kind`` (``causal``, ``classify``, or None
+    for either). Raises LookupError if there is none."""
     with session_scope() as s:
         proj = find_project(s, project)
-        run = s.scalars(
-            select(schema.Run)
-            .where(schema.Run.project_id == proj.id, schema.Run.status == "finished")
-            .order_by(schema.Run.created_at.desc())
-        ).first()
+        query = select(schema.Run).where(schema.Run.project_id == proj.id, schema.Run.status == "finished")
+        if kind is not None:
+            query = query.where(schema.Run.kind == kind)
+        run = s.scalars(query.order_by(schema.Run.created_at.desc())).first()
         if run is None:
-            raise LookupError(f"project {project!r} has no finished run; run `ftf train` first")
+            classify = kind == rf.CLASSIFY
+            what, command = ("classification ", "ftf classify train") if classify else ("", "ftf train")
+            raise LookupError(f"project {project!r} has no finished {what}run; run `{command}` first")
         return run.id
 
 
+_USES = {
+    rf.CAUSAL: "`ftf evaluate`, `ftf chat` and every `ftf export` format",
+    rf.CLASSIFY: "`ftf classify predict` and `ftf export -f adapter -f report`",
+}
+
+
+def require_kind(folder: Path, kind: str, doing: str) -> None:
+    """Raise LookupError unless the run in ``folder`` is of ``kind`` (``doing`` names the action).
+
+    A folder without config.json passes: the step says what is missing.
+    """
+    if not (folder / rf.CONFIG).exists():
+        return
+    found = rf.run_kind(folder)
+    if found != kind:
+        raise LookupError(f"cannot {doing} run {folder.name!r}: it is a {found} run, for {_USES[found]}")
+
+
 def list_runs(project: str) -> list[dict[str, Any]]:
-    """Runs of a project, newest first."""
+    """Runs of a project, newest first, with their kind and headline score: ``eval_loss`` for a
+    causal run, ``accuracy`` and ``macro_f1`` (on its eval examples) for a classification run."""
     with session_scope() as s:
         proj = find_project(s, project)
         runs = s.scalars(
             select(schema.Run).where(schema.Run.project_id == proj.id).order_by(schema.Run.created_at.desc())
         ).all()
-        return [
-            {
-                "id": r.id,
-                "status": r.status,
-                "dataset": r.dataset,
-                "base_model": r.base_model,
-                "eval_loss": (r.summary or {}).get("eval_loss"),
-                "created_at": str(r.created_at),
-            }
-            for r in runs
-        ]
+        return [_listed(r) for r in runs]
+
+
+def _listed(run: schema.Run) -> dict[str, Any]:
+    summary = run.summary or {}
+    scores = (summary.get("eval") or {}) if run.kind == rf.CLASSIFY else {}
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "status": run.status,
+        "dataset": run.dataset,
+        "base_model": run.base_model,
+        "eval_loss": summary.get("eval_loss"),  # a causal run's
+        "accuracy": scores.get("accuracy"),  # a classification run's, on its eval examples
+        "macro_f1": scores.get("macro_f1"),
+        "created_at": str(run.created_at),
+    }
 
 
 def evaluate(
@@ -74,6 +101,7 @@ def evaluate(
 
     run_id = run_id or latest_run(project)
     folder = run_dir(project, run_id)
+    require_kind(folder, rf.CAUSAL, "evaluate")
     with tracked("evaluate", project_id(project), {"run_id": run_id}, on_event) as (sink, done):
         result = evaluate_step(folder, config or EvalConfig(), sink)
         done({"losses": result["losses"]})
@@ -87,11 +115,13 @@ def export(
     on_event: EventSink | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the adapter, merged model and report into the project's exports/<run-id>/."""
+    """Write the adapter, merged model and report into the project's exports/<run-id>/ (for a
+    classification run: its adapter with the head and labels, and its report). Without ``run_id``,
+    the newest finished run of either kind."""
     from finetuneflow.export.step import ExportConfig
     from finetuneflow.export.step import export as export_step
 
-    run_id = run_id or latest_run(project)
+    run_id = run_id or latest_run(project, kind=None)
     folder = run_dir(project, run_id)
     target = out_dir or paths.project_dir(project) / "exports" / run_id
     with tracked("export", project_id(project), {"run_id": run_id}, on_event) as (sink, done):
@@ -111,7 +141,9 @@ def chat(
     from finetuneflow.models.generate import generate_reply
     from finetuneflow.models.load import load_tuned
 
-    tuned = load_tuned(run_dir(project, run_id or latest_run(project)))
+    folder = run_dir(project, run_id or latest_run(project))
+    require_kind(folder, rf.CAUSAL, "chat with")
+    tuned = load_tuned(folder)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": question}
     ]

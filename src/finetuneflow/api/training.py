@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetuneflow import paths
-from finetuneflow.api._common import jsonable, project_id
+from finetuneflow.api._common import project_id, record_run, reopen_run, run_recorded
 from finetuneflow.api.runs import run_dir
+from finetuneflow.config import to_dict
 from finetuneflow.events import EventSink
 from finetuneflow.state import runs as rf
-from finetuneflow.state import schema, session_scope
-from finetuneflow.state.jobs import tracked
-from finetuneflow.state.repo import find_project
 
 if TYPE_CHECKING:  # imported lazily at call time
     from finetuneflow.train.config import TrainConfig
@@ -42,7 +39,7 @@ def train(
     run_id = dd.broadcast(run_id or rf.new_run_id(), dist)
     folder = rf.run_folder(paths.project_dir(project), run_id)
     if dist.main:
-        _record_run(project, run_id, dataset, cfg, folder)
+        record_run(project_id(project), run_id, folder, rf.CAUSAL, dataset, cfg.base_model, to_dict(cfg))
     return _train_tracked(project, run_id, dataset, dataset_dir, folder, cfg, on_event, resume=False)
 
 
@@ -53,19 +50,19 @@ def resume(project: str, run_id: str, on_event: EventSink | None = None) -> dict
         LookupError: no such run, or it has no recorded settings (it died before training began).
     """
     from finetuneflow.config import from_dict
-    from finetuneflow.state import runs as rf
     from finetuneflow.train.config import TrainConfig
 
     folder = run_dir(project, run_id)
     if not (folder / rf.CONFIG).exists():
         raise LookupError(f"run {run_id!r} never started training (no config.json); start a new run")
     started = rf.read_json(folder / rf.CONFIG)
+    if rf.CLASSIFY in started:
+        raise LookupError(
+            f"run {run_id!r} is a classification run; resume it with `ftf classify train --resume {run_id}`"
+        )
     cfg = from_dict(TrainConfig, started["train"])
-    with session_scope() as s:
-        run = s.get(schema.Run, run_id)
-        dataset = run.dataset if run else Path(started["dataset"]).name
-        if run is not None:
-            run.status = "running"
+    run = reopen_run(run_id)
+    dataset = run.dataset if run else Path(started["dataset"]).name
     _join_ranks(cfg)
     dataset_dir = Path(started["dataset"])
     return _train_tracked(project, run_id, dataset, dataset_dir, folder, cfg, on_event, resume=True)
@@ -78,24 +75,6 @@ def _join_ranks(cfg: TrainConfig) -> Any:
     return dd.init(hardware.pick_device(cfg.device))
 
 
-def _record_run(project: str, run_id: str, dataset: str, cfg: TrainConfig, folder: Path) -> None:
-    from finetuneflow.config import to_dict
-
-    with session_scope() as s:
-        proj = find_project(s, project)
-        s.add(
-            schema.Run(
-                id=run_id,
-                project_id=proj.id,
-                dataset=dataset,
-                base_model=cfg.base_model,
-                status="running",
-                path=str(folder),
-                config=to_dict(cfg),
-            )
-        )
-
-
 def _train_tracked(
     project: str, run_id: str, dataset: str, dataset_dir: Path, folder: Path, cfg: TrainConfig,
     on_event: EventSink | None, resume: bool,
@@ -106,19 +85,8 @@ def _train_tracked(
     if not dd.from_env().main:  # other ranks: no job rows, no run status
         return {"run_id": run_id, **train_step(dataset_dir, folder, cfg, on_event, resume=resume)}
     params = {"run_id": run_id, "dataset": dataset, "resume": resume}
-    try:
-        with tracked("train", project_id(project), params, on_event) as (sink, done):
-            summary = train_step(dataset_dir, folder, cfg, sink, resume=resume)
-            done(jsonable({k: v for k, v in summary.items() if k != "data"}))
-    except BaseException:
-        _finish_run(run_id, "failed", {})
-        raise
-    _finish_run(run_id, "finished", jsonable(summary))
+    summary = run_recorded(
+        "train", project, run_id, params, on_event,
+        lambda sink: train_step(dataset_dir, folder, cfg, sink, resume=resume),
+    )  # fmt: skip
     return {"run_id": run_id, **summary}
-
-
-def _finish_run(run_id: str, status: str, summary: dict[str, Any]) -> None:
-    with session_scope() as s:
-        run = s.get(schema.Run, run_id)
-        if run is not None:
-            run.status, run.summary, run.finished_at = status, summary, datetime.now(UTC)
