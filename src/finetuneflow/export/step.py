@@ -31,8 +31,10 @@ class ExportConfig:
     """What to export."""
 
     formats: list[str] = setting(
-        ["adapter", "merged", "report"],
-        "Any of: adapter, merged, gguf, gguf-lora, ollama, onnx, report, zip.",
+        [],
+        "Any of: adapter, merged, gguf, gguf-lora, ollama, onnx, report, zip (a classification run: "
+        "adapter, report, zip). Empty = the run's defaults: adapter, merged, report (classification: "
+        "adapter, report).",
     )
     merge_tolerance: float = setting(1e-3, "Max |logit difference| allowed between merged and adapter model.")
     gguf_types: list[str] = setting(
@@ -117,10 +119,11 @@ def export_adapter(ctx: Context) -> dict[str, Any]:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(ctx.run_dir / rf.ADAPTER, target)
-    return _folder_result(target)
+    return folder_result(target)
 
 
-def _folder_result(target: Path, **extra: Any) -> dict[str, Any]:
+def folder_result(target: Path, **extra: Any) -> dict[str, Any]:
+    """What an exporter that wrote a folder returns: its path, size, files with sha256, ``extra``."""
     files = checksums(target)
     size = sum((target / name).stat().st_size for name in files)
     return {"path": str(target), "bytes": size, "files": files, **extra}
@@ -171,7 +174,7 @@ def export_merged(ctx: Context) -> dict[str, Any]:
         shutil.rmtree(target)
     merged.save_pretrained(str(target), safe_serialization=True)
     tokenizer.save_pretrained(str(target))
-    return _folder_result(target, max_logit_diff_vs_adapter=ctx._cache["merge_diff"])
+    return folder_result(target, max_logit_diff_vs_adapter=ctx._cache["merge_diff"])
 
 
 def export_report(ctx: Context) -> dict[str, Any]:
@@ -220,8 +223,10 @@ def export_zip(ctx: Context) -> dict[str, Any]:
     }
 
 
+Registry = dict[str, Callable[[Context], dict[str, Any]]]  # format -> exporter
+
 # Order matters: the report describes what the exporters before it produced; the zip holds it all.
-EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
+EXPORTERS: Registry = {
     "adapter": export_adapter,
     "merged": export_merged,
     "gguf": _lazy("finetuneflow.export.gguf_model", "export_gguf"),
@@ -232,6 +237,37 @@ EXPORTERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "zip": export_zip,
 }
 
+# A classification run has no language-model head to merge or run in llama.cpp, Ollama or ONNX:
+# its adapter (with the trained classification head and the labels) and report are what it makes.
+CLASSIFY_EXPORTERS: Registry = {
+    "adapter": _lazy("finetuneflow.export.classifier", "export_adapter"),
+    "report": _lazy("finetuneflow.export.classifier", "export_report"),
+    "zip": export_zip,
+}
+
+REGISTRIES = {rf.CAUSAL: EXPORTERS, rf.CLASSIFY: CLASSIFY_EXPORTERS}
+DEFAULT_FORMATS = {rf.CAUSAL: ["adapter", "merged", "report"], rf.CLASSIFY: ["adapter", "report"]}
+_KIND_NAMES = {rf.CAUSAL: "causal language-model", rf.CLASSIFY: "classification"}
+
+
+def plan(run_dir: Path, cfg: ExportConfig) -> tuple[Registry, list[str]]:
+    """The exporters that apply to the run's kind and the formats to write, in registry order.
+
+    Raises:
+        ExportError: a format asked for does not apply to this kind of run (the message names
+            the ones that do).
+    """
+    kind = rf.run_kind(run_dir)
+    registry = REGISTRIES[kind]
+    wanted = cfg.formats or DEFAULT_FORMATS[kind]
+    refused = [f for f in wanted if f not in registry]
+    if refused:
+        raise ExportError(
+            f"{run_dir.name} is a {_KIND_NAMES[kind]} run: it cannot be exported as {', '.join(refused)}; "
+            f"the formats that apply are {', '.join(registry)}"
+        )
+    return registry, [name for name in registry if name in wanted]
+
 
 def export(
     run_dir: Path, out_dir: Path, cfg: ExportConfig, on_event: EventSink | None = None
@@ -239,16 +275,17 @@ def export(
     """Run the configured exporters for a finished run; returns {format: result} and writes export.json.
 
     Raises:
-        ExportError: the run is unfinished, or an export failed its verification.
+        ExportError: the run is unfinished, a format does not apply to its kind, or an export failed
+            its verification.
     """
     if not (run_dir / rf.SUMMARY).exists():
         raise ExportError(f"{run_dir} is not a finished run (no {rf.SUMMARY}); train it first")
+    registry, chosen = plan(run_dir, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(run_dir, out_dir, cfg, Emitter("export", on_event), {})
-    chosen = [name for name in EXPORTERS if name in cfg.formats]
     for i, name in enumerate(chosen):
         ctx.emit(name, i, len(chosen), message=f"exporting {name}")
-        ctx.results[name] = EXPORTERS[name](ctx)
+        ctx.results[name] = registry[name](ctx)
     (out_dir / "export.json").write_text(json.dumps(ctx.results, indent=2))
     ctx.emit("done", len(chosen), len(chosen), message=f"exported to {out_dir}")
     return ctx.results
