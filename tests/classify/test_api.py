@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from finetuneflow import api
 from finetuneflow.classify.config import ClassifyCheckpoints, ClassifyConfig
-from finetuneflow.errors import ClassifyDataError, ConfigError
+from finetuneflow.errors import ClassifyDataError, ConfigError, FinishedRunError
 from finetuneflow.state import Job, Run, session_scope
 from finetuneflow.state import runs as rf
 
@@ -93,5 +93,6 @@ def test_an_interrupted_run_is_failed_until_resumed(tiny_model: Path, tmp_path: 
     assert resumed["eval"]["confusion_matrix"] == whole["eval"]["confusion_matrix"]
     assert {r["id"]: r["status"] for r in api.list_runs("p")} == {whole["run_id"]: "finished",
                                                                   cut["id"]: "finished"}  # fmt: skip
-    with pytest.raises(Exception, match="already holds a finished run"):
+    with pytest.raises(FinishedRunError, match="already holds a finished run"):
         api.resume_classifier("p", cut["id"])
+    assert {r["status"] for r in api.list_runs("p")} == {"finished"}  # the refusal left the record be

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow.events import EventSink
+from finetuneflow.state import runs as rf
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.jobs import tracked
 from finetuneflow.state.repo import find_project
@@ -51,8 +52,13 @@ def record_run(
         )
 
 
-def reopen_run(run_id: str) -> schema.Run | None:
-    """Mark a recorded run ``running`` again (it is being resumed); its row, or None if unrecorded."""
+def reopen_run(run_id: str, folder: Path) -> schema.Run | None:
+    """Mark a recorded run ``running`` again (it is being resumed); its row, or None if unrecorded.
+
+    Raises:
+        FinishedRunError: the run in ``folder`` finished; its record is left as it is.
+    """
+    rf.check_not_finished(folder)
     with session_scope() as s:
         run = s.get(schema.Run, run_id)
         if run is not None:

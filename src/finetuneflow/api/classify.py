@@ -72,7 +72,7 @@ def resume_classifier(project: str, run_id: str, on_event: EventSink | None = No
     cfg = from_dict(ClassifyConfig, started[rf.CLASSIFY])
     csv_path = Path(started["train_csv"])
     eval_path = Path(started["eval_csv"]) if "eval_csv" in started else None
-    reopen_run(run_id)
+    reopen_run(run_id, folder)
     return _train_recorded(project, run_id, csv_path, eval_path, folder, cfg, on_event, resume=True)
 
 

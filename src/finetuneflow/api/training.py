@@ -61,7 +61,7 @@ def resume(project: str, run_id: str, on_event: EventSink | None = None) -> dict
             f"run {run_id!r} is a classification run; resume it with `ftf classify train --resume {run_id}`"
         )
     cfg = from_dict(TrainConfig, started["train"])
-    run = reopen_run(run_id)
+    run = reopen_run(run_id, folder)
     dataset = run.dataset if run else Path(started["dataset"]).name
     _join_ranks(cfg)
     dataset_dir = Path(started["dataset"])
