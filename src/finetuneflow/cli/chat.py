@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -33,23 +33,25 @@ def chat(
 
 
 def runs(project: Project = "default") -> None:
-    """List the runs of a project."""
+    """List the runs of a project (causal and classification), newest first, with their score."""
     from finetuneflow import api
 
     try:
         rows = api.list_runs(project)
     except LookupError as err:
         fail(err)
-    table = Table("run", "status", "dataset", "base model", "eval loss")
+    table = Table("run", "kind", "status", "dataset", "base model", "score")
+    table.columns[0].no_wrap = True
     for r in rows:
-        table.add_row(
-            r["id"],
-            r["status"],
-            r["dataset"],
-            r["base_model"],
-            f"{r['eval_loss']:.3f}" if r["eval_loss"] is not None else "-",
-        )
+        table.add_row(r["id"], r["kind"], r["status"], r["dataset"], r["base_model"], _score(r))
     console.print(table)
+
+
+def _score(run: dict[str, Any]) -> str:
+    """A run's headline number: eval loss of a causal run, accuracy and macro-F1 of a classifier."""
+    if run["accuracy"] is not None:
+        return f"acc {run['accuracy']:.3f}, F1 {run['macro_f1']:.3f}"
+    return f"loss {run['eval_loss']:.3f}" if run["eval_loss"] is not None else "-"
 
 
 def model_prepare(
