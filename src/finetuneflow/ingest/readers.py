@@ -23,6 +23,7 @@ from finetuneflow.ingest.docx import docx_blocks
 from finetuneflow.ingest.epub import epub_records
 from finetuneflow.ingest.html import html_record
 from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
+from finetuneflow.ingest.ocr import ScannedPages, is_scanned
 from finetuneflow.ingest.pptx import pptx_records
 from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
 from finetuneflow.ingest.xlsx import xlsx_records
@@ -40,6 +41,9 @@ class ReadResult:
     """The usable records, in file order."""
     problems: list[str] = field(default_factory=list)
     """One line per skipped row / line / item, e.g. ``"row 7: empty answer"``."""
+    notes: list[str] = field(default_factory=list)
+    """What the reader did that a person should know but that lost nothing, e.g. which PDF pages
+    were read by OCR and how sure it was."""
 
 
 Reader = Callable[[Path], ReadResult]
@@ -108,7 +112,8 @@ def _read_text(path: Path) -> ReadResult:
 
 
 def _read_pdf(path: Path) -> ReadResult:
-    """PDF: one ``text`` record per page that has extractable text, ``page`` 1-based."""
+    """PDF: one ``text`` record per page that has extractable text, ``page`` 1-based; a scanned page
+    (no text layer, only images) is read by OCR when the ``ocr`` extra is installed."""
     from pypdf import PdfReader
 
     try:
@@ -128,17 +133,22 @@ def _read_pdf(path: Path) -> ReadResult:
         pages = list(pdf.pages)
     except Exception as exc:
         raise ReaderError(f"the PDF is damaged: its page list cannot be read ({exc})") from exc
-    for number, page in enumerate(pages, start=1):
-        try:
-            text = clean_text(page.extract_text() or "")
-        except Exception as exc:
-            problems.append(f"page {number}: text extraction failed ({exc})")
-            continue
-        if text:
-            records.append(SourceRecord("text", text, page=number))
+    with ScannedPages(path) as scans:
+        for number, page in enumerate(pages, start=1):
+            try:
+                text = clean_text(page.extract_text() or "")
+            except Exception as exc:
+                problems.append(f"page {number}: text extraction failed ({exc})")
+                continue
+            if text:
+                records.append(SourceRecord("text", text, page=number))
+            elif is_scanned(page) and (scanned := scans.record(number)):
+                records.append(scanned)
+        problems += scans.problems()
     if not records:
-        raise ReaderError("no extractable text; scanned PDFs need OCR, which is not supported yet")
-    return ReadResult(records, problems)
+        reason = "; ".join(problems) or "no text layer and no scanned page images that OCR could read"
+        raise ReaderError(f"no extractable text ({reason})")
+    return ReadResult(records, problems, scans.notes())
 
 
 def _unlock_pdf(pdf: Any) -> None:
