@@ -167,3 +167,19 @@ def test_zip_with_mimetype_of_another_format_is_not_an_epub(tmp_path: Path) -> N
     path = rewrite(make_epub(tmp_path / "doc.epub"), {"mimetype": b"application/vnd.oasis.opendocument.text"})
     with pytest.raises(ReaderError, match="zip archives are not ingested"):
         read_file(path)
+
+
+def test_deeply_nested_chapter_is_one_problem(tmp_path: Path) -> None:
+    deep = "<html><body>" + "<div>" * 100_000 + "deep" + "</div>" * 100_000 + "</body></html>"
+    result = read_file(rewrite(make_epub(tmp_path / "deep.epub"), {"EPUB/ch1.xhtml": deep.encode()}))
+    assert len(result.records) == 2
+    assert result.problems == ["chapter 4 (EPUB/ch1.xhtml): its elements are nested too deeply to read"]
+
+
+@pytest.mark.parametrize("kind", [".pptx", ".xlsx"])
+def test_deeply_nested_xml_part_is_damaged_not_a_crash(tmp_path: Path, kind: str) -> None:
+    part, text = TEXT_PARTS[kind]
+    nest = "<x>" * 100_000 + "</x>" * 100_000
+    path = rewrite(made(tmp_path, kind), {part: lambda data: data.replace(text.encode(), nest.encode())})
+    result = read_file(path)
+    assert any(f"part {part} is damaged" in problem for problem in result.problems)

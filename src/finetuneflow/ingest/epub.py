@@ -165,13 +165,15 @@ def _chapter(package: Package, part: str, index: int, toc_title: str) -> SourceR
     """A chapter's text record, or None for a chapter without text (cover, blank page).
 
     Raises:
-        ReaderError: the chapter is missing or damaged.
+        ReaderError: the chapter is missing, damaged or nested too deeply.
     """
     text, _ = decode_bytes(package.read(part))
     try:
         record = html_record(text)
     except ReaderError:
         return None  # nothing but pictures, or an empty page: no text to learn from
+    except RecursionError as exc:  # the HTML walker recurses per element: a hostile chapter nests 100k deep
+        raise ReaderError("its elements are nested too deeply to read") from exc
     headings = (line.lstrip("#").strip() for line in record.text.splitlines() if line.startswith("#"))
     heading = next(headings, "")
     title = toc_title or heading or record.meta.get("title", "")
