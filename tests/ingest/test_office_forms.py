@@ -145,6 +145,13 @@ def test_epub_without_toc_uses_the_first_heading(tmp_path: Path) -> None:
     assert titles[0] == "Proof" and titles[2] == "Start"
 
 
+def test_epub2_table_of_contents_from_the_ncx(tmp_path: Path) -> None:
+    path = make_epub(tmp_path / "book.epub")
+    rewrite(path, {"EPUB/nav.xhtml": b"<html><body><p>Contents</p></body></html>"})  # no <nav>
+    titles = [r.meta["chapter"] for r in read_file(path).records]
+    assert titles == ["", "Proofing", "Baking", "Starting out"]  # the contents page has no title
+
+
 # --- sniffed from the content ------------------------------------------------------------------
 
 

@@ -122,14 +122,16 @@ def _toc_titles(package: Package, opf: Any, manifest: dict[str, tuple[str, str, 
     ncx = manifest.get(ncx_id or "", ("", "", ""))[0] or next(
         (part for part, media_type, _ in manifest.values() if media_type == "application/x-dtbncx+xml"), None
     )
-    try:
-        if nav:
-            titles = _nav_titles(package, nav)
-            if titles:
-                return titles
-        return _ncx_titles(package, ncx) if ncx else {}
-    except ReaderError:
-        return {}
+    for titles_of, part in ((_nav_titles, nav), (_ncx_titles, ncx)):
+        if not part:
+            continue
+        try:
+            titles = titles_of(package, part)
+        except ReaderError:
+            continue
+        if titles:
+            return titles
+    return {}
 
 
 def _nav_titles(package: Package, part: str) -> dict[str, str]:
