@@ -133,18 +133,18 @@ def _read_pdf(path: Path) -> ReadResult:
         pages = list(pdf.pages)
     except Exception as exc:
         raise ReaderError(f"the PDF is damaged: its page list cannot be read ({exc})") from exc
-    with ScannedPages(path) as scans:
-        for number, page in enumerate(pages, start=1):
-            try:
-                text = clean_text(page.extract_text() or "")
-            except Exception as exc:
-                problems.append(f"page {number}: text extraction failed ({exc})")
-                continue
-            if text:
-                records.append(SourceRecord("text", text, page=number))
-            elif is_scanned(page) and (scanned := scans.record(number)):
-                records.append(scanned)
-        problems += scans.problems()
+    scans = ScannedPages(path)
+    for number, page in enumerate(pages, start=1):
+        try:
+            text = clean_text(page.extract_text() or "")
+        except Exception as exc:
+            problems.append(f"page {number}: text extraction failed ({exc})")
+            continue
+        if text:
+            records.append(SourceRecord("text", text, page=number))
+        elif is_scanned(page) and (scanned := scans.record(number)):
+            records.append(scanned)  # no text layer, only a picture of one: read by OCR
+    problems += scans.problems()
     if not records:
         reason = "; ".join(problems) or "no text layer and no scanned page images that OCR could read"
         raise ReaderError(f"no extractable text ({reason})")
