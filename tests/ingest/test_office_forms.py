@@ -51,6 +51,47 @@ def test_pptx_furniture_placeholders_and_hidden_slides(tmp_path: Path) -> None:
     assert "hidden" not in first.meta and second.meta["hidden"] is True
 
 
+def test_pptx_smartart_and_alternate_content_are_read(tmp_path: Path) -> None:
+    """Shapes PowerPoint wraps in mc:AlternateContent, and SmartArt, whose text lives in its own part."""
+    a = 'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main"'
+    p = 'xmlns:p="http://schemas.openxmlformats.org/presentationml/2006/main"'
+    mc = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+    dgm = 'xmlns:dgm="http://schemas.openxmlformats.org/drawingml/2006/diagram"'
+    r = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+    box = "<p:sp><p:txBody><a:p><a:r><a:t>{}</a:t></a:r></a:p></p:txBody></p:sp>"
+    alternate = (
+        f"<mc:AlternateContent {mc} {p} {a}><mc:Choice Requires='p14'>{box.format('new feature')}</mc:Choice>"
+        f"<mc:Fallback>{box.format('Fallback text')}</mc:Fallback></mc:AlternateContent>"
+    )
+    frame = (
+        f"<p:graphicFrame {p} {a}><a:graphic><a:graphicData><dgm:relIds {dgm} {r} r:dm='rId9'/>"
+        "</a:graphicData></a:graphic></p:graphicFrame>"
+    )
+    point = "<dgm:pt type='{}'><dgm:t><a:p><a:r><a:t>{}</a:t></a:r></a:p></dgm:t></dgm:pt>"
+    data = (
+        f"<dgm:dataModel {dgm} {a}><dgm:ptLst>{point.format('doc', '')}{point.format('node', 'Mix')}"
+        f"{point.format('parTrans', 'connector')}{point.format('node', 'Knead')}</dgm:ptLst></dgm:dataModel>"
+    )
+    rel = (
+        '<Relationship Id="rId9" Target="../diagrams/data1.xml" '
+        'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/diagramData"/>'
+    )
+    path = rewrite(
+        make_pptx(tmp_path / "deck.pptx"),
+        {
+            "ppt/slides/slide2.xml": lambda xml: xml.replace(
+                b"</p:spTree>", (alternate + frame).encode() + b"</p:spTree>"
+            ),
+            "ppt/slides/_rels/slide2.xml.rels": lambda xml: xml.replace(
+                b"</Relationships>", rel.encode() + b"</Relationships>"
+            ),
+            "ppt/diagrams/data1.xml": data.encode(),
+        },
+    )
+    second = read_file(path).records[1]
+    assert second.text.endswith("P100 | 199\n\nFallback text\n\nMix\nKnead")
+
+
 # --- XLSX ------------------------------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Slides come in the order of ``ppt/presentation.xml``'s slide list (the order of the show, not the
 order of the files in the zip). A slide's text is its shapes in the order the slide stores them:
 the title as a ``#`` line, text boxes and placeholders paragraph by paragraph, tables as
-``' | '``-joined rows, groups unwrapped. Slide-number, date and footer placeholders are furniture and
+``' | '``-joined rows, SmartArt diagrams node by node, groups and ``mc:AlternateContent`` (its
+fallback) unwrapped. Slide-number, date and footer placeholders are furniture and
 left out. The notes page's body follows as ``"Speaker notes: ..."``. ``page`` and ``meta["slide"]``
 hold the 1-based slide number; ``meta["hidden"]`` marks a slide hidden from the show.
 
@@ -26,6 +27,8 @@ from finetuneflow.text.clean import clean_text
 _P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
 _A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
 _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
+_DGM = "{http://schemas.openxmlformats.org/drawingml/2006/diagram}"
 _MAIN_PART = "ppt/presentation.xml"
 FIX = "open it in PowerPoint or LibreOffice Impress and save it again as .pptx"
 _TITLES = frozenset({"title", "ctrTitle"})
@@ -61,8 +64,9 @@ def pptx_records(path: Path) -> Iterator[SourceRecord | str]:
 def _slide_record(package: Package, part: str, number: int) -> SourceRecord | None:
     """The slide's text and notes as a record; None for a slide without any text (a picture)."""
     slide = package.xml(part)
-    blocks = _shape_blocks(slide.find(f"{_P}cSld/{_P}spTree"))
-    notes_part = next((t for kind, t in package.relationships(part).values() if kind == "notesSlide"), None)
+    related = package.relationships(part)
+    blocks = _shape_blocks(slide.find(f"{_P}cSld/{_P}spTree"), _Diagrams(package, related))
+    notes_part = next((target for kind, target in related.values() if kind == "notesSlide"), None)
     notes = _notes_text(package, notes_part) if notes_part else ""
     if notes:
         blocks.append(f"{NOTES_LABEL} {notes}")
@@ -90,7 +94,26 @@ def _notes_text(package: Package, part: str) -> str:
     return "\n".join(text for text in (_text_body(shape) for shape in shapes) if text).strip()
 
 
-def _shape_blocks(tree: Any) -> list[str]:
+class _Diagrams:
+    """The text of a slide's SmartArt diagrams, by relationship id of their data part."""
+
+    def __init__(self, package: Package, related: dict[str, tuple[str, str]]) -> None:
+        self.package = package
+        self.related = related
+
+    def text(self, frame: Any) -> str:
+        """One line per diagram node of the SmartArt in a graphic frame ('' when there is none)."""
+        ids = frame.find(f".//{_DGM}relIds")
+        kind, part = self.related.get(ids.get(f"{_R}dm", "") if ids is not None else "", ("", ""))
+        if kind != "diagramData":
+            return ""
+        points = self.package.xml(part).iter(f"{_DGM}pt")
+        # connector points (parTrans, sibTrans) hold no text of their own
+        nodes = [_paragraphs(pt) for pt in points if pt.get("type", "node") in ("node", "asst")]
+        return "\n".join(node for node in nodes if node)
+
+
+def _shape_blocks(tree: Any, diagrams: _Diagrams) -> list[str]:
     """Blocks of the shapes under a shape tree or group, in stored order; groups are unwrapped."""
     if tree is None:
         return []
@@ -98,7 +121,10 @@ def _shape_blocks(tree: Any) -> list[str]:
     for shape in tree:
         name = local_name(shape)
         if name == "grpSp":
-            blocks += _shape_blocks(shape)
+            blocks += _shape_blocks(shape, diagrams)
+        elif name == "AlternateContent":  # newer features, with a fallback every reader understands
+            choice = shape.find(f"{_MC}Fallback")
+            blocks += _shape_blocks(choice if choice is not None else shape.find(f"{_MC}Choice"), diagrams)
         elif name == "sp":
             kind = _placeholder(shape)
             if kind in _FURNITURE:
@@ -109,6 +135,7 @@ def _shape_blocks(tree: Any) -> list[str]:
             blocks.append(text)
         elif name == "graphicFrame":
             blocks += [_table(table) for table in shape.iter(f"{_A}tbl")]
+            blocks.append(diagrams.text(shape))
     return blocks
 
 
