@@ -193,6 +193,17 @@ def test_epub2_table_of_contents_from_the_ncx(tmp_path: Path) -> None:
     assert titles == ["", "Proofing", "Baking", "Starting out"]  # the contents page has no title
 
 
+def test_epub_chapter_header_and_footnotes_are_kept(tmp_path: Path) -> None:
+    """A book is not a web page: <header> holds the chapter title, <aside> a footnote."""
+    chapter = (
+        '<html><body><section class="chapter sidebar"><header><h1>One</h1></header><p>Body text.</p>'
+        '<aside epub:type="footnote">A footnote.</aside><nav><a href="#x">Back</a></nav></section>'
+        "</body></html>"
+    )
+    path = rewrite(make_epub(tmp_path / "book.epub"), {"EPUB/ch1.xhtml": chapter.encode()})
+    assert read_file(path).records[-1].text == "# One\n\nBody text.\n\nA footnote."
+
+
 # --- sniffed from the content ------------------------------------------------------------------
 
 

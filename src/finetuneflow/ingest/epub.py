@@ -2,10 +2,11 @@
 
 The package document (``META-INF/container.xml`` names it) lists the book's files (manifest) and
 their reading order (spine). Each XHTML chapter becomes Markdown-ish text through the HTML reader
-(:func:`~finetuneflow.ingest.html.html_record`: headings, lists and tables kept, scripts and
-navigation dropped); a chapter without text (a cover picture) gives nothing. ``meta["chapter"]``
-is the chapter's title, from the table of contents (EPUB 3 ``nav`` or EPUB 2 NCX), else its first
-heading, else its ``<title>``; ``meta["chapter_index"]`` its 1-based place in the spine.
+(:func:`~finetuneflow.ingest.html.html_record` as a book page: headings, lists, tables, headers
+and footnotes kept, scripts and navigation dropped); a chapter without text (a cover picture)
+gives nothing. ``meta["chapter"]`` is the chapter's title, from the table of contents (EPUB 3
+``nav`` or EPUB 2 NCX), else its first heading, else its ``<title>``; ``meta["chapter_index"]`` is
+its 1-based place in the spine.
 
 A chapter listed in ``META-INF/encryption.xml`` is DRM-encrypted and cannot be read; a book whose
 every chapter is encrypted is refused with that reason. (Font obfuscation, also listed there, does
@@ -171,7 +172,7 @@ def _chapter(package: Package, part: str, index: int, toc_title: str) -> SourceR
     """
     text, _ = decode_bytes(package.read(part))
     try:
-        record = html_record(text)
+        record = html_record(text, web_page=False)
     except ReaderError:
         return None  # nothing but pictures, or an empty page: no text to learn from
     except RecursionError as exc:  # the HTML walker recurses per element: a hostile chapter nests 100k deep
