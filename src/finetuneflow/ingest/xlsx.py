@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ make every row 16,384 cells wide."""
 # Built-in number formats that show dates or times (ECMA-376 18.8.30, plus the CJK ones).
 _DATE_FORMAT_IDS = frozenset({*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)})
 _FORMAT_NOISE = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.|_.|\*.')  # literals, colours, padding
-_CELL_REF = re.compile(r"([A-Z]{1,3})(\d*)")
+_COLUMN_LETTERS = re.compile(r"[A-Z]{1,3}")
 
 
 def xlsx_records(path: Path) -> Iterator[SourceRecord | str]:
@@ -225,11 +226,17 @@ def _is_date_format(code: str) -> bool:
 
 def _column(ref: str | None, default: int) -> int:
     """The 1-based column of a cell reference ('B7' -> 2); ``default`` when there is none."""
-    match = _CELL_REF.match(ref or "")
-    if not match:
-        return default
+    letters = ref.rstrip("0123456789") if ref else ""
+    return _column_number(letters) if letters else default
+
+
+@lru_cache(maxsize=4096)
+def _column_number(letters: str) -> int:
+    """'A' -> 1, 'AB' -> 28; past MAX_COLUMNS (so skipped) for anything but column letters."""
+    if not _COLUMN_LETTERS.fullmatch(letters):
+        return MAX_COLUMNS + 1
     column = 0
-    for letter in match.group(1):
+    for letter in letters:
         column = column * 26 + ord(letter) - 64
     return column
 
