@@ -60,6 +60,7 @@ def test_registry_covers_supported_extensions() -> None:
     }
     expected |= {".html", ".htm", ".xhtml", ".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".h"}
     expected |= {".rb", ".sh", ".sql", ".yaml", ".yml", ".toml", ".ini"}
+    expected |= {".epub", ".pptx", ".xlsx"}
     assert set(SUPPORTED_EXTENSIONS) == set(READERS) == expected
 
 
@@ -67,7 +68,7 @@ def test_extension_is_case_insensitive(tmp_path: Path) -> None:
     assert only(read_file(write(tmp_path, "NOTES.TXT", "hello"))) == "hello"
 
 
-@pytest.mark.parametrize("name", ["slides.pptx", "archive.zip", "README"])
+@pytest.mark.parametrize("name", ["slides.key", "archive.zip", "README"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
     with pytest.raises(ReaderError, match="unsupported file type.*supported: .adoc, .csv"):
         read_file(write(tmp_path, name, "data"))

@@ -42,13 +42,12 @@ def ingest(
             report = api.ingest(inputs, project, cfg, sink)
     except (ValueError, LookupError) as err:
         fail(err)
-    table = Table("file", "status", "chunks", "dropped", "problems")
+    table = Table("file", "status", "chunks", "dropped", "problems / notes")
     for f in report.files:
         colour = {"failed": "red", "partial": "yellow", "skipped": "dim"}.get(f.status, "green")
         drops = ", ".join(f"{n} {why}" for why, n in f.dropped.items())
-        table.add_row(
-            f.path, f"[{colour}]{f.status}[/{colour}]", str(f.chunks), drops, "; ".join(f.problems)[:200]
-        )
+        said = "; ".join(f.problems + f.notes)[:200]
+        table.add_row(f.path, f"[{colour}]{f.status}[/{colour}]", str(f.chunks), drops, said)
     console.print(table)
     console.print(
         f"files: {report.counts()}  dropped: {report.dropped() or 'none'}"

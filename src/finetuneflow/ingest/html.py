@@ -16,28 +16,20 @@ from finetuneflow.errors import ReaderError
 from finetuneflow.records import SourceRecord
 from finetuneflow.text.clean import clean_text
 
-# Elements that never hold the page's content.
-_DROPPED_TAGS = (
-    "script",
-    "style",
-    "noscript",
-    "nav",
-    "header",
-    "footer",
-    "aside",
-    "form",
-    "svg",
-    "template",
-    "iframe",
-)
+# Elements that never hold text to learn from, in any document.
+_NOT_TEXT_TAGS = ("script", "style", "noscript", "svg", "template", "iframe")
+# ... and those that, on a web page, are its furniture rather than its content.
+_DROPPED_TAGS = (*_NOT_TEXT_TAGS, "nav", "header", "footer", "aside", "form")
 # id / class words of page furniture. "nav" and "menu" must start a word ("navbar", "main-menu")
 # so that "unavailable" or "canvas" survive; the others are specific enough anywhere.
 _BOILERPLATE = re.compile(r"(?:^|[^a-z])(?:nav|menu)|sidebar|footer|cookie|banner", re.IGNORECASE)
 # Containers we never drop by class, or the whole page could go ("<body class='has-sidebar'>").
 _PROTECTED = frozenset({"html", "body", "main", "article"})
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
+# header / footer / aside only get this far in a book's chapter (a web page drops them first).
 _CONTAINERS = frozenset(
     {"html", "body", "main", "article", "section", "div", "ul", "ol", "dl", "figure", "center", "details"}
+    | {"header", "footer", "aside"}
 )
 _LEAF_BLOCKS = frozenset(
     {"p", "pre", "blockquote", "dt", "dd", "figcaption", "caption", "summary", "address"}
@@ -48,10 +40,13 @@ _BLOCKS = _CONTAINERS | _LEAF_BLOCKS | frozenset(_HEADINGS) | {"li", "table", "h
 _BREAK = "\ue000"
 
 
-def html_record(markup: str) -> SourceRecord:
+def html_record(markup: str, web_page: bool = True) -> SourceRecord:
     """One ``text`` record of the page's main text; ``meta["title"]`` holds its ``<title>``.
 
-    Headings become '#' lines, list items '- ' lines, table rows ' | '-joined cells.
+    Headings become '#' lines, list items '- ' lines, table rows ' | '-joined cells. A web page
+    loses its furniture (navigation, headers, footers, asides, forms, elements whose class names a
+    menu or banner); a book's chapter (``web_page=False``) keeps all but navigation, since its
+    ``<header>`` holds the chapter title and its ``<aside>`` the footnotes.
 
     Raises:
         ReaderError: no text is left once scripts, navigation and other page furniture are removed.
@@ -62,7 +57,10 @@ def html_record(markup: str) -> SourceRecord:
     if root is not None:
         title_tag = next(root.iter("title"), None)
         title = _squash(_text(title_tag)) if title_tag is not None else ""
-        _drop_furniture(root)
+        if web_page:
+            _drop_furniture(root)
+        else:
+            etree.strip_elements(root, *_NOT_TEXT_TAGS, "nav", with_tail=False)
         _mark_breaks(root)
         for main in _main_roots(root):
             _collect(main, blocks, depth=0)

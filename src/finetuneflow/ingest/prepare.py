@@ -44,6 +44,7 @@ class Prepared:
     keys: list[str] = field(default_factory=list)
     sigs: np.ndarray | None = None
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # the reader's notes (OCRed pages), nothing lost
     failed: bool = False
     boilerplate_lines: int = 0
     pii: Counter[str] = field(default_factory=Counter)
@@ -215,6 +216,7 @@ def _read(path: Path, root: Path, small: list[tuple[str, str, bytes]]) -> tuple[
         result = read_file(path)
         records, out.boilerplate_lines = strip_repeated_lines(result.records)
         out.problems = result.problems
+        out.notes = result.notes
         out.info = _collection(path.parent, root)
     except (ReaderError, OSError) as err:
         out.problems, out.failed = [str(err)], True

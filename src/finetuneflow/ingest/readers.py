@@ -20,9 +20,13 @@ from finetuneflow.errors import ReaderError
 from finetuneflow.ingest import json_shapes
 from finetuneflow.ingest.code import LANGUAGES, code_records
 from finetuneflow.ingest.docx import docx_blocks
+from finetuneflow.ingest.epub import epub_records
 from finetuneflow.ingest.html import html_record
 from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
+from finetuneflow.ingest.ocr import ScannedPages, is_scanned
+from finetuneflow.ingest.pptx import pptx_records
 from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
+from finetuneflow.ingest.xlsx import xlsx_records
 from finetuneflow.records import SourceRecord
 from finetuneflow.text.clean import clean_text, decode_bytes
 
@@ -37,6 +41,9 @@ class ReadResult:
     """The usable records, in file order."""
     problems: list[str] = field(default_factory=list)
     """One line per skipped row / line / item, e.g. ``"row 7: empty answer"``."""
+    notes: list[str] = field(default_factory=list)
+    """What the reader did that a person should know but that lost nothing, e.g. which PDF pages
+    were read by OCR and how sure it was."""
 
 
 Reader = Callable[[Path], ReadResult]
@@ -49,13 +56,15 @@ def read_file(path: Path) -> ReadResult:
     """Read one source file with the reader registered for its sniffed type.
 
     The type comes from the content where it is unambiguous (a PDF named ``.txt`` is read as a
-    PDF; a zip holding ``word/document.xml`` as DOCX; HTML or JSON with an unknown extension by
-    its text), otherwise from the extension.
+    PDF; a zip holding ``word/document.xml`` as DOCX, ``ppt/presentation.xml`` as PPTX,
+    ``xl/workbook.xml`` as XLSX, an EPUB container as EPUB; HTML or JSON with an unknown extension
+    by its text), otherwise from the extension.
 
     Raises:
         ReaderError: missing / empty / unreadable file, unsupported type, binary data, a zip that is
-            not a DOCX (or is a zip bomb), a ``.pdf`` / ``.docx`` whose content is something else, or
-            content the reader cannot use at all; the message starts with the file name and says
+            not a DOCX / EPUB / PPTX / XLSX (or is a zip bomb), a password-protected Office file, a
+            ``.pdf`` / ``.docx`` / ``.epub`` / ``.pptx`` / ``.xlsx`` whose content is something else,
+            or content the reader cannot use at all; the message starts with the file name and says
             what to do.
     """
     try:
@@ -103,7 +112,8 @@ def _read_text(path: Path) -> ReadResult:
 
 
 def _read_pdf(path: Path) -> ReadResult:
-    """PDF: one ``text`` record per page that has extractable text, ``page`` 1-based."""
+    """PDF: one ``text`` record per page that has extractable text, ``page`` 1-based; a scanned page
+    (no text layer, only images) is read by OCR when the ``ocr`` extra is installed."""
     from pypdf import PdfReader
 
     try:
@@ -123,6 +133,7 @@ def _read_pdf(path: Path) -> ReadResult:
         pages = list(pdf.pages)
     except Exception as exc:
         raise ReaderError(f"the PDF is damaged: its page list cannot be read ({exc})") from exc
+    scans = ScannedPages(path)
     for number, page in enumerate(pages, start=1):
         try:
             text = clean_text(page.extract_text() or "")
@@ -131,9 +142,13 @@ def _read_pdf(path: Path) -> ReadResult:
             continue
         if text:
             records.append(SourceRecord("text", text, page=number))
+        elif is_scanned(page) and (scanned := scans.record(number)):
+            records.append(scanned)  # no text layer, only a picture of one: read by OCR
+    problems += scans.problems()
     if not records:
-        raise ReaderError("no extractable text; scanned PDFs need OCR, which is not supported yet")
-    return ReadResult(records, problems)
+        reason = "; ".join(problems) or "no text layer and no scanned page images that OCR could read"
+        raise ReaderError(f"no extractable text ({reason})")
+    return ReadResult(records, problems, scans.notes())
 
 
 def _unlock_pdf(pdf: Any) -> None:
@@ -354,6 +369,25 @@ def _non_empty(result: ReadResult, unit: str) -> ReadResult:
     raise ReaderError(f"no usable {unit}: {shown}{suffix}")
 
 
+# --- EPUB, PPTX, XLSX: generators of records and problem lines -------------------------------
+
+
+def _gathered(records: Callable[[Path], Iterator[SourceRecord | str]], unit: str) -> Reader:
+    """A :data:`Reader` over a generator that yields records and problem lines (strings)."""
+
+    def read(path: Path) -> ReadResult:
+        result = ReadResult([])
+        for item in records(path):
+            if isinstance(item, str):
+                result.problems.append(item)
+            else:
+                result.records.append(item)
+        return _non_empty(result, unit)
+
+    read.__doc__ = records.__doc__
+    return read
+
+
 # --- HTML and source code --------------------------------------------------------------------
 
 
@@ -379,6 +413,9 @@ READERS: dict[str, Reader] = {
     ".adoc": _read_text,
     ".pdf": _read_pdf,
     ".docx": _read_docx,
+    ".epub": _gathered(epub_records, "chapters"),
+    ".pptx": _gathered(pptx_records, "slides"),
+    ".xlsx": _gathered(xlsx_records, "rows"),
     ".csv": _read_delimited,
     ".tsv": _read_delimited,
     ".json": _read_json,

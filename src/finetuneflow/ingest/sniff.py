@@ -1,9 +1,12 @@
 """Decide what a file really is before a reader opens it, and refuse archives that would explode.
 
-:func:`sniff` looks at the content first (magic bytes: PDF, zip / DOCX, binary data) and only then
+:func:`sniff` looks at the content first (magic bytes: PDF, zip packages, binary data) and only then
 at the extension, so a PDF saved as ``.txt`` is read as a PDF and a text file saved as ``.pdf``
-gets a clear message instead of a parser stack trace. :func:`check_zip_bomb` reads only a zip's
-central directory, so it is safe to call on any file before the DOCX reader decompresses anything.
+gets a clear message instead of a parser stack trace. Zip packages are told apart by the parts they
+hold (DOCX, EPUB, PPTX, XLSX); an OLE container is a legacy Office file or, when it holds an
+``EncryptedPackage`` stream, a password-protected DOCX / PPTX / XLSX. :func:`check_zip_bomb` reads
+only a zip's central directory, so it is safe to call on any file before a package reader
+decompresses anything.
 """
 
 from __future__ import annotations
@@ -22,33 +25,56 @@ HEAD_BYTES = 8192
 
 # Zip-bomb limits, from the central directory (sizes as the archive declares them).
 MAX_ZIP_TOTAL_BYTES = 200 * 1024 * 1024
-"""Refuse a DOCX whose members add up to more than this when uncompressed."""
+"""Refuse a zip package (DOCX, EPUB, PPTX, XLSX) whose members add up to more than this when uncompressed."""
 MAX_ZIP_RATIO = 100
 """Refuse a member compressed more than this many times ..."""
 MAX_ZIP_RATIO_MIN_BYTES = 10 * 1024 * 1024
 """... when it is also larger than this uncompressed (small XML parts compress very well)."""
 MAX_ZIP_MEMBERS = 10_000
-"""Refuse a DOCX with more members than this."""
+"""Refuse a zip package with more members than this."""
 
 _PDF_MAGIC = b"%PDF-"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy Office: .doc, .xls, .ppt
-_DOCX_MAIN_PART = "word/document.xml"
+# Zip packages by the part that only they hold, first match wins (an EPUB also needs its mimetype).
+_ZIP_KINDS = (
+    ("word/document.xml", ".docx"),
+    ("ppt/presentation.xml", ".pptx"),
+    ("xl/workbook.xml", ".xlsx"),
+    ("META-INF/container.xml", ".epub"),
+)
+_EPUB_MIMETYPE = b"application/epub+zip"
+# What a file named with one of these extensions must be, for the "named .x but is not" message.
+_CONTAINERS = {
+    ".pdf": "a PDF",
+    ".docx": "a Word document",
+    ".epub": "an EPUB e-book",
+    ".pptx": "a PowerPoint presentation",
+    ".xlsx": "an Excel workbook",
+}
+_APPS = {".docx": "Word", ".pptx": "PowerPoint", ".xlsx": "Excel"}
+# An encrypted OOXML file is an OLE container whose directory names this stream (UTF-16LE, 128-byte
+# aligned entries, name length in bytes with its NUL at offset 64).
+_ENCRYPTED_STREAM = "EncryptedPackage".encode("utf-16-le")
+_OLE_ENTRY = 128
+_OLE_SCAN_BLOCK = 1 << 20
 _HTML_OPENERS = ("<!doctype html", "<html")
 _JSON_SNIFF_MAX_BYTES = 50 * 1024 * 1024  # larger unknown files are not parsed just to guess their type
 
 
 def sniff(path: Path, head: bytes, known: Collection[str]) -> str:
-    """The reader key for ``path``: ``".pdf"``, ``".docx"``, ``".html"``, ``".json"`` or its extension.
+    """The reader key for ``path``: ``".pdf"``, a zip package's type (``".docx"``, ``".epub"``,
+    ``".pptx"``, ``".xlsx"``), ``".html"``, ``".json"`` or its extension.
 
     ``head`` is the file's first :data:`HEAD_BYTES` bytes. Content wins over the name for PDF and
-    DOCX; text whose extension is not in ``known`` (the reader registry) is recognised as
+    zip packages; text whose extension is not in ``known`` (the reader registry) is recognised as
     HTML or JSON by its content. Anything else returns the lower-case extension, which the caller
     may not support.
 
     Raises:
-        ReaderError: a zip that is not a DOCX, binary data, a legacy Office file, or a ``.pdf`` /
-            ``.docx`` whose content is something else.
+        ReaderError: a zip that is no package we read, binary data, a legacy or password-protected
+            Office file, or a ``.pdf`` / ``.docx`` / ``.epub`` / ``.pptx`` / ``.xlsx`` whose content
+            is something else.
     """
     suffix = path.suffix.lower()
     # Some exporters put a BOM or blank lines first; "%PDF-" later in the head is just text about PDFs.
@@ -57,12 +83,9 @@ def sniff(path: Path, head: bytes, known: Collection[str]) -> str:
     if head.startswith(_ZIP_MAGICS):
         return _sniff_zip(path)
     if head.startswith(_OLE_MAGIC):
-        raise ReaderError(
-            "this is a legacy Office file (.doc / .xls / .ppt); open it in Word or LibreOffice and save "
-            "it as .docx (or export the text)"
-        )
+        _refuse_ole(path, suffix)
     binary = _looks_binary(head)
-    if suffix in (".pdf", ".docx"):
+    if suffix in _CONTAINERS:
         _wrong_container(suffix, "binary data" if binary else "text")
     if binary:
         raise ReaderError("this looks like a binary file, not text or a document; check the file type")
@@ -72,18 +95,69 @@ def sniff(path: Path, head: bytes, known: Collection[str]) -> str:
 
 
 def _sniff_zip(path: Path) -> str:
-    """``".docx"`` for a Word package; any other zip is refused."""
+    """The package type of a zip (DOCX, PPTX, XLSX, EPUB) from the parts it holds; any other zip is
+    refused. Only the central directory and an EPUB's tiny ``mimetype`` member are read."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+            for part, kind in _ZIP_KINDS:
+                if part in names and (kind != ".epub" or _epub_mimetype(archive, names)):
+                    return kind
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
         raise ReaderError(f"damaged zip package ({exc}); re-export or re-copy the file") from exc
-    if _DOCX_MAIN_PART in names:
-        return ".docx"
     raise ReaderError(
-        f"zip archives are not ingested (no {_DOCX_MAIN_PART}, so it is not a Word .docx); "
-        "unpack it and add the files inside"
+        "zip archives are not ingested (no word/document.xml, ppt/presentation.xml, xl/workbook.xml or "
+        "META-INF/container.xml, so it is not a Word .docx, PowerPoint .pptx, Excel .xlsx or EPUB "
+        "e-book); unpack it and add the files inside"
     )
+
+
+def _epub_mimetype(archive: zipfile.ZipFile, names: set[str]) -> bool:
+    """True unless the zip's ``mimetype`` member names something other than EPUB (some tools omit it)."""
+    if "mimetype" not in names:
+        return True
+    info = archive.getinfo("mimetype")
+    if info.file_size > 256:  # a few bytes by the spec; never decompress a big one to compare it
+        return False
+    return archive.read(info).strip() == _EPUB_MIMETYPE
+
+
+def _refuse_ole(path: Path, suffix: str) -> None:
+    """Raise the message for an OLE container: password-protected DOCX / PPTX / XLSX, or legacy Office."""
+    if _ole_holds_encrypted_package(path):
+        kind = f"this {suffix} file" if suffix in _APPS else "this Office file"
+        app = _APPS.get(suffix, "Word, PowerPoint, Excel")
+        raise ReaderError(
+            f"{kind} is encrypted (password-protected); open it in {app} or LibreOffice, save a copy "
+            "without a password, and add that instead"
+        )
+    raise ReaderError(
+        "this is a legacy Office file (.doc / .xls / .ppt); open it in Word, PowerPoint, Excel or "
+        "LibreOffice and save it as .docx / .pptx / .xlsx (or export the text)"
+    )
+
+
+def _ole_holds_encrypted_package(path: Path) -> bool:
+    """True when an OLE directory entry is named ``EncryptedPackage`` (what Office writes when a
+    DOCX / PPTX / XLSX is saved with a password). Scans the file in blocks: the directory sectors
+    can sit anywhere, and following the FAT chain would need a parser for one yes/no question."""
+    overlap = len(_ENCRYPTED_STREAM) + 2 * _OLE_ENTRY
+    offset = 0  # file offset of block[0]
+    block = b""
+    with path.open("rb") as handle:
+        while data := handle.read(_OLE_SCAN_BLOCK):
+            block += data
+            at = block.find(_ENCRYPTED_STREAM)
+            while at >= 0:
+                entry = offset + at
+                length = block[at + 64 : at + 66]
+                if entry % _OLE_ENTRY == 0 and length == (len(_ENCRYPTED_STREAM) + 2).to_bytes(2, "little"):
+                    return True
+                at = block.find(_ENCRYPTED_STREAM, at + 1)
+            keep = min(len(block), overlap)
+            offset += len(block) - keep
+            block = block[-keep:]
+    return False
 
 
 def _wrong_container(suffix: str, looks_like: str) -> None:
@@ -93,9 +167,15 @@ def _wrong_container(suffix: str, looks_like: str) -> None:
             f"named .pdf but is not a PDF (looks like {looks_like}); not a valid PDF, so re-export it "
             "from the original application or rename it to its real type"
         )
+    if suffix == ".epub":
+        raise ReaderError(
+            f"named .epub but is not an EPUB e-book (looks like {looks_like}; it is not a zip package); "
+            "re-export it from the original application or rename it to its real type"
+        )
+    app = _APPS[suffix]
     raise ReaderError(
-        f"named .docx but is not a Word document (looks like {looks_like}; it is not a zip package); "
-        "if it is an old .doc or another format renamed, open it in Word or LibreOffice and save it as .docx"
+        f"named {suffix} but is not {_CONTAINERS[suffix]} (looks like {looks_like}; it is not a zip "
+        f"package); if it is an old format renamed, open it in {app} or LibreOffice and save it as {suffix}"
     )
 
 

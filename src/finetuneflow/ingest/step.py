@@ -50,6 +50,7 @@ class FileReport:
     problems: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     domain: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader did that lost nothing (OCR)
 
 
 @dataclass
@@ -311,7 +312,7 @@ def _store_batch(
             dropped["header/footer lines"] = p.boilerplate_lines
         kept = len(p.units) - sum(v for k, v in dropped.items() if k != "header/footer lines")
         name = store.candidates[i].name
-        out.append((i, FileReport(name, status, kept, p.problems, dict(dropped), p.domain)))
+        out.append((i, FileReport(name, status, kept, p.problems, dict(dropped), p.domain, p.notes)))
     insert_pending(session, store.index, pending)
     return out
 
