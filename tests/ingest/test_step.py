@@ -79,9 +79,12 @@ def test_ingest_freezes_the_heap_only_while_it_runs(tiny_model: Path, tmp_path: 
     assert max(seen) > 0 and gc.get_freeze_count() == 0
     gc.freeze()  # an application that froze objects itself keeps them frozen
     try:
+        # Frozen objects that die leave the permanent generation (another test's thread may free a
+        # few at any moment), so the count can only fall here: no new freeze (the count would jump
+        # by every tracked object) and no unfreeze (it would drop to 0).
         frozen = gc.get_freeze_count()
         with step._frozen_heap():
-            assert gc.get_freeze_count() == frozen
-        assert gc.get_freeze_count() == frozen
+            assert 0.99 * frozen <= gc.get_freeze_count() <= frozen
+        assert 0.99 * frozen <= gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
