@@ -46,6 +46,8 @@ def test_exact_match_after_normalisation() -> None:
         ("The capital of France is Paris.", "Paris", 1 / 3),
         # a multiset: 'yes' shared once -> P = 1/3, R = 1 -> 0.5
         ("yes yes yes", "yes", 0.5),
+        # 'very' shared twice (as often as in both): P = R = 2/3
+        ("very very good", "very very bad", 2 / 3),
         # all 3 reference words found among 4: P = 3/4, R = 1
         ("heater plate cut out", "heater cut out", 2 * (3 / 4) * 1 / (3 / 4 + 1)),
         ("wrong answer", "Paris", 0.0),
