@@ -10,22 +10,19 @@ recall     a sample of its own training questions: what it memorised
 general    general-knowledge questions shipped with FineTuneFlow: what it may have forgotten
 =========  =====================================================================================
 
-Each set is a seeded sample of its file's chat rows, kept in file order. The question of a row is
-everything before its last assistant turn; the reference is that turn.
+Each set is a seeded sample of its file's chat rows, kept in file order
+(:func:`finetuneflow.text.questions.sample`: training's recall probe draws the same way).
 """
 
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from finetuneflow.evaluate.config import EvalConfig
-from finetuneflow.records import Message
 from finetuneflow.state.datasets import read_split
+from finetuneflow.text.questions import Question, sample
 
 SETS = {
     "eval": "eval split",
@@ -34,49 +31,8 @@ SETS = {
     "general": "general questions (forgetting check)",
 }
 """Set name -> the label tables show, in the order they are shown."""
+__all__ = ["SETS", "UNSEEN", "Question", "general_questions", "general_text", "question_sets"]
 UNSEEN = ("eval", "heldout")  # questions the model was not trained on: the verdict is about these
-
-
-@dataclass(frozen=True)
-class Question:
-    """One question: the conversation up to the answer, the reference answer and any other
-    acceptable wordings of it (each score takes the best over ``reference`` and ``also``)."""
-
-    id: str
-    prompt: list[Message]
-    reference: str
-    source: str = ""
-    also: tuple[str, ...] = field(default=())
-
-    @property
-    def text(self) -> str:
-        """The question as asked: the last message before the answer."""
-        return self.prompt[-1]["content"] if self.prompt else ""
-
-    @property
-    def references(self) -> tuple[str, ...]:
-        return (self.reference, *self.also)
-
-
-def question_of(record: dict[str, Any]) -> Question | None:
-    """The question a chat row asks (None for a row without an assistant turn after a prompt)."""
-    messages = record.get("messages") or []
-    answers = [k for k, m in enumerate(messages) if m.get("role") == "assistant"]
-    if not answers or answers[-1] == 0:
-        return None
-    last = answers[-1]
-    return Question(
-        str(record.get("id", "")), list(messages[:last]), messages[last]["content"], record.get("source", "")
-    )
-
-
-def sample(records: list[dict[str, Any]], n: int, seed: int, name: str) -> list[Question]:
-    """``n`` questions of ``records`` drawn with ``seed`` (all when fewer), in file order."""
-    questions = [q for q in map(question_of, records) if q is not None]
-    if len(questions) <= n:
-        return questions
-    keep = set(random.Random(f"{seed}:{name}").sample(range(len(questions)), n))
-    return [q for i, q in enumerate(questions) if i in keep]
 
 
 def question_sets(dataset_dir: Path, cfg: EvalConfig) -> dict[str, list[Question]]:
