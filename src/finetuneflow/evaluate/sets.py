@@ -24,6 +24,8 @@ from finetuneflow.evaluate.config import EvalConfig
 from finetuneflow.state.datasets import read_split
 from finetuneflow.text.questions import Question, sample
 
+__all__ = ["SETS", "UNSEEN", "Question", "general_questions", "general_text", "question_sets"]
+
 SETS = {
     "eval": "eval split",
     "heldout": "held-out questions (closed book)",
@@ -31,7 +33,6 @@ SETS = {
     "general": "general questions (forgetting check)",
 }
 """Set name -> the label tables show, in the order they are shown."""
-__all__ = ["SETS", "UNSEEN", "Question", "general_questions", "general_text", "question_sets"]
 UNSEEN = ("eval", "heldout")  # questions the model was not trained on: the verdict is about these
 
 
