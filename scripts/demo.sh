@@ -31,4 +31,4 @@ echo "  dataset: $FTF_HOME/projects/$P/datasets/default/"
 echo "  run:     $FTF_HOME/projects/$P/runs/$run/  (config.json, manifest.json, metrics.jsonl, adapter/)"
 echo "  export:  $FTF_HOME/projects/$P/exports/$run/  (adapter/, merged/, gguf/, ollama/, onnx/, report.md)"
 echo "  bundle:  $FTF_HOME/projects/$P/exports/$run.zip"
-grep -m1 -E "eval loss on the eval split" "$FTF_HOME/projects/$P/exports/$run/report.md" || true
+grep -m1 -E "the tuned model answers" "$FTF_HOME/projects/$P/exports/$run/report.md" || true

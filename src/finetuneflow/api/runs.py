@@ -16,6 +16,7 @@ from finetuneflow.state.jobs import tracked
 from finetuneflow.state.repo import find_project
 
 if TYPE_CHECKING:  # imported lazily at call time
+    from finetuneflow.dataset.presets import ProviderConfig
     from finetuneflow.evaluate.step import EvalConfig
     from finetuneflow.export.step import ExportConfig
 
@@ -94,17 +95,36 @@ def evaluate(
     run_id: str | None = None,
     config: EvalConfig | None = None,
     on_event: EventSink | None = None,
+    judge: ProviderConfig | None = None,
 ) -> dict[str, Any]:
-    """Base vs tuned on the eval split of the run's dataset; returns and stores the comparison."""
+    """Base vs tuned on the run's questions (eval split, held-out, recall probe, general), scored
+    answers, losses and the forgetting check; returns and stores the comparison. With
+    ``config.judge`` on, ``judge`` names the OpenAI-compatible provider that grades the answers.
+
+    Raises:
+        LookupError: no such project or run.
+        FileNotFoundError: the run has no trained weights.
+        ValueError: ``config.judge`` is on and ``judge`` is None.
+        ProviderError: the judge's API key cannot be loaded.
+    """
+    from finetuneflow.dataset.provider import Provider
     from finetuneflow.evaluate.step import EvalConfig
     from finetuneflow.evaluate.step import evaluate as evaluate_step
 
+    cfg = config or EvalConfig()
+    if cfg.judge and judge is None:
+        raise ValueError("judge: on, but no provider was given to grade with (its model at least)")
     run_id = run_id or latest_run(project)
     folder = run_dir(project, run_id)
     require_kind(folder, rf.CAUSAL, "evaluate")
     with tracked("evaluate", project_id(project), {"run_id": run_id}, on_event) as (sink, done):
-        result = evaluate_step(folder, config or EvalConfig(), sink)
-        done({"losses": result["losses"]})
+        client = Provider(judge) if cfg.judge and judge is not None else None
+        try:
+            result = evaluate_step(folder, cfg, sink, client)
+        finally:
+            if client is not None:
+                client.close()
+        done({"verdict": (result["verdict"] or {}).get("verdict"), "losses": result["losses"]})
     return result
 
 

@@ -38,7 +38,7 @@ CONFIGS = {
     "generate": "finetuneflow.dataset.generate:GenerateConfig",
     "provider": "finetuneflow.dataset.presets:ProviderConfig",
     "train": "finetuneflow.train.config:TrainConfig",
-    "evaluate": "finetuneflow.evaluate.step:EvalConfig",
+    "evaluate": "finetuneflow.evaluate.config:EvalConfig",
     "export": "finetuneflow.export.step:ExportConfig",
     "classify": "finetuneflow.classify.config:ClassifyConfig",
 }

@@ -1,13 +1,16 @@
-"""``ftf evaluate``: base against tuned model on the eval split of the run's dataset."""
+"""``ftf evaluate``: does the tuned model answer better than the base? Scored answers per question
+set, the forgetting check, eval losses, and the verdict sentence last."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console, fail, opt, settings
+from finetuneflow.cli.provider import BaseUrl, KeyEnv, KeyFile, Model, Preset, path_text
 
 
 def register(app: typer.Typer) -> None:
@@ -19,32 +22,109 @@ def evaluate(
     project: Project = "default",
     run: RunId = None,
     answers: Annotated[int | None, opt("evaluate", "answers")] = None,
+    recall: Annotated[int | None, opt("evaluate", "recall")] = None,
+    forgetting: Annotated[bool | None, opt("evaluate", "forgetting", "--forgetting/--no-forgetting")] = None,
+    max_new_tokens: Annotated[int | None, opt("evaluate", "max_new_tokens")] = None,
+    judge: Annotated[bool | None, opt("evaluate", "judge", "--judge/--no-judge")] = None,
+    preset: Preset = None,
+    base_url: BaseUrl = None,
+    model: Model = None,
+    api_key_env: KeyEnv = None,
+    api_key_file: KeyFile = None,
     config: ConfigFile = None,
 ) -> None:
-    """Compare base and tuned model on the eval split of the run's dataset."""
+    """Compare base and tuned: their answers to the run's questions, scored; the forgetting check.
+
+    The config file may hold "evaluate" and "provider" sections; the provider grades answers with --judge.
+    """
     from finetuneflow import api
     from finetuneflow.cli.progress import RichProgress
+    from finetuneflow.dataset.presets import ProviderConfig
     from finetuneflow.evaluate.step import EvalConfig
 
     try:
-        cfg = settings(EvalConfig, config, answers=answers)
+        cfg = settings(
+            EvalConfig, config, "evaluate", answers=answers, recall=recall, forgetting=forgetting,
+            max_new_tokens=max_new_tokens, judge=judge,
+        )  # fmt: skip
+        provider = None
+        if cfg.judge:
+            provider = settings(
+                ProviderConfig, config, "provider", preset=preset, base_url=base_url, model=model,
+                api_key_env=api_key_env, api_key_file=path_text(api_key_file),
+            )  # fmt: skip
         with RichProgress() as sink:
-            result = api.evaluate(project, run, cfg, sink)
-    except (ValueError, LookupError, FileNotFoundError) as err:
+            result = api.evaluate(project, run, cfg, sink, provider)
+    except (ValueError, LookupError, FileNotFoundError, RuntimeError) as err:
         fail(err)
+    show(result)
+
+
+def show(result: dict[str, Any]) -> None:
+    """Print the answer tables per set, the summary per set, the losses, then the verdict."""
+    for s in result["sets"].values():
+        console.print(_answer_table(s))
+    console.print(_summary_table(result["sets"]))
+    forgetting = result.get("forgetting")
+    if forgetting:
+        console.print(
+            f"general-text perplexity: base {forgetting['base_perplexity']:.2f} → tuned "
+            f"{forgetting['tuned_perplexity']:.2f} ({100 * forgetting['change']:+.1f}%)"
+        )
     table = Table("eval split", "examples", "base loss", "tuned loss", "base ppl", "tuned ppl")
     for kind, v in result["losses"].items():
         table.add_row(
-            kind,
-            str(v["examples"]),
-            f"{v['base_loss']:.3f}",
-            f"{v['tuned_loss']:.3f}",
-            f"{v['base_perplexity']:.1f}",
-            f"{v['tuned_perplexity']:.1f}",
-        )
+            kind, str(v["examples"]), f"{v['base_loss']:.3f}", f"{v['tuned_loss']:.3f}",
+            f"{v['base_perplexity']:.1f}", f"{v['tuned_perplexity']:.1f}",
+        )  # fmt: skip
     console.print(table)
-    for a in result["answers"][:3]:
-        console.print(
-            f"[bold]Q:[/bold] {a['question']}\n  [dim]base:[/dim]  {a['base'][:160]}\n"
-            f"  [green]tuned:[/green] {a['tuned'][:160]}"
-        )
+    verdict = result.get("verdict")
+    text = verdict["sentence"] if verdict else "No questions to answer: nothing to compare."
+    console.print(_bold(escape(text)))
+
+
+def _pair(row: dict[str, Any], key: str) -> str:
+    base, tuned = row["base"].get(key), row["tuned"].get(key)
+    return "-" if base is None or tuned is None else f"{base:.2f}→{tuned:.2f}"
+
+
+def _answer_table(s: dict[str, Any]) -> Table:
+    table = Table(
+        "#", "question", "reference", "base", "tuned", "F1", "ROUGE-L", "EM",
+        title=f"{s['label']}: {s['questions']} questions", show_lines=True,
+    )  # fmt: skip
+    for i, r in enumerate(s["rows"], 1):
+        table.add_row(
+            str(i), _cut(r["question"]), _cut(r["reference"]), _cut(r["base"]["answer"]),
+            _cut(r["tuned"]["answer"]), _pair(r, "f1"), _pair(r, "rouge_l"), _pair(r, "em"),
+        )  # fmt: skip
+    return table
+
+
+def _summary_table(sets: dict[str, Any]) -> Table:
+    table = Table("question set", "n", "token F1", "ROUGE-L", "exact match", "answer found", "answer NLL",
+                  "judge", title="base → tuned, means per set")  # fmt: skip
+    for s in sets.values():
+        base, tuned = s["means"]["base"], s["means"]["tuned"]
+        cells = [_means(base, tuned, k) for k in ("f1", "rouge_l", "em", "contains", "nll")]
+        grades = (base.get("judge") or {}).get("score"), (tuned.get("judge") or {}).get("score")
+        grade = "-" if None in grades else f"{grades[0]:.2f} → {grades[1]:.2f}"
+        table.add_row(s["label"], str(s["questions"]), *cells, grade)
+    return table
+
+
+def _means(base: dict[str, Any], tuned: dict[str, Any], key: str) -> str:
+    if base.get(key) is None or tuned.get(key) is None:
+        return "-"
+    return f"{base[key]:.2f} → {tuned[key]:.2f}"
+
+
+def _cut(text: str, width: int = 70) -> str:
+    flat = " ".join(text.split())
+    return escape(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
+def _bold(text: str) -> str:
+    """Markdown's **x** as Rich's bold."""
+    parts = text.split("**")
+    return "".join(f"[bold]{p}[/bold]" if i % 2 else p for i, p in enumerate(parts))

@@ -1,1 +1,1 @@
-"""Evaluation step: base vs tuned on the eval split of the run's dataset (see step.py)."""
+"""Evaluation step: base vs tuned, scored on answers to questions (see step.py)."""

@@ -1,54 +1,70 @@
-"""Compare the base model with the tuned one on the eval split of the run's dataset.
+"""Does the tuned model answer better than the base? The evaluation step.
 
-Both are the same loaded weights: the adapter switched off is exactly the base model, so the
-comparison costs one model load and cannot mix up tokenizers or templates.
+Reads top to bottom: load the run's model once, measure eval losses, ask every question set
+(:mod:`~finetuneflow.evaluate.sets`) of both models and score the answers
+(:mod:`~finetuneflow.evaluate.answers`), run the forgetting check, decide the verdict
+(:mod:`~finetuneflow.evaluate.summary`) and write ``evaluation.json`` into the run.
+
+Base and tuned are the same loaded weights: the adapter switched off is exactly the base model, so
+the comparison costs one model load and cannot mix up tokenizers or templates.
+
+``evaluation.json``::
+
+    {"format": 2, "config": {...EvalConfig...},
+     "verdict": {"verdict": "better"|"same"|"worse", "sentence", "n", "base", "tuned", "diff",
+                 "low", "high", "metric", "confidence", "resamples", "seed", "sets"} | null,
+     "sets": {"eval"|"heldout"|"recall"|"general": {"label", "questions", "comparison",
+              "means": {"base"|"tuned": {"em", "f1", "rouge_l", "contains", "nll", ["judge"]}},
+              "rows": [... see answers.py ...]}},
+     "forgetting": {"base_perplexity", "tuned_perplexity", "change", ...} | null,
+     "losses": {"chat"|"text": {"examples", "base_loss", "tuned_loss", ...}},
+     "judge": {"model", "system", "template", ...} | null}
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
-from finetuneflow.config import setting
+from finetuneflow.config import to_dict
+from finetuneflow.evaluate.answers import Bench, answer_set
+from finetuneflow.evaluate.config import EvalConfig
+from finetuneflow.evaluate.forgetting import text_perplexity
+from finetuneflow.evaluate.judge import ChatClient, Judge
+from finetuneflow.evaluate.sets import question_sets
+from finetuneflow.evaluate.summary import summarise
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.chat import encode_rows
-from finetuneflow.models.generate import generate_reply
 from finetuneflow.models.load import Tuned, load_tuned
 from finetuneflow.models.loss import mean_loss
 from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import read_split
 
-
-@dataclass
-class EvalConfig:
-    """What to compare and how much to generate."""
-
-    answers: int = setting(8, "Eval-split questions answered greedily by both models, shown side by side.")
-    max_new_tokens: int = setting(96, "Longest generated answer, in tokens.")
-    batch_size: int = setting(4, "Packed rows per forward pass when computing losses.")
-    threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
-
-    def problems(self) -> list[str]:
-        bad = [n for n in ("answers", "max_new_tokens", "batch_size", "threads") if getattr(self, n) < 0]
-        return [f"{n}: must be >= 0" for n in bad] + (
-            ["batch_size: must be >= 1"] if self.batch_size == 0 else []
-        )
+__all__ = ["EvalConfig", "evaluate"]
+FORMAT = 2  # 1: losses and unscored answers only
 
 
-def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) -> dict[str, Any]:
-    """Eval loss/perplexity of base and tuned per example kind, plus greedy answers; writes evaluation.json.
+def evaluate(
+    run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None, judge: ChatClient | None = None
+) -> dict[str, Any]:
+    """Compare base and tuned on the run's questions; writes and returns ``evaluation.json``.
+
+    ``judge`` is the chat client that grades answers when ``cfg.judge`` is on.
 
     Raises:
         FileNotFoundError: the run has no trained adapter yet.
+        ValueError: ``cfg.judge`` is on and no ``judge`` client was given.
     """
     emit = Emitter("evaluate", on_event)
     if not (run_dir / rf.CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} has no trained adapter; run `ftf train` first")
+    if cfg.judge and judge is None:
+        raise ValueError(
+            "judge: on, but no LLM provider was given; set the provider (e.g. --model) or turn it off"
+        )
     run_cfg = rf.read_json(run_dir / rf.CONFIG)
     trained = run_cfg["train"]  # the run's own settings: same row length and precision
     hardware.setup_threads(cfg.threads)
@@ -56,26 +72,45 @@ def evaluate(run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None) 
     amp = partial(hardware.autocast, device, hardware.autocast_dtype(device, trained["precision"]))
     emit("load", message="loading the base and the tuned model")
     tuned = load_tuned(run_dir, device)
-    model, tokenizer = tuned.model, tuned.tokenizer
     dataset = Path(run_cfg["dataset"])
+    losses = _losses(tuned, dataset, trained["max_len"], cfg.batch_size, amp, emit)
+    grader = Judge(judge) if cfg.judge and judge is not None else None
+    bench = Bench(tuned, cfg, trained["max_len"], amp, grader, emit)
+    rows = {name: answer_set(name, qs, bench) for name, qs in question_sets(dataset, cfg).items() if qs}
+    forgetting = None
+    if cfg.forgetting:
+        emit("forgetting", message="perplexity on general text")
+        forgetting = text_perplexity(tuned, trained["max_len"], cfg.batch_size, amp)
+    summary = summarise(rows, resamples=cfg.resamples, seed=cfg.seed, confidence=cfg.confidence)
+    result = {
+        "format": FORMAT,
+        "config": to_dict(cfg),
+        **summary,
+        "forgetting": forgetting,
+        "losses": losses,
+        "judge": grader.record() if grader else None,
+    }
+    rf.write_json(run_dir / rf.EVALUATION, result)
+    emit("done", 1, 1, message=f"wrote {run_dir / rf.EVALUATION}")
+    return result
+
+
+def _losses(
+    tuned: Tuned, dataset: Path, max_len: int, batch_size: int, amp: Any, emit: Emitter
+) -> dict[str, Any]:
+    """Eval-split loss and perplexity of base and tuned, per example kind (chat, text)."""
     losses: dict[str, Any] = {}
     for kind in ("chat", "text"):
         records = read_split(dataset, "eval", (kind,))
         if not records:
             continue
-        rows, counts = encode_rows(tokenizer, records, trained["max_len"])
+        rows, counts = encode_rows(tuned.tokenizer, records, max_len)
         emit("loss", message=f"{kind}: {counts['examples']} eval-split examples")
         with tuned.base() as base_model:
-            base = mean_loss(base_model, rows, device, cfg.batch_size, amp)
-        after = mean_loss(model, rows, device, cfg.batch_size, amp)
+            base = mean_loss(base_model, rows, tuned.device, batch_size, amp)
+        after = mean_loss(tuned.model, rows, tuned.device, batch_size, amp)
         losses[kind] = _loss_entry(base, after, counts)
-    answers = _side_by_side(
-        tuned, read_split(dataset, "eval", ("chat",))[: cfg.answers], cfg, emit
-    )
-    result = {"losses": losses, "answers": answers}
-    (run_dir / rf.EVALUATION).write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    emit("done", 1, 1, message=f"wrote {run_dir / rf.EVALUATION}")
-    return result
+    return losses
 
 
 def _loss_entry(base: float, tuned: float, counts: dict[str, int]) -> dict[str, Any]:
@@ -88,26 +123,3 @@ def _loss_entry(base: float, tuned: float, counts: dict[str, int]) -> dict[str, 
         "tuned_perplexity": round(math.exp(min(tuned, 50)), 2),
         "improvement": round(1 - tuned / base, 4) if base > 0 else 0.0,
     }
-
-
-def _side_by_side(
-    tuned: Tuned, records: list[dict[str, Any]], cfg: EvalConfig, emit: Emitter
-) -> list[dict[str, str]]:
-    out = []
-    for i, rec in enumerate(records):
-        messages = rec["messages"]
-        last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
-        prompt = messages[:last]
-        with tuned.base() as base_model:
-            base = generate_reply(base_model, tuned.tokenizer, prompt, cfg.max_new_tokens)
-        answer = generate_reply(tuned.model, tuned.tokenizer, prompt, cfg.max_new_tokens)
-        out.append(
-            {
-                "question": prompt[-1]["content"],
-                "reference": messages[last]["content"],
-                "base": base,
-                "tuned": answer,
-            }
-        )
-        emit("answers", i + 1, len(records))
-    return out

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from finetuneflow.export.report_answers import answer_tables, lead
 from finetuneflow.state import runs as rf
 
 
@@ -47,33 +48,20 @@ def _loss_table(losses: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _verdict(losses: dict[str, Any]) -> str:
+def _loss_sentence(losses: dict[str, Any]) -> str:
     chat = losses.get("chat") or next(iter(losses.values()), None)
     if not chat:
         return "No eval-split examples: nothing to compare."
     if chat["tuned_loss"] < chat["base_loss"]:
         return (
-            f"The tuned model's eval loss on the eval split is **lower** than the base model's "
+            f"Loss: the tuned model's eval loss on the eval split is **lower** than the base model's "
             f"({chat['tuned_loss']:.3f} vs {chat['base_loss']:.3f}, {100 * chat['improvement']:.1f}% lower)."
         )
     return (
-        f"The tuned model's eval loss is **not lower** than the base model's ({chat['tuned_loss']:.3f} vs "
-        f"{chat['base_loss']:.3f}): more data, more epochs or a higher learning rate may help."
+        f"Loss: the tuned model's eval loss is **not lower** than the base model's "
+        f"({chat['tuned_loss']:.3f} vs {chat['base_loss']:.3f}): more data, more epochs or a higher "
+        "learning rate may help."
     )
-
-
-def _answers(answers: list[dict[str, str]]) -> list[str]:
-    lines: list[str] = []
-    for i, a in enumerate(answers, 1):
-        lines += [
-            f"**Q{i}. {a['question']}**",
-            "",
-            f"- reference: {a['reference']}",
-            f"- base: {a['base']}",
-            f"- tuned: {a['tuned']}",
-            "",
-        ]
-    return lines
 
 
 def write_report(run_dir: Path, out_dir: Path, exports: dict[str, Any]) -> dict[str, Any]:
@@ -89,19 +77,15 @@ def write_report(run_dir: Path, out_dir: Path, exports: dict[str, Any]) -> dict[
     (out_dir / "metrics.json").write_text(json.dumps(metrics))
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     lines = _header(run_dir, config, summary)
-    if evaluation:
-        lines += [_verdict(evaluation["losses"]), "", *_loss_table(evaluation["losses"]), ""]
+    if evaluation:  # answers first: a lower loss alone says little about right answers
+        losses = evaluation["losses"]
+        lines += [*lead(evaluation), _loss_sentence(losses), "", *_loss_table(losses), ""]
+        if evaluation.get("sets"):
+            lines += ["## Answers per question (greedy)", "", *answer_tables(evaluation)]
     else:
         lines += ["Not evaluated yet: run `ftf evaluate` and export again.", ""]
     lines += _training(summary, manifest)
     lines += _dataset(Path(config["dataset"]), out_dir)
-    if evaluation and evaluation["answers"]:
-        lines += [
-            "",
-            "## Answers side by side (greedy, eval-split questions)",
-            "",
-            *_answers(evaluation["answers"]),
-        ]
     lines += ["", "## Configuration", "", "```json", json.dumps(config["train"], indent=2), "```", ""]
     lines += _exports(exports, out_dir)
     lines += ["", "Library versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()), ""]

@@ -1,0 +1,108 @@
+"""The report's lead: does the tuned model answer better? Read from the run's ``evaluation.json``
+(the evaluate step decided the verdict and wrote its sentence; the report only shows it).
+
+Three parts: the verdict sentence with a table of means per question set and the forgetting check
+(:func:`lead`), and one per-question table per set (:func:`answer_tables`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RULE = (
+    "Verdict rule: per question, tuned token F1 minus base token F1; a seeded paired bootstrap over "
+    "the questions gives a {confidence:.0%} interval of the mean difference: better or worse only "
+    "when the interval excludes 0, otherwise the same."
+)
+STALE = "Answers were not scored (evaluated by an older version): run `ftf evaluate` and export again."
+
+
+def lead(evaluation: dict[str, Any]) -> list[str]:
+    """Markdown lines: the verdict sentence, the means per set, the forgetting check."""
+    if "sets" not in evaluation:
+        return [STALE, ""]
+    verdict = evaluation.get("verdict")
+    if not verdict:
+        return ["No questions to answer: the dataset has no eval-split, held-out or training chat rows.", ""]
+    lines = [verdict["sentence"], "", *_means_table(evaluation["sets"]), ""]
+    forgetting = _forgetting(evaluation)
+    if forgetting:
+        lines += [forgetting, ""]
+    lines += [RULE.format(confidence=verdict["confidence"]), ""]
+    return lines
+
+
+def _means_table(sets: dict[str, Any]) -> list[str]:
+    lines = [
+        "| question set | questions | token F1 | ROUGE-L | exact match | answer found | answer NLL | judge |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sets.values():
+        base, tuned = s["means"]["base"], s["means"]["tuned"]
+        cells = [_pair(base.get(k), tuned.get(k)) for k in ("f1", "rouge_l", "em", "contains", "nll")]
+        judge = _pair((base.get("judge") or {}).get("score"), (tuned.get("judge") or {}).get("score"))
+        lines.append(f"| {s['label']} | {s['questions']} | " + " | ".join([*cells, judge]) + " |")
+    lines += [
+        "",
+        "Each cell: base → tuned. Answer NLL: nats per token of the reference answer (lower is better).",
+    ]
+    return lines
+
+
+def _forgetting(evaluation: dict[str, Any]) -> str:
+    text = evaluation.get("forgetting")
+    general = evaluation["sets"].get("general")
+    parts = []
+    if text:
+        parts.append(
+            f"perplexity on general text {text['base_perplexity']:.2f} → {text['tuned_perplexity']:.2f} "
+            f"({100 * text['change']:+.1f}%)"
+        )
+    if general:
+        found = [sum(r[side]["contains"] for r in general["rows"]) for side in ("base", "tuned")]
+        n = general["questions"]
+        parts.append(f"general questions answered {found[0]:.0f}/{n} → {found[1]:.0f}/{n}")
+    return ("Forgetting check: " + "; ".join(parts) + ".") if parts else ""
+
+
+def answer_tables(evaluation: dict[str, Any], width: int = 300) -> list[str]:
+    """Markdown lines: per set, every question with the reference, both answers and their scores."""
+    lines: list[str] = []
+    for s in evaluation.get("sets", {}).values():
+        judged = any("judge" in r["base"] for r in s["rows"])
+        head = "| # | question | reference | base answer | tuned answer | F1 | ROUGE-L | EM |"
+        lines += [
+            f"### {s['label'][:1].upper()}{s['label'][1:]}: {_count(s['questions'])}",
+            "",
+            head + (" judge |" if judged else ""),
+            "|---" * (9 if judged else 8) + "|",
+        ]
+        for i, r in enumerate(s["rows"], 1):
+            cells = [_cell(r["question"], width), _cell(r["reference"], width)]
+            cells += [_cell(r[side]["answer"], width) for side in ("base", "tuned")]
+            cells += [_pair(r["base"][k], r["tuned"][k]) for k in ("f1", "rouge_l", "em")]
+            if judged:
+                cells.append(" → ".join(_grade(r[side].get("judge")) for side in ("base", "tuned")))
+            lines.append(f"| {i} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _count(n: int) -> str:
+    return f"{n} question" + ("" if n == 1 else "s")
+
+
+def _grade(judge: dict[str, Any] | None) -> str:
+    if not judge:
+        return "-"
+    return str(judge["verdict"]) if judge.get("verdict") else "error"
+
+
+def _pair(base: float | None, tuned: float | None) -> str:
+    return "-" if base is None or tuned is None else f"{base:.2f} → {tuned:.2f}"
+
+
+def _cell(text: str, width: int) -> str:
+    """A table cell: one line, pipes escaped, cut at ``width`` characters."""
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
