@@ -15,20 +15,24 @@ function; the CLI (and later the REST routes and the worker) call these same fun
     print(api.chat("demo", "What does error E21 mean?", run["run_id"]))
 """
 
+from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
 from finetuneflow.api.data import build_dataset, generate_dataset, ingest
-from finetuneflow.api.runs import chat, evaluate, export, latest_run, list_runs, run_dir
+from finetuneflow.api.runs import evaluate, export, latest_run, list_runs, run_dir
 from finetuneflow.api.training import resume, train
 
 __all__ = [
+    "ChatSettings",
     "build_dataset",
     "chat",
+    "exchange_log",
     "evaluate",
     "export",
     "generate_dataset",
     "ingest",
     "latest_run",
     "list_runs",
+    "open_chat",
     "predict",
     "resume",
     "resume_classifier",
