@@ -95,7 +95,7 @@ class Example(Base):
     uid: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # chat | text
     split: Mapped[str] = mapped_column(String(16))  # train | eval | heldout | '' (not built yet)
-    origin: Mapped[str] = mapped_column(String(16), default="converter")  # converter | llm
+    origin: Mapped[str] = mapped_column(String(16), default="converter")  # converter | llm | chat
     # new | approved | rejected | deleted
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why rejected
