@@ -30,6 +30,8 @@ def test_corrections_are_learned_by_the_next_fine_tune(
     assert len(before) == 4 and not any(a.startswith("E") for a in before)  # the old run got them wrong
     report = json.loads(ftf("dataset", "from-chats", "-p", chat_project).split("\nreview them")[0])
     assert (report["corrected"], report["added"], report["preference_pairs"]) == (4, 4, 4)
+    listed = ftf("dataset", "review", "list", "-p", chat_project, "--origin", "chat")
+    assert "4 examples" in listed and listed.count("chat") >= 4
     settings = tmp_path / "dataset.json"
     settings.write_text(json.dumps({"tokenizer": str(tiny_model), "eval_fraction": 0.0}))
     ftf("dataset", "build", "-p", chat_project, "--config", str(settings))

@@ -1,5 +1,9 @@
 """The Python API: one function per pipeline step, each a thin wrapper over the step's core.
 
+Chat has a session (``open_chat``: multi-turn, streamed, memories in the prompt, every exchange
+logged with its rating and correction) besides the one-shot ``chat``; ``dataset_from_chats`` turns
+the corrected and well-rated answers into examples for the next build and train.
+
 Classification has its own three, on a labelled CSV (``text,label``): ``train_classifier``,
 ``resume_classifier`` and ``predict``; its runs are listed and exported like the others.
 
