@@ -126,13 +126,14 @@ def test_remember_teach_forget_and_status_go_to_the_memory(chat_project: str) ->
     memory = FakeMemory()
     chat = session(chat_project, memory)
     chat.teach("E3 means the paper tray is empty.")
-    turn = chat.ask("What is E3?")
+    chat.ask("What is E3?")
     chat.rate(5)
-    chat.remember()
-    assert memory.calls[-1] == ("remember_exchange", ("What is E3?", turn.answer, [1], 5))
+    chat.correct("The tray is empty.")  # memory item 2: the correction
+    chat.remember()  # the exchange as it stands: with the corrected answer
+    assert memory.calls[-1] == ("remember_exchange", ("What is E3?", "The tray is empty.", [1], 5))
     chat.forget("1")
-    assert [i["id"] for i in memory.items] == [2]
-    assert chat.status()["memory"] == {"items": 1} and chat.status()["run"] == RUN
+    assert [i["id"] for i in memory.items] == [2, 3]
+    assert chat.status()["memory"] == {"items": 2} and chat.status()["run"] == RUN
 
 
 def test_without_memory_chat_works_and_memory_commands_say_why(chat_project: str) -> None:
