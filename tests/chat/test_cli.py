@@ -48,7 +48,19 @@ def test_without_a_question_the_chat_reads_lines_until_quit(
 
 
 def test_sampling_flags_reach_the_log_and_end_of_input_ends_the_chat(chat_project: str) -> None:
-    args = ["--temperature", "0.7", "--top-p", "0.9", "--seed", "3", "--max-new-tokens", "5", "--no-memory"]
+    args = [
+        "--temperature",
+        "0.7",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "3",
+        "--max-new-tokens",
+        "5",
+        "--no-memory",
+        "--device",
+        "cpu",
+    ]
     out = ftf("chat", "-p", chat_project, *args, "--system", "Be brief.", input="What is E3?\n/status\n")
     [row] = api.exchange_log(chat_project)
     assert row["sampling"] == {"max_new_tokens": 5, "temperature": 0.7, "top_p": 0.9, "seed": 3}

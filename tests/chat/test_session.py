@@ -14,7 +14,7 @@ from finetuneflow.api.chat import ChatSession, ChatSettings, open_chat
 from finetuneflow.api.memory_port import NOT_INSTALLED, MemoryUnavailable, NoMemory
 from finetuneflow.models.generate import Sampling, generate_reply
 
-SHORT = ChatSettings(sampling=Sampling(max_new_tokens=12))
+SHORT = ChatSettings(sampling=Sampling(max_new_tokens=12), device="cpu")  # compared with CPU answers
 
 
 def session(project: str, memory: Any = None, settings: ChatSettings = SHORT) -> ChatSession:

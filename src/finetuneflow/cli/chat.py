@@ -37,6 +37,7 @@ def chat(
     max_new_tokens: Annotated[int | None, opt("chat", "sampling.max_new_tokens")] = None,
     seed: Annotated[int | None, opt("chat", "sampling.seed")] = None,
     system: Annotated[str | None, opt("chat", "system")] = None,
+    device: Annotated[str | None, opt("chat", "device")] = None,
     config: ConfigFile = None,
 ) -> None:
     """Chat with a run's tuned model (default: the newest) or a base model; every exchange is logged."""
@@ -45,7 +46,7 @@ def chat(
 
     sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}
     try:
-        cfg = settings(ChatSettings, config, system=system, sampling=sampling)
+        cfg = settings(ChatSettings, config, system=system, device=device, sampling=sampling)
         session = api.open_chat(project, run, base=base, memory=memory, settings=cfg)
         if question is not None:
             console.print(session.ask(question).answer, markup=False, highlight=False)
