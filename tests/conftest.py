@@ -41,6 +41,15 @@ def tiny_tokenizer(tiny_model: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def tiny_tuned_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of the tiny model trained 8 steps on ``tests/train/helpers.chat_dataset``: enough
+    that greedy answers are words ("Fault ..."), not the random model's empty turns. Read-only."""
+    from train.helpers import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("tuned"), tiny_model, steps=8)
+
+
+@pytest.fixture(scope="session")
 def default_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default model (SmolLM2-135M-Instruct's GGUF, dequantized to safetensors) converted once per
     session into a state folder of its own, outside every test's FTF_HOME. Use ``default_model``."""

@@ -16,6 +16,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from finetuneflow.api.chat import ChatSettings
 from finetuneflow.classify.config import ClassifyConfig
 from finetuneflow.cli import app, common
 from finetuneflow.dataset.convert import DatasetConfig
@@ -36,6 +37,7 @@ STEPS = {
     "evaluate": EvalConfig,
     "export": ExportConfig,
     "classify": ClassifyConfig,
+    "chat": ChatSettings,
 }
 
 

@@ -16,7 +16,16 @@ def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
     migrate(url)
     insp = inspect(create_engine(url))
     tables = set(insp.get_table_names()) - {"alembic_version"}
-    assert tables == {"projects", "files", "chunks", "examples", "llm_calls", "runs", "jobs"}
+    assert tables == {
+        "projects",
+        "files",
+        "chunks",
+        "examples",
+        "llm_calls",
+        "runs",
+        "jobs",
+        "chat_exchanges",
+    }
     for name, table in Base.metadata.tables.items():
         assert {c["name"] for c in insp.get_columns(name)} == {c.name for c in table.columns}, name
 
@@ -50,6 +59,15 @@ def _alembic(url: str) -> Any:
     return cfg
 
 
+def _head(url: str) -> str:
+    """The newest revision (what opening a database migrates it to)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic(url)).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_run_kind_migration_keeps_existing_runs_as_causal(tmp_path: Path) -> None:
     from alembic import command
 
@@ -67,7 +85,7 @@ def test_run_kind_migration_keeps_existing_runs_as_causal(tmp_path: Path) -> Non
     migrate(url)  # what opening the database does
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, kind FROM runs")).all() == [("r1", "causal")]
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _head(url)
     command.downgrade(_alembic(url), "0003")  # and back, without losing the run
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM runs")).all() == [("r1",)]
@@ -83,3 +101,19 @@ def test_migrations_match_the_models_exactly(tmp_path: Path) -> None:
     migrate(url)
     with create_engine(url).connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_chat_exchanges_migration_adds_and_drops_only_its_table(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(_alembic(url), "0004")  # a database as the release before chat left it
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO projects (id, name, created_at) VALUES (1, 'p', '2026-01-01')"))
+    migrate(url)
+    assert "chat_exchanges" in inspect(engine).get_table_names()
+    command.downgrade(_alembic(url), "0004")
+    assert "chat_exchanges" not in inspect(create_engine(url)).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM projects")).all() == [("p",)]

@@ -1,5 +1,9 @@
 """The Python API: one function per pipeline step, each a thin wrapper over the step's core.
 
+Chat has a session (``open_chat``: multi-turn, streamed, memories in the prompt, every exchange
+logged with its rating and correction) besides the one-shot ``chat``; ``dataset_from_chats`` turns
+the corrected and well-rated answers into examples for the next build and train.
+
 Classification has its own three, on a labelled CSV (``text,label``): ``train_classifier``,
 ``resume_classifier`` and ``predict``; its runs are listed and exported like the others.
 
@@ -15,20 +19,25 @@ function; the CLI (and later the REST routes and the worker) call these same fun
     print(api.chat("demo", "What does error E21 mean?", run["run_id"]))
 """
 
+from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
-from finetuneflow.api.data import build_dataset, generate_dataset, ingest
-from finetuneflow.api.runs import chat, evaluate, export, latest_run, list_runs, run_dir
+from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest
+from finetuneflow.api.runs import evaluate, export, latest_run, list_runs, run_dir
 from finetuneflow.api.training import resume, train
 
 __all__ = [
+    "ChatSettings",
     "build_dataset",
     "chat",
+    "dataset_from_chats",
+    "exchange_log",
     "evaluate",
     "export",
     "generate_dataset",
     "ingest",
     "latest_run",
     "list_runs",
+    "open_chat",
     "predict",
     "resume",
     "resume_classifier",

@@ -1,4 +1,4 @@
-"""Data steps: ingest files into a project, build and generate its dataset."""
+"""Data steps: ingest files into a project, build and generate its dataset, add its chats to it."""
 
 from __future__ import annotations
 
@@ -110,3 +110,29 @@ def generate_dataset(
     if build and not preview:
         out["manifest"] = build_dataset(project, cfg, on_event)
     return out
+
+
+def dataset_from_chats(
+    project: str, dataset: str = "default", min_rating: int = 4, on_event: EventSink | None = None
+) -> dict[str, Any]:
+    """Put the project's corrected chat answers, and those rated ``min_rating`` or more, into the pool
+    of ``dataset`` as chat examples (reviewable, deduplicated: a rerun adds nothing twice); write the
+    corrections as preference pairs (prompt, chosen, rejected) for TRL's DPOTrainer into
+    ``datasets/<dataset>/preference/train.jsonl``. ``ftf dataset build`` then ``ftf train`` learn them.
+
+    Raises:
+        LookupError: no such project.
+        ValueError: ``min_rating`` is not 1-5, or ``dataset`` is not a valid name.
+    """
+    from finetuneflow.dataset.chats import from_chats_step
+
+    # the name becomes a folder: the build's own rule for it
+    if problems := [p for p in DatasetConfig(name=dataset).problems() if p.startswith("name:")]:
+        raise ValueError(problems[0])
+    pid = project_id(project)
+    params = {"name": dataset, "min_rating": min_rating}
+    with tracked("from_chats", pid, params, on_event) as (_sink, done):
+        out_dir = paths.project_dir(project) / "datasets" / dataset
+        report = from_chats_step(session_scope, pid, dataset, out_dir, min_rating).to_json()
+        done(jsonable(report))
+    return report

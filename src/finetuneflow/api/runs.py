@@ -1,4 +1,4 @@
-"""Finished runs: find them, list them, evaluate, export and ask them questions."""
+"""Finished runs: find them, list them, evaluate and export them (chat with them: ``api/chat.py``)."""
 
 from __future__ import annotations
 
@@ -148,23 +148,3 @@ def export(
         results = export_step(folder, target, config or ExportConfig(), sink)
         done(jsonable({k: v.get("path") for k, v in results.items()}))
     return {"path": str(target), **results}
-
-
-def chat(
-    project: str,
-    question: str,
-    run_id: str | None = None,
-    max_new_tokens: int = 128,
-    system: str | None = None,
-) -> str:
-    """Answer ``question`` with the tuned model of a run (greedy)."""
-    from finetuneflow.models.generate import generate_reply
-    from finetuneflow.models.load import load_tuned
-
-    folder = run_dir(project, run_id or latest_run(project))
-    require_kind(folder, rf.CAUSAL, "chat with")
-    tuned = load_tuned(folder)
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": question}
-    ]
-    return generate_reply(tuned.model, tuned.tokenizer, messages, max_new_tokens)

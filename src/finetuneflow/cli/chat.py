@@ -1,35 +1,84 @@
-"""``ftf chat``, ``ftf runs`` and ``ftf model``: ask a tuned model, list runs, fetch a base model."""
+"""``ftf chat``, ``ftf runs`` and ``ftf model``: chat with a model, list runs, fetch a base model."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from finetuneflow.cli.common import Project, RunId, console, fail
+from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console, fail, opt, settings
 
 
 def register(app: typer.Typer) -> None:
     """Add ``chat``, ``runs`` and ``model`` to ``app``."""
-    app.command("chat")(chat)
+    app.command("chat", cls=Command)(chat)
     app.command("runs")(runs)
     app.command("model")(model_prepare)
 
 
 def chat(
-    question: Annotated[str, typer.Argument(help="What to ask the tuned model.")],
+    question: Annotated[
+        str | None, typer.Argument(help="What to ask. Without it: an interactive chat (/help inside).")
+    ] = None,
     project: Project = "default",
     run: RunId = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer in tokens.")] = 128,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Chat with this base model (a name or folder) instead of a run."),
+    ] = None,
+    memory: Annotated[
+        bool, typer.Option("--memory/--no-memory", help="Recall memories into the prompt; memory commands.")
+    ] = True,
+    temperature: Annotated[float | None, opt("chat", "sampling.temperature")] = None,
+    top_p: Annotated[float | None, opt("chat", "sampling.top_p")] = None,
+    max_new_tokens: Annotated[int | None, opt("chat", "sampling.max_new_tokens")] = None,
+    seed: Annotated[int | None, opt("chat", "sampling.seed")] = None,
+    system: Annotated[str | None, opt("chat", "system")] = None,
+    device: Annotated[str | None, opt("chat", "device")] = None,
+    config: ConfigFile = None,
 ) -> None:
-    """Ask the tuned model of a run one question."""
+    """Chat with a run's tuned model (default: the newest) or a base model; every exchange is logged."""
     from finetuneflow import api
+    from finetuneflow.api.chat import ChatSettings
 
+    sampling = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed}
     try:
-        console.print(api.chat(project, question, run, max_new_tokens))
+        cfg = settings(ChatSettings, config, system=system, device=device, sampling=sampling)
+        session = api.open_chat(project, run, base=base, memory=memory, settings=cfg)
+        if question is not None:
+            console.print(session.ask(question).answer, markup=False, highlight=False)
+            return
     except (ValueError, LookupError) as err:
         fail(err)
+    from finetuneflow.cli.repl import run_repl
+
+    run_repl(session, _typed_lines(), ConsoleSink())
+
+
+class ConsoleSink:
+    """The REPL's output on the terminal: answers streamed as they come, lines as they are."""
+
+    def stream(self, piece: str) -> None:
+        typer.echo(piece, nl=False)  # flushed at once
+
+    def line(self, text: str = "") -> None:
+        console.print(text, markup=False, highlight=False)
+
+
+def _typed_lines(prompt: str = "you> ") -> Iterator[str]:
+    """Lines typed at ``prompt`` (with line editing on a terminal) until Ctrl-D or Ctrl-C."""
+    if sys.stdin.isatty():
+        import readline  # noqa: F401  (input() gains editing and history)
+    while True:
+        try:
+            line = input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            typer.echo()
+            return
+        yield line
 
 
 def runs(project: Project = "default") -> None:

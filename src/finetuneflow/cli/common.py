@@ -41,6 +41,7 @@ CONFIGS = {
     "evaluate": "finetuneflow.evaluate.config:EvalConfig",
     "export": "finetuneflow.export.step:ExportConfig",
     "classify": "finetuneflow.classify.config:ClassifyConfig",
+    "chat": "finetuneflow.api.chat:ChatSettings",
 }
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 

@@ -128,11 +128,37 @@ def dataset_generate(
         raise typer.Exit(1)
 
 
+@dataset_app.command("from-chats")
+def dataset_from_chats(
+    project: Project = "default",
+    name: Name = "default",
+    min_rating: Annotated[
+        int, typer.Option(help="Uncorrected answers rated at least this (1-5) become examples.")
+    ] = 4,
+) -> None:
+    """Corrected and well-rated chat answers become examples in the pool (review them, then
+    `ftf dataset build` and `ftf train`); corrections also become DPO preference pairs."""
+    from finetuneflow import api
+
+    try:
+        report = api.dataset_from_chats(project, name, min_rating)
+    except (ValueError, LookupError) as err:
+        fail(err)
+    console.print_json(data=report)
+    console.print(
+        f"review them: ftf dataset review list -p {project} -n {name} --origin chat; "
+        f"then: ftf dataset build -p {project} -n {name}",
+        markup=False,
+        highlight=False,
+    )
+
+
 @review_app.command("list")
 def review_list(
     project: Project = "default",
     name: Name = "default",
     status: Annotated[str | None, typer.Option(help="new | approved | rejected | deleted")] = None,
+    origin: Annotated[str | None, typer.Option(help="converter | llm | chat")] = None,
     search: Annotated[
         str | None, typer.Option("--search", "-s", help="Text in the question or answer.")
     ] = None,
@@ -145,8 +171,9 @@ def review_list(
 
     try:
         page = review.list_examples(
-            project, name, status=status, search=search, min_rating=min_rating, limit=limit, offset=offset
-        )
+            project, name, status=status, origin=origin, search=search, min_rating=min_rating,
+            limit=limit, offset=offset,
+        )  # fmt: skip
     except (ValueError, LookupError) as err:
         fail(err)
     table = Table("id", "status", "rating", "origin", "question", "answer", title=f"{page.total} examples")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -100,21 +101,37 @@ def store_generated(
                 attempts=call.attempts,
             )
         )
-    rows: list[tuple[list[Message], str, str | None]] = [
-        (p.messages(system), "new", None) for p in result.pairs
+    kept = [(p.messages(system), "new", None) for p in result.pairs]
+    dropped = [(r["messages"], "rejected", r["reason"]) for r in result.rejected if "messages" in r]
+    chunk = result.chunk
+    rows = [
+        NewExample(
+            messages, "llm", chunk.source, status, reason, chunk.id, chunk.domain, {"chunk_id": chunk.id}
+        )
+        for messages, status, reason in kept + dropped
     ]
-    rows += [(r["messages"], "rejected", r["reason"]) for r in result.rejected if "messages" in r]
-    return _add_rows(session, project_id, dataset, result.chunk, rows)
+    return add_examples(session, project_id, dataset, rows)
 
 
-def _add_rows(
-    session: Session,
-    project_id: int,
-    dataset: str,
-    chunk: ChunkIn,
-    rows: list[tuple[list[Message], str, str | None]],
-) -> tuple[int, int]:
-    uids = [uid_of(messages) for messages, _, _ in rows]
+@dataclass
+class NewExample:
+    """A chat example to add to a pool (:func:`add_examples`)."""
+
+    messages: list[Message]
+    origin: str  # llm | chat
+    source: str  # what the split groups by (a file; for a chat, its session)
+    status: str = "new"
+    reason: str | None = None  # why it is rejected
+    chunk_id: int | None = None
+    domain: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    rating: int | None = None
+
+
+def add_examples(session: Session, project_id: int, dataset: str, rows: list[NewExample]) -> tuple[int, int]:
+    """Add the rows whose content (:func:`uid_of`) the dataset's pool does not hold yet, in any
+    status: a deleted or rejected example stays as review left it. Returns (added, already there)."""
+    uids = [uid_of(row.messages) for row in rows]
     known = set(
         session.scalars(
             select(schema.Example.uid).where(
@@ -125,7 +142,7 @@ def _add_rows(
         )
     )
     added = 0
-    for uid, (messages, status, reason) in zip(uids, rows, strict=True):
+    for uid, row in zip(uids, rows, strict=True):
         if uid in known:
             continue
         known.add(uid)
@@ -137,14 +154,15 @@ def _add_rows(
                 uid=uid,
                 kind="chat",
                 split="",
-                origin="llm",
-                status=status,
-                reason=reason,
-                source=chunk.source,
-                chunk_id=chunk.id,
-                messages=messages,
-                meta={"chunk_id": chunk.id},
-                domain=chunk.domain,
+                origin=row.origin,
+                status=row.status,
+                reason=row.reason,
+                source=row.source,
+                chunk_id=row.chunk_id,
+                messages=row.messages,
+                meta=row.meta,
+                domain=row.domain,
+                rating=row.rating,
             )
         )
     return added, len(rows) - added

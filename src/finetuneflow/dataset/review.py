@@ -25,7 +25,7 @@ from finetuneflow.state.db import session_scope
 from finetuneflow.state.schema import Example, utcnow
 
 STATUSES = ("new", "approved", "rejected", "deleted")
-ORIGINS = ("converter", "llm")
+ORIGINS = ("converter", "llm", "chat")
 ROLES = ("system", "user", "assistant")
 MAX_LIMIT = 1000
 # the columns an item shows as they are; question and answer are derived from messages

@@ -1,6 +1,17 @@
 """Persistent state: the SQLite database (SQLAlchemy 2 + Alembic migrations)."""
 
 from finetuneflow.state.db import open_db, session_scope
-from finetuneflow.state.schema import Chunk, Example, File, Job, LLMCall, Project, Run
+from finetuneflow.state.schema import ChatExchange, Chunk, Example, File, Job, LLMCall, Project, Run
 
-__all__ = ["Chunk", "Example", "File", "Job", "LLMCall", "Project", "Run", "open_db", "session_scope"]
+__all__ = [
+    "ChatExchange",
+    "Chunk",
+    "Example",
+    "File",
+    "Job",
+    "LLMCall",
+    "Project",
+    "Run",
+    "open_db",
+    "session_scope",
+]

@@ -5,6 +5,7 @@
     datasets/<name>/
       chat/train.jsonl  chat/eval.jsonl     {"id", "source", "messages": [{"role", "content"}, ...]}
       text/train.jsonl  text/eval.jsonl     {"id", "source", "text"}
+      preference/train.jsonl                 {"prompt", "chosen", "rejected"}: chat corrections (from-chats)
       manifest.json                          counts, hashes, settings, provenance
       stats.json                             token/length statistics
 

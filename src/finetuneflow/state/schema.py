@@ -1,4 +1,4 @@
-"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs.
+"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs, chat_exchanges.
 
 Migrations in ``migrations/versions`` create exactly these; a test checks the two agree.
 """
@@ -95,7 +95,7 @@ class Example(Base):
     uid: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # chat | text
     split: Mapped[str] = mapped_column(String(16))  # train | eval | heldout | '' (not built yet)
-    origin: Mapped[str] = mapped_column(String(16), default="converter")  # converter | llm
+    origin: Mapped[str] = mapped_column(String(16), default="converter")  # converter | llm | chat
     # new | approved | rejected | deleted
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why rejected
@@ -169,5 +169,32 @@ class Job(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ChatExchange(Base):
+    """One question and answer of a chat: what the model was shown (earlier turns, memories) and
+    said, and what the person made of it (``rating``, ``correction``). ``ftf dataset from-chats``
+    turns the corrected and well-rated ones into training examples."""
+
+    __tablename__ = "chat_exchanges"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    session: Mapped[str] = mapped_column(String(32), index=True)  # one chat, until /reset
+    turn: Mapped[int] = mapped_column(Integer)  # position in the session, from 0
+    model: Mapped[str] = mapped_column(Text)  # the run id, or the base model's name
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: a base model
+    system: Mapped[str | None] = mapped_column(Text, nullable=True)  # the system prompt, without memories
+    history: Mapped[list[Any]] = mapped_column(default=list)  # earlier turns in the prompt (messages)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    retrieved: Mapped[list[Any]] = mapped_column(default=list)  # memories in the prompt: id, text, source
+    sampling: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-5
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)  # the right answer, by the person
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
