@@ -85,7 +85,8 @@ class SentenceTransformerEmbedder:
         self._model: Any = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
         # renamed in sentence-transformers 5: take whichever this version has
         width: Any = getattr(self._model, "get_embedding_dimension", None)
-        self.dim = int((width or self._model.get_sentence_embedding_dimension)())
+        dim: Any = (width or self._model.get_sentence_embedding_dimension)()
+        self.dim = int(dim)
         self.name = DEFAULT_EMBEDDER
         self._batch = batch_size
 
