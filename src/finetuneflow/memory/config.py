@@ -14,12 +14,13 @@ DEFAULT_IMPORTANCE = {"correction": 0.95, "fact": 0.75, "document": 0.55, "inter
 
 @dataclass
 class MemoryConfig:
-    """How a project's memory embeds, recalls and ranks."""
+    """How a project's memory embeds, recalls and ranks. (How much of a chat prompt memories may
+    fill, and how many, are the chat's settings: ``memory_share`` and ``memories``.)"""
 
     embedder: str = setting(
         "",
         "Embedder: all-MiniLM-L6-v2 (offline), openai:<model> (an OpenAI-compatible /v1/embeddings), "
-        "hash (tests). '' = the one the project's memory was built with, else all-MiniLM-L6-v2.",
+        "hash:<dim> (tests). '' = the one the project's memory was built with, else all-MiniLM-L6-v2.",
     )
     k: int = setting(5, "Items a recall returns.")
     similarity_weight: float = setting(0.7, "Weight of similarity to the query in an item's score.")
@@ -27,18 +28,23 @@ class MemoryConfig:
     recency_weight: float = setting(0.1, "Weight of recency (1 = just now, halving every half-life).")
     half_life_days: float = setting(30.0, "Days after which an item's recency part has halved.")
     hybrid: bool = setting(True, "Blend BM25 word matching into similarity (measured: bench/memory.py).")
-    bm25_share: float = setting(0.3, "Share of BM25 in the hybrid similarity; the vector cosine has the rest.")
+    bm25_share: float = setting(0.3, "BM25's share of the hybrid similarity; the vector cosine has the rest.")
     superseded_factor: float = setting(0.5, "Score multiplier of an item a correction has replaced.")
     match_threshold: float = setting(
-        0.35, "Least similarity for `correct QUERY` to pick an item; below it nothing matches."
+        0.3, "Least vector cosine for `correct QUERY` to pick its best match; below it nothing matches."
     )
     candidates: int = setting(50, "Items each retriever (vector, BM25) proposes before ranking.")
-    context_share: float = setting(0.5, "Share of the prompt's free room that chat memories may fill.")
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("similarity_weight", "importance_weight", "recency_weight", "bm25_share",
-                     "superseded_factor", "context_share", "match_threshold"):  # fmt: skip
+        for name in (
+            "similarity_weight",
+            "importance_weight",
+            "recency_weight",
+            "bm25_share",
+            "superseded_factor",
+            "match_threshold",
+        ):
             if not 0 <= getattr(self, name) <= 1:
                 out.append(f"{name}: must be in [0, 1]")
         if self.k < 1:

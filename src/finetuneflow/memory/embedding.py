@@ -1,25 +1,13 @@
-"""The embedder the memory uses, and which one a project's memory was built with."""
+"""Which embedder a project's memory was built with (``models.embed`` has the embedders)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
 from finetuneflow import paths
+from finetuneflow.models.embed import DEFAULT_EMBEDDER, Embedder, load_embedder
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 SETTING = "memory_embedder"  # the key in the project's project.json
-
-
-class Embedder(Protocol):
-    """Texts to vectors: ``embed`` returns (n, dim) float32 rows of unit length."""
-
-    name: str
-    dim: int
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def project_embedder(project: str, spec: str = "") -> str:
@@ -35,12 +23,9 @@ def record_embedder(project: str, spec: str) -> None:
 
 def load(spec: str) -> Embedder:
     """The embedder named ``spec`` (see ``models.embed.load_embedder``)."""
-    from finetuneflow.models.embed import load_embedder
-
-    embedder: Embedder = load_embedder(spec)
-    return embedder
+    return load_embedder(spec)
 
 
-def as_vector(blob: bytes) -> np.ndarray:
-    """A stored embedding (float32 bytes) as a vector."""
-    return np.frombuffer(blob, dtype="float32")
+def as_vector(blob: bytes | None) -> np.ndarray:
+    """A stored embedding (float32 bytes) as a vector (empty when there is none)."""
+    return np.frombuffer(blob or b"", dtype="float32")

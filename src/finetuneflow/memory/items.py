@@ -14,8 +14,24 @@ from sqlalchemy.orm import Session
 from finetuneflow.memory.embedding import as_vector
 from finetuneflow.state.schema import Chunk, File, MemoryItem
 
-PUBLIC = ("id", "kind", "text", "importance", "tags", "source", "chunk_id", "exchange_id", "corrects",
-          "superseded_by", "embedder", "meta", "created_at", "updated_at", "expires_at", "forgotten_at")  # fmt: skip
+PUBLIC = (
+    "id",
+    "kind",
+    "text",
+    "importance",
+    "tags",
+    "source",
+    "chunk_id",
+    "exchange_id",
+    "corrects",
+    "superseded_by",
+    "embedder",
+    "meta",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "forgotten_at",
+)
 
 
 def now() -> datetime:
@@ -85,8 +101,14 @@ def vectors(s: Session, project_id: int, embedder: str) -> dict[int, np.ndarray]
 
 def texts(s: Session, project_id: int) -> list[tuple[int, str]]:
     """(id, text) of the live items: what BM25 indexes."""
-    return [(i, t) for i, t in s.execute(select(MemoryItem.id, MemoryItem.text).where(
-        MemoryItem.project_id == project_id, MemoryItem.forgotten_at.is_(None)))]  # fmt: skip
+    return [
+        (i, t)
+        for i, t in s.execute(
+            select(MemoryItem.id, MemoryItem.text).where(
+                MemoryItem.project_id == project_id, MemoryItem.forgotten_at.is_(None)
+            )
+        )
+    ]
 
 
 def by_ids(s: Session, project_id: int, ids: Sequence[int]) -> list[MemoryItem]:
@@ -114,10 +136,14 @@ def listing(
 
 def purge(s: Session, project_id: int, at: datetime) -> list[int]:
     """Delete the forgotten and the expired items; returns their ids. Links to them are cleared."""
-    ids = list(s.scalars(select(MemoryItem.id).where(
-        MemoryItem.project_id == project_id,
-        or_(MemoryItem.forgotten_at.is_not(None), MemoryItem.expires_at <= at),
-    )))  # fmt: skip
+    ids = list(
+        s.scalars(
+            select(MemoryItem.id).where(
+                MemoryItem.project_id == project_id,
+                or_(MemoryItem.forgotten_at.is_not(None), MemoryItem.expires_at <= at),
+            )
+        )
+    )
     if ids:
         for column in (MemoryItem.corrects, MemoryItem.superseded_by):
             s.execute(update(MemoryItem).where(column.in_(ids)).values({column.key: None}))
@@ -128,8 +154,13 @@ def purge(s: Session, project_id: int, at: datetime) -> list[int]:
 def counts(s: Session, project_id: int, at: datetime) -> dict[str, Any]:
     """Counts by kind of the live items, and of the forgotten, expired and superseded ones."""
     rows = s.execute(
-        select(MemoryItem.kind, MemoryItem.forgotten_at, MemoryItem.expires_at, MemoryItem.superseded_by,
-               func.length(MemoryItem.text)).where(MemoryItem.project_id == project_id)  # fmt: skip
+        select(
+            MemoryItem.kind,
+            MemoryItem.forgotten_at,
+            MemoryItem.expires_at,
+            MemoryItem.superseded_by,
+            func.length(MemoryItem.text),
+        ).where(MemoryItem.project_id == project_id)
     ).all()
     by_kind: dict[str, int] = {}
     out = {"forgotten": 0, "expired": 0, "superseded": 0, "text_bytes": 0}

@@ -119,10 +119,18 @@ class Memory:
         expires = items.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
         with session_scope() as s:
             row = MemoryItem(
-                project_id=self.project_id, kind=kind, text=text, importance=weight, tags=list(tags),
-                source=source or kind, embedding=vector.tobytes(), embedder=self.embedder.name,
-                expires_at=expires, meta=links.pop("meta", {}), **links,
-            )  # fmt: skip
+                project_id=self.project_id,
+                kind=kind,
+                text=text,
+                importance=weight,
+                tags=list(tags),
+                source=source or kind,
+                embedding=vector.tobytes(),
+                embedder=self.embedder.name,
+                expires_at=expires,
+                meta=links.pop("meta", {}),
+                **links,
+            )
             s.add(row)
             s.flush()
             if row.corrects is not None:
@@ -132,8 +140,14 @@ class Memory:
         self._indexed([(out["id"], text, vector)])
         return out
 
-    def teach(self, text: str, importance: float | None = None, tags: Sequence[str] = (),
-              source: str | None = None, expires_in_days: float | None = None) -> dict[str, Any]:  # fmt: skip
+    def teach(
+        self,
+        text: str,
+        importance: float | None = None,
+        tags: Sequence[str] = (),
+        source: str | None = None,
+        expires_in_days: float | None = None,
+    ) -> dict[str, Any]:
         """Teach a fact (importance 0.75 unless given)."""
         return self.add(text, "fact", importance, tags, source or "taught", expires_in_days)
 
@@ -155,18 +169,29 @@ class Memory:
             with session_scope() as s:
                 return items.public(items.get(s, self.project_id, target))
         hits = [h for h in self.recall(target, k=5) if h["superseded_by"] is None]
-        if not hits or hits[0]["parts"]["similarity"] < self.config.match_threshold:
+        if not hits or hits[0]["parts"]["vector"] < self.config.match_threshold:
             raise LookupError(f"nothing in memory matches {target!r} closely enough to correct")
         return hits[0]
 
     def remember_exchange(
-        self, question: str, answer: str, retrieved_ids: Sequence[Any] = (), rating: int | None = None,
+        self,
+        question: str,
+        answer: str,
+        retrieved_ids: Sequence[Any] = (),
+        rating: int | None = None,
         exchange_id: int | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """Keep a chat question and its answer as an interaction item."""
         meta = {"retrieved": list(retrieved_ids), "rating": rating}
-        return self.add(f"Q: {question}\nA: {answer}", "interaction", None, ("chat",), "chat",
-                        exchange_id=exchange_id, meta=meta)  # fmt: skip
+        return self.add(
+            f"Q: {question}\nA: {answer}",
+            "interaction",
+            None,
+            ("chat",),
+            "chat",
+            exchange_id=exchange_id,
+            meta=meta,
+        )
 
     def forget(self, item_id: int) -> dict[str, Any]:
         """Forget an item (soft: it leaves recall and the index; ``purge`` deletes it)."""
@@ -188,8 +213,10 @@ class Memory:
         """Embed the project's ingested chunks that are not in memory yet (as documents), and
         re-embed the items another embedder made. Commits batch by batch: an interrupted sync resumes."""
         with session_scope() as s:
-            todo = [(c.id, c.text, items.chunk_source(c, path)) for c, path in
-                    items.unsynced_chunks(s, self.project_id)]  # fmt: skip
+            todo = [
+                (c.id, c.text, items.chunk_source(c, path))
+                for c, path in items.unsynced_chunks(s, self.project_id)
+            ]
             stale = [(r.id, r.text) for r in items.stale(s, self.project_id, self.embedder.name)]
         for start in range(0, len(todo), SYNC_BATCH):
             self._sync_chunks(todo[start : start + SYNC_BATCH])
@@ -207,10 +234,17 @@ class Memory:
         with session_scope() as s:
             for (chunk_id, text, source), vector in zip(batch, vectors, strict=True):
                 row = MemoryItem(
-                    project_id=self.project_id, kind="document", text=text,
-                    importance=DEFAULT_IMPORTANCE["document"], tags=["document"], source=source,
-                    chunk_id=chunk_id, embedding=vector.tobytes(), embedder=self.embedder.name, meta={},
-                )  # fmt: skip
+                    project_id=self.project_id,
+                    kind="document",
+                    text=text,
+                    importance=DEFAULT_IMPORTANCE["document"],
+                    tags=["document"],
+                    source=source,
+                    chunk_id=chunk_id,
+                    embedding=vector.tobytes(),
+                    embedder=self.embedder.name,
+                    meta={},
+                )
                 s.add(row)
                 s.flush()
                 added.append((row.id, text, vector))
@@ -238,22 +272,37 @@ class Memory:
         best_bm25 = max(bm25.values(), default=0.0) or 1.0
         at = items.now()
         with session_scope() as s:
-            rows = [r for r in items.by_ids(s, self.project_id, sorted(found | set(bm25)))
-                    if not items.expired(r, at) and (not kinds or r.kind in kinds)]  # fmt: skip
+            rows = [
+                r
+                for r in items.by_ids(s, self.project_id, sorted(found | set(bm25)))
+                if not items.expired(r, at) and (not kinds or r.kind in kinds)
+            ]
             scored = []
             for row in rows:
-                cosine = float(as_vector(row.embedding) @ qv) if row.embedder == self.embedder.name else 0.0
+                same = row.embedder == self.embedder.name and row.embedding is not None
+                cosine = float(as_vector(row.embedding) @ qv) if same else 0.0
                 when = items.aware(row.updated_at) or at
-                parts = score(cfg, cosine, bm25.get(row.id, 0.0) / best_bm25, row.importance,
-                              recency(when, at, cfg.half_life_days), row.superseded_by is not None)  # fmt: skip
+                parts = score(
+                    cfg,
+                    cosine,
+                    bm25.get(row.id, 0.0) / best_bm25,
+                    row.importance,
+                    recency(when, at, cfg.half_life_days),
+                    row.superseded_by is not None,
+                )
                 scored.append({**items.public(row), "score": round(parts.score, 4), "parts": parts.as_dict()})
         scored.sort(key=lambda h: (-h["score"], -h["id"]))
         for hit in scored:
             hit.pop("meta", None)
         return scored[: k or cfg.k]
 
-    def listing(self, kind: str | None = None, tag: str | None = None, forgotten: bool = False,
-             limit: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    def listing(
+        self,
+        kind: str | None = None,
+        tag: str | None = None,
+        forgotten: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Items newest first, filtered (see :func:`items.listing`)."""
         with session_scope() as s:
             return [items.public(r) for r in items.listing(s, self.project_id, kind, tag, forgotten, limit)]
