@@ -1,7 +1,17 @@
 """Persistent state: the SQLite database (SQLAlchemy 2 + Alembic migrations)."""
 
 from finetuneflow.state.db import open_db, session_scope
-from finetuneflow.state.schema import ChatExchange, Chunk, Example, File, Job, LLMCall, MemoryItem, Project, Run
+from finetuneflow.state.schema import (
+    ChatExchange,
+    Chunk,
+    Example,
+    File,
+    Job,
+    LLMCall,
+    MemoryItem,
+    Project,
+    Run,
+)
 
 __all__ = [
     "ChatExchange",
