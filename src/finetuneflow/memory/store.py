@@ -224,7 +224,7 @@ class Memory:
                 on_progress(min(start + SYNC_BATCH, len(todo)), len(todo))
         for start in range(0, len(stale), SYNC_BATCH):
             self._reembed(stale[start : start + SYNC_BATCH])
-        if todo:
+        if todo or stale:
             record_embedder(self.project, self.embedder.name)
         return {"added": len(todo), "reembedded": len(stale)}
 
