@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from sqlalchemy import update
 
-from memory.conftest import FACTS
 from finetuneflow.memory import items
 from finetuneflow.memory.config import MemoryConfig
 from finetuneflow.memory.index import INDEX_FILE
 from finetuneflow.memory.store import Memory
 from finetuneflow.state import session_scope
 from finetuneflow.state.schema import MemoryItem
+from memory.conftest import FACTS
 
 Open = Callable[..., Memory]
 
@@ -36,7 +36,9 @@ def test_recall_finds_the_fact_asked_about_with_its_score_parts(open_memory: Ope
     parts = top["parts"]
     assert set(parts) == {"vector", "bm25", "similarity", "importance", "recency", "superseded", "score"}
     assert parts["recency"] == pytest.approx(1.0, abs=1e-3) and parts["bm25"] == 1.0
-    assert top["score"] == pytest.approx(0.7 * parts["similarity"] + 0.2 * 0.75 + 0.1 * parts["recency"], abs=1e-3)
+    assert top["score"] == pytest.approx(
+        0.7 * parts["similarity"] + 0.2 * 0.75 + 0.1 * parts["recency"], abs=1e-3
+    )
 
 
 def test_a_correction_outranks_what_it_corrects_and_keeps_the_history(open_memory: Open) -> None:
@@ -72,8 +74,11 @@ def test_importance_and_recency_order_equally_similar_items(open_memory: Open) -
     assert [h["id"] for h in memory.recall("pump blue")] == [high["id"], low["id"]]
     old = memory.teach("The pump is blue.", importance=0.9)
     with session_scope() as s:  # the third was updated 60 days ago: two half-lives
-        s.execute(update(MemoryItem).where(MemoryItem.id == old["id"])
-                  .values(updated_at=items.now() - timedelta(days=60)))  # fmt: skip
+        s.execute(
+            update(MemoryItem)
+            .where(MemoryItem.id == old["id"])
+            .values(updated_at=items.now() - timedelta(days=60))
+        )
     hits = {h["id"]: h for h in memory.recall("pump blue")}
     assert hits[old["id"]]["parts"]["recency"] == pytest.approx(0.25, abs=1e-3)
     assert hits[old["id"]]["score"] < hits[high["id"]]["score"]
@@ -132,9 +137,17 @@ def test_the_index_is_repaired_from_the_records(open_memory: Open) -> None:
     assert open_memory().index.ids() == set(ids)
     with session_scope() as s:  # a record the index never saw (a crash before the index write)
         vector = again.embedder.embed(["The boiler needs a yearly service."])[0]
-        row = MemoryItem(project_id=again.project_id, kind="fact", text="The boiler needs a yearly service.",
-                         importance=0.75, tags=[], source="x", embedding=vector.tobytes(),
-                         embedder=again.embedder.name, meta={})  # fmt: skip
+        row = MemoryItem(
+            project_id=again.project_id,
+            kind="fact",
+            text="The boiler needs a yearly service.",
+            importance=0.75,
+            tags=[],
+            source="x",
+            embedding=vector.tobytes(),
+            embedder=again.embedder.name,
+            meta={},
+        )
         s.add(row)
         s.flush()
         new_id = row.id
