@@ -17,8 +17,10 @@ from typing import Any
 
 from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.events import Event, EventSink
+from finetuneflow.memory import items
 from finetuneflow.memory.config import MemoryConfig
 from finetuneflow.memory.store import Memory
+from finetuneflow.state import session_scope
 from finetuneflow.state.db import database_url
 from finetuneflow.state.jobs import tracked
 
@@ -64,7 +66,11 @@ def recall(
     project: str, query: str, k: int | None = None, *, config: MemoryConfig | None = None
 ) -> list[dict[str, Any]]:
     """The ``k`` items best matching ``query``, best first: ``id``, ``text``, ``kind``, ``source``,
-    ``importance``, ``score`` and its ``parts`` (vector, bm25, similarity, importance, recency)."""
+    ``importance``, ``score`` and its ``parts`` (vector, bm25, similarity, importance, recency).
+    An empty memory answers ``[]`` without loading its embedder."""
+    with session_scope() as s:
+        if not items.any_live(s, project_id(project)):
+            return []
     return jsonable(open_memory(project, config).recall(query, k))
 
 

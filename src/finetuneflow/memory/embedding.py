@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from finetuneflow import paths
@@ -21,8 +23,9 @@ def record_embedder(project: str, spec: str) -> None:
         paths.project_settings(project, **{SETTING: spec})
 
 
+@cache
 def load(spec: str) -> Embedder:
-    """The embedder named ``spec`` (see ``models.embed.load_embedder``)."""
+    """The embedder named ``spec`` (see ``models.embed.load_embedder``), loaded once per process."""
     return load_embedder(spec)
 
 

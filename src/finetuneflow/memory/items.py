@@ -71,6 +71,11 @@ def live(project_id: int) -> Any:
     return select(MemoryItem).where(MemoryItem.project_id == project_id, MemoryItem.forgotten_at.is_(None))
 
 
+def any_live(s: Session, project_id: int) -> bool:
+    """Whether the project's memory holds anything (recall on an empty one loads no embedder)."""
+    return s.scalar(live(project_id).with_only_columns(MemoryItem.id).limit(1)) is not None
+
+
 def fingerprint(s: Session, project_id: int) -> tuple[Any, ...]:
     """What changes whenever an item is added, updated, forgotten or purged."""
     row = s.execute(
