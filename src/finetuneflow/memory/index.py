@@ -3,8 +3,10 @@ keyed by memory item id, kept in one file in the project folder.
 
 FAISS rather than sqlite-vec: this Python's ``sqlite3`` cannot load extensions (sqlite-vec would need
 pysqlite3-binary or apsw beside SQLAlchemy's driver), and an index in the database would tie it to
-SQLite while the records may live in PostgreSQL. Flat rather than HNSW: exact (recall 1.0) and fast
-enough for a personal memory (bench/memory.py measures both at 100k vectors).
+SQLite while the records may live in PostgreSQL. Flat rather than HNSW: exact (recall 1.0), items
+removable by id (FAISS's HNSW cannot remove), and fast enough for a personal memory: at 100k vectors
+34 ms a query on one thread, against HNSW's 0.7 ms at recall@10 0.905 after a 47 s build
+(bench/memory.py, a shared machine).
 
 The file is derived from the database. It is written after the database commit, atomically (a temp
 file renamed over it), with a sidecar naming the embedder; :meth:`VectorIndex.reconcile` makes it
