@@ -75,12 +75,16 @@ class Memory:
             self.bm25.add(item_id, text)  # type: ignore[union-attr]
         self._seen = seen
 
-    def _indexed(self, added: Sequence[tuple[int, str, np.ndarray]], removed: Sequence[int] = ()) -> None:
-        """After a commit: put ``added`` (id, text, vector) in the indexes, take ``removed`` out, save."""
+    def _indexed(
+        self, added: Sequence[tuple[int, str, np.ndarray]], removed: Sequence[int] = (), save: bool = True
+    ) -> None:
+        """After a commit: put ``added`` (id, text, vector) in the indexes, take ``removed`` out, and
+        save the index file (``save`` False: a batch of a sync, which saves once at its end)."""
         self.index.remove(removed)
         if added:
             self.index.add([a[0] for a in added], np.stack([a[2] for a in added]))
-        self.index.save()
+        if save:
+            self.index.save()
         if self.bm25 is not None:
             for item_id in removed:
                 self.bm25.remove(item_id)
@@ -225,6 +229,7 @@ class Memory:
         for start in range(0, len(stale), SYNC_BATCH):
             self._reembed(stale[start : start + SYNC_BATCH])
         if todo or stale:
+            self.index.save()  # once: a crash before it is repaired from the committed batches
             record_embedder(self.project, self.embedder.name)
         return {"added": len(todo), "reembedded": len(stale)}
 
@@ -248,7 +253,7 @@ class Memory:
                 s.add(row)
                 s.flush()
                 added.append((row.id, text, vector))
-        self._indexed(added)
+        self._indexed(added, save=False)
 
     def _reembed(self, batch: list[tuple[int, str]]) -> None:
         vectors = self._embed([text for _, text in batch])
@@ -256,7 +261,7 @@ class Memory:
             for (item_id, _), vector in zip(batch, vectors, strict=True):
                 row = items.get(s, self.project_id, item_id)
                 row.embedding, row.embedder = vector.tobytes(), self.embedder.name
-        self._indexed([(i, t, v) for (i, t), v in zip(batch, vectors, strict=True)])
+        self._indexed([(i, t, v) for (i, t), v in zip(batch, vectors, strict=True)], save=False)
 
     # --- reading --------------------------------------------------------------------------------
 
