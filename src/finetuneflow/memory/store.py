@@ -39,7 +39,9 @@ class Memory:
     """The memory of ``project``: records in the database, a vector index file derived from them,
     and a BM25 index over the texts built in process."""
 
-    def __init__(self, project: str, config: MemoryConfig | None = None, embedder: Embedder | None = None):
+    def __init__(
+        self, project: str, config: MemoryConfig | None = None, embedder: Embedder | None = None
+    ) -> None:
         self.config = config or MemoryConfig()
         if problems := self.config.problems():
             raise ConfigError(problems, "memory settings")
