@@ -25,6 +25,7 @@ def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
         "runs",
         "jobs",
         "chat_exchanges",
+        "memory_items",
     }
     for name, table in Base.metadata.tables.items():
         assert {c["name"] for c in insp.get_columns(name)} == {c.name for c in table.columns}, name

@@ -4,6 +4,11 @@ Chat has a session (``open_chat``: multi-turn, streamed, memories in the prompt,
 logged with its rating and correction) besides the one-shot ``chat``; ``dataset_from_chats`` turns
 the corrected and well-rated answers into examples for the next build and train.
 
+The memory of a project (``teach``, ``recall``, ``correct``, ``forget``, ``purge``,
+``list_memories``, ``memory_history``, ``memory_status``, ``memory_sync``, ``remember_exchange``) holds
+taught facts, document chunks, chats and corrections; chat recalls from it into the prompt, and
+``recall(project, query, k)`` is what a server's retriever calls.
+
 Classification has its own three, on a labelled CSV (``text,label``): ``train_classifier``,
 ``resume_classifier`` and ``predict``; its runs are listed and exported like the others.
 
@@ -22,6 +27,18 @@ function; the CLI (and later the REST routes and the worker) call these same fun
 from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
 from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest
+from finetuneflow.api.memory import (
+    correct,
+    forget,
+    list_memories,
+    memory_history,
+    memory_status,
+    memory_sync,
+    purge,
+    recall,
+    remember_exchange,
+    teach,
+)
 from finetuneflow.api.runs import evaluate, export, latest_run, list_runs, run_dir
 from finetuneflow.api.training import resume, train
 
@@ -29,19 +46,29 @@ __all__ = [
     "ChatSettings",
     "build_dataset",
     "chat",
+    "correct",
     "dataset_from_chats",
     "exchange_log",
     "evaluate",
     "export",
+    "forget",
     "generate_dataset",
     "ingest",
     "latest_run",
+    "list_memories",
     "list_runs",
+    "memory_history",
+    "memory_status",
+    "memory_sync",
     "open_chat",
     "predict",
+    "purge",
+    "recall",
+    "remember_exchange",
     "resume",
     "resume_classifier",
     "run_dir",
+    "teach",
     "train",
     "train_classifier",
 ]

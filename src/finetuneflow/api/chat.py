@@ -205,6 +205,7 @@ class ChatSession:
             question=question,
             answer=answer,
             retrieved=[{k: n[k] for k in SOURCE_KEYS if k in n} for n in fitted.notes],
+            retrieved_ids=[n["id"] for n in fitted.notes if n.get("id") is not None],
             sampling=to_dict(self.settings.sampling),
             prompt_tokens=fitted.tokens,
             completion_tokens=completion,

@@ -42,6 +42,7 @@ CONFIGS = {
     "export": "finetuneflow.export.step:ExportConfig",
     "classify": "finetuneflow.classify.config:ClassifyConfig",
     "chat": "finetuneflow.api.chat:ChatSettings",
+    "memory": "finetuneflow.memory.config:MemoryConfig",
 }
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 

@@ -1,7 +1,17 @@
 """Persistent state: the SQLite database (SQLAlchemy 2 + Alembic migrations)."""
 
 from finetuneflow.state.db import open_db, session_scope
-from finetuneflow.state.schema import ChatExchange, Chunk, Example, File, Job, LLMCall, Project, Run
+from finetuneflow.state.schema import (
+    ChatExchange,
+    Chunk,
+    Example,
+    File,
+    Job,
+    LLMCall,
+    MemoryItem,
+    Project,
+    Run,
+)
 
 __all__ = [
     "ChatExchange",
@@ -10,6 +20,7 @@ __all__ = [
     "File",
     "Job",
     "LLMCall",
+    "MemoryItem",
     "Project",
     "Run",
     "open_db",

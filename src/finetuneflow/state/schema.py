@@ -1,4 +1,4 @@
-"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs, chat_exchanges.
+"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs, chat_exchanges, memory_items.
 
 Migrations in ``migrations/versions`` create exactly these; a test checks the two agree.
 """
@@ -190,6 +190,7 @@ class ChatExchange(Base):
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     retrieved: Mapped[list[Any]] = mapped_column(default=list)  # memories in the prompt: id, text, source
+    retrieved_ids: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # memory item ids
     sampling: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
@@ -198,3 +199,37 @@ class ChatExchange(Base):
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)  # the right answer, by the person
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class MemoryItem(Base):
+    """One thing the memory holds: a document chunk (``chunk_id``), a taught fact, an interaction or a
+    correction, with its importance, tags, source and times. ``embedding`` (float32 bytes, by
+    ``embedder``) is what the vector index file is rebuilt from: the index is derived, this is the record.
+
+    Forgetting is soft (``forgotten_at``) until a purge deletes the row. A correction names the item it
+    corrects (``corrects``), which keeps its text and points back (``superseded_by``): the history.
+    """
+
+    __tablename__ = "memory_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # document | fact | interaction | correction
+    text: Mapped[str] = mapped_column(Text)
+    importance: Mapped[float] = mapped_column(Float)  # 0-1
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    source: Mapped[str] = mapped_column(Text, default="")
+    chunk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    exchange_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chat_exchanges.id", ondelete="SET NULL"), nullable=True
+    )
+    corrects: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the item this one corrects
+    superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its correction
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32, L2-normalised
+    embedder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    forgotten_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)

@@ -1,7 +1,7 @@
 """chat exchanges: every question and answer of a chat, with its memories, rating and correction
 
 Revision ID: 0006_chat_exchanges
-Revises: 0004 (to become 0005_memory when the memory tables land)
+Revises: 0004
 """
 
 import sqlalchemy as sa
