@@ -281,14 +281,20 @@ def open_server(
     base: str | None = None,
     settings: ServingSettings | None = None,
     *,
+    embedder: str = "",
     memory: bool = True,
     port: MemoryPort | None = None,
 ) -> ModelServer:
     """Serve the base model ``base`` and/or the tuned models of ``runs`` (default: the newest run),
-    with the project's memory for requests that ask for it (``port`` replaces it; ``memory`` False
-    switches it off)."""
+    the embedder ``embedder`` ('' = none; a ``models.embed.load_embedder`` spec) and the project's
+    memory for requests that ask for it (``port`` replaces it; ``memory`` False switches it off)."""
     cfg = settings or ServingSettings()
     if problems := cfg.problems():
         raise ConfigError(problems, "serving settings")
+    vectors = None
+    if embedder:
+        from finetuneflow.models.embed import load_embedder
+
+        vectors = load_embedder(embedder)
     served = load_served(project, runs, base, cfg.device)
-    return ModelServer(served, cfg, port or memory_port(project, memory))
+    return ModelServer(served, cfg, port or memory_port(project, memory), vectors)
