@@ -42,7 +42,11 @@ def add_run(tiny_tuned_run: Path, project: str = PROJECT, run: str = RUN) -> Non
 
 
 def start(
-    tiny_tuned_run: Path, memory: Any = None, host: str = "127.0.0.1", key_env: str = "FTF_SERVE_API_KEY", **limits: Any
+    tiny_tuned_run: Path,
+    memory: Any = None,
+    host: str = "127.0.0.1",
+    key_env: str = "FTF_SERVE_API_KEY",
+    **limits: Any,
 ) -> tuple[Any, Any]:
     """(ModelServer, Background) serving the tiny run and its base on a free port."""
     from finetuneflow.api.serving import ModelServer, ServingSettings, load_served

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
-
 from chat.helpers import FakeMemory
+
 from serve.conftest import RUN, start
 from serve.test_chat import reference
 

@@ -7,6 +7,9 @@ the corrected and well-rated answers into examples for the next build and train.
 Classification has its own three, on a labelled CSV (``text,label``): ``train_classifier``,
 ``resume_classifier`` and ``predict``; its runs are listed and exported like the others.
 
+``open_server`` serves a base model and the tuned models of chosen runs (continuously batched, by
+model name) for ``ftf serve``'s OpenAI-compatible routes.
+
 Wrappers resolve a project's folders and database rows, record a job, and call the pure step
 function; the CLI (and later the REST routes and the worker) call these same functions::
 
@@ -23,6 +26,7 @@ from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
 from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest
 from finetuneflow.api.runs import evaluate, export, latest_run, list_runs, run_dir
+from finetuneflow.api.serving import open_server
 from finetuneflow.api.training import resume, train
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "latest_run",
     "list_runs",
     "open_chat",
+    "open_server",
     "predict",
     "resume",
     "resume_classifier",

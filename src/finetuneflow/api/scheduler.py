@@ -185,4 +185,3 @@ class Scheduler:
             job = jobs.pop(id(row))
             if not job.cancelled:
                 job.finish()
-

@@ -109,7 +109,9 @@ def served_name(base: str) -> str:
     return Path(base).name if "/" in base or "\\" in base else base
 
 
-def load_served(project: str, runs: Sequence[str] = (), base: str | None = None, device: str = "auto") -> Served:
+def load_served(
+    project: str, runs: Sequence[str] = (), base: str | None = None, device: str = "auto"
+) -> Served:
     """The base model with every run's LoRA adapter loaded (without runs or base: the newest run).
 
     Raises:
@@ -127,7 +129,9 @@ def load_served(project: str, runs: Sequence[str] = (), base: str | None = None,
     for folder in folders:
         require_kind(folder, rf.CAUSAL, "serve")
         if not (folder / rf.ADAPTER / "adapter_config.json").exists():
-            raise ValueError(f"run {folder.name!r} has no LoRA adapter (full fine-tuning): it cannot be served")
+            raise ValueError(
+                f"run {folder.name!r} has no LoRA adapter (full fine-tuning): it cannot be served"
+            )
         configs.append(json.loads((folder / rf.CONFIG).read_text()))
     bases = {c["model_dir"] for c in configs} | ({str(resolve_model(base))} if base else set())
     if len(bases) != 1:
@@ -170,10 +174,16 @@ class ModelServer:
 
     def models(self) -> list[dict[str, Any]]:
         """The served models, base first: ``id``, ``run`` (None for the base), ``created``."""
-        return [{"id": n, "run": self.served.runs.get(n), "created": self.served.created} for n in self.served.adapters]
+        return [
+            {"id": n, "run": self.served.runs.get(n), "created": self.served.created}
+            for n in self.served.adapters
+        ]
 
     def start(
-        self, request: ChatRequest, on_text: Callable[[str], None], on_done: Callable[[Answer | BaseException], None]
+        self,
+        request: ChatRequest,
+        on_text: Callable[[str], None],
+        on_done: Callable[[Answer | BaseException], None],
     ) -> Job:
         """Queue ``request``; pieces of the answer go to ``on_text`` and the end (an :class:`Answer`
         or the error) to ``on_done``, from the scheduler's thread. Checks the request first, raising
@@ -200,7 +210,9 @@ class ModelServer:
         if self.embedder is None:
             raise LookupError("no embedding model is served here (start `ftf serve` with --embedder)")
         if model != self.embedder.name:
-            raise LookupError(f"the embedding model {model!r} is not served here (served: {self.embedder.name})")
+            raise LookupError(
+                f"the embedding model {model!r} is not served here (served: {self.embedder.name})"
+            )
         return [[float(x) for x in row] for row in self.embedder.embed(texts)]
 
     def cancel(self, job: Job) -> None:
@@ -215,7 +227,9 @@ class ModelServer:
         default = min(self.settings.default_max_tokens, cap)
         max_tokens = request.max_tokens if request.max_tokens is not None else default
         if max_tokens > cap:
-            raise RequestRejected(f"max_tokens is {max_tokens}; this server allows at most {cap}", "max_tokens")
+            raise RequestRejected(
+                f"max_tokens is {max_tokens}; this server allows at most {cap}", "max_tokens"
+            )
         sampling = Sampling(max_tokens, request.temperature, request.top_p, request.seed)
         if problems := sampling.problems():
             field_name, _, problem = problems[0].partition(": ")
@@ -243,12 +257,16 @@ class ModelServer:
             raise RequestRejected("messages: give at least one message", "messages")
         for i, m in enumerate(messages):
             if m.get("role") not in ROLES:
-                raise RequestRejected(f"messages[{i}].role must be one of {', '.join(ROLES)}", f"messages[{i}].role")
+                raise RequestRejected(
+                    f"messages[{i}].role must be one of {', '.join(ROLES)}", f"messages[{i}].role"
+                )
         if not request.memory:
             return messages, []
         return self._with_memory(messages, max_tokens)
 
-    def _with_memory(self, messages: list[Message], max_tokens: int) -> tuple[list[Message], list[dict[str, Any]]]:
+    def _with_memory(
+        self, messages: list[Message], max_tokens: int
+    ) -> tuple[list[Message], list[dict[str, Any]]]:
         """The conversation refitted with memories for its last question in the system prompt, as
         ``ftf chat`` builds its prompts (oldest turns dropped first when over the budget)."""
         from finetuneflow.models.generate import count_prompt_tokens
@@ -268,7 +286,13 @@ class ModelServer:
         count = partial(count_prompt_tokens, self.served.tokenizer)
         try:
             fitted = fit_prompt(
-                count, self._prompt_budget(max_tokens), question, turns, notes, system, self.settings.memory_share
+                count,
+                self._prompt_budget(max_tokens),
+                question,
+                turns,
+                notes,
+                system,
+                self.settings.memory_share,
             )
         except ValueError as err:
             raise RequestRejected(str(err), "messages", "context_length_exceeded") from err

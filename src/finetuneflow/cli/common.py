@@ -42,6 +42,7 @@ CONFIGS = {
     "export": "finetuneflow.export.step:ExportConfig",
     "classify": "finetuneflow.classify.config:ClassifyConfig",
     "chat": "finetuneflow.api.chat:ChatSettings",
+    "serve": "finetuneflow.serve.config:ServeConfig",
 }
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 

@@ -170,7 +170,9 @@ class DecodeBatch:
             shape[dim] = missing
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-        self.keys = [torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.keys, keys, strict=True)]
+        self.keys = [
+            torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.keys, keys, strict=True)
+        ]
         self.values = [
             torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.values, values, strict=True)
         ]

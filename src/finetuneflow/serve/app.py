@@ -49,16 +49,28 @@ async def _start(server: ModelServer, request: ChatRequest) -> tuple[Job, asynci
 
 def _usage(answer: Answer) -> dict[str, int]:
     total = answer.prompt_tokens + answer.completion_tokens
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "total_tokens": total}
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": total,
+    }
 
 
 def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> str:
     choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-    body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]}
+    body = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+    }
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _events(server: ModelServer, body: ChatBody, job: Job, queue: asyncio.Queue[str | _Done]) -> AsyncIterator[str]:
+async def _events(
+    server: ModelServer, body: ChatBody, job: Job, queue: asyncio.Queue[str | _Done]
+) -> AsyncIterator[str]:
     """The answer as server-sent events: a role chunk, content chunks, the finish chunk, [DONE]."""
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     try:
@@ -93,7 +105,10 @@ def create_app(server: ModelServer, max_request_bytes: int, api_key: str | None 
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [{"id": m["id"], "object": "model", "created": m["created"], "owned_by": "finetuneflow"} for m in server.models()]
+        data = [
+            {"id": m["id"], "object": "model", "created": m["created"], "owned_by": "finetuneflow"}
+            for m in server.models()
+        ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -127,8 +142,15 @@ def create_app(server: ModelServer, max_request_bytes: int, api_key: str | None 
     async def embeddings(body: EmbeddingBody) -> dict[str, Any]:
         texts = body.texts()
         vectors = await run_in_threadpool(server.embed, body.model, texts)
-        data = [{"object": "embedding", "index": i, "embedding": _encoded(v, body)} for i, v in enumerate(vectors)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(v, body)} for i, v in enumerate(vectors)
+        ]
         tokens = sum(len(t.split()) for t in texts)  # words: the embedder's own tokens are not exposed
-        return {"object": "list", "data": data, "model": body.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     return app

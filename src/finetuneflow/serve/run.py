@@ -24,8 +24,10 @@ def api_key(cfg: ServeConfig) -> str | None:
     key = os.environ.get(cfg.api_key_env, "").strip() or None
     if key is None and not is_loopback(cfg.host):
         raise ConfigError(
-            [f"host: {cfg.host!r} is reachable from other machines; set an API key in ${cfg.api_key_env} "
-             "(clients send it as a Bearer token), or serve on 127.0.0.1"],
+            [
+                f"host: {cfg.host!r} is reachable from other machines; set an API key in ${cfg.api_key_env} "
+                "(clients send it as a Bearer token), or serve on 127.0.0.1"
+            ],
             "serve settings",
         )
     return key

@@ -65,7 +65,9 @@ class ChatBody(BaseModel):
         return ChatRequest(
             model=self.model,
             messages=messages,  # type: ignore[arg-type]
-            max_tokens=self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens,
+            max_tokens=self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else self.max_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             seed=self.seed,
