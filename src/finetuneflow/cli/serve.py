@@ -50,6 +50,6 @@ def serve(
     except (ValueError, LookupError) as err:
         fail(err)
     names = ", ".join(m["id"] for m in server.models())
-    auth = "Bearer key required" if key else "no key (loopback only)"
+    auth = "clients must send the API key" if key else "loopback only, no API key"
     console.print(f"serving {names} at http://{cfg.host}:{cfg.port}/v1 ({auth})", markup=False)
     serve_forever(server, cfg)
