@@ -37,8 +37,9 @@ class Visible:
     holding back a tail that could still become a stop string or an unfinished character. The
     pieces it hands out, joined, are exactly the final text."""
 
-    def __init__(self, tokenizer: Any, stops: list[str]) -> None:
+    def __init__(self, tokenizer: Any, stops: list[str], lock: Any = None) -> None:
         self.tokenizer = tokenizer
+        self.lock = lock or threading.Lock()  # a fast tokenizer must not be used by two threads at once
         self.stops = [s for s in stops if s]
         self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.text = ""
@@ -47,7 +48,8 @@ class Visible:
 
     def update(self, tokens: list[int], final: bool) -> str:
         """The new piece for the tokens so far (``final``: nothing more will come)."""
-        text = str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+        with self.lock:
+            text = str(self.tokenizer.decode(tokens, skip_special_tokens=True))
         cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
         if cuts:
             text, final, self.stopped = text[: min(cuts)], True, True
@@ -153,6 +155,13 @@ class Scheduler:
     def _run(self, name: str, batch: DecodeBatch) -> None:
         """Decode for model ``name`` until no row is left and none waits for it."""
         jobs: dict[int, Job] = {}  # id(row) -> its job
+        try:
+            self._decode(name, batch, jobs)
+        finally:  # closed mid-answer: nobody is left waiting
+            for job in jobs.values():
+                job.finish(RuntimeError("the server shut down during this request"))
+
+    def _decode(self, name: str, batch: DecodeBatch, jobs: dict[int, Job]) -> None:
         while not self._closed:
             new = self._admissible(name, self.batch_size - len(batch))
             try:
@@ -166,6 +175,7 @@ class Scheduler:
             except Exception as err:  # a failed step fails the rows in it, not the server
                 for job in jobs.values():
                     job.finish(err)
+                jobs.clear()
                 return
             self._report(batch, jobs)
 

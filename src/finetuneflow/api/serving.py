@@ -14,6 +14,7 @@ Raises (every function here): ``LookupError`` for an unknown project, run or ser
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ class Served:
     runs: dict[str, str]  # served name -> run id (runs only)
     pad_id: int
     created: int = field(default_factory=lambda: int(time.time()))
+    lock: Any = field(default_factory=threading.Lock)  # the tokenizer's: request threads and the scheduler
 
     @contextmanager
     def activate(self, name: str) -> Iterator[Any]:
@@ -195,13 +197,15 @@ class ModelServer:
             known = ", ".join(self.served.adapters)
             raise LookupError(f"the model {request.model!r} is not served here (served: {known})")
         sampling = self._sampling(request)
-        messages, sources = self._prompt(request, sampling.max_new_tokens)
         tok = self.served.tokenizer
-        ids = list(tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"])
+        notes = self._recall(request)  # outside the lock: an embedder may take a while
+        with self.served.lock:
+            messages, sources = self._prompt(request, sampling.max_new_tokens, notes)
+            ids = list(tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"])
         self._check_length(len(ids), sampling.max_new_tokens)
         stop_ids = frozenset(end_of_turn_tokens(tok).values())
         row = Row(ids, sampling.max_new_tokens, stop_ids, sampling.temperature, sampling.top_p, sampling.seed)
-        job = Job(request.model, row, Visible(tok, request.stop), on_text, on_done, sources)
+        job = Job(request.model, row, Visible(tok, request.stop, self.served.lock), on_text, on_done, sources)
         self.scheduler.submit(job)
         return job
 
@@ -250,7 +254,16 @@ class ModelServer:
                 "context_length_exceeded",
             )
 
-    def _prompt(self, request: ChatRequest, max_tokens: int) -> tuple[list[Message], list[dict[str, Any]]]:
+    def _recall(self, request: ChatRequest) -> list[dict[str, Any]]:
+        """The memories for the request's last message (none unless it asks for memory)."""
+        if not request.memory or not request.messages:
+            return []
+        question = str(request.messages[-1].get("content", ""))
+        return self.memory.recall(question, k=self.settings.memories) if self.settings.memories else []
+
+    def _prompt(
+        self, request: ChatRequest, max_tokens: int, notes: list[dict[str, Any]]
+    ) -> tuple[list[Message], list[dict[str, Any]]]:
         """The messages the model reads, and the memories put into them."""
         messages = request.messages
         if not messages:
@@ -262,10 +275,10 @@ class ModelServer:
                 )
         if not request.memory:
             return messages, []
-        return self._with_memory(messages, max_tokens)
+        return self._with_memory(messages, max_tokens, notes)
 
     def _with_memory(
-        self, messages: list[Message], max_tokens: int
+        self, messages: list[Message], max_tokens: int, notes: list[dict[str, Any]]
     ) -> tuple[list[Message], list[dict[str, Any]]]:
         """The conversation refitted with memories for its last question in the system prompt, as
         ``ftf chat`` builds its prompts (oldest turns dropped first when over the budget)."""
@@ -282,7 +295,6 @@ class ModelServer:
             )
         question = rest[-1]["content"]
         turns = [(rest[i]["content"], rest[i + 1]["content"]) for i in range(0, len(rest) - 1, 2)]
-        notes = self.memory.recall(question, k=self.settings.memories) if self.settings.memories else []
         count = partial(count_prompt_tokens, self.served.tokenizer)
         try:
             fitted = fit_prompt(
