@@ -53,7 +53,10 @@ def pick(logits: Any, rows: Sequence[Row]) -> list[int]:
             continue
         if row.generator is None:
             row.generator = torch.Generator(device=logits.device)
-            row.generator.manual_seed(row.seed if row.seed is not None else torch.seed())
+            if row.seed is None:
+                row.generator.seed()  # a fresh random seed for this row alone
+            else:
+                row.generator.manual_seed(row.seed)
         probs = torch.softmax(logits[i].float() / row.temperature, dim=-1)
         if row.top_p < 1:
             ordered, order = probs.sort(descending=True)
