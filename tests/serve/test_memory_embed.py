@@ -69,6 +69,7 @@ def test_embeddings_are_the_embedders_rows(tiny_tuned_run: Path, ftf_home: Path)
     background = start_background(server, ServeConfig(port=0))
     try:
         client = openai.OpenAI(base_url=background.url, api_key="x", max_retries=0)
+        assert [m.id for m in client.models.list()][-1] == "hash:64"
         texts = ["the printer cover is open", "paper jam in tray 2"]
         asked = client.embeddings.create(model="hash:64", input=texts, encoding_format="float")
         default = client.embeddings.create(model="hash:64", input=texts)  # asks base64, decodes it

@@ -175,11 +175,10 @@ class ModelServer:
         self.scheduler = Scheduler(served, self.settings.batch_size)
 
     def models(self) -> list[dict[str, Any]]:
-        """The served models, base first: ``id``, ``run`` (None for the base), ``created``."""
-        return [
-            {"id": n, "run": self.served.runs.get(n), "created": self.served.created}
-            for n in self.served.adapters
-        ]
+        """The served models, base first, then the runs and the embedder: ``id``, ``run`` (a run's
+        id, else None), ``created``."""
+        names = [*self.served.adapters, *([self.embedder.name] if self.embedder is not None else [])]
+        return [{"id": n, "run": self.served.runs.get(n), "created": self.served.created} for n in names]
 
     def start(
         self,
