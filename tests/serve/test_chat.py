@@ -90,3 +90,11 @@ def test_concurrent_requests_all_get_their_own_answer(live: Live) -> None:
     with ThreadPoolExecutor(len(questions)) as pool:
         answers = list(pool.map(one, questions))
     assert answers == expected
+
+
+def test_a_stream_can_end_with_the_usage(live: Live) -> None:
+    chunks = list(ask(live, stream=True, stream_options={"include_usage": True}, max_tokens=5))
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens <= 5
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert all(c.usage is None for c in chunks[:-1])
