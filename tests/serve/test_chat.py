@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from finetuneflow.api.serving import ChatRequest
 from serve.conftest import RUN, Live
 
 QUESTION = [{"role": "user", "content": "What is E3?"}]
@@ -98,3 +103,28 @@ def test_a_stream_can_end_with_the_usage(live: Live) -> None:
     assert chunks[-1].choices == [] and usage.completion_tokens <= 5
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_several_runs_are_served_by_name_over_one_base(tiny_tuned_run: Path, ftf_home: Path) -> None:
+    from finetuneflow.api.serving import ModelServer, load_served
+    from serve.conftest import PROJECT, add_run
+
+    add_run(tiny_tuned_run, run="second")
+    add_run(tiny_tuned_run, run="third")
+    served = load_served(PROJECT, ["second", "third"], device="cpu")
+    assert list(served.adapters) == ["model", "second", "third"]
+    with pytest.raises(LookupError, match="no run 'fourth'"):
+        load_served(PROJECT, ["fourth"], device="cpu")
+    server = ModelServer(served)
+    try:
+        answers = []
+        for name in ("second", "third", "model"):
+            done = threading.Event()
+            got: list[object] = []
+            request = ChatRequest(name, QUESTION, max_tokens=24, temperature=0)  # type: ignore[arg-type]
+            server.start(request, lambda _p: None, lambda a, got=got, done=done: (got.append(a), done.set()))
+            assert done.wait(60)
+            answers.append(got[0].text)  # type: ignore[attr-defined]
+    finally:
+        server.close()
+    assert answers[0] == answers[1] != answers[2]  # the same adapter twice; the base differs

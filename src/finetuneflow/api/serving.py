@@ -135,10 +135,13 @@ def load_served(
                 f"run {folder.name!r} has no LoRA adapter (full fine-tuning): it cannot be served"
             )
         configs.append(json.loads((folder / rf.CONFIG).read_text()))
-    bases = {c["model_dir"] for c in configs} | ({str(resolve_model(base))} if base else set())
+    # compared resolved: a run may name its base through a link (``$FTF_HOME/models/<name>``)
+    bases = {Path(c["model_dir"]).resolve() for c in configs}
+    if base:
+        bases.add(resolve_model(base).resolve())
     if len(bases) != 1:
         raise ValueError(f"the served runs must share one base model, not {sorted(bases)}")
-    base_dir = Path(bases.pop())
+    base_dir = bases.pop()
     model = load_causal_lm(base_dir, pick_device(device)).eval()
     tokenizer = load_tokenizer(folders[0] / rf.ADAPTER if folders else base_dir)
     adapters: dict[str, str | None] = {served_name(base or configs[0]["train"]["base_model"]): None}
