@@ -105,3 +105,14 @@ class UnsupportedTemplate(OllamaTemplateError):
 
 class ModelfileError(ValueError):
     """A Modelfile breaks the documented syntax; the message names the line."""
+
+
+# --- serve
+class RequestRejected(ValueError):
+    """A request to the model server cannot be answered as asked: ``param`` names the field at
+    fault, ``code`` is the OpenAI-style error code (``context_length_exceeded``, ...)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code

@@ -26,6 +26,7 @@ from finetuneflow.evaluate.step import EvalConfig
 from finetuneflow.export.step import ExportConfig
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.memory.config import MemoryConfig
+from finetuneflow.serve.config import ServeConfig
 from finetuneflow.train.config import LoraSettings, TrainConfig
 
 runner = CliRunner()
@@ -40,6 +41,7 @@ STEPS = {
     "classify": ClassifyConfig,
     "chat": ChatSettings,
     "memory": MemoryConfig,
+    "serve": ServeConfig,
 }
 
 

@@ -12,6 +12,9 @@ taught facts, document chunks, chats and corrections; chat recalls from it into 
 Classification has its own three, on a labelled CSV (``text,label``): ``train_classifier``,
 ``resume_classifier`` and ``predict``; its runs are listed and exported like the others.
 
+``open_server`` serves a base model and the tuned models of chosen runs (continuously batched, by
+model name) for ``ftf serve``'s OpenAI-compatible routes.
+
 Wrappers resolve a project's folders and database rows, record a job, and call the pure step
 function; the CLI (and later the REST routes and the worker) call these same functions::
 
@@ -40,6 +43,7 @@ from finetuneflow.api.memory import (
     teach,
 )
 from finetuneflow.api.runs import evaluate, export, latest_run, list_runs, run_dir
+from finetuneflow.api.serving import open_server
 from finetuneflow.api.training import resume, train
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "memory_status",
     "memory_sync",
     "open_chat",
+    "open_server",
     "predict",
     "purge",
     "recall",

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import typer
 
-from finetuneflow.cli import chat, classify, dataset, evaluate, export, ingest, memory, provider, train
+from finetuneflow.cli import (
+    chat,
+    classify,
+    dataset,
+    evaluate,
+    export,
+    ingest,
+    memory,
+    provider,
+    serve,
+    train,
+)
 
 app = typer.Typer(
     help="FineTuneFlow: your material in, a fine-tuned model you run yourself out.",
@@ -19,7 +30,7 @@ app = typer.Typer(
 )
 
 # `ftf --help` lists the commands in this order, then the groups (dataset, provider, tensors, ...).
-for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, classify):
+for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, serve, classify):
     group.register(app)
 
 

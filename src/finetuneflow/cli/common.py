@@ -43,6 +43,7 @@ CONFIGS = {
     "classify": "finetuneflow.classify.config:ClassifyConfig",
     "chat": "finetuneflow.api.chat:ChatSettings",
     "memory": "finetuneflow.memory.config:MemoryConfig",
+    "serve": "finetuneflow.serve.config:ServeConfig",
 }
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 

@@ -1,0 +1,156 @@
+"""The routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (whole or streamed as server-sent
+events) and ``POST /v1/embeddings``. Each parses the body, calls :class:`ModelServer` and answers in
+OpenAI's shape; generation runs on the server's scheduler thread, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from finetuneflow.api.scheduler import Answer, Job
+from finetuneflow.api.serving import ChatRequest, ModelServer
+from finetuneflow.serve import errors
+from finetuneflow.serve.guards import Guard
+from finetuneflow.serve.schemas import ChatBody, EmbeddingBody
+
+
+class _Done:
+    """The end of an answer, as queued for the route."""
+
+    def __init__(self, result: Answer | BaseException) -> None:
+        self.result = result
+
+
+async def _start(server: ModelServer, request: ChatRequest) -> tuple[Job, asyncio.Queue[str | _Done]]:
+    """Queue ``request``; its pieces and end arrive on the returned queue (from the scheduler thread)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | _Done] = asyncio.Queue()
+
+    def on_text(piece: str) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+    def on_done(result: Answer | BaseException) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, _Done(result))
+
+    # checking and tokenizing the prompt (and recalling memories) is blocking work: off the loop
+    job = await run_in_threadpool(server.start, request, on_text, on_done)
+    return job, queue
+
+
+def _usage(answer: Answer) -> dict[str, int]:
+    total = answer.prompt_tokens + answer.completion_tokens
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": total,
+    }
+
+
+def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> str:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    body = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _events(
+    server: ModelServer, body: ChatBody, job: Job, queue: asyncio.Queue[str | _Done]
+) -> AsyncIterator[str]:
+    """The answer as server-sent events: a role chunk, content chunks, the finish chunk, [DONE]."""
+    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    try:
+        yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""}, None)
+        while not isinstance(item := await queue.get(), _Done):
+            yield _chunk(ident, created, body.model, {"content": item}, None)
+        if isinstance(item.result, BaseException):
+            error = errors.error_body(f"generation failed: {item.result}", "server_error")
+            yield f"data: {json.dumps(error)}\n\n"
+            return
+        yield _chunk(ident, created, body.model, {}, item.result.finish_reason)
+        if body.stream_options and body.stream_options.include_usage:
+            usage = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body.model}
+            yield f"data: {json.dumps(usage | {'choices': [], 'usage': _usage(item.result)})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        server.cancel(job)  # a no-op once finished; stops the generation of a client that left
+
+
+def _encoded(vector: list[float], body: EmbeddingBody) -> list[float] | str:
+    """A vector as asked: floats, or base64 of little-endian float32 (the openai client's default)."""
+    if body.encoding_format == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def create_app(server: ModelServer, max_request_bytes: int, api_key: str | None = None) -> FastAPI:
+    """The HTTP app over ``server``; with ``api_key``, every /v1 call must send it as a Bearer token."""
+    app = FastAPI(title="FineTuneFlow", docs_url=None, redoc_url=None, openapi_url=None)
+    errors.install(app)
+    app.add_middleware(Guard, limit=max_request_bytes, api_key=api_key)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [
+            {"id": m["id"], "object": "model", "created": m["created"], "owned_by": "finetuneflow"}
+            for m in server.models()
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatBody) -> StreamingResponse | JSONResponse:
+        job, queue = await _start(server, body.to_request())
+        if body.stream:
+            return StreamingResponse(_events(server, body, job, queue), media_type="text/event-stream")
+        try:
+            while not isinstance(item := await queue.get(), _Done):
+                pass
+        finally:
+            server.cancel(job)
+        if isinstance(item.result, BaseException):
+            return errors.error_response(500, f"generation failed: {item.result}")
+        answer = item.result
+        message = {"role": "assistant", "content": answer.text}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}
+        out = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [choice],
+            "usage": _usage(answer),
+        }
+        if answer.sources:
+            out["sources"] = answer.sources  # ours: the memories the prompt held
+        return JSONResponse(out)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingBody) -> dict[str, Any]:
+        texts = body.texts()
+        vectors = await run_in_threadpool(server.embed, body.model, texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(v, body)} for i, v in enumerate(vectors)
+        ]
+        tokens = sum(len(t.split()) for t in texts)  # words: the embedder's own tokens are not exposed
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    return app

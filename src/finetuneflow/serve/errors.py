@@ -1,0 +1,75 @@
+"""Every error the server answers, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from finetuneflow.api.memory_port import MemoryUnavailable
+from finetuneflow.errors import ConfigError, RequestRejected
+
+_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None, kind: str | None = None
+) -> JSONResponse:
+    kind = kind or _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse(error_body(message, kind, param, code), status_code=status)
+
+
+def _validation(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)
+    first = err.errors()[0]
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"the body is not valid JSON: {first.get('msg', '')}", code="invalid_json")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    return error_response(400, f"{param or 'body'}: {first.get('msg', 'invalid')}", param, "invalid_value")
+
+
+def _rejected(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestRejected)
+    return error_response(400, str(err), err.param, err.code)
+
+
+def _config(_: Request, err: Exception) -> JSONResponse:
+    return error_response(400, str(err), code="invalid_value")
+
+
+def _unknown(_: Request, err: Exception) -> JSONResponse:
+    message = err.args[0] if err.args else str(err)
+    return error_response(404, str(message), "model", "model_not_found")
+
+
+def _no_memory(_: Request, err: Exception) -> JSONResponse:
+    return error_response(400, str(err), "memory", "memory_unavailable")
+
+
+def _http(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, HTTPException)
+    codes = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}
+    return error_response(err.status_code, str(err.detail), code=codes.get(err.status_code))
+
+
+def _internal(_: Request, err: Exception) -> JSONResponse:
+    return error_response(500, f"internal error: {type(err).__name__}: {err}")
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` in OpenAI's shape."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(RequestRejected, _rejected)
+    app.add_exception_handler(ConfigError, _config)
+    app.add_exception_handler(LookupError, _unknown)
+    app.add_exception_handler(MemoryUnavailable, _no_memory)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _internal)

@@ -1,0 +1,80 @@
+"""The scheduler admits what waits into the running batch, keeps models apart, and reports each
+answer's pieces so that they join into its final text."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from finetuneflow.api.scheduler import Answer, Job, Scheduler, Visible
+from finetuneflow.models.batching import Row
+
+
+class Tok:
+    """Token i decodes as chr(ord('a') + i % 26)."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(chr(ord("a") + i % 26) for i in ids)
+
+
+def test_visible_pieces_join_into_the_final_text_cut_at_a_stop() -> None:
+    visible = Visible(Tok(), ["def"])
+    pieces = [visible.update(list(range(n)), final=False) for n in range(1, 7)]
+    assert visible.stopped and "".join(pieces) == "abc" == visible.text
+
+
+class Models:
+    """Served 'models' whose activation waits on ``gate`` (so jobs pile up) and is recorded."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.tokenizer, self.pad_id = model, Tok(), 0
+        self.gate = threading.Event()
+        self.activated: list[str] = []
+
+    @contextmanager
+    def activate(self, name: str) -> Iterator[Any]:
+        self.gate.wait(30)
+        self.activated.append(name)
+        yield self.model
+
+
+def test_waiting_jobs_join_one_batch_per_model(tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetuneflow.models import batching
+    from finetuneflow.models.load import load_causal_lm
+
+    models = Models(load_causal_lm(tiny_model).eval())
+    scheduler = Scheduler(models, batch_size=3)
+    sizes: list[int] = []
+    done: list[Answer | BaseException] = []
+    finished = threading.Semaphore(0)
+    real_admit = batching.DecodeBatch.admit
+
+    def admit(self: Any, rows: Any) -> None:
+        sizes.append(len(rows))
+        real_admit(self, rows)
+
+    monkeypatch.setattr(batching.DecodeBatch, "admit", admit)
+
+    def job(name: str) -> Job:
+        def end(result: Answer | BaseException) -> None:
+            done.append(result)
+            finished.release()
+
+        return Job(name, Row([5, 6, 7], 4, frozenset()), Visible(Tok(), []), lambda _p: None, end)
+
+    try:
+        for name in ("a", "a", "b", "a", "a", "a", "a"):
+            scheduler.submit(job(name))
+        models.gate.set()
+        for _ in range(7):
+            assert finished.acquire(timeout=60)
+    finally:
+        scheduler.close()
+    # a's first two run together; b waits for them (not starved by the a's behind it); then a's in 3s
+    assert models.activated == ["a", "b", "a"]
+    assert sizes[:2] == [2, 1] and sizes[2] == 3
+    assert all(isinstance(d, Answer) and d.completion_tokens == 4 for d in done)
