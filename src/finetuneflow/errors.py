@@ -105,3 +105,9 @@ class UnsupportedTemplate(OllamaTemplateError):
 
 class ModelfileError(ValueError):
     """A Modelfile breaks the documented syntax; the message names the line."""
+
+
+# --- jobs
+class JobCancelled(Exception):
+    """A job was cancelled (``ftf jobs cancel``) while it ran; raised from its progress callback.
+    Not a RuntimeError: a step's ``except RuntimeError`` must not swallow it."""

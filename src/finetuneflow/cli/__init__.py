@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from finetuneflow.cli import chat, classify, dataset, evaluate, export, ingest, provider, train
+from finetuneflow.cli import chat, classify, dataset, evaluate, export, ingest, jobs, provider, train
 
 app = typer.Typer(
     help="FineTuneFlow: your material in, a fine-tuned model you run yourself out.",
@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # `ftf --help` lists the commands in this order, then the groups (dataset, provider, tensors, ...).
-for group in (ingest, dataset, provider, train, evaluate, export, chat, classify):
+for group in (ingest, dataset, provider, train, evaluate, export, chat, classify, jobs):
     group.register(app)
 
 

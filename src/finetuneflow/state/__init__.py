@@ -1,7 +1,7 @@
 """Persistent state: the SQLite database (SQLAlchemy 2 + Alembic migrations)."""
 
 from finetuneflow.state.db import open_db, session_scope
-from finetuneflow.state.schema import ChatExchange, Chunk, Example, File, Job, LLMCall, Project, Run
+from finetuneflow.state.schema import ChatExchange, Chunk, Example, File, Job, JobEvent, LLMCall, Project, Run
 
 __all__ = [
     "ChatExchange",
@@ -9,6 +9,7 @@ __all__ = [
     "Example",
     "File",
     "Job",
+    "JobEvent",
     "LLMCall",
     "Project",
     "Run",
