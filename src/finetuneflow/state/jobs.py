@@ -50,22 +50,23 @@ def create(project_id: int | None, step: str, params: dict[str, Any], queue: str
 
 def append(job_id: int, kind: str, payload: dict[str, Any] | None = None, **row: Any) -> int:
     """Add an event to a job's log and set ``row`` fields of its summary, in one transaction;
-    returns the event's ``seq``. Two writers racing for a seq: the loser takes the next one."""
-    for _ in range(5):
+    returns the event's ``seq``. Writers of one job queue on its row's lock (PostgreSQL; SQLite
+    has one writer at a time); should two still race for a seq, the loser takes the next one."""
+    for attempt in range(10):
         try:
             with session_scope() as s:
+                job = s.get(schema.Job, job_id, with_for_update=True)
                 seq = (s.scalar(select(func.max(schema.JobEvent.seq)).where(schema.JobEvent.job_id == job_id))
                        or 0) + 1  # fmt: skip
                 s.add(schema.JobEvent(job_id=job_id, seq=seq, kind=kind, payload=payload or {}))
-                job = s.get(schema.Job, job_id)
                 if job is not None:
                     for key, value in row.items():
                         setattr(job, key, value)
                     job.updated_at = _now()
                 return seq
         except IntegrityError:
-            continue
-    raise RuntimeError(f"job {job_id}: could not append an event (five seq conflicts)")
+            time.sleep(0.01 * (attempt + 1))
+    raise RuntimeError(f"job {job_id}: could not append an event (ten seq conflicts)")
 
 
 def events(job_id: int, after: int = 0) -> list[dict[str, Any]]:
