@@ -25,6 +25,7 @@ from finetuneflow.dataset.presets import ProviderConfig
 from finetuneflow.evaluate.step import EvalConfig
 from finetuneflow.export.step import ExportConfig
 from finetuneflow.ingest.config import IngestConfig
+from finetuneflow.jobs.config import JobsConfig
 from finetuneflow.train.config import LoraSettings, TrainConfig
 
 runner = CliRunner()
@@ -38,6 +39,7 @@ STEPS = {
     "export": ExportConfig,
     "classify": ClassifyConfig,
     "chat": ChatSettings,
+    "jobs": JobsConfig,
 }
 
 
