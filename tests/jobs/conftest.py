@@ -64,7 +64,10 @@ def worker(broker: str, ftf_home: Path, tmp_path: Path) -> Iterator[Callable[[st
                "--heartbeat", "1", "--stale-after", "5", "--concurrency", "1",
                "--loglevel", "WARNING"]  # fmt: skip
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        # a session of its own: a test can kill the whole worker (its pool too) with killpg
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
         return procs[-1]
 
     yield start

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import QUICKSTART
 
 from finetuneflow import api, jobs, paths
@@ -67,6 +68,36 @@ def test_a_training_job_killed_mid_run_resumes_from_its_checkpoint(
     assert [p.name for p in (run_dir.parent).iterdir()] == [run_dir.name]  # one run folder
     assert [e["kind"] for e in log.events(job_id)].count("finished") == 1  # one final result
     assert [r["status"] for r in api.list_runs(project)] == ["finished"]
+
+
+@pytest.mark.parametrize("broker", ["embedded"], indirect=True)  # the reaper: the same for both
+def test_a_job_whose_whole_worker_was_killed_is_requeued_by_the_next_worker(
+    broker: str, worker: Callable[[str], Any], tiny_model: Path, tmp_path: Path
+) -> None:
+    project = _project(tiny_model)
+    first = worker("train")
+    job_id = jobs.submit("train", project, _train_args(tiny_model, steps=40))
+    run_dir = paths.project_dir(project) / "runs" / log.get(job_id)["params"]["args"]["run_id"]
+    wait_for(
+        lambda: list(run_dir.glob("checkpoints/*")),
+        120,
+        "a first checkpoint",
+        first,
+        tmp_path / "worker-0.log",
+    )
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool: nobody is left to put the message back
+    first.wait()
+    assert log.get(job_id)["status"] == "running"  # what a killed process leaves behind
+
+    second = worker("train")  # its reaper finds the job's heartbeat stale (5 s) and queues it again
+    wait_for(
+        lambda: _done(job_id), 180, "the job to finish on the next worker", second, tmp_path / "worker-1.log"
+    )
+    job = log.get(job_id)
+    kinds = [e["kind"] for e in log.events(job_id)]
+    assert job["status"] == "finished", job["error"]
+    assert kinds.count("requeued") == 1 and kinds.count("started") == 2 and kinds.count("finished") == 1
+    assert job["result"]["steps"] == 40 and [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
 
 
 def test_cancel_stops_a_running_job(
