@@ -63,7 +63,8 @@ def _age(job_id: int, seconds: float) -> None:
 
 def test_a_running_job_whose_process_died_is_marked_lost(database: str) -> None:
     alive, dead = log.create(None, "x", {}), log.create(None, "x", {})
-    _age(dead, 10)  # its process stopped beating 10 s ago (stale after 3)
+    _age(alive, 5)  # a foreground step beats every 10 s: not lost yet, though stale_after_s is 3
+    _age(dead, 3 * log.HEARTBEAT_S + 1)  # its process stopped beating
     assert dead in jobs.reap(FAST) and alive not in jobs.reap(FAST)
     assert log.get(dead)["status"] == "failed" and "lost" in log.get(dead)["error"]
     assert _kinds(dead)[-1] == "lost" and log.get(alive)["status"] == "running"

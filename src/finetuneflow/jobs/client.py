@@ -84,7 +84,10 @@ def reap(cfg: JobsConfig) -> list[int]:
     has attempts left and ``requeue_lost`` is on (training resumes from its checkpoint), any other
     is marked failed (``lost``). Returns the ids it handled."""
     handled = []
+    foreground = max(cfg.stale_after_s, 3 * log.HEARTBEAT_S)  # they beat at their own pace
     for job in log.stale(cfg.stale_after_s):
+        if not job["queue"] and job["id"] not in {j["id"] for j in log.stale(foreground)}:
+            continue
         handled.append(job["id"])
         if job["queue"] and cfg.requeue_lost and job["attempts"] < cfg.max_attempts:
             log.append(job["id"], "requeued", {"reason": f"no heartbeat for {cfg.stale_after_s:g} s"},
