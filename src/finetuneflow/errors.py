@@ -116,3 +116,9 @@ class RequestRejected(ValueError):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+# --- jobs
+class JobCancelled(Exception):
+    """A job was cancelled (``ftf jobs cancel``) while it ran; raised from its progress callback.
+    Not a RuntimeError: a step's ``except RuntimeError`` must not swallow it."""

@@ -25,6 +25,7 @@ from finetuneflow.dataset.presets import ProviderConfig
 from finetuneflow.evaluate.step import EvalConfig
 from finetuneflow.export.step import ExportConfig
 from finetuneflow.ingest.config import IngestConfig
+from finetuneflow.jobs.config import JobsConfig
 from finetuneflow.memory.config import MemoryConfig
 from finetuneflow.serve.config import ServeConfig
 from finetuneflow.train.config import LoraSettings, TrainConfig
@@ -42,6 +43,7 @@ STEPS = {
     "chat": ChatSettings,
     "memory": MemoryConfig,
     "serve": ServeConfig,
+    "jobs": JobsConfig,
 }
 
 

@@ -24,6 +24,7 @@ def test_migrations_create_exactly_the_schema(tmp_path: Path) -> None:
         "llm_calls",
         "runs",
         "jobs",
+        "job_events",
         "chat_exchanges",
         "memory_items",
     }

@@ -17,6 +17,7 @@ from finetuneflow.cli import (
     evaluate,
     export,
     ingest,
+    jobs,
     memory,
     provider,
     serve,
@@ -30,7 +31,7 @@ app = typer.Typer(
 )
 
 # `ftf --help` lists the commands in this order, then the groups (dataset, provider, tensors, ...).
-for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, serve, classify):
+for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, serve, classify, jobs):
     group.register(app)
 
 

@@ -44,7 +44,12 @@ CONFIGS = {
     "chat": "finetuneflow.api.chat:ChatSettings",
     "memory": "finetuneflow.memory.config:MemoryConfig",
     "serve": "finetuneflow.serve.config:ServeConfig",
+    "jobs": "finetuneflow.jobs.config:JobsConfig",
 }
+Background = Annotated[
+    bool,
+    typer.Option("--background", help="Queue it for `ftf worker` and print the job id; don't run it here."),
+]
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 
 
@@ -52,6 +57,19 @@ def fail(err: Exception) -> NoReturn:
     """Print ``error: <err>`` and exit with status 2: the user can fix it, nothing crashed."""
     console.print(f"[red]error:[/red] {escape(str(err))}")
     raise typer.Exit(2)
+
+
+def enqueue(step: str, project: str, args: dict[str, Any]) -> None:
+    """Queue ``step`` as a job (``--background``) and print its id and how to follow it."""
+    from finetuneflow import jobs
+
+    try:
+        job_id = jobs.submit(step, project, args)
+    except (LookupError, ValueError) as err:
+        fail(err)
+    console.print(
+        f"job [bold]{job_id}[/bold] queued ({step}); follow it with `ftf jobs logs {job_id} --follow`"
+    )
 
 
 def settings(cls: type[T], file: Path | None, key: str | None = None, **flags: Any) -> T:

@@ -8,8 +8,19 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from finetuneflow.cli.common import Command, ConfigFile, Project, console, fail, opt, settings
+from finetuneflow.cli.common import (
+    Background,
+    Command,
+    ConfigFile,
+    Project,
+    console,
+    enqueue,
+    fail,
+    opt,
+    settings,
+)
 from finetuneflow.cli.provider import BaseUrl, Concurrency, KeyEnv, KeyFile, Model, Preset, path_text
+from finetuneflow.config import to_dict
 
 dataset_app = typer.Typer(help="Build and inspect datasets.", no_args_is_help=True)
 review_app = typer.Typer(help="List, search, edit, delete, approve and rate examples.", no_args_is_help=True)
@@ -39,6 +50,7 @@ def dataset_build(
     min_rating: Annotated[int | None, opt("dataset", "min_rating")] = None,
     fmt: Formats = None,
     config: ConfigFile = None,
+    background: Background = False,
 ) -> None:
     """Turn chunks and reviewed examples into train/eval/heldout JSONL plus export formats."""
     from finetuneflow import api
@@ -50,6 +62,8 @@ def dataset_build(
             system_prompt=system_prompt, domain=domain, scrub_pii=scrub_pii, min_rating=min_rating,
             formats=fmt,
         )  # fmt: skip
+        if background:
+            return enqueue("dataset", project, {"config": to_dict(cfg)})
         manifest = api.build_dataset(project, cfg)
     except (ValueError, LookupError) as err:
         fail(err)
@@ -85,6 +99,7 @@ def dataset_generate(
     system_prompt: SystemPrompt = None,
     fmt: Formats = None,
     config: ConfigFile = None,
+    background: Background = False,
 ) -> None:
     """Write Q&A examples from your documents with an LLM, then build the dataset. Rerun to resume.
 
@@ -109,6 +124,14 @@ def dataset_generate(
             DatasetConfig, config, "dataset", name=name, domain=domain, system_prompt=system_prompt,
             formats=fmt,
         )  # fmt: skip
+        if background:
+            args = {
+                "provider": to_dict(prov),
+                "generate": to_dict(gen),
+                "config": to_dict(ds),
+                "preview": preview,
+            }
+            return enqueue("generate", project, args)
         with RichProgress(console) as progress:
             out = api.generate_dataset(project, prov, gen, ds, progress, preview=preview)
     except (ValueError, LookupError, RuntimeError) as err:

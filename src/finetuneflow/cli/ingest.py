@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from finetuneflow.cli.common import Command, ConfigFile, Project, console, fail, opt, settings
+from finetuneflow.cli.common import (
+    Background,
+    Command,
+    ConfigFile,
+    Project,
+    console,
+    enqueue,
+    fail,
+    opt,
+    settings,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +37,7 @@ def ingest(
     dedup: Annotated[bool | None, opt("ingest", "dedup", "--dedup/--no-dedup")] = None,
     workers: Annotated[int | None, opt("ingest", "workers")] = None,
     config: ConfigFile = None,
+    background: Background = False,
 ) -> None:
     """Read documents, Q&A sheets, conversations, code and web pages into a project."""
     from finetuneflow import api
@@ -38,6 +49,12 @@ def ingest(
             IngestConfig, config, tokenizer=model, max_tokens=max_tokens, overlap=overlap, domain=domain,
             scrub_pii=scrub_pii, dedup=dedup, workers=workers,
         )  # fmt: skip
+        if background:  # the worker may run elsewhere in the file system: absolute paths
+            from finetuneflow.config import to_dict
+
+            return enqueue(
+                "ingest", project, {"inputs": [str(p.resolve()) for p in inputs], "config": to_dict(cfg)}
+            )
         with RichProgress() as sink:
             report = api.ingest(inputs, project, cfg, sink)
     except (ValueError, LookupError) as err:

@@ -8,7 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from finetuneflow.cli.common import Command, ConfigFile, Project, console, fail, opt, settings
+from finetuneflow.cli.common import (
+    Background,
+    Command,
+    ConfigFile,
+    Project,
+    console,
+    enqueue,
+    fail,
+    opt,
+    settings,
+)
 
 GIB = 1024**3
 PARTS = ("weights", "trainable", "activations", "logits", "overhead", "total")
@@ -53,6 +63,7 @@ def train(
         str | None, typer.Option(help="Continue this interrupted run id from its last checkpoint.")
     ] = None,
     config: ConfigFile = None,
+    background: Background = False,
 ) -> None:
     """Fine-tune the base model (LoRA by default) on a dataset; prints the run id.
 
@@ -61,23 +72,24 @@ def train(
     """
     from finetuneflow import api
     from finetuneflow.cli.progress import RichProgress
+    from finetuneflow.config import to_dict
     from finetuneflow.errors import TrainingError
     from finetuneflow.train.config import TrainConfig
 
     try:
+        cfg = settings(
+            TrainConfig, config, base_model=model, method=method, epochs=epochs, max_steps=max_steps,
+            learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
+            max_len=max_len, threads=threads, precision=precision, parallel=parallel,
+            gradient_checkpointing=checkpointing,
+            lora={"r": lora_r, "rslora": rslora, "dora": dora},
+            checkpoints={"every": save_every, "patience": patience},
+        )  # fmt: skip
+        if background:  # a resumed run's job finds its folder started and resumes it
+            extra = {"run_id": resume} if resume else {}
+            return enqueue("train", project, {"dataset": dataset, "config": to_dict(cfg), **extra})
         with RichProgress() as sink:
-            if resume:
-                summary = api.resume(project, resume, sink)
-            else:
-                cfg = settings(
-                    TrainConfig, config, base_model=model, method=method, epochs=epochs, max_steps=max_steps,
-                    learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
-                    max_len=max_len, threads=threads, precision=precision, parallel=parallel,
-                    gradient_checkpointing=checkpointing,
-                    lora={"r": lora_r, "rslora": rslora, "dora": dora},
-                    checkpoints={"every": save_every, "patience": patience},
-                )  # fmt: skip
-                summary = api.train(project, dataset, cfg, sink)
+            summary = api.resume(project, resume, sink) if resume else api.train(project, dataset, cfg, sink)
     except (ValueError, LookupError, TrainingError) as err:
         fail(err)
     from finetuneflow.train.distributed import from_env

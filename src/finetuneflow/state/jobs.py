@@ -1,56 +1,256 @@
-"""Record a step invocation as a job row, with its progress, result or error.
+"""Jobs as an append-only event log: every step invocation is a ``jobs`` row (its summary) and
+``job_events`` rows (its history: queued, started, progress with log lines and metrics, result,
+finished / failed / cancelled / lost), so any client can list jobs and replay one from a ``seq``.
 
-The CLI and API wrap every step in :func:`tracked`; the (later) Celery worker will call the same
-step functions through it, so a job's status is visible wherever it was started from.
+The CLI and API wrap every step in :func:`tracked`. A worker (``finetuneflow.jobs``) creates the
+row when the job is queued and runs the same API function inside :func:`attached`: ``tracked``
+then writes into that job instead of starting one, and the worker says how it ended.
+
+Whoever runs a job beats its heart (:func:`heartbeat`); :func:`stale` finds running jobs whose
+beat stopped (their process was killed) so they are marked or re-queued, never left running.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from finetuneflow.errors import JobCancelled
 from finetuneflow.events import Event, EventSink
 from finetuneflow.state import schema, session_scope
 
-MIN_UPDATE_S = 2.0  # do not hammer the database with every training step
+MIN_UPDATE_S = 2.0  # progress without a message or metrics: at most this often into the log
+CANCEL_CHECK_S = 1.0  # how often a running step looks for a cancel request
+HEARTBEAT_S = 10.0  # foreground jobs; a worker passes its own setting
+DONE = ("finished", "failed", "cancelled")
+
+_attached: ContextVar[int | None] = ContextVar("ftf_job", default=None)
+
+
+def create(project_id: int | None, step: str, params: dict[str, Any], queue: str | None = None) -> int:
+    """A new job row, ``queued`` when it has a ``queue`` (else ``running`` in this process); its id."""
+    status = "queued" if queue else "running"
+    with session_scope() as s:
+        job = schema.Job(project_id=project_id, step=step, status=status, params=params, queue=queue,
+                         attempts=0 if queue else 1, heartbeat_at=None if queue else _now())  # fmt: skip
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    append(job_id, "queued" if queue else "started", {"step": step, "params": params})
+    return job_id
+
+
+def append(job_id: int, kind: str, payload: dict[str, Any] | None = None, **row: Any) -> int:
+    """Add an event to a job's log and set ``row`` fields of its summary, in one transaction;
+    returns the event's ``seq``. Writers of one job queue on its row's lock (PostgreSQL; SQLite
+    has one writer at a time); should two still race for a seq, the loser takes the next one."""
+    for attempt in range(10):
+        try:
+            with session_scope() as s:
+                job = s.get(schema.Job, job_id, with_for_update=True)
+                seq = (s.scalar(select(func.max(schema.JobEvent.seq)).where(schema.JobEvent.job_id == job_id))
+                       or 0) + 1  # fmt: skip
+                s.add(schema.JobEvent(job_id=job_id, seq=seq, kind=kind, payload=payload or {}))
+                if job is not None:
+                    for key, value in row.items():
+                        setattr(job, key, value)
+                    job.updated_at = _now()
+                return seq
+        except IntegrityError:
+            time.sleep(0.01 * (attempt + 1))
+    raise RuntimeError(f"job {job_id}: could not append an event (ten seq conflicts)")
+
+
+def events(job_id: int, after: int = 0) -> list[dict[str, Any]]:
+    """A job's events with ``seq`` > ``after``, oldest first, as plain dicts."""
+    with session_scope() as s:
+        rows = s.scalars(
+            select(schema.JobEvent)
+            .where(schema.JobEvent.job_id == job_id, schema.JobEvent.seq > after)
+            .order_by(schema.JobEvent.seq)
+        ).all()
+        return [{"seq": e.seq, "at": e.at.isoformat(), "kind": e.kind, "payload": e.payload} for e in rows]
+
+
+def get(job_id: int) -> dict[str, Any]:
+    """A job's summary as a plain dict. Raises LookupError when there is none."""
+    with session_scope() as s:
+        job = s.get(schema.Job, job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id}; `ftf jobs list` shows them")
+        return summary(job)
+
+
+def listed(limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs (of one ``status`` if given), newest first."""
+    with session_scope() as s:
+        query = select(schema.Job).order_by(schema.Job.id.desc()).limit(limit)
+        if status:
+            query = query.where(schema.Job.status == status)
+        return [summary(j) for j in s.scalars(query)]
+
+
+def summary(job: schema.Job) -> dict[str, Any]:
+    names = ("id", "project_id", "step", "status", "progress", "message", "params", "result", "error",
+             "queue", "attempts", "cancel_requested")  # fmt: skip
+    out = {n: getattr(job, n) for n in names}
+    for n in ("created_at", "updated_at", "heartbeat_at"):
+        value = getattr(job, n)
+        out[n] = value.isoformat() if value else None
+    return out
+
+
+def request_cancel(job_id: int) -> str:
+    """Ask a job to stop: a queued one is cancelled now, a running one stops at its next progress
+    event. Returns the job's status after the request. Raises LookupError for an unknown job."""
+    status = get(job_id)["status"]
+    if status in DONE:
+        return str(status)
+    append(job_id, "cancel", {}, cancel_requested=True)
+    if status == "queued":
+        append(job_id, "cancelled", {}, status="cancelled")
+        return "cancelled"
+    return "running"
+
+
+def stale(timeout_s: float) -> list[dict[str, Any]]:
+    """Running jobs whose heartbeat is older than ``timeout_s`` (their process is gone)."""
+    cutoff = _now() - timedelta(seconds=timeout_s)
+    with session_scope() as s:
+        rows = s.scalars(select(schema.Job).where(schema.Job.status == "running")).all()
+        return [summary(j) for j in rows if _aware(j.heartbeat_at or j.updated_at) < cutoff]
+
+
+def mark_lost(job_id: int, timeout_s: float) -> None:
+    """Fail a stale job: its process stopped beating ``timeout_s`` ago."""
+    error = f"lost: no heartbeat for {timeout_s:g} s (its process was killed or its machine is gone)"
+    append(job_id, "lost", {"error": error}, status="failed", error=error)
+
+
+@contextmanager
+def attached(job_id: int, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
+    """Run the body as job ``job_id`` (queued earlier): ``tracked`` writes into it. Beats its heart."""
+    token = _attached.set(job_id)
+    try:
+        with heartbeat(job_id, heartbeat_s):
+            yield
+    finally:
+        _attached.reset(token)
+
+
+@contextmanager
+def heartbeat(job_id: int, every_s: float) -> Iterator[None]:
+    """Set the job's ``heartbeat_at`` every ``every_s`` seconds while the body runs (a thread)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            _set(job_id, heartbeat_at=_now())
+
+    _set(job_id, heartbeat_at=_now())
+    thread = threading.Thread(target=beat, name=f"ftf-job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s + 5)
 
 
 @contextmanager
 def tracked(
     step: str, project_id: int | None, params: dict[str, Any], on_event: EventSink | None
 ) -> Iterator[tuple[EventSink, Callable[[dict[str, Any]], None]]]:
-    """Yields (event sink, set_result). Marks the job failed with the error text if the body raises."""
-    with session_scope() as s:
-        job = schema.Job(project_id=project_id, step=step, status="running", params=params)
-        s.add(job)
-        s.flush()
-        job_id = job.id
-    last = [0.0]
+    """Yields (event sink, set_result). Outside a worker: a new job, marked failed with the error
+    text if the body raises, finished with the result otherwise. Inside :func:`attached`: the
+    events go to the worker's job, which the worker finishes. The sink raises JobCancelled once
+    the job was asked to stop."""
+    outer = _attached.get()
+    job_id = outer if outer is not None else create(project_id, step, params)
     result: dict[str, Any] = {}
+    sink = _sink(job_id, on_event)
+    if outer is not None:
+        yield sink, result.update
+        append(job_id, "result", {"step": step, "result": result})
+        return
+    with heartbeat(job_id, HEARTBEAT_S):
+        try:
+            yield sink, result.update
+        except JobCancelled:
+            append(job_id, "cancelled", {}, status="cancelled")
+            raise
+        except BaseException as err:
+            error = f"{type(err).__name__}: {err}"
+            append(job_id, "failed", {"error": error}, status="failed", error=error)
+            raise
+    append(job_id, "finished", {"result": result}, status="finished", progress=1.0, result=result)
+
+
+def _sink(job_id: int, on_event: EventSink | None) -> EventSink:
+    """Events into the job's log: every one with a message or metrics, bare progress at most every
+    MIN_UPDATE_S. Looks for a cancel request at most every CANCEL_CHECK_S."""
+    last = {"progress": 0.0, "cancel": time.monotonic()}
 
     def sink(event: Event) -> None:
         if on_event:
             on_event(event)
         now = time.monotonic()
-        if event.total and now - last[0] > MIN_UPDATE_S:
-            last[0] = now
-            _update(
-                job_id, progress=float(event.done) / float(event.total), message=event.message or event.stage
-            )
+        fraction = float(event.done) / float(event.total) if event.total else None
+        if event.message or event.metrics or now - last["progress"] > MIN_UPDATE_S:
+            last["progress"] = now
+            row: dict[str, Any] = {"message": event.message or event.stage}
+            if fraction is not None:
+                row["progress"] = fraction
+            payload = {"step": event.step, "stage": event.stage, "done": event.done, "total": event.total,
+                       "message": event.message, "metrics": _plain(event.metrics)}  # fmt: skip
+            append(job_id, "progress", payload, **row)
+        if now - last["cancel"] > CANCEL_CHECK_S:
+            last["cancel"] = now
+            if _cancel_requested(job_id):
+                raise JobCancelled(f"job {job_id} was cancelled")
 
-    try:
-        yield sink, result.update
-    except BaseException as err:
-        _update(job_id, status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    _update(job_id, status="finished", progress=1.0, result=result)
+    return sink
 
 
-def _update(job_id: int, **values: Any) -> None:
+def _cancel_requested(job_id: int) -> bool:
+    with session_scope() as s:
+        return bool(s.scalar(select(schema.Job.cancel_requested).where(schema.Job.id == job_id)))
+
+
+def _set(job_id: int, **values: Any) -> None:
     with session_scope() as s:
         job = s.get(schema.Job, job_id)
         if job is not None:
             for key, value in values.items():
                 setattr(job, key, value)
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as JSON numbers and strings (tensors and numpy scalars become floats)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool | int | float | str) or value is None:
+            out[key] = value
+        else:
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                out[key] = str(value)
+    return out
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; they were written in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs, chat_exchanges, memory_items.
+"""The tables: projects, files, chunks, examples, llm_calls, runs, jobs, job_events, chat_exchanges,
+memory_items.
 
 Migrations in ``migrations/versions`` create exactly these; a test checks the two agree.
 """
@@ -163,7 +164,7 @@ class Job(Base):
         ForeignKey("projects.id", ondelete="CASCADE"), nullable=True, index=True
     )
     step: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16))  # running | finished | failed
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | finished | failed | cancelled
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -171,6 +172,26 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # set by whoever runs the job, every few seconds: a running job without one is stale
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    queue: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: run in the foreground
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # starts, re-deliveries included
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobEvent(Base):
+    """One entry of a job's append-only history: ``seq`` counts from 1 per job (what a client
+    replays from). ``kind``: queued, started, progress, retry, cancel, requeued, result, finished,
+    failed, cancelled, lost. The ``jobs`` row is the summary of these, kept in the same transaction."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class ChatExchange(Base):

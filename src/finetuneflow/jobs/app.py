@@ -1,0 +1,125 @@
+"""The Celery app and its one task, ``ftf.run``: run job N (its step and arguments are in the job
+row, its history goes to ``job_events``). Broker-agnostic: the embedded SQLite broker and Redis
+get the same settings; the database keeps the state, so no result backend is needed.
+
+Delivery: ``acks_late`` + ``reject_on_worker_lost`` return the message to the queue when the
+process running the job dies (SIGKILL, OOM), and the worker runs it again. When a whole worker
+dies, Redis returns its unacknowledged message after ``visibility_timeout_s``, and the embedded
+broker never does (kombu's SQLAlchemy transport hides a delivered message for good): for both the
+heartbeat reaper (:func:`finetuneflow.jobs.client.reap`) re-queues the job once its heartbeat is
+``stale_after_s`` old. A second delivery of a job that is running elsewhere, or done, is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery, Task
+from sqlalchemy.exc import OperationalError
+
+from finetuneflow.errors import JobCancelled, ProviderError
+from finetuneflow.jobs.config import JobsConfig
+from finetuneflow.jobs.runners import RUNNERS
+from finetuneflow.state import jobs as log
+
+TASK = "ftf.run"
+# passing failures, safe to retry: every step resumes where it stopped (ingest skips unchanged
+# files, generation asks only what is missing, training resumes from its checkpoint)
+RETRYABLE: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OperationalError, ProviderError)
+
+
+def make_app(cfg: JobsConfig) -> Celery:
+    """A Celery app for ``cfg``'s broker, with the ``ftf.run`` task registered."""
+    app = Celery("finetuneflow", broker=cfg.broker(), set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # a worker holds only the job it runs
+        task_ignore_result=True,  # results and status live in the job's event log
+        task_default_queue="default",
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    if cfg.broker().startswith(("redis", "rediss")):  # the SQLAlchemy transport takes no such option
+        app.conf.broker_transport_options = {"visibility_timeout": cfg.visibility_timeout_s}
+    app.task(name=TASK, bind=True)(_task(cfg))
+    return app
+
+
+def _task(cfg: JobsConfig) -> Any:
+    def run(self: Task, job_id: int) -> None:
+        run_job(job_id, cfg, self)
+
+    return run
+
+
+def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
+    """Run queued job ``job_id`` here and record how it ended; returns its final status (or
+    ``skipped`` for a delivery of a job that is done or running elsewhere)."""
+    job = log.get(job_id)
+    if job["status"] in log.DONE or (job["status"] == "running" and _alive_elsewhere(job, cfg)):
+        return "skipped"
+    attempt = int(job["attempts"]) + 1
+    if attempt > cfg.max_attempts:
+        return _failed(job_id, RuntimeError(f"started {attempt - 1} times and never finished (max_attempts)"))
+    where = {"worker": socket.gethostname(), "pid": os.getpid(), "attempt": attempt}
+    log.append(job_id, "started", where, status="running", attempts=attempt)
+    runner = RUNNERS[job["step"]]
+    try:
+        with log.attached(job_id, cfg.heartbeat_s):
+            result = runner(job["params"]["project"], job["params"]["args"])
+    except JobCancelled:
+        log.append(job_id, "cancelled", {}, status="cancelled")
+        return "cancelled"
+    except RETRYABLE as err:
+        retries = task.request.retries if task is not None else cfg.max_retries
+        if task is not None and retries < cfg.max_retries:
+            wait = cfg.backoff(retries)
+            log.append(job_id, "retry", {"error": _text(err), "in_s": wait}, status="queued")
+            raise task.retry(countdown=wait, max_retries=cfg.max_retries) from err
+        return _failed(job_id, err)
+    except Exception as err:  # the job failed; the worker lives on
+        return _failed(job_id, err)
+    plain = _jsonable(result)
+    log.append(job_id, "finished", {"result": plain}, status="finished", progress=1.0, result=plain)
+    return "finished"
+
+
+def _failed(job_id: int, err: BaseException) -> str:
+    log.append(job_id, "failed", {"error": _text(err)}, status="failed", error=_text(err))
+    return "failed"
+
+
+def _alive_elsewhere(job: dict[str, Any], cfg: JobsConfig) -> bool:
+    """Is the process that last started this running job still at it? On this machine its pid
+    says so at once (a killed child of this worker: no); elsewhere, its heartbeat."""
+    started = [e for e in log.events(job["id"]) if e["kind"] == "started"]
+    last = started[-1]["payload"] if started else {}
+    if last.get("worker") == socket.gethostname():
+        return last.get("pid") != os.getpid() and _pid_alive(int(last.get("pid", 0)))
+    return all(s["id"] != job["id"] for s in log.stale(cfg.stale_after_s))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))

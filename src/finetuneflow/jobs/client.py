@@ -1,0 +1,98 @@
+"""What a client of the queue calls (the CLI now, the REST routes later): queue a step, list jobs,
+read or follow one's history, cancel one, and reap the jobs whose worker is gone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from celery import Celery
+
+from finetuneflow.jobs.app import TASK, make_app
+from finetuneflow.jobs.config import JobsConfig
+from finetuneflow.jobs.runners import QUEUES, RUNNERS
+from finetuneflow.state import jobs as log
+from finetuneflow.state import runs as rf
+from finetuneflow.state import session_scope
+from finetuneflow.state.repo import find_project, get_or_create_project
+
+
+@cache
+def _app(broker: str) -> Celery:
+    return make_app(JobsConfig(broker_url=broker))
+
+
+def submit(step: str, project: str, args: dict[str, Any], cfg: JobsConfig | None = None) -> int:
+    """Queue ``step`` (ingest, dataset, generate, train) of ``project`` with ``args`` (plain JSON:
+    configs as dicts) and return the job id; a worker runs it. Ingest creates a new project, the
+    others need an existing one.
+
+    Raises:
+        KeyError: an unknown step. LookupError: no such project.
+    """
+    if step not in RUNNERS:
+        raise KeyError(f"no job step {step!r}; known: {', '.join(RUNNERS)}")
+    with session_scope() as s:
+        pid = (get_or_create_project if step == "ingest" else find_project)(s, project).id
+    if step == "train":  # chosen now, so a job run again resumes the same run
+        args = {"run_id": rf.new_run_id(), **args}
+    queue = QUEUES.get(step, "default")
+    job_id = log.create(pid, step, {"project": project, "args": args}, queue=queue)
+    _send(job_id, queue, cfg or JobsConfig())
+    return job_id
+
+
+def _send(job_id: int, queue: str, cfg: JobsConfig) -> None:
+    _app(cfg.broker()).send_task(TASK, args=[job_id], queue=queue)
+
+
+def list_jobs(
+    limit: int = 50, status: str | None = None, cfg: JobsConfig | None = None
+) -> list[dict[str, Any]]:
+    """The newest jobs, after reaping the lost ones (see :func:`reap`)."""
+    reap(cfg or JobsConfig())
+    return log.listed(limit, status)
+
+
+def show(job_id: int) -> dict[str, Any]:
+    """A job's summary with its whole history under ``events``. Raises LookupError if unknown."""
+    return {**log.get(job_id), "events": log.events(job_id)}
+
+
+def follow(job_id: int, after: int = 0, poll_s: float = 0.5) -> Iterator[dict[str, Any]]:
+    """A job's events with ``seq`` > ``after``, then each new one as it is written, until the job
+    is done (what ``ftf jobs logs --follow`` and a future SSE stream read)."""
+    while True:
+        done = log.get(job_id)["status"] in log.DONE  # read before the events: none is missed
+        for event in log.events(job_id, after):
+            after = event["seq"]
+            yield event
+        if done:
+            return
+        time.sleep(poll_s)
+
+
+def cancel(job_id: int) -> str:
+    """Cancel a job (queued: at once; running: at its next progress event). Its status after."""
+    return log.request_cancel(job_id)
+
+
+def reap(cfg: JobsConfig) -> list[int]:
+    """Running jobs whose heartbeat is ``stale_after_s`` old: a queued job is sent again while it
+    has attempts left and ``requeue_lost`` is on (training resumes from its checkpoint), any other
+    is marked failed (``lost``). Returns the ids it handled."""
+    handled = []
+    foreground = max(cfg.stale_after_s, 3 * log.HEARTBEAT_S)  # they beat at their own pace
+    for job in log.stale(cfg.stale_after_s):
+        if not job["queue"] and job["id"] not in {j["id"] for j in log.stale(foreground)}:
+            continue
+        handled.append(job["id"])
+        if job["queue"] and cfg.requeue_lost and job["attempts"] < cfg.max_attempts:
+            log.append(job["id"], "requeued", {"reason": f"no heartbeat for {cfg.stale_after_s:g} s"},
+                       status="queued")  # fmt: skip
+            _send(job["id"], job["queue"], cfg)
+        else:
+            log.mark_lost(job["id"], cfg.stale_after_s)
+    return handled

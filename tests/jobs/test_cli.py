@@ -1,0 +1,68 @@
+"""``ftf jobs list | show | logs | cancel`` over a job's history, and ``--background`` queueing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import QUICKSTART
+from typer.testing import CliRunner
+
+from finetuneflow.cli import app
+from finetuneflow.state import jobs as log
+from finetuneflow.state import session_scope
+from finetuneflow.state.repo import get_or_create_project
+
+runner = CliRunner()
+
+
+def ftf(*args: str) -> str:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_list_show_and_logs_read_a_foreground_job(tiny_model: Path) -> None:
+    ftf("ingest", str(QUICKSTART / "data" / "qa.csv"), "-p", "c", "--model", str(tiny_model))
+    listed = json.loads(ftf("jobs", "list", "--json"))
+    assert [(j["id"], j["step"], j["status"]) for j in listed] == [(1, "ingest", "finished")]
+    shown = json.loads(ftf("jobs", "show", "1"))
+    assert shown["events"][0]["kind"] == "started" and shown["events"][-1]["kind"] == "finished"
+    lines = ftf("jobs", "logs", "1", "--follow").splitlines()  # done: prints all and returns
+    assert len(lines) == len(shown["events"]) and "ingest:files 1/1" in ftf("jobs", "logs", "1")
+    assert "already finished" in ftf("jobs", "cancel", "1")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ingest", str(QUICKSTART / "data" / "qa.csv")],
+        ["dataset", "build"],
+        ["train", "--max-steps", "3"],
+    ],
+)
+def test_background_queues_the_step_and_prints_the_job_id(
+    command: list[str], ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ftf_home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("FTF_BROKER_URL", f"sqla+sqlite:///{ftf_home / 'broker.db'}")
+    if command[0] != "ingest":
+        with session_scope() as s:  # the other steps need an existing project
+            get_or_create_project(s, "b")
+    out = ftf(*command, "-p", "b", "--background")
+    job_id = int(out.split()[1])
+    job = log.get(job_id)
+    assert (job["status"], job["queue"], job["params"]["project"]) == (
+        "queued",
+        "train" if command[0] == "train" else "default",
+        "b",
+    )
+    if command[0] == "train":
+        assert job["params"]["args"]["config"]["max_steps"] == 3 and job["params"]["args"]["run_id"]
+    assert "cancelled" in ftf("jobs", "cancel", str(job_id))
+
+
+def test_an_unknown_job_is_an_error_not_a_crash() -> None:
+    result = runner.invoke(app, ["jobs", "show", "42"])
+    assert result.exit_code == 2 and "no job 42" in result.output

@@ -1,0 +1,108 @@
+"""The job event log on SQLite and on PostgreSQL: foreground steps write it, seqs are contiguous
+per job even with racing writers, lost jobs are reaped, cancel stops a job."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import QUICKSTART
+
+from finetuneflow import api, jobs
+from finetuneflow.errors import JobCancelled
+from finetuneflow.events import Emitter
+from finetuneflow.ingest.config import IngestConfig
+from finetuneflow.jobs import JobsConfig
+from finetuneflow.state import jobs as log
+
+FAST = JobsConfig(heartbeat_s=1, stale_after_s=3)
+
+
+def _kinds(job_id: int) -> list[str]:
+    return [e["kind"] for e in log.events(job_id)]
+
+
+def test_a_foreground_step_leaves_its_whole_history(database: str, tiny_model: Path) -> None:
+    project = f"ev-{uuid.uuid4().hex[:8]}"  # PostgreSQL outlives the test: a project of its own
+    api.ingest([QUICKSTART / "data" / "qa.csv"], project, IngestConfig(tokenizer=str(tiny_model)))
+    job = jobs.list_jobs(1)[0]
+    history = jobs.show(job["id"])["events"]
+    assert (job["step"], job["status"], job["result"]) == ("ingest", "finished", {"counts": {"ingested": 1}})
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    assert history[0]["kind"] == "started" and history[-1]["kind"] == "finished"
+    assert any(e["kind"] == "progress" and e["payload"]["stage"] == "files" for e in history)
+    assert log.events(job["id"], after=2) == history[2:]  # a replay from a Last-Event-ID
+
+
+def test_a_failing_step_ends_failed_with_its_error(database: str) -> None:
+    with pytest.raises(ValueError, match="boom"), log.tracked("x", None, {}, None):
+        raise ValueError("boom")
+    job = jobs.list_jobs(1)[0]
+    assert (job["status"], job["error"]) == ("failed", "ValueError: boom")
+    assert _kinds(job["id"]) == ["started", "failed"]
+
+
+def test_racing_writers_get_distinct_contiguous_seqs(database: str) -> None:
+    job_id = log.create(None, "x", {})
+    threads = [
+        threading.Thread(target=lambda: [log.append(job_id, "progress") for _ in range(5)]) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e["seq"] for e in log.events(job_id)] == list(range(1, 22))
+
+
+def _age(job_id: int, seconds: float) -> None:
+    log._set(job_id, heartbeat_at=datetime.now(UTC) - timedelta(seconds=seconds))
+
+
+def test_a_running_job_whose_process_died_is_marked_lost(database: str) -> None:
+    alive, dead = log.create(None, "x", {}), log.create(None, "x", {})
+    _age(alive, 5)  # a foreground step beats every 10 s: not lost yet, though stale_after_s is 3
+    _age(dead, 3 * log.HEARTBEAT_S + 1)  # its process stopped beating
+    assert dead in jobs.reap(FAST) and alive not in jobs.reap(FAST)
+    assert log.get(dead)["status"] == "failed" and "lost" in log.get(dead)["error"]
+    assert _kinds(dead)[-1] == "lost" and log.get(alive)["status"] == "running"
+
+
+def test_a_lost_queued_job_is_queued_again_until_its_attempts_run_out(
+    database: str, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ftf_home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("FTF_BROKER_URL", f"sqla+sqlite:///{ftf_home / 'broker.db'}")
+    job_id = log.create(None, "train", {}, queue="train")
+    log.append(job_id, "started", {}, status="running", attempts=1)
+    _age(job_id, 10)
+    jobs.reap(FAST)
+    assert (log.get(job_id)["status"], _kinds(job_id)[-1]) == ("queued", "requeued")
+    log.append(job_id, "started", {}, status="running", attempts=FAST.max_attempts)
+    _age(job_id, 10)
+    jobs.reap(FAST)
+    assert (log.get(job_id)["status"], _kinds(job_id)[-1]) == ("failed", "lost")
+
+
+def test_cancel_stops_a_running_step_at_its_next_event(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log, "CANCEL_CHECK_S", 0.0)
+    with pytest.raises(JobCancelled), log.tracked("x", None, {}, None) as (sink, _done):
+        emit = Emitter("x", sink)
+        emit("work", 1, 10)
+        job_id = jobs.list_jobs(1)[0]["id"]
+        assert jobs.cancel(job_id) == "running"
+        emit("work", 2, 10)
+        pytest.fail("the step went on after it was cancelled")
+    assert log.get(job_id)["status"] == "cancelled"
+    assert _kinds(job_id)[-2:] == ["cancel", "cancelled"]
+    assert jobs.cancel(job_id) == "cancelled"  # cancelling a finished job changes nothing
+
+
+def test_a_queued_job_is_cancelled_at_once(database: str) -> None:
+    job_id = log.create(None, "dataset", {}, queue="default")
+    assert jobs.cancel(job_id) == "cancelled"
+    assert _kinds(job_id) == ["queued", "cancel", "cancelled"]
