@@ -86,3 +86,35 @@ def test_embeddings_are_the_embedders_rows(tiny_tuned_run: Path, ftf_home: Path)
     finally:
         background.stop()
         server.close()
+
+
+def test_a_taught_fact_reaches_the_served_prompt_through_the_real_memory(
+    tiny_tuned_run: Path, ftf_home: Path
+) -> None:
+    """No fake: `api.teach` stores the fact, the server's default port is the API's memory."""
+    from finetuneflow import api
+    from finetuneflow.api.memory import close_memories
+    from finetuneflow.api.memory_port import memory_port
+    from finetuneflow.memory.config import MemoryConfig
+    from serve.conftest import PROJECT
+
+    hashed = MemoryConfig(embedder="hash:256")
+    taught = api.teach(PROJECT, "E3 means the printer cover is open", config=hashed)
+    api.teach(PROJECT, "Paper jams clear from tray 2", config=hashed)
+    close_memories()  # the server opens the memory afresh, with the embedder the project recorded
+    server, background = start(tiny_tuned_run, memory=memory_port(PROJECT, True))
+    try:
+        client = openai.OpenAI(base_url=background.url, api_key="x", max_retries=0)
+        question = [{"role": "user", "content": "What does E3 mean on the printer?"}]
+        answer = client.chat.completions.create(
+            model=RUN, messages=question, max_tokens=8, temperature=0, extra_body={"memory": True}
+        )
+        sources = answer.model_extra["sources"]
+        assert sources[0]["id"] == taught["id"] and "printer cover" in sources[0]["text"]
+        server.memory = memory_port(PROJECT, False)  # as `ftf serve --no-memory` builds it
+        with pytest.raises(openai.BadRequestError, match="memory is off"):
+            client.chat.completions.create(model=RUN, messages=question, extra_body={"memory": True})
+    finally:
+        background.stop()
+        server.close()
+        close_memories()
