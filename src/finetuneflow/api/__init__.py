@@ -21,7 +21,7 @@ function; the CLI (and later the REST routes and the worker) call these same fun
 
 from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
-from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest
+from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest, ingest_report
 from finetuneflow.api.runs import evaluate, export, latest_run, list_runs, run_dir
 from finetuneflow.api.training import resume, train
 
@@ -35,6 +35,7 @@ __all__ = [
     "export",
     "generate_dataset",
     "ingest",
+    "ingest_report",
     "latest_run",
     "list_runs",
     "open_chat",

@@ -32,6 +32,7 @@ from finetuneflow.ingest.large import UNFINISHED, LargeFile, batches, copy_of, f
 from finetuneflow.ingest.limits import too_big
 from finetuneflow.ingest.prepare import Prepared, init_worker, prepare_batch
 from finetuneflow.ingest.readers import SUPPORTED_EXTENSIONS
+from finetuneflow.ingest.report import FileReport, IngestReport
 from finetuneflow.ingest.store import DedupIndex, Pending, forget_file_chunks, insert_pending, plan_units
 from finetuneflow.state import schema
 
@@ -40,38 +41,6 @@ _MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)  # what Path.
 POOL_MIN_FILES = 8  # below this, starting worker processes costs more than it saves
 BATCH_FILES = 64  # files stored per transaction
 WORKER_BATCH = 32  # files per worker task (signatures computed together)
-
-
-@dataclass
-class FileReport:
-    """What happened to one file: ingested | unchanged | partial | failed | skipped."""
-
-    path: str
-    status: str
-    chunks: int = 0
-    problems: list[str] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=dict)
-    domain: str | None = None
-    notes: list[str] = field(default_factory=list)  # what the reader did that lost nothing (OCR)
-
-
-@dataclass
-class IngestReport:
-    files: list[FileReport]
-    pii: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> list[FileReport]:
-        return [f for f in self.files if f.status == "failed"]
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(f.status for f in self.files))
-
-    def dropped(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for f in self.files:
-            total.update(f.dropped)
-        return dict(total)
 
 
 @dataclass
