@@ -26,4 +26,3 @@ for group in (ingest, dataset, provider, train, evaluate, export, chat, classify
 def main() -> None:
     """The ``ftf`` console script."""
     app()
-

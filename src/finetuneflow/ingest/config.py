@@ -58,7 +58,7 @@ class IngestConfig:
 
     def limits(self) -> Limits:
         """The limits the readers apply."""
-        return Limits(self.max_depth, int(self.max_record_mb * 2**20), int(self.segment_mb * 2**20))
+        return Limits(self.max_depth, self.max_record_mb, int(self.segment_mb * 2**20))
 
     def dedup_config(self) -> DedupConfig:
         return DedupConfig(num_perm=self.num_perm, shingle=self.shingle, threshold=self.near_threshold)

@@ -126,7 +126,8 @@ def _records_units(records: list[SourceRecord], cfg: IngestConfig) -> Iterator[l
 def failure(path: Path, err: Exception) -> str:
     """The report line of a large file that could not be read."""
     if isinstance(err, ReaderError):
-        return f"{path.name}: {err}"
+        said = str(err)  # read_file's messages start with the name already
+        return said if said.startswith(f"{path.name}: ") else f"{path.name}: {said}"
     if isinstance(err, OSError):
         return f"{path.name}: cannot read the file ({err.strerror or err})"
     return f"internal error while reading ({type(err).__name__}: {err})"

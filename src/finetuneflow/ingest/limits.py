@@ -18,8 +18,13 @@ class Limits:
     """What one ingest accepts (sizes in characters or bytes)."""
 
     max_depth: int = 100
-    max_record: int = 64 * 2**20
-    segment: int = 2**20
+    max_record_mb: float = 64.0
+    segment: int = 2**20  # characters or bytes read at a time
+
+    @property
+    def max_record(self) -> int:
+        """``max_record_mb`` in bytes (or characters)."""
+        return int(self.max_record_mb * 2**20)
 
 
 _DEFAULT = Limits()
@@ -52,9 +57,9 @@ def too_deep(depth: int) -> str:
 
 def too_long(what: str, size: int) -> str:
     """The refusal of one record of ``size`` bytes or characters."""
-    limit = current().max_record / 2**20
+    limit = current().max_record_mb
     return (
-        f"{what} of {size / 2**20:.1f} MB is over max_record_mb={limit:g}; "
+        f"{what} of {size / 2**20:.3g} MB is over max_record_mb={limit:g}; "
         f"raise it with --max-record-mb (or max_record_mb in the config)"
     )
 
@@ -62,6 +67,6 @@ def too_long(what: str, size: int) -> str:
 def too_big(size: int, max_file_mb: float) -> str:
     """The refusal of a whole file of ``size`` bytes."""
     return (
-        f"{size / 2**20:.0f} MB is over max_file_mb={max_file_mb:g}; "
+        f"{size / 2**20:.3g} MB is over max_file_mb={max_file_mb:g}; "
         f"raise it with --max-file-mb (or max_file_mb in the config)"
     )

@@ -242,7 +242,7 @@ def _ingest(inputs: list[Path], target: Target, cfg: IngestConfig, emit: Emitter
         sizes = {i: _size(candidates[i].file) for i in todo}
         small = [i for i in todo if sizes[i] <= cfg.limits().segment]
         large = [i for i in todo if i not in set(small)]
-        progress = _Bytes(emit, sum(sizes.values()))
+        progress = _Bytes(emit, sum(sizes.values()), cfg.limits().segment)
         prepared = _prepare_all([candidates[i] for i in small], model_dir, cfg, raw_dir, pool)
         for start in range(0, len(small), BATCH_FILES):
             batch = [(i, next(prepared)) for i in small[start : start + BATCH_FILES]]
@@ -274,10 +274,9 @@ def _size(file: Path) -> int:
 class _Bytes:
     """The ``bytes`` progress stage: bytes of the files read so far, moving inside a large file."""
 
-    STEP = 1 << 20  # at most one event per MiB read within a file
-
-    def __init__(self, emit: Emitter, total: int) -> None:
-        self.emit, self.total, self.done, self.shown = emit, total, 0, 0
+    def __init__(self, emit: Emitter, total: int, step: int) -> None:
+        self.emit, self.total, self.step = emit, total, step  # at most one event per step read
+        self.done = self.shown = 0
 
     def add(self, size: int, name: str) -> None:
         self.done += size
@@ -288,7 +287,7 @@ class _Bytes:
         base = self.done
 
         def read(done: int) -> None:
-            if base + done - self.shown >= self.STEP:
+            if base + done - self.shown >= self.step:
                 self._show(base + done, name)
 
         return read
