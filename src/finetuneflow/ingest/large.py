@@ -39,7 +39,7 @@ from finetuneflow.ingest.stream import LongText, Progress, StreamLog, stream_ite
 from finetuneflow.records import SourceRecord
 from finetuneflow.text.dedup import dedup_keys
 
-UNITS_PER_BATCH = 2000  # chunk rows signed and stored per transaction (~4 MB of text at 512 tokens)
+UNITS_PER_BATCH = 1000  # chunk rows signed and stored per transaction (~2 MB of text at 512 tokens)
 RECORDS_PER_BATCH = 512  # short records counted and chunked together
 UNFINISHED = "the ingest stopped before this file was finished; ingest it again"
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.boilerplate import strip_repeated_lines
-from finetuneflow.ingest.chunking import SpanFn, chunk_stream, hf_span_fn
+from finetuneflow.ingest.chunking import WINDOW_CHARS, SpanFn, chunk_stream, hf_span_fn
 from finetuneflow.ingest.domains import collection_info
 from finetuneflow.ingest.limits import applied
 from finetuneflow.ingest.raw import PACK_MAX_FILE, keep_file, keep_pack
@@ -126,7 +126,7 @@ def to_units(
 
 def text_units(rec: SourceRecord, segments: Iterable[str], cfg: IngestConfig) -> Iterator[dict[str, Any]]:
     """The chunk rows of a text record whose text is ``"".join(segments)``, made in windows."""
-    window = cfg.limits().segment
+    window = min(cfg.limits().segment, WINDOW_CHARS)
     chunks = chunk_stream(segments, _CTX["spans"], cfg.max_tokens, cfg.overlap, rec.page, window)
     for c in chunks:
         yield _unit(rec, c.text, c.n_tokens, c.page, c.char_start, c.char_end)
