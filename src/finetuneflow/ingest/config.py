@@ -16,7 +16,7 @@ class IngestConfig:
     tokenizer: str = setting("smollm2-135m-instruct", "Model whose tokenizer counts chunk tokens.")
     max_tokens: int = setting(512, "Largest chunk, in tokens of that tokenizer.")
     overlap: int = setting(50, "Tokens repeated between consecutive chunks of a document.")
-    max_file_mb: float = setting(200.0, "Files larger than this are refused (with a message), not read.")
+    max_file_mb: float = setting(1024.0, "Files larger than this are refused (with a message), not read.")
     max_record_mb: float = setting(
         64.0,
         "One record larger than this is refused: a JSON document or item, a JSONL line, a file of a "

@@ -240,8 +240,9 @@ def _ingest(inputs: list[Path], target: Target, cfg: IngestConfig, emit: Emitter
         reports = _prechecked(candidates, known, cfg)
         todo = [i for i in range(len(candidates)) if i not in reports]
         sizes = {i: _size(candidates[i].file) for i in todo}
-        small = [i for i in todo if sizes[i] <= cfg.limits().segment]
-        large = [i for i in todo if i not in set(small)]
+        segment = cfg.limits().segment
+        small = [i for i in todo if sizes[i] <= segment]
+        large = [i for i in todo if sizes[i] > segment]
         progress = _Bytes(emit, sum(sizes.values()), cfg.limits().segment)
         prepared = _prepare_all([candidates[i] for i in small], model_dir, cfg, raw_dir, pool)
         for start in range(0, len(small), BATCH_FILES):
