@@ -103,7 +103,10 @@ def make_files(args: argparse.Namespace) -> list[tuple[Path, bool]]:
     plan = [
         (f"prose-{args.prose_mb:g}mb.md", lambda: _prose(rng, args.prose_mb, False)),
         (f"oneline-{args.oneline_mb:g}mb.md", lambda: _prose(rng, args.oneline_mb, True)),
-        (f"string-{args.string_mb:g}mb.json", lambda: json.dumps({"text": _prose(rng, args.string_mb, False)})),  # noqa: E501
+        (
+            f"string-{args.string_mb:g}mb.json",
+            lambda: json.dumps({"text": _prose(rng, args.string_mb, False)}),
+        ),
         ("deep-100k.json", lambda: "[" * 100_000 + "]" * 100_000),
         (f"prose-{args.huge_mb:g}mb.md", lambda: _prose(rng, args.huge_mb, False)),
     ]
