@@ -32,6 +32,7 @@ starts; the state folder is a fresh temp dir whose ``models/`` links to a persis
 (``~/.cache/ftf-bench``), so only the first run converts the model.
 
     python bench/ingest.py [--docs 10000] [--dup-rate 0.3] [--seed 0] [--keep]
+    python bench/ingest.py --big [...]   (big single files: see bench/ingest_big.py)
 """
 
 from __future__ import annotations
@@ -249,6 +250,11 @@ def score(name: str, seconds: float, flagged: set[int], corpus: Corpus, megabyte
 
 
 def main() -> None:
+    if "--big" in sys.argv[1:]:  # single big files, ours against the code before streaming
+        import ingest_big
+
+        ingest_big.main([a for a in sys.argv[1:] if a != "--big"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10000)
     parser.add_argument("--dup-rate", type=float, default=0.3)

@@ -43,8 +43,13 @@ def test_discover_matches_sorted_rglob(tmp_path: Path) -> None:
     (other / "far.txt").write_text("far")
     os.symlink(other, root / "linked-folder")  # a symlinked folder is not entered
     os.symlink(other / "far.txt", root / "linked.txt")  # a symlinked file is found (and checked later)
-    found = [c.name for c in discover([root])]
+    os.symlink(root, root / "loop")  # a link back into the folder: given with a reason, not walked again
+    walked = list(discover([root]))
+    found = [c.name for c in walked if not c.skipped]
     assert found == _rglob_files(root)
+    skipped = {c.name: c.skipped for c in walked if c.skipped}
+    assert set(skipped) == {"docs/linked-folder", "docs/loop"}
+    assert all("not followed" in why for why in skipped.values())
     assert found[:3] == ["docs/a/b/c.txt", "docs/a/z.md", "docs/a-b/c.txt"]
     assert "docs/linked.txt" in found and not any("far" in name for name in found)
     assert all(c.root == root and c.file == root / Path(c.name).relative_to("docs") for c in discover([root]))

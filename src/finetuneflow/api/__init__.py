@@ -29,7 +29,7 @@ function; the CLI (and later the REST routes and the worker) call these same fun
 
 from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
-from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest
+from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest, ingest_report
 from finetuneflow.api.memory import (
     correct,
     forget,
@@ -58,6 +58,7 @@ __all__ = [
     "forget",
     "generate_dataset",
     "ingest",
+    "ingest_report",
     "latest_run",
     "list_memories",
     "list_runs",

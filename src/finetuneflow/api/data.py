@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.ingest.config import IngestConfig
-from finetuneflow.ingest.step import IngestReport
+from finetuneflow.ingest.report import IngestReport, read_report, report_data, write_report
 from finetuneflow.state import session_scope
 from finetuneflow.state.jobs import tracked
 from finetuneflow.state.repo import get_or_create_project
@@ -28,7 +29,10 @@ def ingest(
     config: IngestConfig | None = None,
     on_event: EventSink | None = None,
 ) -> IngestReport:
-    """Read files/folders into the project as chunks with provenance (the project is created if new)."""
+    """Read files/folders into the project as chunks with provenance (the project is created if new).
+
+    Every input's outcome is also written to the project folder's ``ingest-report.json`` (see
+    :func:`ingest_report`)."""
     from finetuneflow.ingest.step import Target
     from finetuneflow.ingest.step import ingest as ingest_step
     from finetuneflow.models.resolve import resolve_model
@@ -42,8 +46,21 @@ def ingest(
         target = Target(project_id, raw_dir, resolve_model(cfg.tokenizer), session_scope)
         report = ingest_step([Path(p) for p in inputs], target, cfg, sink)
         paths.project_settings(project, tokenizer=cfg.tokenizer)  # the dataset step measures with it
+        data = report_data(report, [str(p) for p in inputs], jsonable(dataclasses.asdict(cfg)))
+        write_report(paths.project_dir(project), data)
         done({"counts": report.counts()})
     return report
+
+
+def ingest_report(project: str = "default") -> dict[str, Any]:
+    """The report of the project's last ingest: totals and every input's status, chunks, drops,
+    problems and notes, as written to ``ingest-report.json``.
+
+    Raises:
+        LookupError: no such project, or it has not been ingested into yet.
+    """
+    project_id(project)
+    return read_report(paths.project_dir(project))
 
 
 def build_dataset(

@@ -38,4 +38,3 @@ for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, 
 def main() -> None:
     """The ``ftf`` console script."""
     app()
-

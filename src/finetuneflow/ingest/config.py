@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from finetuneflow.config import setting
+from finetuneflow.ingest.limits import Limits
 from finetuneflow.text.dedup import DedupConfig
 
 
@@ -15,7 +16,18 @@ class IngestConfig:
     tokenizer: str = setting("smollm2-135m-instruct", "Model whose tokenizer counts chunk tokens.")
     max_tokens: int = setting(512, "Largest chunk, in tokens of that tokenizer.")
     overlap: int = setting(50, "Tokens repeated between consecutive chunks of a document.")
-    max_file_mb: float = setting(200.0, "Files larger than this are refused (with a message), not read.")
+    max_file_mb: float = setting(1024.0, "Files larger than this are refused (with a message), not read.")
+    max_record_mb: float = setting(
+        64.0,
+        "One record larger than this is refused: a JSON document or item, a JSONL line, a file of a "
+        "type read whole (PDF, DOCX, HTML, code, CSV...). Plain text and Markdown are streamed.",
+    )
+    max_depth: int = setting(100, "JSON nested deeper than this (lists and objects) is refused.")
+    segment_mb: float = setting(
+        1.0,
+        "Larger files are read, cleaned and tokenized in pieces of this size (memory stays flat); "
+        "smaller ones are read whole, many files per worker task.",
+    )
     min_chars: int = setting(20, "Chunks shorter than this many characters are dropped (and recorded).")
     dedup: bool = setting(True, "Drop exact and near-duplicate chunks within the project (recorded).")
     near_threshold: float = setting(
@@ -35,12 +47,18 @@ class IngestConfig:
             out.append("max_tokens: must be >= 16")
         if not 0 <= self.overlap < self.max_tokens // 2:
             out.append("overlap: must be >= 0 and less than half of max_tokens")
-        if self.max_file_mb <= 0:
-            out.append("max_file_mb: must be > 0")
+        if min(self.max_file_mb, self.max_record_mb, self.segment_mb) <= 0:
+            out.append("max_file_mb, max_record_mb, segment_mb: must be > 0")
+        if self.max_depth < 2:
+            out.append("max_depth: must be >= 2")
         if self.min_chars < 0 or self.workers < 0:
             out.append("min_chars, workers: must be >= 0")
         out += self.dedup_config().problems()
         return out
+
+    def limits(self) -> Limits:
+        """The limits the readers apply."""
+        return Limits(self.max_depth, self.max_record_mb, int(self.segment_mb * 2**20))
 
     def dedup_config(self) -> DedupConfig:
         return DedupConfig(num_perm=self.num_perm, shingle=self.shingle, threshold=self.near_threshold)

@@ -205,18 +205,18 @@ def fact_records(facts: list[Any]) -> tuple[list[SourceRecord], list[str]]:
 
 def text_record(value: Any, line: int | None) -> SourceRecord | None:
     """Arbitrary JSON as one ``text`` record of its string values, one per line; None if none."""
-    text = clean_text("\n".join(_strings(value)))
+    text = clean_text("\n".join(strings(value)))
     return SourceRecord("text", text, line=line) if text else None
 
 
-def _strings(value: Any) -> Iterator[str]:
+def strings(value: Any) -> Iterator[str]:
     """Every non-blank string value in a JSON value, depth first, in document order."""
     if isinstance(value, str):
         if value.strip():
             yield value
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _strings(item)
+            yield from strings(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _strings(item)
+            yield from strings(item)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,8 +19,9 @@ import numpy as np
 
 from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.boilerplate import strip_repeated_lines
-from finetuneflow.ingest.chunking import SpanFn, chunk_text, hf_span_fn
+from finetuneflow.ingest.chunking import WINDOW_CHARS, SpanFn, chunk_stream, hf_span_fn
 from finetuneflow.ingest.domains import collection_info
+from finetuneflow.ingest.limits import applied
 from finetuneflow.ingest.raw import PACK_MAX_FILE, keep_file, keep_pack
 from finetuneflow.ingest.readers import read_file
 from finetuneflow.records import SourceRecord
@@ -101,24 +102,44 @@ def init_worker(model_dir: Path, cfg: IngestConfig, raw_dir: Path, pooled: bool 
     _CTX["raw_dir"] = raw_dir
 
 
-def to_units(records: list[SourceRecord], counts: list[int], cfg: IngestConfig) -> list[dict[str, Any]]:
+def to_units(
+    records: list[SourceRecord], counts: list[int | None], cfg: IngestConfig
+) -> list[dict[str, Any]]:
     """Records -> chunk rows: text records chunked by tokens, Q&A/conversations whole.
 
-    ``counts`` are the token counts of each record's stripped text (see :func:`_count_records`).
+    ``counts`` are the token counts of each record's stripped text (see :func:`_count_records`),
+    None for a text too long to count at once (it is chunked in windows).
     """
     units: list[dict[str, Any]] = []
     for rec, n_tokens in zip(records, counts, strict=True):
         if rec.kind != "text":
-            units.append(_unit(rec, rec.text, n_tokens, None, None, None))
-        elif n_tokens <= cfg.max_tokens:  # the common case: the whole (trimmed) text is one chunk
+            units.append(_unit(rec, rec.text, n_tokens or 0, None, None, None))
+        elif n_tokens is not None and n_tokens <= cfg.max_tokens:  # the common case: one chunk
             body = rec.text.strip()
             if body:
                 start = len(rec.text) - len(rec.text.lstrip())
                 units.append(_unit(rec, body, n_tokens, rec.page, start, start + len(body)))
         else:
-            for c in chunk_text(rec.text, _CTX["spans"], cfg.max_tokens, cfg.overlap, page=rec.page):
-                units.append(_unit(rec, c.text, c.n_tokens, c.page, c.char_start, c.char_end))
+            units += text_units(rec, [rec.text], cfg)
     return units
+
+
+def text_units(rec: SourceRecord, segments: Iterable[str], cfg: IngestConfig) -> Iterator[dict[str, Any]]:
+    """The chunk rows of a text record whose text is ``"".join(segments)``, made in windows."""
+    window = min(cfg.limits().segment, WINDOW_CHARS)
+    chunks = chunk_stream(segments, _CTX["spans"], cfg.max_tokens, cfg.overlap, rec.page, window)
+    for c in chunks:
+        yield _unit(rec, c.text, c.n_tokens, c.page, c.char_start, c.char_end)
+
+
+def count_tokens(records: list[SourceRecord], cfg: IngestConfig) -> list[int | None]:
+    """Token counts of the records' bodies in one batch; None for a text over a segment (it is
+    chunked in windows, never tokenized whole)."""
+    limit = cfg.limits().segment
+    bodies = [rec.text.strip() if rec.kind == "text" else rec.text for rec in records]
+    counting = [rec.kind != "text" or len(body) <= limit for rec, body in zip(records, bodies, strict=True)]
+    counted = iter(_CTX["counts"]([body for body, yes in zip(bodies, counting, strict=True) if yes]))
+    return [next(counted) if yes else None for yes in counting]
 
 
 def _unit(
@@ -147,11 +168,11 @@ def scrub_units(units: list[dict[str, Any]], counts: Counter[str]) -> None:
 
 
 @lru_cache(maxsize=4096)
-def _collection(folder: Path, root: Path) -> dict[str, Any] | None:
+def collection_of(folder: Path, root: Path) -> dict[str, Any] | None:
     return collection_info(folder / "_", root)
 
 
-def _tag(units: list[dict[str, Any]], info: dict[str, Any] | None) -> None:
+def tag_units(units: list[dict[str, Any]], info: dict[str, Any] | None) -> None:
     for unit in units:
         unit["domain"] = info["domain"] if info else None
         if info:
@@ -177,8 +198,7 @@ def prepare_batch(items: list[tuple[Path, Path]]) -> list[Prepared]:
     stored = keep_pack(Path(_CTX["raw_dir"]), small)
     for out, _ in read:
         out.stored_as = out.stored_as or stored.get(out.sha256, "")
-    bodies = [rec.text.strip() if rec.kind == "text" else rec.text for _, recs in read for rec in recs]
-    counts = iter(_CTX["counts"](bodies))
+    counts = iter(count_tokens([rec for _, recs in read for rec in recs], cfg))
     done = []
     for out, records in read:
         n_tokens = [next(counts) for _ in records]
@@ -213,11 +233,12 @@ def _read(path: Path, root: Path, small: list[tuple[str, str, bytes]]) -> tuple[
     else:
         small.append((sha, path.suffix, data))
     try:
-        result = read_file(path)
+        with applied(_CTX["cfg"].limits()):
+            result = read_file(path)
         records, out.boilerplate_lines = strip_repeated_lines(result.records)
         out.problems = result.problems
         out.notes = result.notes
-        out.info = _collection(path.parent, root)
+        out.info = collection_of(path.parent, root)
     except (ReaderError, OSError) as err:
         out.problems, out.failed = [str(err)], True
         return out, []
@@ -228,13 +249,15 @@ def _read(path: Path, root: Path, small: list[tuple[str, str, bytes]]) -> tuple[
     return out, records
 
 
-def _finish(out: Prepared, records: list[SourceRecord], n_tokens: list[int], cfg: IngestConfig) -> None:
+def _finish(
+    out: Prepared, records: list[SourceRecord], n_tokens: list[int | None], cfg: IngestConfig
+) -> None:
     """Chunk, tag and scrub a file's records (keys and signatures follow for the whole batch)."""
     try:
         out.units = to_units(records, n_tokens, cfg)
     except Exception as err:  # a chunker bug on one file must not take the whole ingest down
         out.problems, out.failed = [f"internal error while chunking ({type(err).__name__}: {err})"], True
         return
-    _tag(out.units, out.info)
+    tag_units(out.units, out.info)
     if cfg.scrub_pii:
         scrub_units(out.units, out.pii)

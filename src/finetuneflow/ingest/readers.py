@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from finetuneflow.ingest.docx import docx_blocks
 from finetuneflow.ingest.epub import epub_records
 from finetuneflow.ingest.html import html_record
 from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
+from finetuneflow.ingest.limits import current, too_deep, too_long
 from finetuneflow.ingest.ocr import ScannedPages, is_scanned
 from finetuneflow.ingest.pptx import pptx_records
 from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
@@ -77,9 +79,14 @@ def read_file(path: Path) -> ReadResult:
         reader = READERS.get(kind)
         if reader is None:
             raise ReaderError(_unsupported(path.suffix))
+        size = path.stat().st_size
+        if kind not in STREAMED and size > current().max_record:
+            raise ReaderError(too_long(f"a {kind} file (read whole)", size))
         return reader(path)
     except ReaderError as exc:
         raise ReaderError(f"{path.name}: {exc}") from exc
+    except RecursionError:  # a shape deeper than Python's stack, under a raised max_depth
+        raise ReaderError(f"{path.name}: {too_deep(current().max_depth)}") from None
     except OSError as exc:
         raise ReaderError(
             f"{path.name}: cannot read the file ({exc.strerror or exc}); "
@@ -208,7 +215,7 @@ def _read_delimited(path: Path) -> ReadResult:
             problems.append(f"row {line}: {record}")
         else:
             records.append(record)
-    return _non_empty(ReadResult(records, problems), "rows")
+    return non_empty(ReadResult(records, problems), "rows")
 
 
 def _csv_rows(text: str, default: str) -> Iterator[tuple[int, list[str]]]:
@@ -254,7 +261,7 @@ def _read_json(path: Path) -> ReadResult:
     """
     text, _ = decode_bytes(path.read_bytes())
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":
             return _read_json_with_extra_data(text, exc)
@@ -262,7 +269,7 @@ def _read_json(path: Path) -> ReadResult:
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix it there or validate "
             "the file with a JSON linter"
         ) from exc
-    return _non_empty(_from_document(document), "examples")
+    return non_empty(_from_document(document), "examples")
 
 
 def _read_json_with_extra_data(text: str, exc: json.JSONDecodeError) -> ReadResult:
@@ -270,39 +277,80 @@ def _read_json_with_extra_data(text: str, exc: json.JSONDecodeError) -> ReadResu
     if "\n" not in text[: exc.pos].strip():  # the first value fits on its first line: maybe JSONL
         lines = _jsonl_result(text)
         if len(lines.records) > 1 or not lines.problems:
-            return _non_empty(lines, "lines")
-    result = _from_document(json.loads(text[: exc.pos]))
+            return non_empty(lines, "lines")
+    result = _from_document(parse_json(text[: exc.pos]))
     result.problems.append(
         f"trailing data after JSON document at line {exc.lineno} column {exc.colno} ignored"
     )
-    return _non_empty(result, "examples")
+    return non_empty(result, "examples")
+
+
+# A JSON string (escapes included) or a bracket; the unrolled form scans long strings fast.
+_JSON_NESTING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` after checking the nesting depth against the current ``max_depth``.
+
+    Raises:
+        ReaderError: nested deeper than ``max_depth`` (named, with the flag that raises it).
+        json.JSONDecodeError: not valid JSON.
+    """
+    limit = current().max_depth
+    if text.count("[") + text.count("{") > limit:  # cheap: most documents cannot be that deep
+        depth = 0
+        for match in _JSON_NESTING.finditer(text):
+            char = match.group()
+            if char in "[{":
+                depth += 1
+                if depth > limit:
+                    raise ReaderError(too_deep(depth))
+            elif char in "]}":
+                depth -= 1
+    try:
+        return json.loads(text)
+    except RecursionError:  # deeper than Python's own stack, below a raised max_depth
+        raise ReaderError(too_deep(limit)) from None
 
 
 def _read_jsonl(path: Path) -> ReadResult:
     """JSONL: one example (or text object) per line; bad lines are problems, good lines are kept."""
     text, _ = decode_bytes(path.read_bytes())
-    return _non_empty(_jsonl_result(text), "lines")
+    return non_empty(_jsonl_result(text), "lines")
 
 
 def _jsonl_result(text: str) -> ReadResult:
     """Parse JSON lines text; see :func:`_read_jsonl`."""
     result = ReadResult([])
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for item in jsonl_records(enumerate(text.splitlines(), start=1)):
+        if isinstance(item, str):
+            result.problems.append(item)
+        else:
+            result.records.append(item)
+    return result
+
+
+def jsonl_records(lines: Iterable[tuple[int, str | None]]) -> Iterator[SourceRecord | str]:
+    """The record of each (number, line) of JSON lines, or a problem line; a line given as None
+    was longer than ``max_record_mb``."""
+    for number, raw in lines:
+        if raw is None:
+            yield f"line {number}: {too_long('the line', current().max_record + 1)}"
+            continue
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = parse_json(raw)
         except json.JSONDecodeError as exc:
-            result.problems.append(f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})")
+            yield f"line {number}: invalid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        except ReaderError as exc:
+            yield f"line {number}: {exc}"
             continue
         record = json_shapes.example(value, number)
         if record is None:
             record = json_shapes.text_record(value, number) or "no text in this line"
-        if isinstance(record, str):
-            result.problems.append(f"line {number}: {record}")
-        else:
-            result.records.append(record)
-    return result
+        yield f"line {number}: {record}" if isinstance(record, str) else record
 
 
 def _from_document(document: Any) -> ReadResult:
@@ -353,7 +401,7 @@ def _example_list(document: Any) -> list[Any] | None:
     return None
 
 
-def _non_empty(result: ReadResult, unit: str) -> ReadResult:
+def non_empty(result: ReadResult, unit: str) -> ReadResult:
     """``result`` unchanged if it has records.
 
     Raises:
@@ -382,7 +430,7 @@ def _gathered(records: Callable[[Path], Iterator[SourceRecord | str]], unit: str
                 result.problems.append(item)
             else:
                 result.records.append(item)
-        return _non_empty(result, unit)
+        return non_empty(result, unit)
 
     read.__doc__ = records.__doc__
     return read
@@ -428,3 +476,7 @@ READERS: dict[str, Reader] = {
 """Reader per file type: the lower-case extension, or the type :func:`sniff` found in the content."""
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(sorted(READERS))
+
+TEXT_KINDS = frozenset((".txt", ".md", ".markdown", ".rst", ".adoc"))
+STREAMED = TEXT_KINDS | {".json", ".jsonl"}
+"""Types whose large files are read in pieces (see ``ingest.stream``); the others are read whole."""

@@ -143,8 +143,11 @@ def plan_units(
     index: DedupIndex,
     min_chars: int,
     pending: Pending,
+    first: int = 0,
 ) -> Counter[str]:
-    """Queue a file's units as chunk rows, marking duplicates and too-short ones; returns drop counts."""
+    """Queue a file's units as chunk rows, marking duplicates and too-short ones; returns drop counts.
+
+    ``first`` is the position in the file of the first unit (a large file comes in batches)."""
     units, keys, sigs = prepared
     dropped: Counter[str] = Counter()
     for k, (unit, key, sig) in enumerate(zip(units, keys, sigs if sigs is not None else [], strict=True)):
@@ -152,7 +155,7 @@ def plan_units(
             unit,
             project_id=project_id,
             file_id=file_id,
-            idx=k,
+            idx=first + k,
             content_hash=key,
             minhash=encode_signature(sig, index.tag),
             drop_reason=None,

@@ -28,12 +28,23 @@ def clean_text(text: str) -> str:
     Trailing spaces are removed from every line, runs of blank lines become a single blank
     line (so paragraph breaks survive), and the result is stripped. Never raises.
     """
+    return clean_segment(text).strip()
+
+
+def clean_segment(text: str) -> str:
+    """:func:`clean_text` without the final strip: for a text read in pieces cut at a
+    :data:`SAFE_CUT`, the cleaned pieces joined and stripped equal the whole text cleaned."""
     text = unicodedata.normalize("NFKC", text)
     text = _LINE_BREAKS.sub("\n", text)
     text = _CONTROL.sub("", text)
     text = _TRAILING_SPACE.sub("", text)
-    text = _BLANK_RUN.sub("\n\n", text)
-    return text.strip()
+    return _BLANK_RUN.sub("\n\n", text)
+
+
+SAFE_CUT = re.compile(r"\n(?=[!-~\w])|(?<=[!-~])(?=[!-~])")
+"""Places where text may be cut before cleaning without changing the result: after a newline
+followed by a visible character, or between two visible ASCII characters (no normalisation
+composes across them, no line break, trailing space or blank run spans them)."""
 
 
 def clean_message(text: str) -> str:

@@ -1,0 +1,337 @@
+"""Large files read in pieces: records one by one, long text as a stream of cleaned segments.
+
+A file over ``segment_mb`` comes here instead of :func:`~finetuneflow.ingest.readers.read_file`,
+so memory does not grow with its size: plain text and Markdown are decoded and cleaned segment by
+segment (cut where cleaning cannot reach across, see :data:`~finetuneflow.text.clean.SAFE_CUT`),
+JSONL line by line, a JSON list item by item with ``ijson``; every other type is read whole, up
+to ``max_record_mb``. What comes out equals what ``read_file`` gives for the same file, except that
+long text stays a :class:`LongText` for :func:`~finetuneflow.ingest.chunking.chunk_stream`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from finetuneflow.errors import ReaderError
+from finetuneflow.ingest import json_shapes
+from finetuneflow.ingest.boilerplate import strip_repeated_lines
+from finetuneflow.ingest.limits import current, too_deep, too_long
+from finetuneflow.ingest.readers import (
+    READERS,
+    TEXT_KINDS,
+    jsonl_records,
+    non_empty,
+    read_file,
+)
+from finetuneflow.ingest.sniff import HEAD_BYTES, sniff
+from finetuneflow.records import SourceRecord
+from finetuneflow.text.clean import SAFE_CUT, clean_segment, decode_bytes
+
+Progress = Callable[[int], None]
+"""Called with the bytes of the file read so far."""
+
+_CUT_LOOKBACK = 4096  # characters searched for a safe cut at the end of the pending text
+_FORCED_CUT = 8  # pending text without any safe cut is cleaned anyway past this many segments
+
+
+@dataclass
+class LongText:
+    """A ``text`` record too long to hold whole: its cleaned text as consecutive segments."""
+
+    segments: Iterator[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StreamLog:
+    """What reading a large file said besides its records."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    boilerplate_lines: int = 0
+
+
+Item = SourceRecord | LongText
+
+
+def stream_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:
+    """The records of a large file, read in pieces where its type allows.
+
+    Raises:
+        ReaderError: as :func:`~finetuneflow.ingest.readers.read_file`, and for a record over
+            ``max_record_mb`` or JSON deeper than ``max_depth`` (each named with its flag).
+    """
+    with path.open("rb") as handle:
+        kind = sniff(path, handle.read(HEAD_BYTES), READERS)
+    if kind in TEXT_KINDS:
+        yield from _text_items(path, progress)
+    elif kind == ".jsonl":
+        yield from _counted(_jsonl_items(path, log, progress), "lines")
+    elif kind == ".json":
+        yield from _json_items(path, log, progress)
+    else:
+        result = read_file(path)  # refuses files over max_record_mb itself
+        records, log.boilerplate_lines = strip_repeated_lines(result.records)
+        log.problems += result.problems
+        log.notes += result.notes
+        progress(path.stat().st_size)
+        yield from records
+
+
+def _counted(items: Iterator[Item], unit: str) -> Iterator[Item]:
+    """``items``, raising like ``read_file`` when there is none (problems are in the log)."""
+    first = next(items, None)
+    if first is None:
+        raise ReaderError(f"no usable {unit} found in the file")
+    yield first
+    yield from items
+
+
+# --- bytes to clean text ---------------------------------------------------------------------
+
+
+class _Counting:
+    """A binary file that reports how far it has been read."""
+
+    def __init__(self, handle: IO[bytes], progress: Progress) -> None:
+        self.handle, self.progress, self.done = handle, progress, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.done += len(data)
+        self.progress(self.done)
+        return data
+
+
+def _encoding(path: Path) -> str:
+    """The encoding ``decode_bytes`` would pick for the whole file, decided without holding it:
+    UTF-16 by its byte-order mark, UTF-8 when every byte decodes, else from the first segment.
+
+    Raises:
+        ReaderError: the file looks binary.
+    """
+    block = current().segment
+    with path.open("rb") as handle:
+        head = handle.read(block)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        if b"\x00" in head[:8192]:
+            raise ReaderError("this looks like a binary file, not text; check the file type")
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            data = head
+            while data:
+                decoder.decode(data)
+                data = handle.read(block)
+            decoder.decode(b"", final=True)
+            return "utf-8-sig"
+        except UnicodeDecodeError:
+            return decode_bytes(head)[1]
+
+
+def decoded(path: Path, progress: Progress) -> tuple[str, Iterator[str]]:
+    """(encoding as reported, the file's text in pieces of about one segment).
+
+    Raises:
+        ReaderError: binary, or damaged in its encoding (while iterating).
+    """
+    encoding = _encoding(path)
+    errors = "strict" if encoding in ("utf-8-sig", "utf-16") else "replace"
+
+    def pieces() -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+        with path.open("rb") as raw:
+            handle = _Counting(raw, progress)
+            try:
+                for block in iter(lambda: handle.read(current().segment), b""):
+                    yield decoder.decode(block)
+                yield decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                raise ReaderError(f"damaged {encoding} text ({exc.reason}); save it again as UTF-8") from exc
+
+    return ("utf-8" if encoding == "utf-8-sig" else encoding), pieces()
+
+
+def clean_pieces(raw: Iterable[str]) -> Iterator[str]:
+    """Cleaned segments whose concatenation is ``clean_text("".join(raw))``."""
+    return _stripped(_cleaned(raw))
+
+
+def _cleaned(raw: Iterable[str]) -> Iterator[str]:
+    pending = ""
+    for piece in raw:
+        pending += piece
+        cut = _last_cut(pending)
+        if cut is None:
+            if len(pending) < _FORCED_CUT * current().segment:
+                continue
+            cut = len(pending)  # no safe place in 8 segments (one huge token?): cleaned as is
+        yield clean_segment(pending[:cut])
+        pending = pending[cut:]
+    yield clean_segment(pending)
+
+
+def _last_cut(text: str) -> int | None:
+    last = None
+    for match in SAFE_CUT.finditer(text, max(1, len(text) - _CUT_LOOKBACK)):
+        last = match.end()
+    return last if last and last < len(text) else None
+
+
+def _stripped(cleaned: Iterator[str]) -> Iterator[str]:
+    """The segments with the whole text's leading and trailing whitespace removed."""
+    held = ""  # whitespace at the end of what was yielded: kept only if more text follows
+    started = False
+    for out in cleaned:
+        if not started:
+            out = out.lstrip()
+            if not out:
+                continue
+            started = True
+        body = out.rstrip()
+        if body:
+            yield held + body
+            held = out[len(body) :]
+        else:
+            held += out
+
+
+def _text_items(path: Path, progress: Progress) -> Iterator[Item]:
+    encoding, pieces = decoded(path, progress)
+    segments = clean_pieces(pieces)
+    first = next(segments, None)
+    if first is None:
+        raise ReaderError("the file contains only whitespace; nothing to learn from")
+    yield LongText(itertools.chain([first], segments), {"encoding": encoding})
+
+
+# --- JSONL and JSON --------------------------------------------------------------------------
+
+
+def lines(pieces: Iterable[str]) -> Iterator[tuple[int, str | None]]:
+    """(1-based number, line) as ``str.splitlines`` numbers them; None for a line longer than
+    ``max_record_mb`` (its text is dropped as it is read)."""
+    limit = current().max_record
+    rest, number, skipping = "", 0, 0
+    for piece in pieces:
+        found = (rest + piece).splitlines(keepends=True)
+        rest = found.pop() if found else ""
+        for line in found:
+            number += 1
+            if skipping:
+                yield number, None
+                skipping = 0
+            else:
+                yield number, (line.splitlines() or [""])[0]
+        if len(rest) > limit:
+            skipping, rest = skipping + len(rest), ""
+    if skipping:
+        yield number + 1, None
+    elif rest:
+        yield number + 1, rest
+
+
+def _jsonl_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:
+    _, pieces = decoded(path, progress)
+    for item in jsonl_records(lines(pieces)):
+        if isinstance(item, str):
+            log.problems.append(item)
+        else:
+            yield item
+
+
+def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:
+    """A top-level list item by item; any other document read whole (up to ``max_record_mb``)."""
+    import ijson
+
+    with path.open("rb") as raw:
+        events = ijson.basic_parse(_Counting(raw, progress), use_float=True)
+        try:
+            first, _ = next(events)
+        except (ijson.JSONError, StopIteration) as exc:
+            raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+        if first == "start_array":
+            yield from _list_items(path, events, log)
+            return
+    size = path.stat().st_size
+    if size > current().max_record:
+        raise ReaderError(too_long("a JSON document that is not a list", size))
+    result = non_empty(read_file(path), "examples")
+    log.problems += result.problems
+    yield from result.records
+
+
+def _list_items(path: Path, events: Iterator[tuple[str, Any]], log: StreamLog) -> Iterator[Item]:
+    """The examples of a top-level list, as ``readers`` reads them: examples and the reasons of
+    the items that are not; a list with no example at all is the document's text."""
+    leading = 0  # items before the first example: none of them looked like one
+    for number, item in enumerate(_items(events), start=1):
+        record = json_shapes.example(item, None)
+        if record is None and leading == number - 1:
+            leading = number
+            continue
+        for earlier in range(1, leading + 1):
+            log.problems.append(f"item {earlier}: {_NOT_EXAMPLE}")
+        leading = -1
+        if isinstance(record, SourceRecord):
+            yield record
+        else:
+            log.problems.append(f"item {number}: {record or _NOT_EXAMPLE}")
+    if leading >= 0:  # not chat data: the strings of the whole document as text
+        yield from _document_text(path)
+
+
+_NOT_EXAMPLE = "not a chat or Q&A example (needs 'messages', 'conversations' or Q&A keys)"
+
+
+def _items(events: Iterator[tuple[str, Any]]) -> Iterator[Any]:
+    """The values of the top-level list whose opening event was consumed, built one by one.
+
+    Raises:
+        ReaderError: an item nests deeper than ``max_depth`` or the JSON is invalid.
+    """
+    import ijson
+
+    limit = current().max_depth
+    depth, builder = 1, None
+    try:
+        for event, value in events:
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > limit:
+                    raise ReaderError(too_deep(depth))
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+            if depth == 0:
+                return
+            if builder is None:
+                builder = ijson.ObjectBuilder()
+            builder.event(event, value)
+            if depth == 1:
+                yield builder.value
+                builder = None
+    except ijson.JSONError as exc:
+        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+
+
+def _document_text(path: Path) -> Iterator[Item]:
+    """The list's strings, one per line, cleaned as one long text (a second pass over the file)."""
+    import ijson
+
+    def strings() -> Iterator[str]:
+        with path.open("rb") as handle:
+            first = True
+            for item in ijson.items(handle, "item", use_float=True):
+                for text in json_shapes.strings(item):
+                    yield text if first else "\n" + text
+                    first = False
+
+    segments = clean_pieces(strings())
+    head = next(segments, None)
+    if head is not None:
+        yield LongText(itertools.chain([head], segments))
