@@ -108,15 +108,25 @@ def store_generated(
             )
         )
     chunk = result.chunk
-    kept = [
+    Item = tuple[list[Message], str, str | None, dict[str, str]]
+    kept: list[Item] = [
         (w.messages(system), "new", None, {"fact": fact_id(chunk.id, p.question)} if p.paraphrases else {})
         for p in result.pairs
         for w in p.wordings()
     ]
-    dropped = [(r["messages"], "rejected", r["reason"], {}) for r in result.rejected if "messages" in r]
+    dropped: list[Item] = [
+        (r["messages"], "rejected", r["reason"], {}) for r in result.rejected if "messages" in r
+    ]
     rows = [
         NewExample(
-            messages, "llm", chunk.source, status, reason, chunk.id, chunk.domain, {"chunk_id": chunk.id} | fact
+            messages,
+            "llm",
+            chunk.source,
+            status,
+            reason,
+            chunk.id,
+            chunk.domain,
+            {"chunk_id": chunk.id} | fact,
         )
         for messages, status, reason, fact in kept + dropped
     ]

@@ -38,7 +38,9 @@ class Pair:
 
     def wordings(self) -> list[Pair]:
         """This pair and one pair per paraphrase of its question (each with the same answer)."""
-        return [self] + [Pair(q, self.answer, self.follow_up, self.follow_up_answer) for q in self.paraphrases]
+        return [self] + [
+            Pair(q, self.answer, self.follow_up, self.follow_up_answer) for q in self.paraphrases
+        ]
 
     def messages(self, system: str = "") -> list[Message]:
         out: list[Message] = [{"role": "system", "content": system}] if system else []
@@ -73,7 +75,13 @@ def validate_pairs(value: Any) -> tuple[list[Pair], list[str]]:
             problems.append("answer missing or empty")
         else:
             pairs.append(
-                Pair(q, a, _text(item.get("follow_up")), _text(item.get("follow_up_answer")), _paraphrases(item, q))
+                Pair(
+                    q,
+                    a,
+                    _text(item.get("follow_up")),
+                    _text(item.get("follow_up_answer")),
+                    _paraphrases(item, q),
+                )
             )
     return pairs, problems
 

@@ -452,7 +452,8 @@ def plan(path: Path, cfg: TrainConfig, benchmark: bool = True, hw: Hardware | No
 
     Keys: ``hardware``, ``model``, ``dataset``, ``plan`` (Plan.to_dict) and ``measured``
     (Measured.to_dict after a micro-benchmark of the recommended config, or None with
-    ``benchmark_skipped`` saying why), ``goal`` (:func:`~finetuneflow.train.recipe.goal_plan`). Raises LookupError/ModelError for a missing dataset or model.
+    ``benchmark_skipped`` saying why), ``goal`` (:func:`~finetuneflow.train.recipe.goal_plan`).
+    Raises LookupError/ModelError for a missing dataset or model.
     """
     from finetuneflow.models.resolve import resolve_model
     from finetuneflow.state.datasets import read_split
