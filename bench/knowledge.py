@@ -85,7 +85,7 @@ def train_run(dataset: Path, runs: Path, name: str, cfg: Any) -> tuple[Path, dic
     from finetuneflow.train.step import train
 
     def show(event: Any) -> None:
-        if event.stage in ("note", "eta", "recall", "early_stop"):
+        if event.stage in ("note", "recipe", "eta", "recall", "early_stop"):
             print(f"  [{name}] {event.message}", flush=True)
 
     start = time.time()
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.0, help="knowledge goal's learning rate (0 = sized)")
     parser.add_argument("--max-steps", type=int, default=0, help="knowledge goal's step ceiling (0 = goal's)")
     parser.add_argument("--replay", type=float, default=None, help="replay share (default: the setting's)")
+    parser.add_argument("--every", type=int, default=0, help="recall probe every N steps (0 = 10 / 12)")
     parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
     parser.add_argument("--skip-style", action="store_true", help="only base and the knowledge goal")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -168,7 +169,7 @@ def main() -> None:
     style = replace(base_cfg, goal="style")
     knowledge = replace(base_cfg, goal="knowledge", learning_rate=args.lr,
                         max_steps=args.max_steps or (60 if args.quick else 0))  # fmt: skip
-    recall_cfg = replace(knowledge.recall, questions=16, every=10 if args.quick else 12)
+    recall_cfg = replace(knowledge.recall, questions=16, every=args.every or (10 if args.quick else 12))
     if args.replay is not None:
         recall_cfg = replace(recall_cfg, replay=args.replay)
     knowledge = replace(knowledge, recall=recall_cfg)

@@ -105,17 +105,17 @@ class RecallProbe:
         state.last_recall = f1
         if log:
             log.write(step=state.step, recall_f1=round(f1, 4), general_change=change)
-        loop.emit("recall", state.step, loop.total, message=self._line(state.step, f1, change))
+        loop.emit("recall", message=self._line(state.step, f1, change))  # a log line, not a bar
         limit = self.settings.max_forgetting
         if limit > 0 and change is not None and change > limit:
             state.stop_reason = f"forgetting guard: general-text perplexity up {change:.0%}"
-            return True
+            return state.step < loop.total  # at the last step the run is finished anyway
         if state.best_recall is None or f1 > state.best_recall + self.settings.min_delta:
             state.best_recall, state.best_step, state.bad_evals = f1, state.step, 0
         else:
             state.bad_evals += 1
         patience = self.settings.patience
-        if patience > 0 and state.bad_evals >= patience:
+        if patience > 0 and state.bad_evals >= patience and state.step < loop.total:
             state.stop_reason = f"recall F1 did not improve for {state.bad_evals} probes"
             return True
         return False

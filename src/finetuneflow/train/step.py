@@ -124,8 +124,10 @@ def train(
     asked = cfg
     recipe = rcp.resolve(cfg, _base_params(built), prep.has_document_text)
     cfg = recipe.cfg  # what the loop runs with; `asked` is what resume compares against
-    for note in built.notes + recipe.notes:
+    for note in built.notes:
         emit("note", message=note)
+    for line in recipe.notes:
+        emit("recipe", message=line)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
