@@ -43,7 +43,8 @@ def test_resolve_keeps_what_the_user_set_and_leaves_the_config_alone() -> None:
     assert recipe.cfg.learning_rate == 3e-4 and recipe.cfg.epochs == KNOWLEDGE_EPOCHS
     assert asked.learning_rate == 3e-4 and asked.epochs == 3.0 and asked.goal == "knowledge"
     capped = resolve(replace(asked, max_steps=40), SMOLLM2, False)
-    assert capped.cfg.max_steps == 40 and capped.cfg.epochs == 3.0  # a step budget is the user's ceiling
+    assert capped.cfg.max_steps == 40 and capped.cfg.epochs == KNOWLEDGE_EPOCHS  # steps: the ceiling
+    assert any("up to 40 steps" in n for n in capped.notes)
     style = resolve(TrainConfig(), SMOLLM2, has_document_text=False)
     assert style.goal == "style" and style.cfg.epochs == 3.0 and style.cfg.learning_rate == STYLE_LR
     assert any("auto" in n for n in style.notes)

@@ -84,13 +84,13 @@ def resolve(cfg: TrainConfig, params: int, has_document_text: bool) -> Recipe:
         notes.append(f"learning rate {lr:g} sized to the model ({params / 1e6:.0f}M parameters, goal {goal})")
     resolved = replace(cfg, learning_rate=lr, goal=goal)  # type: ignore[arg-type]
     if goal == "knowledge":
-        if cfg.max_steps == 0 and cfg.epochs < KNOWLEDGE_EPOCHS:
+        if cfg.epochs < KNOWLEDGE_EPOCHS:  # max_steps, when set, stays the ceiling
             resolved = replace(resolved, epochs=KNOWLEDGE_EPOCHS)
-            notes.append(
-                f"up to {KNOWLEDGE_EPOCHS:g} epochs; the recall probe stops the run when answers stop "
-                "improving or general text gets more than "
-                f"{cfg.recall.max_forgetting:.0%} less likely"
-            )
+        ceiling = f"{cfg.max_steps} steps" if cfg.max_steps else f"{resolved.epochs:g} epochs"
+        notes.append(
+            f"up to {ceiling}; the recall probe stops the run when answers stop improving or general "
+            f"text gets more than {cfg.recall.max_forgetting:.0%} less likely"
+        )
         if cfg.recall.replay:
             notes.append(f"general-text replay: {cfg.recall.replay:.0%} of the training rows")
     return Recipe(goal, resolved, notes)
