@@ -41,7 +41,7 @@ class RecallSettings:
     """The knowledge goal's stopping rule: a recall probe of training questions scored by answer F1,
     and a forgetting guard on general text (see :mod:`finetuneflow.train.recall`)."""
 
-    every: int = setting(0, "Score the recall probe every N optimizer steps (0 = about 8 times per run).")
+    every: int = setting(0, "Score the recall probe every N optimizer steps (0 = about 16 times per run).")
     questions: int = setting(24, "Training questions in the probe (a seeded sample; greedy answers).")
     max_new_tokens: int = setting(48, "Longest answer the probe generates, in tokens.")
     patience: int = setting(3, "Stop after this many probes without a better answer F1 (0 = never).")
@@ -51,10 +51,13 @@ class RecallSettings:
         "Forgetting guard: general-text perplexity may rise by at most this share; a checkpoint past "
         "it is never kept as the best, and the run stops there (0 = no guard).",
     )
+    # Off by default: on bench/knowledge.py 15% replay did not keep general text from forgetting
+    # (+107% on the check's text) and, being prose like the guard's, hid it from the guard (+8%).
     replay: float = setting(
-        0.15,
+        0.0,
         "General text mixed into the knowledge goal's training rows, as a share of them (a shipped "
-        "replay sample, never the text the forgetting check measures; 0 = none).",
+        "sample, never the text the forgetting check measures). Off by default: it also lowers the "
+        "guard's perplexity and so hides forgetting from it.",
     )
 
     def problems(self) -> list[str]:
@@ -64,7 +67,7 @@ class RecallSettings:
         if not 0 <= self.min_delta < 1 or self.max_forgetting < 0:
             out.append("min_delta: must be in [0, 1); max_forgetting: must be >= 0")
         if not 0 <= self.replay <= 1:
-            out.append(f"replay: {self.replay} is not in [0, 1]; try 0.15")
+            out.append(f"replay: {self.replay} is not in [0, 1]; try 0 (off) or 0.15")
         return out
 
 

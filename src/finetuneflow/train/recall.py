@@ -76,7 +76,7 @@ class RecallProbe:
         guard: list[Row] = []
         if settings.max_forgetting > 0:
             guard, _ = encode_rows(tokenizer, [{"text": p} for p in guard_paragraphs()], max_len)
-        every = settings.every or max(1, total_steps // 8)
+        every = settings.every or max(1, total_steps // 16)
         return cls(questions, guard, tokenizer, settings, every)
 
     def measure(self, loop: Any) -> tuple[float, float | None]:
