@@ -45,6 +45,7 @@ def test_resolve_keeps_what_the_user_set_and_leaves_the_config_alone() -> None:
     capped = resolve(replace(asked, max_steps=40), SMOLLM2, False)
     assert capped.cfg.max_steps == 40 and capped.cfg.epochs == KNOWLEDGE_EPOCHS  # steps: the ceiling
     assert any("up to 40 steps" in n for n in capped.notes)
+    assert resolve(replace(asked, epochs=2.0), SMOLLM2, False).cfg.epochs == 2.0  # set by the user: kept
     style = resolve(TrainConfig(), SMOLLM2, has_document_text=False)
     assert style.goal == "style" and style.cfg.epochs == 3.0 and style.cfg.learning_rate == STYLE_LR
     assert any("auto" in n for n in style.notes)

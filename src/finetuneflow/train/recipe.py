@@ -85,7 +85,9 @@ def resolve(cfg: TrainConfig, params: int, has_document_text: bool) -> Recipe:
         notes.append(f"learning rate {lr:g} sized to the model ({params / 1e6:.0f}M parameters, goal {goal})")
     resolved = replace(cfg, learning_rate=lr, goal=goal)  # type: ignore[arg-type]
     if goal == "knowledge":
-        if cfg.epochs < KNOWLEDGE_EPOCHS:  # max_steps, when set, stays the ceiling
+        # epochs left at the default: the knowledge ceiling (max_steps, when set, stays the ceiling);
+        # epochs the user set are kept
+        if cfg.epochs == TrainConfig.epochs:
             resolved = replace(resolved, epochs=KNOWLEDGE_EPOCHS)
         ceiling = f"{cfg.max_steps} steps" if cfg.max_steps else f"{resolved.epochs:g} epochs"
         notes.append(
