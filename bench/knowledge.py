@@ -13,7 +13,8 @@ questions and on the recall probe (training questions); the forgetting check is 
 ``evaluate/data/general_text.md`` (never trained on; the knowledge goal's replay and guard text is
 ``train/data/replay.md``).
 
-Run (loaded 2-core box: ~25 min; ``--quick`` ~10 min with a smaller step budget)::
+Run (loaded 2-core box: ~20-25 min with the style run; ``--skip-style`` and ``--max-steps 32`` ~6-10 min;
+README "Goals" has the measured runs and their flags)::
 
     PYTHONPATH=src nice -n 5 .venv/bin/python bench/knowledge.py [--quick]
 
