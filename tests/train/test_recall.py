@@ -94,15 +94,22 @@ def test_the_forgetting_guard_stops_and_never_keeps_a_checkpoint_past_it(
     assert summary["stop_reason"].startswith("forgetting guard")
 
 
-def test_probe_without_improvement_over_base_keeps_the_untrained_adapter(
+def test_a_run_whose_every_trained_probe_is_past_the_guard_keeps_the_base(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
 
-    summary = _run(tmp_path, tiny_model, monkeypatch, [0.5, 0.2, 0.1, 0.0])
-    assert summary["best_step"] == 0 and summary["steps"] == 4
+    summary = _run(tmp_path, tiny_model, monkeypatch, [0.1, 0.9, 0.9, 0.9], guard=[2.0, 2.5, 2.6, 2.7])
+    assert summary["best_step"] == 0 and summary["steps"] == 2 and summary["recall_f1"] is None
     lora_b = [t for n, t in _trained(tmp_path / "run").items() if "lora_B" in n]
     assert lora_b and all(torch.count_nonzero(t) == 0 for t in lora_b)  # B starts at zero: the base itself
+
+
+def test_a_trained_probe_within_the_guard_is_kept_even_below_the_base_score(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = _run(tmp_path, tiny_model, monkeypatch, [0.5, 0.2, 0.1, 0.0])
+    assert summary["best_step"] == 2 and summary["recall_f1"] == 0.2  # training was asked for
 
 
 def test_replay_guard_and_forgetting_check_texts_are_disjoint() -> None:

@@ -110,6 +110,8 @@ class RecallProbe:
         if limit > 0 and change is not None and change > limit:
             state.stop_reason = f"forgetting guard: general-text perplexity up {change:.0%}"
             return state.step < loop.total  # at the last step the run is finished anyway
+        if state.step == 0:  # the base: kept only when no trained probe stays within the guard
+            return False
         if state.best_recall is None or f1 > state.best_recall + self.settings.min_delta:
             state.best_recall, state.best_step, state.bad_evals = f1, state.step, 0
         else:
