@@ -91,7 +91,7 @@ def resolve(cfg: TrainConfig, params: int, has_document_text: bool) -> Recipe:
             resolved = replace(resolved, epochs=KNOWLEDGE_EPOCHS)
         ceiling = f"{cfg.max_steps} steps" if cfg.max_steps else f"{resolved.epochs:g} epochs"
         notes.append(
-            f"up to {ceiling}; the recall probe stops the run when answers stop improving or general "
+            f"up to {ceiling}; the recall probe stops training when answers stop improving or general "
             f"text gets more than {cfg.recall.max_forgetting:.0%} less likely"
         )
         if cfg.recall.replay:
