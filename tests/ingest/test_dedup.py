@@ -307,6 +307,7 @@ def _band_reference(sigs: np.ndarray, bands: int, rows: int) -> list[list[int]]:
 @pytest.mark.parametrize("recent", [1 << 16, 40])  # 40: merged into the sorted arrays every few adds
 def test_compact_lsh_answers_like_comparing_bands(monkeypatch: pytest.MonkeyPatch, recent: int) -> None:
     monkeypatch.setattr(dedup, "_RECENT_BANDS", recent)
+    monkeypatch.setattr(dedup, "_BLOCK", 64)  # signatures over several blocks
     rng = random.Random(5)
     bases = [" ".join(words(rng, 120)) for _ in range(40)]
     texts = [edit(rng.choice(bases), rng, changes=rng.choice([0, 2, 8, 30, 90])) for _ in range(300)]

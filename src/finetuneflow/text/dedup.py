@@ -57,6 +57,7 @@ _MAX_ATTEMPTS_PER_SLOT = 2
 _CHUNK_TEXTS = 1000
 # Below this many texts, starting worker processes costs more than it saves.
 POOL_MIN_TEXTS = 2000
+_BLOCK = 4096  # signatures per block of an LSHIndex (2 MB at 128 slots)
 # Band hashes an LSHIndex keeps in a dict (~150 bytes each) before merging them into its sorted arrays.
 _RECENT_BANDS = 1 << 16
 _PUNCTUATION = re.compile(r"[^\w\s]+")
@@ -184,22 +185,24 @@ def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
 class LSHIndex:
     """Signatures bucketed by bands: two signatures are candidates when one band is equal throughout.
 
-    Compact (~0.6 KB per signature at 128 slots, was ~3 KB in Python dicts of byte strings): the
-    signatures live in one growing uint32 array, and each band is a 64-bit hash, salted by the
-    band's number, kept in one sorted array (with the signature's rank beside it) plus a small dict
-    of the latest ones, merged into the sorted array when it fills. A hash only finds candidates:
-    a candidate counts when one of its bands is equal slot by slot, so answers are exactly those of
-    comparing the bands themselves.
+    Compact (~0.7 KB per signature at 128 slots, was ~3 KB in Python dicts of byte strings): the
+    signatures live in uint32 blocks of :data:`_BLOCK` rows (never copied as they grow), and each
+    band is a 64-bit hash, salted by the band's number, kept in one sorted array (with the
+    signature's rank beside it) plus a small dict of the latest ones, merged into the sorted array
+    when it fills. Keys are looked up through a dict only once they stop being 0, 1, 2, ... A hash
+    only finds candidates: a candidate counts when one of its bands is equal slot by slot, so
+    answers are exactly those of comparing the bands themselves.
     """
 
     def __init__(self, cfg: DedupConfig) -> None:
         self.num_perm = cfg.num_perm
         self.bands, self.rows = band_params(cfg.threshold, cfg.num_perm)
-        self._sigs = np.empty((64, cfg.num_perm), dtype=np.uint32)
-        self._keys = np.empty(64, dtype=np.int64)
-        self._rank: dict[int, int] = {}  # key -> insertion rank, so query answers oldest first
+        self._sigs: list[np.ndarray] = []  # blocks of _BLOCK signatures, in insertion order
+        self._keys: list[np.ndarray] = []  # and their keys
+        self._count = 0
+        self._rank: dict[int, int] | None = None  # key -> insertion rank; None while key == rank
         self._hashes = np.empty(0, dtype=np.uint64)  # sorted band hashes ...
-        self._owners = np.empty(0, dtype=np.int64)  # ... and the rank of the signature of each
+        self._owners = np.empty(0, dtype=np.int32)  # ... and the rank of the signature of each
         self._recent: dict[int, list[int]] = {}  # band hash -> ranks, not yet in the sorted arrays
         self._recent_count = 0
         rng = np.random.default_rng(0x5EED)
@@ -207,7 +210,7 @@ class LSHIndex:
         self._salts = rng.integers(0, 2**63, size=self.bands, dtype=np.uint64)
 
     def __len__(self) -> int:
-        return len(self._rank)
+        return self._count
 
     def add(self, key: int, sig: np.ndarray) -> None:
         """Index signature ``sig`` under ``key``.
@@ -215,15 +218,20 @@ class LSHIndex:
         Raises:
             ValueError: ``key`` is already indexed, or ``sig`` has the wrong length.
         """
-        if key in self._rank:
+        if self._rank_of(key) is not None:
             raise ValueError(f"key {key} is already in the index")
         hashes = self._band_hashes(sig)
-        rank = len(self._rank)
-        if rank == len(self._keys):
-            self._sigs = np.concatenate([self._sigs, np.empty_like(self._sigs)])
-            self._keys = np.concatenate([self._keys, np.empty_like(self._keys)])
-        self._sigs[rank], self._keys[rank] = sig, key
-        self._rank[key] = rank
+        rank = self._count
+        block, row = divmod(rank, _BLOCK)
+        if block == len(self._sigs):
+            self._sigs.append(np.empty((_BLOCK, self.num_perm), dtype=np.uint32))
+            self._keys.append(np.empty(_BLOCK, dtype=np.int64))
+        self._sigs[block][row], self._keys[block][row] = sig, key
+        if self._rank is None and key != rank:  # keys other than 0, 1, 2, ...: a dict from now on
+            self._rank = {int(k): r for r, k in enumerate(self._all_keys())}
+        if self._rank is not None:
+            self._rank[key] = rank
+        self._count += 1
         for band in hashes.tolist():
             self._recent.setdefault(band, []).append(rank)
         self._recent_count += len(hashes)
@@ -237,25 +245,40 @@ class LSHIndex:
             ValueError: ``sig`` has the wrong length.
         """
         hashes = self._band_hashes(sig)
-        parts = [np.array(self._recent[h], dtype=np.int64) for h in hashes.tolist() if h in self._recent]
+        parts = [np.array(self._recent[h], dtype=np.int32) for h in hashes.tolist() if h in self._recent]
         if self._hashes.size:
             lo = np.searchsorted(self._hashes, hashes, "left")
             hi = np.searchsorted(self._hashes, hashes, "right")
             parts += [self._owners[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True) if b > a]
         if not parts:
             return []
-        ranks = np.unique(np.concatenate(parts))  # sorted: oldest first
+        ranks = np.unique(np.concatenate(parts)).tolist()  # sorted: oldest first
         width = self.bands * self.rows
         mine = sig[:width].reshape(self.bands, self.rows)
-        theirs = self._sigs[ranks, :width].reshape(len(ranks), self.bands, self.rows)
-        equal = (theirs == mine).all(axis=2).any(axis=1)  # a band equal throughout, not just its hash
-        return self._keys[ranks[equal]].tolist()  # type: ignore[no-any-return]
+        theirs = np.stack([self._sigs[r // _BLOCK][r % _BLOCK, :width] for r in ranks])
+        equal = (theirs.reshape(len(ranks), self.bands, self.rows) == mine).all(axis=2).any(axis=1)
+        return [int(self._keys[r // _BLOCK][r % _BLOCK]) for r, yes in zip(ranks, equal, strict=True) if yes]
 
     def signature(self, key: int) -> np.ndarray:
-        """The signature indexed under ``key`` (a read-only view)."""
-        view = self._sigs[self._rank[key]]
+        """The signature indexed under ``key`` (a read-only view).
+
+        Raises:
+            KeyError: ``key`` is not in the index.
+        """
+        rank = self._rank_of(key)
+        if rank is None:
+            raise KeyError(key)
+        view = self._sigs[rank // _BLOCK][rank % _BLOCK]
         view.flags.writeable = False
         return view
+
+    def _rank_of(self, key: int) -> int | None:
+        if self._rank is not None:
+            return self._rank.get(key)
+        return key if 0 <= key < self._count else None
+
+    def _all_keys(self) -> np.ndarray:
+        return np.concatenate(self._keys)[: self._count] if self._keys else np.empty(0, np.int64)
 
     def _band_hashes(self, sig: np.ndarray) -> np.ndarray:
         if sig.shape != (self.num_perm,):
@@ -269,7 +292,7 @@ class LSHIndex:
             (h for h, ranks in self._recent.items() for _ in ranks), np.uint64, self._recent_count
         )
         owners = np.fromiter(
-            (r for ranks in self._recent.values() for r in ranks), np.int64, self._recent_count
+            (r for ranks in self._recent.values() for r in ranks), np.int32, self._recent_count
         )
         order = np.argsort(hashes, kind="stable")
         hashes, owners = hashes[order], owners[order]
