@@ -56,7 +56,7 @@ class DedupIndex:
         self.cfg = cfg
         self.enabled = enabled
         self.tag = signature_tag(cfg)
-        self.exact: dict[bytes, int | list[int]] = {}  # sha1 digest -> slot (a list when several)
+        self.exact = _ExactKeys()  # sha1 digest -> slots
         self.excluded: set[int] = set()  # chunks of files being replaced in this ingest
         self.lsh = LSHIndex(cfg)
         self._owners = np.empty(1024, dtype=np.int64)
@@ -85,9 +85,7 @@ class DedupIndex:
         self._owners[slot] = owner
         self._slots += 1
         if key:
-            digest = _digest(key)
-            had = self.exact.get(digest)
-            self.exact[digest] = slot if had is None else [*([had] if isinstance(had, int) else had), slot]
+            self.exact.add(_digest(key), slot)
         if sig is not None and len(sig) == self.cfg.num_perm:
             self.lsh.add(slot, sig)
         return slot
@@ -96,8 +94,7 @@ class DedupIndex:
         """(reason, key of the kept chunk it duplicates) or None when it is new."""
         if not self.enabled:
             return None
-        had = self.exact.get(_digest(key))
-        for slot in [had] if isinstance(had, int) else had or []:
+        for slot in self.exact.slots(_digest(key)):
             owner = int(self._owners[slot])
             if owner not in self.excluded:
                 return EXACT, owner
@@ -123,6 +120,64 @@ class DedupIndex:
             return owner
         real = int(self._owners[-owner - 1])
         return real if real > 0 else None
+
+
+class _ExactKeys:
+    """Exact keys -> the slots holding them, oldest first, with no Python object per key (objects
+    that live as long as the index would pin the memory of every batch freed around them).
+
+    A 20-byte digest's first 8 bytes go into a sorted uint64 array (the slot beside each) or, for
+    the latest, a small dict merged into it when full; the digest itself is kept per slot in
+    uint8 blocks and compared whole. Digests of other lengths (keys that are not sha1 hex) are
+    kept in a plain dict.
+    """
+
+    def __init__(self) -> None:
+        self._prefixes = np.empty(0, dtype=np.uint64)
+        self._slots = np.empty(0, dtype=np.int64)
+        self._recent: dict[int, list[int]] = {}
+        self._recent_count = 0
+        self._blocks: dict[int, np.ndarray] = {}  # slot // _BLOCK -> (_BLOCK, 20) digests
+        self._other: dict[bytes, list[int]] = {}
+
+    def add(self, digest: bytes, slot: int) -> None:
+        if len(digest) != 20:
+            self._other.setdefault(digest, []).append(slot)
+            return
+        block = self._blocks.get(slot // _BLOCK)
+        if block is None:
+            block = self._blocks[slot // _BLOCK] = np.zeros((_BLOCK, 20), dtype=np.uint8)
+        block[slot % _BLOCK] = np.frombuffer(digest, dtype=np.uint8)
+        self._recent.setdefault(int.from_bytes(digest[:8], "little"), []).append(slot)
+        self._recent_count += 1
+        if self._recent_count >= _RECENT_KEYS:
+            self._merge()
+
+    def slots(self, digest: bytes) -> list[int]:
+        if len(digest) != 20:
+            return self._other.get(digest, [])
+        prefix = int.from_bytes(digest[:8], "little")
+        found = list(self._recent.get(prefix, ()))
+        if self._prefixes.size:
+            lo = int(np.searchsorted(self._prefixes, np.uint64(prefix), "left"))
+            hi = int(np.searchsorted(self._prefixes, np.uint64(prefix), "right"))
+            found += self._slots[lo:hi].tolist()
+        return sorted(s for s in found if self._blocks[s // _BLOCK][s % _BLOCK].tobytes() == digest)
+
+    def _merge(self) -> None:
+        prefixes = np.fromiter(
+            (p for p, ss in self._recent.items() for _ in ss), np.uint64, self._recent_count
+        )
+        slots = np.fromiter((s for ss in self._recent.values() for s in ss), np.int64, self._recent_count)
+        order = np.argsort(prefixes, kind="stable")
+        at = np.searchsorted(self._prefixes, prefixes[order])
+        self._prefixes = np.insert(self._prefixes, at, prefixes[order])
+        self._slots = np.insert(self._slots, at, slots[order])
+        self._recent, self._recent_count = {}, 0
+
+
+_BLOCK = 4096  # digests per block of _ExactKeys (80 KB)
+_RECENT_KEYS = 1 << 15  # exact keys held in a dict before merging into the sorted array
 
 
 def _digest(key: str) -> bytes:
