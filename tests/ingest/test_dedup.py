@@ -290,3 +290,45 @@ def test_bad_config_values_are_all_reported() -> None:
 def test_each_bad_value_is_refused(data: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         from_dict(DedupConfig, data)
+
+
+def _band_reference(sigs: np.ndarray, bands: int, rows: int) -> list[list[int]]:
+    """Per row, the earlier rows sharing one band slot by slot (the dict-of-bytes index used before)."""
+    tables: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
+    out = []
+    for i, sig in enumerate(sigs):
+        keys = [sig[b * rows : (b + 1) * rows].tobytes() for b in range(bands)]
+        out.append(sorted({k for t, key in zip(tables, keys, strict=True) for k in t.get(key, [])}))
+        for t, key in zip(tables, keys, strict=True):
+            t.setdefault(key, []).append(i)
+    return out
+
+
+@pytest.mark.parametrize("recent", [1 << 16, 40])  # 40: merged into the sorted arrays every few adds
+def test_compact_lsh_answers_like_comparing_bands(monkeypatch: pytest.MonkeyPatch, recent: int) -> None:
+    monkeypatch.setattr(dedup, "_RECENT_BANDS", recent)
+    monkeypatch.setattr(dedup, "_BLOCK", 64)  # signatures over several blocks
+    rng = random.Random(5)
+    bases = [" ".join(words(rng, 120)) for _ in range(40)]
+    texts = [edit(rng.choice(bases), rng, changes=rng.choice([0, 2, 8, 30, 90])) for _ in range(300)]
+    sigs = signatures(texts, CFG)
+    index = LSHIndex(CFG)
+    expected = _band_reference(sigs, index.bands, index.rows)
+    for i, sig in enumerate(sigs):
+        assert index.query(sig) == expected[i]
+        index.add(i, sig)
+        assert np.array_equal(index.signature(i), sig)
+    assert sum(map(bool, expected)) > 100  # plenty of candidates were found, not only empty answers
+    # near_duplicates keeps the same items as a brute-force walk with the reference candidates
+    need = CFG.threshold * CFG.num_perm
+    kept: list[int] = []
+    brute: list[int | None] = []
+    for i, sig in enumerate(sigs):
+        shared = set(_band_reference(sigs[[*kept, i]], index.bands, index.rows)[-1])
+        agreeing = (kept[j] for j in sorted(shared) if np.count_nonzero(sigs[kept[j]] == sig) >= need)
+        match = next(agreeing, None)
+        brute.append(match)
+        if match is None:
+            kept.append(i)
+    assert near_duplicates(sigs, CFG) == brute
+    assert 0 < brute.count(None) < len(texts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import select, update
 
 from finetuneflow import api
@@ -60,3 +61,26 @@ def test_stale_signatures_are_recomputed_on_load(tiny_model: Path, tmp_path: Pat
         blob = s.scalar(select(Chunk.minhash).join(File).where(File.path.endswith("a.txt")))
     stored = decode_signature(blob, TAG, CFG.num_perm)
     assert stored is not None and np.array_equal(stored, signatures([TEXT], CFG)[0])
+
+
+def test_exact_keys_answer_like_a_dict_across_merges(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import random
+
+    from finetuneflow.ingest import store
+
+    monkeypatch.setattr(store, "_RECENT_KEYS", 7)  # merged into the sorted array every 7 keys
+    monkeypatch.setattr(store, "_BLOCK", 16)  # digests over several blocks
+    rng = random.Random(3)
+    keys = [hashlib.sha1(str(rng.randrange(60)).encode()).digest() for _ in range(200)]
+    keys[50:50] = [b"not-a-sha1", b"not-a-sha1"]  # other lengths take the plain dict
+    # same first 8 bytes, other digests: told apart by the whole digest
+    keys += [b"\x01" * 8 + b"\x02" * 12, b"\x01" * 8 + b"\x03" * 12]
+    exact, reference = store._ExactKeys(), dict[bytes, list[int]]()
+    for slot, key in enumerate(keys):
+        assert exact.slots(key) == reference.get(key, [])
+        exact.add(key, slot)
+        reference.setdefault(key, []).append(slot)
+    for key, slots in reference.items():
+        assert exact.slots(key) == slots
+    assert max(map(len, reference.values())) > 2

@@ -24,6 +24,7 @@ from finetuneflow.ingest.domains import collection_info
 from finetuneflow.ingest.limits import applied
 from finetuneflow.ingest.raw import PACK_MAX_FILE, keep_file, keep_pack
 from finetuneflow.ingest.readers import read_file
+from finetuneflow.ingest.wordspans import word_span_fn
 from finetuneflow.records import SourceRecord
 from finetuneflow.text.dedup import dedup_keys
 from finetuneflow.text.pii import scrub
@@ -83,10 +84,12 @@ def token_fns(model_dir: Path) -> tuple[SpanFn, CountFn]:
     def spans(text: str) -> list[tuple[int, int]]:
         return tok.encode(text, add_special_tokens=False).offsets  # already a list of (start, end)
 
+    by_word = word_span_fn(tok, tokenizer_file)  # same spans, ~3x cheaper, for byte-level BPE
+
     def counts(texts: list[str]) -> list[int]:
         return [len(e) for e in tok.encode_batch_fast(texts, add_special_tokens=False)] if texts else []
 
-    return spans, counts
+    return by_word or spans, counts
 
 
 def init_worker(model_dir: Path, cfg: IngestConfig, raw_dir: Path, pooled: bool = False) -> None:
