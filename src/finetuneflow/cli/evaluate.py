@@ -100,13 +100,13 @@ def _sides(s: dict[str, Any]) -> list[str]:
 
 def _answer_table(s: dict[str, Any]) -> Table:
     sides = _sides(s)
-    f1 = "F1 " + " / ".join(SIDES[side] for side in sides)
+    f1 = "F1" if len(sides) == 2 else "F1 " + " / ".join(SIDES[side] for side in sides)
     table = Table(
         "#", "question", "reference", *(SIDES[side] for side in sides), f1, "ROUGE-L", "EM",
         title=f"{s['label']}: {s['questions']} questions", show_lines=True,
     )  # fmt: skip
     for i, r in enumerate(s["rows"], 1):
-        scores = " / ".join(f"{r[side]['f1']:.2f}" for side in sides)
+        scores = _pair(r, "f1") if len(sides) == 2 else " / ".join(f"{r[side]['f1']:.2f}" for side in sides)
         table.add_row(
             str(i), _cut(r["question"]), _cut(r["reference"]), *(_cut(r[side]["answer"]) for side in sides),
             scores, _pair(r, "rouge_l"), _pair(r, "em"),

@@ -97,7 +97,7 @@ def answer_tables(evaluation: dict[str, Any], width: int = 300) -> list[str]:
         judged = any("judge" in r["base"] for r in s["rows"])
         remembered = any("memory" in r for r in s["rows"])
         head = ["#", "question", "reference", *(f"{SIDES[side]} answer" for side in sides)]
-        head += ["F1 " + " / ".join(SIDES[side] for side in sides), "ROUGE-L", "EM"]
+        head += [_f1_head(sides), "ROUGE-L", "EM"]
         head += ["judge"] * judged + ["memories recalled"] * remembered
         lines += [
             f"### {s['label'][:1].upper()}{s['label'][1:]}: {_count(s['questions'])}",
@@ -108,7 +108,7 @@ def answer_tables(evaluation: dict[str, Any], width: int = 300) -> list[str]:
         for i, r in enumerate(s["rows"], 1):
             cells = [_cell(r["question"], width), _cell(r["reference"], width)]
             cells += [_cell(r[side]["answer"], width) for side in sides]
-            cells.append(" / ".join(f"{r[side]['f1']:.2f}" for side in sides))
+            cells.append(f1_cell(r, sides))
             cells += [_pair(r["base"][k], r["tuned"][k]) for k in ("rouge_l", "em")]
             if judged:
                 cells.append(" → ".join(_grade(r[side].get("judge")) for side in sides))
@@ -117,6 +117,17 @@ def answer_tables(evaluation: dict[str, Any], width: int = 300) -> list[str]:
             lines.append(f"| {i} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def _f1_head(sides: list[str]) -> str:
+    return "F1" if len(sides) == 2 else "F1 " + " / ".join(SIDES[side] for side in sides)
+
+
+def f1_cell(row: dict[str, Any], sides: list[str]) -> str:
+    """Token F1 of each side: ``base → tuned``, or ``b / t / b+m / t+m`` with the memory sides."""
+    if len(sides) == 2:
+        return _pair(row["base"]["f1"], row["tuned"]["f1"])
+    return " / ".join(f"{row[side]['f1']:.2f}" for side in sides)
 
 
 def _recalled(memory: dict[str, Any] | None) -> str:
