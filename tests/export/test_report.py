@@ -164,7 +164,8 @@ def test_with_memory_the_tables_have_four_columns_and_the_memory_verdicts(run: P
     answers = text.split("## Answers per question", 1)[1].split("\n## ", 1)[0]
     head = (
         "| # | question | reference | base answer | tuned answer | base+memory answer | "
-        "tuned+memory answer | F1 base / tuned / base+memory / tuned+memory | ROUGE-L | EM | memories recalled |"
+        "tuned+memory answer | F1 base / tuned / base+memory / tuned+memory | ROUGE-L | EM | "
+        "memories recalled |"
     )
     assert head in answers
     row = (
