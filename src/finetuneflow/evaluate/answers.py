@@ -64,7 +64,7 @@ def answer_set(name: str, questions: list[Question], bench: Bench) -> list[dict[
         sides["tuned_memory"] = _side(bench.tuned.model, recalled, wide, f"{label}: tuned model + memory")
     rows = []
     for i, q in enumerate(questions):
-        row = {"id": q.id, "question": q.text, "reference": q.reference, "source": q.source}
+        row: dict[str, Any] = {"id": q.id, "question": q.text, "reference": q.reference, "source": q.source}
         row |= {side: sides[side][i] for side in SIDES if side in sides}
         if records is not None:
             row["memory"] = records[i]

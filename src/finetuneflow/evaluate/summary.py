@@ -60,7 +60,7 @@ def set_summary(
         if rows
         else None
     )  # fmt: skip
-    bootstrap = {"resamples": resamples, "seed": seed, "confidence": confidence}
+    bootstrap: dict[str, Any] = {"resamples": resamples, "seed": seed, "confidence": confidence}
     memory = {
         side: _compare(rows, peer, side, **bootstrap).to_json()
         for side, peer in MEMORY_PEERS.items()
@@ -122,7 +122,7 @@ def summarise(
         for name in order
         if sets[name]
     }
-    bootstrap = {"resamples": resamples, "seed": seed, "confidence": confidence}
+    bootstrap: dict[str, Any] = {"resamples": resamples, "seed": seed, "confidence": confidence}
     return {
         "verdict": overall_verdict(sets, **bootstrap),
         "memory_verdicts": memory_verdicts(sets, **bootstrap),
