@@ -11,7 +11,6 @@ from rich.table import Table
 
 from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console, fail, opt, settings
 from finetuneflow.cli.provider import BaseUrl, KeyEnv, KeyFile, Model, Preset, path_text
-from finetuneflow.text.verdict import MEMORY_PEERS, SIDES
 
 
 def register(app: typer.Typer) -> None:
@@ -95,10 +94,14 @@ def _pair(row: dict[str, Any], key: str) -> str:
 
 
 def _sides(s: dict[str, Any]) -> list[str]:
+    from finetuneflow.text.verdict import SIDES
+
     return [side for side in SIDES if side in s["means"]]
 
 
 def _answer_table(s: dict[str, Any]) -> Table:
+    from finetuneflow.text.verdict import SIDES
+
     sides = _sides(s)
     f1 = "F1" if len(sides) == 2 else "F1 " + " / ".join(SIDES[side] for side in sides)
     table = Table(
@@ -115,6 +118,8 @@ def _answer_table(s: dict[str, Any]) -> Table:
 
 
 def _summary_table(sets: dict[str, Any]) -> Table:
+    from finetuneflow.text.verdict import MEMORY_PEERS, SIDES
+
     table = Table("question set", "n", "token F1", "ROUGE-L", "exact match", "answer found", "answer NLL",
                   "judge", title="base → tuned, means per set")  # fmt: skip
     for s in sets.values():
