@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from finetuneflow.config import to_dict
+from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import LoraSettings, TrainConfig
 from finetuneflow.train.memory import GIB, Hardware, dims, estimate_memory, lora_params, param_count, probe
 from finetuneflow.train.plan import apply_changes, dataset_dir_of, micro_benchmark, recommend
@@ -292,5 +293,15 @@ def test_ftf_plan_json_and_table(tiny_model: Path, tmp_path: Path) -> None:
     table = CliRunner().invoke(app, [*args, "--no-benchmark"])
     assert table.exit_code == 0, table.output
     assert "Estimate" in table.output and "activations" in table.output and "fits: needs" in table.output
+    assert out["goal"]["goal"] == "style" and "budgets" not in out["goal"]  # chats only: auto is style
+    assert "goal: style" in table.output
+    # document text in the dataset: auto is the knowledge goal, and the plan gives its budgets
+    text = split_path(paths.project_dir("p") / "datasets" / "d", "text", "train")
+    write_jsonl(text, [{"text": "E1: lid."}])
+    knowledge = CliRunner().invoke(app, [*args, "--no-benchmark"])
+    assert knowledge.exit_code == 0, knowledge.output
+    said = " ".join(knowledge.output.split())  # Rich wraps lines to the terminal's width
+    assert "goal: knowledge" in said and "Knowledge goal here (estimated" in said
+    assert "one pass teaches the format" in said and "the recall probe still keeps the best step" in said
     missing = CliRunner().invoke(app, ["plan", "-p", "p", "--dataset", "nope", "--no-benchmark"])
     assert missing.exit_code == 2 and "no dataset 'nope'" in missing.output

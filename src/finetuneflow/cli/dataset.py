@@ -92,6 +92,7 @@ def dataset_generate(
     judge: Annotated[bool | None, opt("generate", "judge", "--judge/--no-judge")] = None,
     follow_up: Annotated[bool | None, opt("generate", "follow_up", "--follow-up/--single-turn")] = None,
     max_chunks: Annotated[int | None, opt("generate", "max_chunks")] = None,
+    paraphrases: Annotated[int | None, opt("generate", "paraphrases")] = None,
     preview: Annotated[
         bool, typer.Option("--preview", help="A few representative chunks only; no build.")
     ] = False,
@@ -119,6 +120,7 @@ def dataset_generate(
         gen = settings(
             GenerateConfig, config, "generate",
             examples_per_chunk=per_chunk, judge=judge, follow_up=follow_up, max_chunks=max_chunks,
+            paraphrases=paraphrases,
         )  # fmt: skip
         ds = settings(
             DatasetConfig, config, "dataset", name=name, domain=domain, system_prompt=system_prompt,

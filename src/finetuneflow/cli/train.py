@@ -41,6 +41,7 @@ def train(
     dataset: Dataset = "default",
     model: Model = None,
     method: Method = None,
+    goal: Annotated[str | None, opt("train", "goal")] = None,
     epochs: Annotated[float | None, opt("train", "epochs")] = None,
     max_steps: Annotated[int | None, opt("train", "max_steps")] = None,
     learning_rate: Annotated[float | None, opt("train", "learning_rate", "--lr")] = None,
@@ -78,7 +79,8 @@ def train(
 
     try:
         cfg = settings(
-            TrainConfig, config, base_model=model, method=method, epochs=epochs, max_steps=max_steps,
+            TrainConfig, config, base_model=model, method=method, goal=goal, epochs=epochs,
+            max_steps=max_steps,
             learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
             max_len=max_len, threads=threads, precision=precision, parallel=parallel,
             gradient_checkpointing=checkpointing,
@@ -184,6 +186,24 @@ def show_plan(result: dict[str, Any]) -> None:
         console.print(m)
     elif result.get("benchmark_skipped"):
         console.print(f"micro-benchmark skipped: {result['benchmark_skipped']}")
+    _show_goal(result.get("goal"))
+
+
+def _show_goal(goal: dict[str, Any] | None) -> None:
+    """The goal's line and, for the knowledge goal, what each step budget costs here and gives up."""
+    if not goal:
+        return
+    console.print(f"goal: [bold]{goal['goal']}[/bold], learning rate {goal['learning_rate']:g}")
+    for note in goal.get("notes", [])[1:]:
+        console.print(f"- {note}")
+    if not goal.get("budgets"):
+        return
+    title = f"Knowledge goal here ({goal['speed_source']} {goal['tokens_per_s']:.0f} tokens/s)"
+    table = Table("epochs", "time", "gives up", title=title)
+    for row in goal["budgets"]:
+        table.add_row(f"{row['epochs']:g}", _duration(row["seconds"]), row["gives_up"])
+    console.print(table)
+    console.print("a smaller budget: `ftf train --max-steps N` (the recall probe still keeps the best step)")
 
 
 def _gib(n: float) -> str:

@@ -36,6 +36,12 @@ class GenerateConfig:
     max_per_chunk: int = setting(6, "With scaling: at most this many pairs per chunk.")
     min_chunk_tokens: int = setting(32, "Chunks shorter than this are not sent (too little to ask about).")
     follow_up: bool = setting(False, "Ask for a follow-up turn too (two-turn conversations).")
+    paraphrases: int = setting(
+        0,
+        "Other wordings asked per question (the knowledge recipe: 2-3 help a small model learn a fact; "
+        "each is a training example of its own, grouped with the original by a fact id that dedup and "
+        "the split respect).",
+    )
     grounding_min: float = setting(0.6, "Share of an answer's content words that must occur in the chunk.")
     judge: bool = setting(False, "Score every pair with an LLM judge (one extra call per chunk).")
     judge_min: float = setting(7.0, "With judge: keep pairs whose mean rubric score (1-10) is at least this.")
@@ -45,6 +51,8 @@ class GenerateConfig:
 
     def problems(self) -> list[str]:
         out = []
+        if not 0 <= self.paraphrases <= 5:
+            out.append("paraphrases: must be 0..5")
         if not 0 <= self.examples_per_chunk <= 20:
             out.append("examples_per_chunk: must be 0 (scaled) to 20")
         if self.tokens_per_example < 16 or self.max_per_chunk < 1:
@@ -169,7 +177,9 @@ def run_chunk(answers: AnswerCache, chunk: ChunkIn, cfg: GenerateConfig, seed: i
     """
     out = Generated(chunk)
     out.asked = cfg.count_for(chunk.n_tokens)
-    messages = prompts.generation_messages(chunk.text, out.asked, chunk.id + seed, cfg.follow_up)
+    messages = prompts.generation_messages(
+        chunk.text, out.asked, chunk.id + seed, cfg.follow_up, paraphrases=cfg.paraphrases
+    )
     try:
         value = _parsed(answers, out, answers.ask(out, "generate", messages, prompts.EXAMPLES_SCHEMA), cfg)
     except CircuitOpen:

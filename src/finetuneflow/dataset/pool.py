@@ -76,6 +76,12 @@ def load_cache(session: Session, project_id: int, dataset: str) -> dict[str, str
     return {key: response for key, response in rows if response is not None}
 
 
+def fact_id(chunk_id: int, question: str) -> str:
+    """The group id every wording of one generated question shares: dedup keeps its paraphrases,
+    the split keeps them on one side."""
+    return hashlib.sha256(f"{chunk_id}:{question}".encode()).hexdigest()[:16]
+
+
 def store_generated(
     session: Session, project_id: int, dataset: str, result: Generated, system: str = ""
 ) -> tuple[int, int]:
@@ -101,14 +107,28 @@ def store_generated(
                 attempts=call.attempts,
             )
         )
-    kept = [(p.messages(system), "new", None) for p in result.pairs]
-    dropped = [(r["messages"], "rejected", r["reason"]) for r in result.rejected if "messages" in r]
     chunk = result.chunk
+    Item = tuple[list[Message], str, str | None, dict[str, str]]
+    kept: list[Item] = [
+        (w.messages(system), "new", None, {"fact": fact_id(chunk.id, p.question)} if p.paraphrases else {})
+        for p in result.pairs
+        for w in p.wordings()
+    ]
+    dropped: list[Item] = [
+        (r["messages"], "rejected", r["reason"], {}) for r in result.rejected if "messages" in r
+    ]
     rows = [
         NewExample(
-            messages, "llm", chunk.source, status, reason, chunk.id, chunk.domain, {"chunk_id": chunk.id}
+            messages,
+            "llm",
+            chunk.source,
+            status,
+            reason,
+            chunk.id,
+            chunk.domain,
+            {"chunk_id": chunk.id} | fact,
         )
-        for messages, status, reason in kept + dropped
+        for messages, status, reason, fact in kept + dropped
     ]
     return add_examples(session, project_id, dataset, rows)
 
@@ -231,6 +251,8 @@ def as_record(row: schema.Example) -> dict[str, Any]:
     }
     if row.domain:
         out["domain"] = row.domain
+    if (row.meta or {}).get("fact"):
+        out["fact"] = row.meta["fact"]
     if row.kind == "chat":
         out["messages"] = row.messages
     else:

@@ -32,6 +32,7 @@ EXAMPLES_SCHEMA: dict[str, Any] = {
                     "answer": {"type": "string"},
                     "follow_up": {"type": "string"},
                     "follow_up_answer": {"type": "string"},
+                    "paraphrases": {"type": "array", "items": {"type": "string"}},
                 },
                 "required": ["question", "answer"],
             },
@@ -70,9 +71,10 @@ def styles_for(seed: int, n: int) -> list[str]:
 
 
 def generation_messages(
-    text: str, n: int, seed: int, follow_up: bool, language_hint: str = ""
+    text: str, n: int, seed: int, follow_up: bool, language_hint: str = "", paraphrases: int = 0
 ) -> list[Message]:
-    """Ask for ``n`` question/answer pairs grounded in ``text``, in varied styles and audiences."""
+    """Ask for ``n`` question/answer pairs grounded in ``text``, in varied styles and audiences,
+    each with ``paraphrases`` other wordings of its question."""
     wanted = "\n".join(
         f"{i + 1}. {STYLES[style]}, asked by {AUDIENCES[(seed + i) % len(AUDIENCES)]}"
         for i, style in enumerate(styles_for(seed, n))
@@ -83,7 +85,14 @@ def generation_messages(
         if follow_up
         else ""
     )
-    shape = {"examples": [{"question": "...", "answer": "..."}]}
+    if paraphrases:
+        turn += (
+            f' Each example also has "paraphrases": {paraphrases} other ways a person might ask the same '
+            "question, in different words (same meaning, same answer)."
+        )
+    shape: dict[str, Any] = {"examples": [{"question": "...", "answer": "..."}]}
+    if paraphrases:
+        shape["examples"][0]["paraphrases"] = ["..."] * paraphrases
     system = (
         "You write training data for a question-answering assistant. You only use facts stated in "
         "the source text; you never invent names, numbers or steps."

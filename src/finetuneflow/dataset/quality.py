@@ -34,6 +34,13 @@ class Pair:
     answer: str
     follow_up: str = ""
     follow_up_answer: str = ""
+    paraphrases: tuple[str, ...] = ()  # other wordings of the question (same answer, same fact)
+
+    def wordings(self) -> list[Pair]:
+        """This pair and one pair per paraphrase of its question (each with the same answer)."""
+        return [self] + [
+            Pair(q, self.answer, self.follow_up, self.follow_up_answer) for q in self.paraphrases
+        ]
 
     def messages(self, system: str = "") -> list[Message]:
         out: list[Message] = [{"role": "system", "content": system}] if system else []
@@ -67,8 +74,29 @@ def validate_pairs(value: Any) -> tuple[list[Pair], list[str]]:
         elif len(a) < MIN_ANSWER_CHARS:
             problems.append("answer missing or empty")
         else:
-            pairs.append(Pair(q, a, _text(item.get("follow_up")), _text(item.get("follow_up_answer"))))
+            pairs.append(
+                Pair(
+                    q,
+                    a,
+                    _text(item.get("follow_up")),
+                    _text(item.get("follow_up_answer")),
+                    _paraphrases(item, q),
+                )
+            )
     return pairs, problems
+
+
+def _paraphrases(item: dict[str, Any], question: str) -> tuple[str, ...]:
+    """The item's usable, distinct rewordings of ``question`` (too short or repeated ones left out)."""
+    raw = item.get("paraphrases")
+    seen = {exact_key(question)}
+    out: list[str] = []
+    for text in raw if isinstance(raw, list) else []:
+        q = _text(text)
+        if len(q) >= MIN_QUESTION_CHARS and exact_key(q) not in seen:
+            seen.add(exact_key(q))
+            out.append(q)
+    return tuple(out)
 
 
 def _text(value: Any) -> str:
@@ -118,8 +146,10 @@ def dedup_rows(
     rows: list[dict[str, Any]], cfg: DedupConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Drop exact duplicate conversations, then near-duplicate first questions (MinHash over
-    character shingles, as ingest does). The earlier row wins. Returns (kept, rejected) where a
-    rejected row carries ``reason`` and ``duplicate_of`` (the kept row's id)."""
+    character shingles, as ingest does). The earlier row wins. Rows of one ``fact`` group are
+    intended paraphrases of one question: they are never near-duplicates of each other (an exact
+    repeat still is). Returns (kept, rejected) where a rejected row carries ``reason`` and
+    ``duplicate_of`` (the kept row's id)."""
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     first_by_key: dict[str, str] = {}
@@ -136,7 +166,7 @@ def dedup_rows(
     matches = near_duplicates(signatures(questions, cfg), cfg)
     out = []
     for row, match in zip(kept, matches, strict=True):
-        if match is None:
+        if match is None or (row.get("fact") and row.get("fact") == kept[match].get("fact")):
             out.append(row)
         else:
             rejected.append({**row, "reason": "near-duplicate question", "duplicate_of": kept[match]["id"]})

@@ -270,7 +270,7 @@ def _write(
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ("id", "source", "domain", "messages", "text")
+    keep = ("id", "source", "domain", "fact", "messages", "text")
     return {k: row[k] for k in keep if k in row}
 
 

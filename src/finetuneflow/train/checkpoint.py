@@ -52,6 +52,11 @@ class LoopState:
     last_eval: float | None = None
     last_loss: float | None = None
     ooms: list[dict[str, Any]] = field(default_factory=list)
+    # the knowledge goal's recall probe (train/recall.py)
+    best_recall: float | None = None
+    last_recall: float | None = None
+    guard_base: float | None = None  # general-text loss before training (forgetting guard)
+    stop_reason: str = ""
 
 
 def save(

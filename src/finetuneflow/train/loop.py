@@ -46,6 +46,9 @@ class Loop:
     dist: dd.Dist
     loss_fn: Callable[[dict[str, Any]], tuple[Any, int]]  # batch -> (summed loss, supervised tokens)
     sharded: bool = False  # FSDP: weights are shards, every forward is a collective
+    # The knowledge goal's recall probe (train/recall.py: RecallProbe): when set, it decides the
+    # best step and early stopping on answer F1 and the forgetting guard instead of eval loss.
+    probe: Any = None
 
     @property
     def total(self) -> int:
@@ -92,8 +95,11 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
     """Train from ``state`` to the end (or an early stop); returns the status."""
     cfg, log = loop.cfg, rf.MetricsLog(loop.run_dir / rf.METRICS) if loop.dist.main else None
     warmup = max(1, int(loop.total * cfg.warmup_ratio))
-    eval_every = cfg.eval_every or max(1, loop.total // 5)
+    eval_every = loop.probe.every if loop.probe else cfg.eval_every or max(1, loop.total // 5)
     session_start, session_steps = time.time(), 0
+    if loop.probe and state.step == 0:  # the base's recall and general loss: the baseline, step 0
+        loop.probe.track(loop, state, log)
+        _save(loop, state)
     loop.model.train()
     while state.step < loop.total:
         rows = [r for micro in loop.plan[state.step] for r in micro]
@@ -116,6 +122,8 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
         evaluated = state.step % eval_every == 0 or state.step == loop.total
         if evaluated:
             stop = _eval_and_track(loop, state, log)
+            if loop.probe:
+                stop = loop.probe.track(loop, state, log)
         if _should_save(cfg, state, evaluated):
             _save(loop, state)
         loop.emit(
@@ -123,7 +131,8 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
             tokens_per_s=speed, eta_s=eta, elapsed_s=state.train_seconds,
         )  # fmt: skip
         if stop:
-            loop.emit("early_stop", message=_early_stop_message(state))
+            message = loop.probe.message(state) if loop.probe else _early_stop_message(state)
+            loop.emit("early_stop", message=message)
             return "early_stopped"
     return "finished"
 
@@ -252,6 +261,9 @@ def _eval_and_track(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None
         return False
     if log:
         log.write(step=state.step, eval_loss=round(value, 5))
+    if loop.probe:  # the probe keeps the best step; eval loss is only logged
+        state.best_eval = value if state.best_eval is None else min(state.best_eval, value)
+        return False
     if state.best_eval is None or value < state.best_eval - loop.cfg.checkpoints.min_delta:
         state.best_eval, state.best_step, state.bad_evals = value, state.step, 0
     else:

@@ -342,7 +342,9 @@ def micro_benchmark(dataset_dir: Path, cfg: TrainConfig, steps: int = 3) -> Meas
     from finetuneflow.state import runs as rf
     from finetuneflow.train.step import prepare, train
 
-    bench = replace(cfg, max_steps=steps, eval_every=steps + 1)  # eval only after the last step
+    # eval only after the last step; the style goal so that no recall probe runs (the knowledge
+    # goal's replay rows are ordinary text: the speed is the same)
+    bench = replace(cfg, max_steps=steps, eval_every=steps + 1, goal="style")
     device = hardware.pick_device(cfg.device)
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="ftf-plan-") as tmp:
@@ -450,9 +452,12 @@ def plan(path: Path, cfg: TrainConfig, benchmark: bool = True, hw: Hardware | No
 
     Keys: ``hardware``, ``model``, ``dataset``, ``plan`` (Plan.to_dict) and ``measured``
     (Measured.to_dict after a micro-benchmark of the recommended config, or None with
-    ``benchmark_skipped`` saying why). Raises LookupError/ModelError for a missing dataset or model.
+    ``benchmark_skipped`` saying why), ``goal`` (:func:`~finetuneflow.train.recipe.goal_plan`).
+    Raises LookupError/ModelError for a missing dataset or model.
     """
     from finetuneflow.models.resolve import resolve_model
+    from finetuneflow.state.datasets import read_split
+    from finetuneflow.train.recipe import goal_plan
 
     dataset_dir = dataset_dir_of(path)
     hw = hw or probe()
@@ -479,4 +484,8 @@ def plan(path: Path, cfg: TrainConfig, benchmark: bool = True, hw: Hardware | No
         out["benchmark_skipped"] = "the configuration does not fit this machine"
     else:
         out["measured"] = micro_benchmark(dataset_dir, apply_changes(cfg, rec.changes)).to_dict()
+    speed = {"tokens_per_s": (out["measured"] or {}).get("tokens_per_s"), "cores": hw.cpu_cores,
+             "bf16": hw.cpu_bf16, "gpu": hw.device == "cuda"}  # fmt: skip
+    has_text = bool(read_split(dataset_dir, "train", ("text",)))
+    out["goal"] = goal_plan(apply_changes(cfg, rec.changes), rec.before.params, has_text, lengths, speed)
     return out

@@ -27,9 +27,11 @@ from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
+from finetuneflow.train import recipe as rcp
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
 from finetuneflow.train.model_setup import Built, attach_lora, build_model, resolve_method, trainable_count
+from finetuneflow.train.recall import RecallProbe, replay_records
 
 __all__ = ["TrainingError", "attach_lora", "batches", "lr_at", "plan_steps", "prepare", "train"]
 
@@ -43,19 +45,28 @@ class Prepared:
     train_rows: list[Row]
     eval_rows: list[Row]
     stats: dict[str, Any]
+    train_records: list[dict[str, Any]]  # the dataset's own (no replay): the recall probe asks these
+    has_document_text: bool  # the dataset came from documents: goal auto picks knowledge
 
 
 def prepare(dataset_dir: Path, cfg: TrainConfig) -> Prepared:
-    """Resolve the model, read and encode the dataset. Raises TrainingError if nothing to train."""
+    """Resolve the model, read and encode the dataset (with the knowledge goal's general-text
+    replay mixed in). Raises TrainingError if nothing to train."""
     model_dir = resolve_model(cfg.base_model)
     tokenizer = load_tokenizer(model_dir)
     kinds = ("chat", "text") if cfg.use_text else ("chat",)
     train_records = read_split(dataset_dir, "train", kinds)
     if not train_records:
         raise TrainingError(f"no training examples in {dataset_dir}; run `ftf dataset build` first")
-    train_rows, train_counts = encode_rows(tokenizer, train_records, cfg.max_len)
+    has_text = bool(read_split(dataset_dir, "train", ("text",)))
+    mixed = list(train_records)
+    if rcp.pick_goal(cfg, has_text) == "knowledge" and cfg.recall.replay > 0:
+        mixed += replay_records(len(train_records), cfg.recall.replay)
+    train_rows, train_counts = encode_rows(tokenizer, mixed, cfg.max_len)
+    train_counts["replay_examples"] = len(mixed) - len(train_records)
     eval_rows, eval_counts = encode_rows(tokenizer, read_split(dataset_dir, "eval", kinds), cfg.max_len)
-    return Prepared(tokenizer, model_dir, train_rows, eval_rows, {"train": train_counts, "eval": eval_counts})
+    stats = {"train": train_counts, "eval": eval_counts}
+    return Prepared(tokenizer, model_dir, train_rows, eval_rows, stats, train_records, has_text)
 
 
 def plan_steps(n_rows: int, cfg: TrainConfig) -> int:
@@ -110,12 +121,17 @@ def train(
     # Sharded, the base is read into CPU memory; fully_shard moves one unit at a time to the GPU
     # and keeps this rank's shard of it, so a GPU never holds more than one whole decoder layer.
     built = build_model(prep.model_dir, cfg, device, dtype, load_on="cpu" if sharded else None)
+    asked = cfg
+    recipe = rcp.resolve(cfg, _base_params(built), prep.has_document_text)
+    cfg = recipe.cfg  # what the loop runs with; `asked` is what resume compares against
     for note in built.notes:
         emit("note", message=note)
+    for line in recipe.notes:
+        emit("recipe", message=line)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _describe_run(run_dir, dataset_dir, cfg, prep, built, {"device": device, "autocast": str(dtype),
-                      "threads": threads, "world_size": dist.world,
+        _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
+                      "threads": threads, "world_size": dist.world, "recipe": recipe.to_dict(),
                       "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
     loss_fn = (
         fsdp.shard(built.model, device, dist.world, cfg.loss_chunk)
@@ -124,23 +140,59 @@ def train(
     )
     opt, scaler, params = make_optimizer(built.model, cfg, dtype, device, sharded)
     plan = batches(prep.train_rows, cfg, plan_steps(len(prep.train_rows), cfg))
+    probe = (
+        RecallProbe.build(prep.tokenizer, prep.train_records, cfg.recall, cfg.seed, len(plan), cfg.max_len)
+        if recipe.probing and not sharded
+        else None
+    )
+    if probe is not None:
+        emit("eta", message=_eta_line(prep, cfg, len(plan), probe, built, device))
     loop = Loop(
         built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
-        loss_fn, sharded,
+        loss_fn, sharded, probe,
     )  # fmt: skip
     state = _start_state(loop, resume)
     status = run(loop, state)
     if sharded:  # the trained weights, whole, into rank 0's CPU memory (every rank helps gather)
         fsdp.gather_trained(loss_fn, keep=dist.main)
     summary = _summary(status, state, loop.total, built.method) | {"run_dir": str(run_dir)}
+    summary["recipe"] = recipe.to_dict()
+    if probe is not None:
+        summary |= {"recall_f1": state.best_recall, "stop_reason": state.stop_reason}
     if dist.main:
-        if cfg.checkpoints.patience > 0 and state.best_step not in (0, state.step):
+        early = cfg.checkpoints.patience > 0 and state.best_step != 0
+        if state.best_step != state.step and (probe is not None or early):
             ckpt.load_weights(run_dir / ckpt.CHECKPOINTS / f"step-{state.best_step:06d}", built.model)
         _save_result(built, prep, run_dir, summary)
         emit("done", 1, 1, message=f"saved to {run_dir}")
     dd.barrier(dist)
     dd.close(dist)
     return summary
+
+
+def _base_params(built: Built) -> int:
+    """The base model's parameter count (an adapter's own weights left out)."""
+    trainable, total = trainable_count(built.model)
+    return total if built.method == "full" else total - trainable
+
+
+def _eta_line(
+    prep: Prepared, cfg: TrainConfig, steps: int, probe: RecallProbe, built: Built, device: str
+) -> str:
+    """What the knowledge goal will cost at most, said before it starts (a prior; the loop's own ETA
+    follows from measured steps)."""
+    params = _base_params(built)
+    cores = cfg.threads or hardware.available_cores()
+    speed = rcp.estimated_tokens_per_s(params, cores, hardware.cpu_has_bf16(), device.startswith("cuda"))
+    rows_tokens = sum(r.real_tokens for r in prep.train_rows) / max(1, len(prep.train_rows))
+    tokens = steps * cfg.batch_size * cfg.grad_accum * rows_tokens
+    one = rcp.probe_seconds(params, len(probe.questions), cfg.recall.max_new_tokens, speed)
+    seconds = rcp.eta_seconds(tokens, speed, steps // probe.every + 1, one)
+    return (
+        f"knowledge goal: at most {steps} steps (~{tokens:,.0f} tokens) and {steps // probe.every + 1} "
+        f"recall probes; up to ~{seconds / 60:.0f} min at an estimated {speed:.0f} tokens/s "
+        "(the probe usually stops it sooner)"
+    )
 
 
 def use_fsdp(cfg: TrainConfig, dist: dd.Dist) -> bool:

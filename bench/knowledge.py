@@ -1,0 +1,236 @@
+"""Does training put facts in? Base vs tuned (style goal) vs tuned (knowledge goal) on held-out questions.
+
+Data (``bench/knowledge_data``, written once and never tuned against): four short documents about
+made-up things (a kettle, a town, a VPN client, a cider farm: the base model cannot know them) and
+45 facts stated in them. Each fact has three training questions and one held-out bench question,
+worded apart from its training questions (22 of 45 also avoid the document's own words).
+
+There is no LLM provider offline, so the training examples are built deterministically, the way a
+generation step with paraphrases would write them: every training question of a fact with the fact's
+answer (one ``fact`` group per fact), plus each document as plain text. The bench questions are
+never trained on. Scores: token F1 and exact match (judge-free) of greedy answers, on the held-out
+questions and on the recall probe (training questions); the forgetting check is the perplexity of
+``evaluate/data/general_text.md`` (never trained on; the knowledge goal's replay and guard text is
+``train/data/replay.md``).
+
+Run (loaded 2-core box: ~20-25 min with the style run; ``--skip-style`` and ``--max-steps 32`` ~6-10 min;
+README "Goals" has the measured runs and their flags)::
+
+    PYTHONPATH=src nice -n 5 .venv/bin/python bench/knowledge.py [--quick]
+
+Memory columns: a memory subsystem is being written separately. :data:`MEMORY_HOOK` is where it
+plugs in: a function from a question to context notes; when set, "base+memory" and "tuned+memory"
+columns are added (the same questions asked with the notes in a system message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).resolve().parent / "knowledge_data"
+MEMORY_HOOK: Callable[[str], str] | None = None
+"""Question -> notes recalled from memory (None: no memory columns). Set by a memory bench."""
+
+
+def load_facts() -> list[dict[str, Any]]:
+    return json.loads((DATA / "facts.json").read_text(encoding="utf-8"))
+
+
+def build_dataset(folder: Path, facts: list[dict[str, Any]]) -> None:
+    """chat/train.jsonl (every training question of every fact) and text/train.jsonl (the documents)."""
+    from finetuneflow.state.datasets import split_path, write_jsonl
+
+    chats = [
+        {"id": f"{f['id']}-{i}", "source": f["doc"], "fact": f["id"],
+         "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f["answer"]}]}
+        for f in facts for i, q in enumerate(f["train"])
+    ]  # fmt: skip
+    docs = sorted((DATA / "documents").glob("*.md"))
+    texts = [{"id": d.stem, "source": d.name, "text": d.read_text(encoding="utf-8")} for d in docs]
+    write_jsonl(split_path(folder, "chat", "train"), chats)
+    write_jsonl(split_path(folder, "text", "train"), texts)
+    write_jsonl(split_path(folder, "chat", "eval"), [])
+
+
+def ask(model: Any, tokenizer: Any, questions: list[str], notes: list[str] | None = None) -> list[str]:
+    from finetuneflow.models.generate import generate_replies
+
+    convs = [
+        ([{"role": "system", "content": n}] if n else []) + [{"role": "user", "content": q}]
+        for q, n in zip(questions, notes or [""] * len(questions), strict=True)
+    ]
+    return generate_replies(model, tokenizer, convs, max_new_tokens=48)
+
+
+def score(answers: list[str], refs: list[str]) -> dict[str, float]:
+    from finetuneflow.text.scores import exact_match, token_f1
+
+    n = max(1, len(refs))
+    return {
+        "f1": sum(token_f1(a, r) for a, r in zip(answers, refs, strict=True)) / n,
+        "em": sum(exact_match(a, r) for a, r in zip(answers, refs, strict=True)) / n,
+    }
+
+
+def train_run(dataset: Path, runs: Path, name: str, cfg: Any) -> tuple[Path, dict[str, Any], float]:
+    from finetuneflow.train.step import train
+
+    def show(event: Any) -> None:
+        if event.stage in ("note", "recipe", "eta", "recall", "early_stop"):
+            print(f"  [{name}] {event.message}", flush=True)
+
+    start = time.time()
+    summary = train(dataset, runs / name, cfg, on_event=show)
+    return runs / name, summary, time.time() - start
+
+
+def evaluate(run_dir: Path, sets: dict[str, tuple[list[str], list[str]]], with_base: bool) -> dict[str, Any]:
+    """Scores of the tuned model (and the base, the adapter switched off) on every set; the sets
+    share questions, so each distinct question is asked once per model."""
+    from finetuneflow import hardware
+    from finetuneflow.evaluate.forgetting import text_perplexity
+    from finetuneflow.models.load import load_tuned
+
+    tuned = load_tuned(run_dir)
+    amp = partial(hardware.autocast, "cpu", hardware.autocast_dtype("cpu", "auto"))
+    questions = sorted({q for qs, _ in sets.values() for q in qs})
+    notes = [MEMORY_HOOK(q) for q in questions] if MEMORY_HOOK else None
+    out: dict[str, Any] = {}
+    with amp():
+        sides = {"tuned": _answers(tuned.model, tuned.tokenizer, questions, notes)}
+        if with_base:
+            with tuned.base() as base:
+                sides["base"] = _answers(base, tuned.tokenizer, questions, notes)
+    for side, answers in sides.items():
+        out[side] = {}
+        for name, (qs, refs) in sets.items():
+            for suffix, table in answers.items():
+                out[side][name + suffix] = score([table[q] for q in qs], refs)
+    out["forgetting"] = text_perplexity(tuned, 512, 4, amp)
+    return out
+
+
+def _answers(
+    model: Any, tokenizer: Any, questions: list[str], notes: list[str] | None
+) -> dict[str, dict[str, str]]:
+    out = {"": dict(zip(questions, ask(model, tokenizer, questions), strict=True))}
+    if notes:
+        out["+memory"] = dict(zip(questions, ask(model, tokenizer, questions, notes), strict=True))
+    return out
+
+
+def curve(run_dir: Path) -> list[tuple[int, float, float | None]]:
+    from finetuneflow.state import runs as rf
+
+    return [
+        (m["step"], m["recall_f1"], m.get("general_change"))
+        for m in rf.read_metrics(run_dir)
+        if "recall_f1" in m
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller step budget (~10 min)")
+    parser.add_argument("--lr", type=float, default=0.0, help="knowledge goal's learning rate (0 = sized)")
+    parser.add_argument("--max-steps", type=int, default=0, help="knowledge goal's step ceiling (0 = goal's)")
+    parser.add_argument("--replay", type=float, default=None, help="replay share (default: the setting's)")
+    parser.add_argument("--every", type=int, default=0, help="recall probe every N steps (0 = 10 / 12)")
+    parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
+    parser.add_argument("--skip-style", action="store_true", help="only base and the knowledge goal")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    os.environ.setdefault("FTF_HOME", str(Path(tempfile.gettempdir()) / "ftf-bench-home"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from finetuneflow import hardware
+    from finetuneflow.train.config import TrainConfig
+
+    threads = hardware.setup_threads(1 if hardware.available_cores() <= 2 else 0)
+    facts = load_facts()
+    heldout = ([f["heldout"] for f in facts], [f["answer"] for f in facts])
+    reworded = ([f["heldout"] for f in facts if f["reworded"]], [f["answer"] for f in facts if f["reworded"]])
+    recall = ([f["train"][0] for f in facts][::2], [f["answer"] for f in facts][::2])
+    sets = {"held-out": heldout, "reworded": reworded, "recall": recall}
+    print(f"knowledge bench: {len(facts)} facts in 4 documents, {len(heldout[0])} held-out questions "
+          f"({len(reworded[0])} worded apart from the text), threads {threads}, cores "
+          f"{hardware.available_cores()}")  # fmt: skip
+    print("training examples built deterministically from the shipped documents and the shipped "
+          "training paraphrases (no LLM provider offline); bench questions never trained on")  # fmt: skip
+    base_cfg = TrainConfig(max_len=256, batch_size=4, grad_accum=1, threads=threads)
+    style = replace(base_cfg, goal="style")
+    knowledge = replace(base_cfg, goal="knowledge", learning_rate=args.lr,
+                        max_steps=args.max_steps or (60 if args.quick else 0))  # fmt: skip
+    recall_cfg = replace(knowledge.recall, questions=16, every=args.every or (10 if args.quick else 12))
+    if args.replay is not None:
+        recall_cfg = replace(recall_cfg, replay=args.replay)
+    knowledge = replace(knowledge, recall=recall_cfg)
+    if args.rank:
+        knowledge = replace(knowledge, lora=replace(knowledge.lora, r=args.rank, alpha=2 * args.rank))
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ftf-knowledge-") as tmp:
+        dataset = Path(tmp) / "dataset"
+        build_dataset(dataset, facts)
+        runs = Path(tmp) / "runs"
+        todo = [("knowledge", knowledge)] + ([] if args.skip_style else [("style", style)])
+        for name, cfg in todo:
+            run_dir, summary, seconds = train_run(dataset, runs, name, cfg)
+            results[name] = evaluate(run_dir, sets, with_base="base" not in results)
+            results[name] |= {"steps": summary["steps"], "best_step": summary["best_step"],
+                              "seconds": round(seconds), "recipe": summary["recipe"],
+                              "curve": curve(run_dir)}  # fmt: skip
+            if "base" not in results:
+                results["base"] = results[name]["base"]
+    report(results, sets)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def report(results: dict[str, Any], sets: dict[str, Any]) -> None:
+    columns = [("base", results["base"])] + [
+        (f"tuned ({name})", results[name]["tuned"]) for name in ("style", "knowledge") if name in results
+    ]
+    names = list(sets) + [n + "+memory" for n in sets if MEMORY_HOOK]
+    print("\n| set | " + " | ".join(c for c, _ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name in names:
+        cells = [f"F1 {c[name]['f1']:.2f} / EM {c[name]['em']:.2f}" for _, c in columns]
+        print(f"| {name} ({len(sets[name.removesuffix('+memory')][0])}) | " + " | ".join(cells) + " |")
+    if not MEMORY_HOOK:
+        print("(base+memory / tuned+memory: no memory hook set; see MEMORY_HOOK in this file)")
+    for name in ("style", "knowledge"):
+        if name not in results:
+            continue
+        r, f = results[name], results[name]["forgetting"]
+        print(f"\n{name}: {r['steps']} steps in {r['seconds']} s (kept step {r['best_step']}), lr "
+              f"{r['recipe']['learning_rate']:g}; general-text perplexity {f['base_perplexity']:.2f} -> "
+              f"{f['tuned_perplexity']:.2f} ({f['change']:+.1%})")  # fmt: skip
+        if r["curve"]:
+            print("  recall F1 by step (general-text perplexity change on the guard text):")
+            for step, f1, change in r["curve"]:
+                bar = "#" * round(f1 * 40)
+                guard = "" if change is None else f" {change:+.1%}"
+                print(f"  {step:5d} {f1:.3f} {bar}{guard}")
+    k, b = results.get("knowledge"), results["base"]
+    if k:
+        gain = k["tuned"]["held-out"]["f1"] - b["held-out"]["f1"]
+        checks = [
+            ("recall F1 >= 0.6", k["tuned"]["recall"]["f1"] >= 0.6),
+            ("held-out F1 over base >= 0.15", gain >= 0.15),
+            ("general perplexity up <= 10%", k["forgetting"]["change"] <= 0.10),
+        ]
+        print("\ntargets: " + "; ".join(f"{t}: {'met' if ok else 'MISSED'}" for t, ok in checks))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
