@@ -18,9 +18,11 @@ README "Goals" has the measured runs and their flags)::
 
     PYTHONPATH=src nice -n 5 .venv/bin/python bench/knowledge.py [--quick]
 
-Memory columns: a memory subsystem is being written separately. :data:`MEMORY_HOOK` is where it
-plugs in: a function from a question to context notes; when set, "base+memory" and "tuned+memory"
-columns are added (the same questions asked with the notes in a system message).
+Memory columns (``--memory``): the four documents are taught, paragraph by paragraph, to a project
+memory (all-MiniLM-L6-v2, offline; ``--memory-embedder hash:256`` for a quick look) and
+:data:`MEMORY_HOOK` recalls ``--memories`` items per question through ``api.recall``; the system
+message is the one ``ftf chat`` and ``ftf evaluate`` build (``models.context.build_messages``), so
+"+memory" rows are the base and tuned models with the project's memory in the prompt.
 """
 
 from __future__ import annotations
@@ -40,6 +42,26 @@ from typing import Any
 DATA = Path(__file__).resolve().parent / "knowledge_data"
 MEMORY_HOOK: Callable[[str], str] | None = None
 """Question -> notes recalled from memory (None: no memory columns). Set by a memory bench."""
+
+
+def memory_hook(project: str, k: int, embedder: str = "") -> Callable[[str], str]:
+    """Teach every paragraph of the shipped documents to ``project``'s memory; returns question ->
+    the system message chat would build with the ``k`` items recalled for it."""
+    from finetuneflow import api
+    from finetuneflow.memory.config import MemoryConfig
+    from finetuneflow.models.context import build_messages
+
+    cfg = MemoryConfig(embedder=embedder)
+    for doc in sorted((DATA / "documents").glob("*.md")):
+        for para in doc.read_text(encoding="utf-8").split("\n\n"):
+            if para.strip() and not para.lstrip().startswith("#"):
+                api.teach(project, para.strip(), importance=0.55, source=doc.name, config=cfg)
+
+    def hook(question: str) -> str:
+        notes = api.recall(project, question, k, config=cfg)
+        return build_messages(None, notes, [], question)[0]["content"]
+
+    return hook
 
 
 def load_facts() -> list[dict[str, Any]]:
@@ -149,9 +171,18 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
     parser.add_argument("--skip-style", action="store_true", help="only base and the knowledge goal")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--memory", action="store_true", help="add base+memory and tuned+memory rows")
+    parser.add_argument("--memories", type=int, default=3, help="memory items recalled per question")
+    parser.add_argument(
+        "--memory-embedder", default="", help="'' = all-MiniLM-L6-v2; hash:256 for a quick look"
+    )
     args = parser.parse_args()
     os.environ.setdefault("FTF_HOME", str(Path(tempfile.gettempdir()) / "ftf-bench-home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.memory:
+        global MEMORY_HOOK
+        project = f"knowledge-bench-{os.getpid()}"  # a fresh memory each run
+        MEMORY_HOOK = memory_hook(project, args.memories, args.memory_embedder)
     from finetuneflow import hardware
     from finetuneflow.train.config import TrainConfig
 
@@ -206,7 +237,7 @@ def report(results: dict[str, Any], sets: dict[str, Any]) -> None:
         cells = [f"F1 {c[name]['f1']:.2f} / EM {c[name]['em']:.2f}" for _, c in columns]
         print(f"| {name} ({len(sets[name.removesuffix('+memory')][0])}) | " + " | ".join(cells) + " |")
     if not MEMORY_HOOK:
-        print("(base+memory / tuned+memory: no memory hook set; see MEMORY_HOOK in this file)")
+        print("(base+memory / tuned+memory: run with --memory)")
     for name in ("style", "knowledge"):
         if name not in results:
             continue

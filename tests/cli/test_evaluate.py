@@ -78,3 +78,25 @@ def test_judge_flags_pick_the_provider(project: str) -> None:
 def test_judge_without_a_model_is_a_config_error(project: str) -> None:
     result = runner.invoke(app, ["evaluate", "-p", project, "-r", "r1", "--judge", "--preset", "custom"])
     assert result.exit_code == 2 and "model" in result.output
+
+
+def test_with_a_memory_the_memory_columns_and_sentences_are_printed(project: str) -> None:
+    from finetuneflow import api
+    from finetuneflow.api.memory import close_memories
+    from finetuneflow.memory.config import MemoryConfig
+
+    args = ["evaluate", "-p", project, "-r", "r1", "--answers", "2", "--recall", "0", "--no-forgetting",
+            "--max-new-tokens", "4", "--memories", "2"]  # fmt: skip
+    refused = runner.invoke(app, [*args, "--memory", "on"], env={"COLUMNS": "200"})
+    assert refused.exit_code != 0 and "memory: on, but project 'ev'" in " ".join(refused.output.split())
+    close_memories()
+    try:
+        api.teach(
+            project, "Error E99 means the printer cover is open.", config=MemoryConfig(embedder="hash:256")
+        )
+        out = " ".join(ftf(*args).split())
+    finally:
+        close_memories()
+    assert "base+memory" in out and "tuned+memory" in out and "tuned → tuned+memory" in out
+    assert "the base model with memories in its prompt answers the same as without them" in out
+    assert "The memory does not help here." in out

@@ -135,3 +135,47 @@ def test_judge_grades_show_when_there_are_some(run: Path, tmp_path: Path) -> Non
 def test_an_evaluation_without_scored_answers_says_so(run: Path, tmp_path: Path) -> None:
     text = report(run, tmp_path, {"losses": LOSSES, "answers": []})  # written by an older version
     assert "Answers were not scored" in result_section(text) and "Loss:" in result_section(text)
+
+
+def memory_evaluation() -> dict[str, Any]:
+    """Six eval-split questions answered by base, tuned, base+memory and tuned+memory."""
+    out = []
+    for i, r in enumerate(rows([0.1] * 6, [0.2] * 6)):
+        r["base_memory"] = side(f"base with memory {i}", 0.7)
+        r["tuned_memory"] = side(f"tuned with memory {i}", 0.2)
+        recalled = [
+            {"id": 4, "source": "manual.md", "score": 0.8, "kind": "document"},
+            {"id": 9, "source": None},
+        ]
+        r["memory"] = {"retrieved": recalled, "in_prompt": [4], "dropped": [9], "prompt_tokens": 80}
+        out.append(r)
+    summary = summarise({"eval": out}, resamples=500, seed=0, confidence=0.95)
+    return {"format": 2, "config": {}, **summary, "forgetting": None, "losses": LOSSES, "judge": None}
+
+
+def test_with_memory_the_tables_have_four_columns_and_the_memory_verdicts(run: Path, tmp_path: Path) -> None:
+    text = report(run, tmp_path, memory_evaluation())
+    section = result_section(text)
+    assert "the base model with memories in its prompt answers **better** than without them" in section
+    assert "the tuned model with memories in its prompt answers **the same** as without them" in section
+    assert "The memory does not help here." in section
+    assert "| eval split: base → base+memory | 6 | 0.10 → 0.70 |" in section
+    assert "| eval split: tuned → tuned+memory | 6 | 0.20 → 0.20 |" in section
+    answers = text.split("## Answers per question", 1)[1].split("\n## ", 1)[0]
+    head = (
+        "| # | question | reference | base answer | tuned answer | base+memory answer | "
+        "tuned+memory answer | F1 base / tuned / base+memory / tuned+memory | ROUGE-L | EM | "
+        "memories recalled |"
+    )
+    assert head in answers
+    row = (
+        "| 1 | What does E0 mean? | Heater fault 0. | base says 0 | tuned says 0 \\| piped | "
+        "base with memory 0 | tuned with memory 0 | 0.10 / 0.20 / 0.70 / 0.20 | 0.10 → 0.20 | 0.00 → 0.00 | "
+        "#4 (manual.md); #9 [did not fit] |"
+    )
+    assert row in answers
+
+
+def test_without_memory_the_tables_keep_two_columns(run: Path, tmp_path: Path) -> None:
+    text = report(run, tmp_path, evaluation([0.1] * 6, [0.6] * 6))
+    assert "base+memory" not in text and "memories recalled" not in text and "The memory" not in text

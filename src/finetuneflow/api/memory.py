@@ -11,7 +11,7 @@ query that matches nothing; ``ValueError`` for bad input (``ConfigError`` for se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple
 from typing import Any
 
@@ -72,6 +72,24 @@ def recall(
         if not items.any_live(s, project_id(project)):
             return []
     return jsonable(open_memory(project, config).recall(query, k))
+
+
+def has_memories(project: str) -> bool:
+    """Whether ``project``'s memory holds a live item (without loading its embedder)."""
+    with session_scope() as s:
+        return items.any_live(s, project_id(project))
+
+
+def retriever(
+    project: str, k: int | None = None, *, config: MemoryConfig | None = None
+) -> Callable[[str], list[dict[str, Any]]]:
+    """``retrieve(question)``: the ``k`` items :func:`recall` gives for it, for a step that takes the
+    memory as a plain function (evaluation's memory columns)."""
+
+    def retrieve(question: str) -> list[dict[str, Any]]:
+        return recall(project, question, k, config=config)
+
+    return retrieve
 
 
 def correct(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,11 +101,14 @@ def evaluate(
     """Base vs tuned on the run's questions (eval split, held-out, recall probe, general), scored
     answers, losses and the forgetting check; returns and stores the comparison. With
     ``config.judge`` on, ``judge`` names the OpenAI-compatible provider that grades the answers.
+    When the project's memory has items (``config.memory`` auto) or ``config.memory`` is on, every
+    set is also answered by base+memory and tuned+memory, recalling through :func:`recall`.
 
     Raises:
         LookupError: no such project or run.
         FileNotFoundError: the run has no trained weights.
-        ValueError: ``config.judge`` is on and ``judge`` is None.
+        ValueError: ``config.judge`` is on and ``judge`` is None; ``config.memory`` is on and the
+            project's memory is empty.
         ProviderError: the judge's API key cannot be loaded.
     """
     from finetuneflow.dataset.provider import Provider
@@ -117,15 +121,36 @@ def evaluate(
     run_id = run_id or latest_run(project)
     folder = run_dir(project, run_id)
     require_kind(folder, rf.CAUSAL, "evaluate")
+    retrieve = _retriever(project, cfg)
     with tracked("evaluate", project_id(project), {"run_id": run_id}, on_event) as (sink, done):
         client = Provider(judge) if cfg.judge and judge is not None else None
         try:
-            result = evaluate_step(folder, cfg, sink, client)
+            result = evaluate_step(folder, cfg, sink, client, retrieve)
         finally:
             if client is not None:
                 client.close()
         done({"verdict": (result["verdict"] or {}).get("verdict"), "losses": result["losses"]})
     return result
+
+
+def _retriever(project: str, cfg: EvalConfig) -> Callable[[str], list[dict[str, Any]]] | None:
+    """The project's memory as the evaluate step takes it, or None for no memory columns.
+
+    Raises:
+        ValueError: ``cfg.memory`` is on and the memory is empty.
+    """
+    if cfg.memory == "off":
+        return None
+    from finetuneflow.api.memory import has_memories, retriever
+
+    if has_memories(project):
+        return retriever(project, cfg.memories)
+    if cfg.memory == "on":
+        raise ValueError(
+            f"memory: on, but project {project!r}'s memory is empty: fill it with `ftf memory sync "
+            f"--project {project}` (its ingested documents) or `ftf memory teach`, or set memory: auto"
+        )
+    return None
 
 
 def export(

@@ -26,6 +26,8 @@ def evaluate(
     forgetting: Annotated[bool | None, opt("evaluate", "forgetting", "--forgetting/--no-forgetting")] = None,
     max_new_tokens: Annotated[int | None, opt("evaluate", "max_new_tokens")] = None,
     judge: Annotated[bool | None, opt("evaluate", "judge", "--judge/--no-judge")] = None,
+    memory: Annotated[str | None, opt("evaluate", "memory")] = None,
+    memories: Annotated[int | None, opt("evaluate", "memories")] = None,
     preset: Preset = None,
     base_url: BaseUrl = None,
     model: Model = None,
@@ -34,6 +36,7 @@ def evaluate(
     config: ConfigFile = None,
 ) -> None:
     """Compare base and tuned: their answers to the run's questions, scored; the forgetting check.
+    When the project's memory has items, base+memory and tuned+memory answer too.
 
     The config file may hold "evaluate" and "provider" sections; the provider grades answers with --judge.
     """
@@ -45,7 +48,7 @@ def evaluate(
     try:
         cfg = settings(
             EvalConfig, config, "evaluate", answers=answers, recall=recall, forgetting=forgetting,
-            max_new_tokens=max_new_tokens, judge=judge,
+            max_new_tokens=max_new_tokens, judge=judge, memory=memory, memories=memories,
         )  # fmt: skip
         provider = None
         if cfg.judge:
@@ -81,6 +84,8 @@ def show(result: dict[str, Any]) -> None:
     verdict = result.get("verdict")
     text = verdict["sentence"] if verdict else "No questions to answer: nothing to compare."
     console.print(_bold(escape(text)))
+    for v in (result.get("memory_verdicts") or {}).values():
+        console.print(_bold(escape(v["sentence"])))
 
 
 def _pair(row: dict[str, Any], key: str) -> str:
@@ -88,20 +93,33 @@ def _pair(row: dict[str, Any], key: str) -> str:
     return "-" if base is None or tuned is None else f"{base:.2f}→{tuned:.2f}"
 
 
+def _sides(s: dict[str, Any]) -> list[str]:
+    from finetuneflow.text.verdict import SIDES
+
+    return [side for side in SIDES if side in s["means"]]
+
+
 def _answer_table(s: dict[str, Any]) -> Table:
+    from finetuneflow.text.verdict import SIDES
+
+    sides = _sides(s)
+    f1 = "F1" if len(sides) == 2 else "F1 " + " / ".join(SIDES[side] for side in sides)
     table = Table(
-        "#", "question", "reference", "base", "tuned", "F1", "ROUGE-L", "EM",
+        "#", "question", "reference", *(SIDES[side] for side in sides), f1, "ROUGE-L", "EM",
         title=f"{s['label']}: {s['questions']} questions", show_lines=True,
     )  # fmt: skip
     for i, r in enumerate(s["rows"], 1):
+        scores = _pair(r, "f1") if len(sides) == 2 else " / ".join(f"{r[side]['f1']:.2f}" for side in sides)
         table.add_row(
-            str(i), _cut(r["question"]), _cut(r["reference"]), _cut(r["base"]["answer"]),
-            _cut(r["tuned"]["answer"]), _pair(r, "f1"), _pair(r, "rouge_l"), _pair(r, "em"),
+            str(i), _cut(r["question"]), _cut(r["reference"]), *(_cut(r[side]["answer"]) for side in sides),
+            scores, _pair(r, "rouge_l"), _pair(r, "em"),
         )  # fmt: skip
     return table
 
 
 def _summary_table(sets: dict[str, Any]) -> Table:
+    from finetuneflow.text.verdict import MEMORY_PEERS, SIDES
+
     table = Table("question set", "n", "token F1", "ROUGE-L", "exact match", "answer found", "answer NLL",
                   "judge", title="base → tuned, means per set")  # fmt: skip
     for s in sets.values():
@@ -110,6 +128,11 @@ def _summary_table(sets: dict[str, Any]) -> Table:
         grades = (base.get("judge") or {}).get("score"), (tuned.get("judge") or {}).get("score")
         grade = "-" if None in grades else f"{grades[0]:.2f} → {grades[1]:.2f}"
         table.add_row(s["label"], str(s["questions"]), *cells, grade)
+        for side, peer in MEMORY_PEERS.items():
+            if side in s["means"]:  # one more row per memory side: its model without → with memory
+                mem, without = s["means"][side], s["means"][peer]
+                cells = [_means(without, mem, k) for k in ("f1", "rouge_l", "em", "contains", "nll")]
+                table.add_row(f"  {SIDES[peer]} → {SIDES[side]}", str(s["questions"]), *cells, "-")
     return table
 
 

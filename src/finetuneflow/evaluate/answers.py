@@ -1,11 +1,17 @@
-"""One question set through both models: greedy answers, their scores, the reference answer's NLL,
-and (when asked) the judge's grade.
+"""One question set through both models (and, with a memory, both models with memories in the
+prompt): greedy answers, their scores, the reference answer's NLL, and (when asked) the judge's grade.
 
 A row of the result (``evaluation.json`` → ``sets.<name>.rows``)::
 
     {"id", "question", "reference", "source",
      "base":  {"answer", "em", "f1", "rouge_l", "contains", "nll", ["judge": {"verdict", "reason"}]},
-     "tuned": {... the same ...}}
+     "tuned": {... the same ...},
+     ["base_memory", "tuned_memory": {... the same ...},
+      "memory": {"retrieved": [{"id", "source", "score", "kind"}], "in_prompt", "dropped", "prompt_tokens"}]}
+
+The memory sides read the prompt :mod:`~finetuneflow.evaluate.with_memory` builds; their NLL is
+measured within the model's whole context window (the memories make the prompt longer than the
+run's training rows may be).
 
 ``nll`` is the mean cross-entropy per token of the *reference* answer (its end-of-turn included)
 given the prompt, in nats: how likely each model finds the right answer, whatever it generated.
@@ -15,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from finetuneflow.evaluate.config import EvalConfig
 from finetuneflow.evaluate.judge import Judge
-from finetuneflow.evaluate.sets import SETS, Question
+from finetuneflow.evaluate.sets import SETS, SIDES, Question
+from finetuneflow.evaluate.with_memory import Retrieve, memory_questions
 from finetuneflow.events import Emitter
 from finetuneflow.models.chat import encode_chat, pack, pad_id
 from finetuneflow.models.generate import generate_replies
@@ -40,21 +47,55 @@ class Bench:
     amp: Callable[[], AbstractContextManager[Any]]
     judge: Judge | None
     emit: Emitter
+    retrieve: Retrieve | None = None  # None: no memory sides
 
 
 def answer_set(name: str, questions: list[Question], bench: Bench) -> list[dict[str, Any]]:
     """The rows of one set, in question order (see the module docstring)."""
     label = SETS.get(name, name)
+    recalled, records, wide = _with_memories(questions, bench, label)
+    sides: dict[str, list[dict[str, Any]]] = {}
     with bench.tuned.base() as base_model:
-        base = _side(base_model, questions, bench, f"{label}: base model")
-    tuned = _side(bench.tuned.model, questions, bench, f"{label}: tuned model")
-    rows = [
-        {"id": q.id, "question": q.text, "reference": q.reference, "source": q.source, "base": b, "tuned": t}
-        for q, b, t in zip(questions, base, tuned, strict=True)
-    ]
+        sides["base"] = _side(base_model, questions, bench, f"{label}: base model")
+        if recalled is not None:
+            sides["base_memory"] = _side(base_model, recalled, wide, f"{label}: base model + memory")
+    sides["tuned"] = _side(bench.tuned.model, questions, bench, f"{label}: tuned model")
+    if recalled is not None:
+        sides["tuned_memory"] = _side(bench.tuned.model, recalled, wide, f"{label}: tuned model + memory")
+    rows = []
+    for i, q in enumerate(questions):
+        row: dict[str, Any] = {"id": q.id, "question": q.text, "reference": q.reference, "source": q.source}
+        row |= {side: sides[side][i] for side in SIDES if side in sides}
+        if records is not None:
+            row["memory"] = records[i]
+        rows.append(row)
     if bench.judge is not None:
         _grade(rows, bench.judge, bench.emit, label)
     return rows
+
+
+def _with_memories(
+    questions: list[Question], bench: Bench, label: str
+) -> tuple[list[Question] | None, list[dict[str, Any]] | None, Bench]:
+    """The questions with recalled memories in their prompts, their records, and the bench that
+    measures them (NLL within the whole context window); (None, None, bench) without a memory.
+
+    Raises:
+        ValueError: ``max_new_tokens`` leaves too little of the model's context for a prompt.
+    """
+    if bench.retrieve is None:
+        return None, None, bench
+    from finetuneflow.models.generate import context_window
+
+    tokenizer = bench.tuned.tokenizer
+    window = context_window(bench.tuned.model, tokenizer)
+    budget = window - bench.cfg.max_new_tokens
+    if budget < 16:
+        raise ValueError(f"max_new_tokens ({bench.cfg.max_new_tokens}) leaves {budget} of the {window}-token "
+                         "context for a prompt with memories; lower it")  # fmt: skip
+    bench.emit("memory", message=f"{label}: recalling {bench.cfg.memories} memories per question")
+    recalled, records = memory_questions(questions, bench.retrieve, tokenizer, budget, bench.cfg.memory_share)
+    return recalled, records, replace(bench, max_len=max(bench.max_len, window))
 
 
 def _side(model: Any, questions: list[Question], bench: Bench, what: str) -> list[dict[str, Any]]:
@@ -96,9 +137,9 @@ def answer_nll(
 
 
 def _grade(rows: list[dict[str, Any]], judge: Judge, emit: Emitter, label: str) -> None:
-    done = 0
+    done, total = 0, sum(side in row for row in rows for side in SIDES)
     for row in rows:
-        for side in ("base", "tuned"):
+        for side in (s for s in SIDES if s in row):
             row[side]["judge"] = judge.grade(row["question"], row["reference"], row[side]["answer"])
             done += 1
-            emit("judge", done, 2 * len(rows), message=f"{label}: judge")
+            emit("judge", done, total, message=f"{label}: judge")

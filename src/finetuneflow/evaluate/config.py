@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from finetuneflow.config import setting
 
+MEMORY_MODES = ("auto", "on", "off")
+
 
 @dataclass
 class EvalConfig:
@@ -41,6 +43,16 @@ class EvalConfig:
         "Also grade every answer with an LLM through a provider (correct / partly / wrong, with a "
         "reason); needs the provider settings.",
     )
+    memory: str = setting(
+        "auto",
+        "Also answer every set with the project's memory in the prompt (base+memory, tuned+memory "
+        "columns), built as `ftf chat` builds it: auto = when the memory has items, on = always "
+        "(an empty memory is an error), off = never.",
+    )
+    memories: int = setting(5, "Memories recalled per question for the memory columns.")
+    memory_share: float = setting(
+        0.5, "Share of the prompt's free room memories may fill (as chat's memory_share)."
+    )
     batch_size: int = setting(4, "Packed rows per forward pass when computing losses.")
     threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
 
@@ -52,6 +64,12 @@ class EvalConfig:
             for n in ("max_new_tokens", "gen_batch", "resamples", "batch_size")
             if getattr(self, n) < 1
         ]
+        if self.memory not in MEMORY_MODES:
+            out.append(f"memory: must be one of {', '.join(MEMORY_MODES)}, not {self.memory!r}")
+        if self.memories < 1:
+            out.append("memories: must be >= 1 (turn the memory columns off with memory: off)")
+        if not 0 <= self.memory_share <= 1:
+            out.append("memory_share: must be in [0, 1]")
         if not 0.5 <= self.confidence < 1:
             out.append("confidence: must be in [0.5, 1), e.g. 0.95")
         return out

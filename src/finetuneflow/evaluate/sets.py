@@ -23,8 +23,18 @@ from pathlib import Path
 from finetuneflow.evaluate.config import EvalConfig
 from finetuneflow.state.datasets import read_split
 from finetuneflow.text.questions import Question, sample
+from finetuneflow.text.verdict import MEMORY_PEERS, SIDES
 
-__all__ = ["SETS", "UNSEEN", "Question", "general_questions", "general_text", "question_sets"]
+__all__ = [
+    "MEMORY_PEERS",
+    "SETS",
+    "SIDES",
+    "UNSEEN",
+    "Question",
+    "general_questions",
+    "general_text",
+    "question_sets",
+]
 
 SETS = {
     "eval": "eval split",

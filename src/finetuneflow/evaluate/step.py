@@ -5,6 +5,10 @@ Reads top to bottom: load the run's model once, measure eval losses, ask every q
 (:mod:`~finetuneflow.evaluate.answers`), run the forgetting check, decide the verdict
 (:mod:`~finetuneflow.evaluate.summary`) and write ``evaluation.json`` into the run.
 
+With a memory (``retrieve``, passed in by the api layer: a step never imports the memory), every
+set is also answered by base+memory and tuned+memory (:mod:`~finetuneflow.evaluate.with_memory`),
+and two more verdicts say whether the memory helps each model.
+
 Base and tuned are the same loaded weights: the adapter switched off is exactly the base model, so
 the comparison costs one model load and cannot mix up tokenizers or templates.
 
@@ -13,8 +17,11 @@ the comparison costs one model load and cannot mix up tokenizers or templates.
     {"format": 2, "config": {...EvalConfig...},
      "verdict": {"verdict": "better"|"same"|"worse", "sentence", "n", "base", "tuned", "diff",
                  "low", "high", "metric", "confidence", "resamples", "seed", "sets"} | null,
+     "memory_verdicts": {"base_memory"|"tuned_memory": {... as verdict ...}} | null,
      "sets": {"eval"|"heldout"|"recall"|"general": {"label", "questions", "comparison",
-              "means": {"base"|"tuned": {"em", "f1", "rouge_l", "contains", "nll", ["judge"]}},
+              "memory_comparisons": {"base_memory"|"tuned_memory": {...}} | null,
+              "means": {"base"|"tuned"[|"base_memory"|"tuned_memory"]: {"em", "f1", "rouge_l",
+                        "contains", "nll", ["judge"]}},
               "rows": [... see answers.py ...]}},
      "forgetting": {"base_perplexity", "tuned_perplexity", "change", ...} | null,
      "losses": {"chat"|"text": {"examples", "base_loss", "tuned_loss", ...}},
@@ -36,6 +43,7 @@ from finetuneflow.evaluate.forgetting import text_perplexity
 from finetuneflow.evaluate.judge import ChatClient, Judge
 from finetuneflow.evaluate.sets import question_sets
 from finetuneflow.evaluate.summary import summarise
+from finetuneflow.evaluate.with_memory import Retrieve
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.models.chat import encode_rows
 from finetuneflow.models.load import Tuned, load_tuned
@@ -48,15 +56,22 @@ FORMAT = 2  # 1: losses and unscored answers only
 
 
 def evaluate(
-    run_dir: Path, cfg: EvalConfig, on_event: EventSink | None = None, judge: ChatClient | None = None
+    run_dir: Path,
+    cfg: EvalConfig,
+    on_event: EventSink | None = None,
+    judge: ChatClient | None = None,
+    retrieve: Retrieve | None = None,
 ) -> dict[str, Any]:
     """Compare base and tuned on the run's questions; writes and returns ``evaluation.json``.
 
-    ``judge`` is the chat client that grades answers when ``cfg.judge`` is on.
+    ``judge`` is the chat client that grades answers when ``cfg.judge`` is on. ``retrieve`` gives
+    the memory items for a question (best first); with it (and ``cfg.memory`` not off) every set is
+    also answered with memories in the prompt.
 
     Raises:
         FileNotFoundError: the run has no trained adapter yet.
-        ValueError: ``cfg.judge`` is on and no ``judge`` client was given.
+        ValueError: ``cfg.judge`` is on and no ``judge`` client was given; ``cfg.memory`` is on and
+            no ``retrieve`` was given.
     """
     emit = Emitter("evaluate", on_event)
     if not (run_dir / rf.CONFIG).exists():
@@ -65,6 +80,10 @@ def evaluate(
         raise ValueError(
             "judge: on, but no LLM provider was given; set the provider (e.g. --model) or turn it off"
         )
+    if cfg.memory == "on" and retrieve is None:
+        raise ValueError("memory: on, but no memory was given to recall from; set memory: auto or off")
+    if cfg.memory == "off":
+        retrieve = None
     run_cfg = rf.read_json(run_dir / rf.CONFIG)
     trained = run_cfg["train"]  # the run's own settings: same row length and precision
     hardware.setup_threads(cfg.threads)
@@ -75,7 +94,7 @@ def evaluate(
     dataset = Path(run_cfg["dataset"])
     losses = _losses(tuned, dataset, trained["max_len"], cfg.batch_size, amp, emit)
     grader = Judge(judge) if cfg.judge and judge is not None else None
-    bench = Bench(tuned, cfg, trained["max_len"], amp, grader, emit)
+    bench = Bench(tuned, cfg, trained["max_len"], amp, grader, emit, retrieve)
     rows = {name: answer_set(name, qs, bench) for name, qs in question_sets(dataset, cfg).items() if qs}
     forgetting = None
     if cfg.forgetting:

@@ -111,7 +111,9 @@ class OpenAIEmbedder:
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or "").rstrip("/")
         if not self.base_url:
             raise ConfigError(
-                [f"embedder {self.name!r}: no base URL; set {BASE_URL_ENV} (for example http://127.0.0.1:8000/v1)"],
+                [
+                    f"embedder {self.name!r}: no base URL; set {BASE_URL_ENV} (for example http://127.0.0.1:8000/v1)"
+                ],
                 "memory",
             )
         self._timeout = timeout_s

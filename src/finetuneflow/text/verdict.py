@@ -22,6 +22,9 @@ from typing import Any, Literal
 
 Verdict = Literal["better", "same", "worse"]
 MIN_QUESTIONS = 5
+SIDES = {"base": "base", "tuned": "tuned", "base_memory": "base+memory", "tuned_memory": "tuned+memory"}
+"""Who answers (a row's key) -> its column label, in table order; the memory sides only with a memory."""
+MEMORY_PEERS = {"base_memory": "base", "tuned_memory": "tuned"}  # memory side -> side it is compared with
 METRIC_NAMES = {"f1": "token F1", "rouge_l": "ROUGE-L", "em": "exact match", "contains": "answer found"}
 
 
@@ -96,22 +99,28 @@ def compare(
     )  # fmt: skip
 
 
-def sentence(comparison: Comparison | Mapping[str, Any], questions: str) -> str:
-    """One plain sentence for a comparison; ``questions`` names them ("questions it was not trained on")."""
+def sentence(
+    comparison: Comparison | Mapping[str, Any],
+    questions: str,
+    subject: str = "the tuned model",
+    peer: str = "the base model",
+) -> str:
+    """One plain sentence for a comparison; ``questions`` names them ("questions it was not trained on"),
+    ``subject`` the side whose scores are ``tuned`` and ``peer`` the one whose are ``base``."""
     c = comparison if isinstance(comparison, Comparison) else Comparison(**comparison)
     name = METRIC_NAMES.get(c.metric, c.metric)
     numbers = (
         f"{name} {c.base:.2f} → {c.tuned:.2f} ({c.diff:+.2f}, {100 * c.confidence:.0f}% CI "
         f"{c.low:+.2f} to {c.high:+.2f})"
     )
-    head = f"On {c.n} {questions}, the tuned model answers"
+    head = f"On {c.n} {questions}, {subject} answers"
     if c.verdict == "better":
-        return f"{head} **better** than the base model: {numbers}."
+        return f"{head} **better** than {peer}: {numbers}."
     if c.verdict == "worse":
-        return f"{head} **worse** than the base model: {numbers}."
+        return f"{head} **worse** than {peer}: {numbers}."
     if c.n < MIN_QUESTIONS:
         return (
-            f"{head} **the same** as the base model as far as {c.n} question(s) can tell (at least "
+            f"{head} **the same** as {peer} as far as {c.n} question(s) can tell (at least "
             f"{MIN_QUESTIONS} are needed to tell a difference from noise): {numbers}."
         )
-    return f"{head} **the same** as the base model (the difference is within noise): {numbers}."
+    return f"{head} **the same** as {peer} (the difference is within noise): {numbers}."
