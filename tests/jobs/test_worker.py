@@ -28,7 +28,11 @@ def _project(tiny_model: Path) -> str:
 
 
 def _train_args(tiny_model: Path, steps: int) -> dict[str, Any]:
-    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, max_steps=steps, precision="fp32", threads=1)
+    # the style goal: a fixed number of steps (the knowledge goal's recall probe may stop a random
+    # tiny model early, and these tests count steps across a kill)
+    cfg = TrainConfig(
+        base_model=str(tiny_model), goal="style", max_len=64, max_steps=steps, precision="fp32", threads=1
+    )
     cfg.checkpoints.every = 2
     return {"dataset": "default", "config": to_dict(cfg)}
 
