@@ -45,20 +45,22 @@ def _done(job_id: int) -> bool:
     return log.get(job_id)["status"] in log.DONE
 
 
+def _train_until_a_checkpoint(project: str, tiny_model: Path, proc: Any, tmp_path: Path) -> tuple[int, Path]:
+    """Queue a 40-step training job and wait until the worker ``proc`` wrote its first checkpoint;
+    returns the job id and its run folder."""
+    job_id = jobs.submit("train", project, _train_args(tiny_model, steps=40))
+    run_dir = paths.project_dir(project) / "runs" / log.get(job_id)["params"]["args"]["run_id"]
+    log_file = tmp_path / "worker-0.log"
+    wait_for(lambda: list(run_dir.glob("checkpoints/*")), 120, "a first checkpoint", proc, log_file)
+    return job_id, run_dir
+
+
 def test_a_training_job_killed_mid_run_resumes_from_its_checkpoint(
     broker: str, worker: Callable[[str], Any], tiny_model: Path, tmp_path: Path
 ) -> None:
     project = _project(tiny_model)
     proc = worker("train")
-    job_id = jobs.submit("train", project, _train_args(tiny_model, steps=40))
-    run_dir = paths.project_dir(project) / "runs" / log.get(job_id)["params"]["args"]["run_id"]
-    wait_for(
-        lambda: list(run_dir.glob("checkpoints/*")),
-        120,
-        "a first checkpoint",
-        proc,
-        tmp_path / "worker-0.log",
-    )
+    job_id, run_dir = _train_until_a_checkpoint(project, tiny_model, proc, tmp_path)
     assert not _done(job_id), "the run finished before it could be killed: give it more steps"
     os.kill(_started(job_id)[-1]["pid"], signal.SIGKILL)  # the process running the job, mid-training
 
@@ -80,15 +82,7 @@ def test_a_job_whose_whole_worker_was_killed_is_requeued_by_the_next_worker(
 ) -> None:
     project = _project(tiny_model)
     first = worker("train")
-    job_id = jobs.submit("train", project, _train_args(tiny_model, steps=40))
-    run_dir = paths.project_dir(project) / "runs" / log.get(job_id)["params"]["args"]["run_id"]
-    wait_for(
-        lambda: list(run_dir.glob("checkpoints/*")),
-        120,
-        "a first checkpoint",
-        first,
-        tmp_path / "worker-0.log",
-    )
+    job_id, run_dir = _train_until_a_checkpoint(project, tiny_model, first, tmp_path)
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool: nobody is left to put the message back
     first.wait()
     assert log.get(job_id)["status"] == "running"  # what a killed process leaves behind
