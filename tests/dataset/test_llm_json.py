@@ -168,3 +168,11 @@ def test_valid_json_round_trips_without_repairs() -> None:
         text = json.dumps(value, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 2]))
         assert parse_llm_json(text) == (value, [])
         assert parse_llm_json(f"```json\n{text}\n```") == (value, ["code fence"])
+
+
+def test_an_empty_examples_list_is_a_problem_not_silence() -> None:
+    from finetuneflow.dataset.quality import validate_pairs
+
+    assert validate_pairs({"examples": []}) == ([], ['the "examples" list in the output is empty'])
+    assert validate_pairs([]) == ([], ['the "examples" list in the output is empty'])
+    assert validate_pairs({"answer": 1})[1] == ['no "examples" list in the output']

@@ -100,7 +100,9 @@ class ConvertedExample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _uid(kind: str, payload: Any) -> str:
+def content_uid(kind: str, payload: Any) -> str:
+    """Stable id of an example's content (``kind`` chat or text): the same content is the same
+    example, whether a converter, the LLM or a chat made it (the pool's uid column)."""
     blob = json.dumps([kind, payload], sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -130,7 +132,8 @@ def _convert(unit: Unit, cfg: DatasetConfig) -> ConvertedExample | None:
         messages = [dict(m) for m in unit.messages]
         if cfg.system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": cfg.system_prompt})
-        return ConvertedExample(_uid("chat", messages), "chat", unit.source, messages=messages, meta=meta)
+        uid = content_uid("chat", messages)
+        return ConvertedExample(uid, "chat", unit.source, messages=messages, meta=meta)
     if unit.n_tokens < cfg.min_text_tokens:
         return None
-    return ConvertedExample(_uid("text", unit.text), "text", unit.source, text=unit.text, meta=meta)
+    return ConvertedExample(content_uid("text", unit.text), "text", unit.source, text=unit.text, meta=meta)

@@ -8,14 +8,13 @@ build syncs converter examples into the pool (keeping review decisions) and read
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from finetuneflow.dataset.convert import ConvertedExample, DatasetConfig
+from finetuneflow.dataset.convert import ConvertedExample, DatasetConfig, content_uid
 from finetuneflow.dataset.generate import ChunkIn, Generated
 from finetuneflow.records import Message
 from finetuneflow.state import schema
@@ -42,9 +41,10 @@ def drop_reason(row: schema.Example, cfg: DatasetConfig) -> str | None:
 
 
 def uid_of(messages: list[Message] | None, text: str | None = None) -> str:
-    """Stable id of an example's content (the same content is the same example)."""
-    blob = json.dumps(["chat", messages] if messages is not None else ["text", text], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Stable id of an example's content (the same content is the same example): the converters'
+    :func:`~finetuneflow.dataset.convert.content_uid`, so a generated pair equal to a Q&A row is one row.
+    Rows stored before the two agreed keep their old uid when their text is not ASCII (JSON-escaped)."""
+    return content_uid("chat", messages) if messages is not None else content_uid("text", text)
 
 
 def load_chunks(session: Session, project_id: int, domain: str = "") -> list[ChunkIn]:
@@ -190,23 +190,27 @@ def add_examples(session: Session, project_id: int, dataset: str, rows: list[New
 
 def sync_converted(session: Session, project_id: int, dataset: str, examples: list[ConvertedExample]) -> None:
     """Make the pool's converter rows match ``examples``: new ones added, vanished ones removed
-    (their source changed), review decisions (status, rating, edits) on the rest kept."""
-    existing = {
-        row.uid: row
-        for row in session.scalars(
-            select(schema.Example).where(
-                schema.Example.project_id == project_id,
-                schema.Example.dataset == dataset,
-                schema.Example.origin == "converter",
-            )
+    (their source changed), review decisions (status, rating, edits) on the rest kept. An example
+    whose content the pool already holds from elsewhere (a generated pair equal to a Q&A row) is
+    that row: not added twice."""
+    rows = session.scalars(
+        select(schema.Example).where(
+            schema.Example.project_id == project_id, schema.Example.dataset == dataset
         )
-    }
+    )
+    existing: dict[str, schema.Example] = {}
+    others: set[str] = set()
+    for row in rows:
+        if row.origin == "converter":
+            existing[row.uid] = row
+        else:
+            others.add(row.uid)
     wanted = {ex.id for ex in examples}
     gone = [row.id for uid, row in existing.items() if uid not in wanted and not row.edited]
     if gone:
         session.execute(delete(schema.Example).where(schema.Example.id.in_(gone)))
     for ex in examples:
-        if ex.id in existing:
+        if ex.id in existing or ex.id in others:
             continue
         session.add(
             schema.Example(

@@ -62,6 +62,8 @@ def validate_pairs(value: Any) -> tuple[list[Pair], list[str]]:
     items = value.get("examples") if isinstance(value, dict) else value
     if not isinstance(items, list):
         return [], ['no "examples" list in the output']
+    if not items:  # a chunk that silently gave nothing would leave no trace in the rejections
+        return [], ['the "examples" list in the output is empty']
     pairs: list[Pair] = []
     problems: list[str] = []
     for item in items:
