@@ -70,6 +70,23 @@ def test_a_running_job_whose_process_died_is_marked_lost(database: str) -> None:
     assert _kinds(dead)[-1] == "lost" and log.get(alive)["status"] == "running"
 
 
+def test_a_lost_training_job_fails_its_run_row_too(database: str) -> None:
+    from finetuneflow.state import schema, session_scope
+    from finetuneflow.state.repo import get_or_create_project
+
+    project, run_id = f"lost-{uuid.uuid4().hex[:8]}", f"run-{uuid.uuid4().hex[:8]}"
+    with session_scope() as s:
+        pid = get_or_create_project(s, project).id
+        s.add(schema.Run(id=run_id, project_id=pid, dataset="default", base_model="m", status="running",
+                         path="runs/x", config={}))  # fmt: skip
+    job_id = log.create(pid, "train", {"run_id": run_id, "dataset": "default", "resume": False})
+    _age(job_id, 3 * log.HEARTBEAT_S + 1)
+    assert job_id in jobs.reap(FAST)
+    with session_scope() as s:
+        run = s.get(schema.Run, run_id)
+        assert run is not None and run.status == "failed" and "lost" in run.summary["error"]
+
+
 def test_a_lost_queued_job_is_queued_again_until_its_attempts_run_out(
     database: str, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -130,9 +130,17 @@ def stale(timeout_s: float) -> list[dict[str, Any]]:
 
 
 def mark_lost(job_id: int, timeout_s: float) -> None:
-    """Fail a stale job: its process stopped beating ``timeout_s`` ago."""
+    """Fail a stale job: its process stopped beating ``timeout_s`` ago. A training job's run row
+    (still ``running``: nobody else will end it) fails with it; ``ftf train --resume`` reopens it."""
     error = f"lost: no heartbeat for {timeout_s:g} s (its process was killed or its machine is gone)"
     append(job_id, "lost", {"error": error}, status="failed", error=error)
+    params = get(job_id)["params"] or {}
+    run_id = params.get("run_id") or (params.get("args") or {}).get("run_id")
+    if run_id:
+        with session_scope() as s:
+            run = s.get(schema.Run, run_id)
+            if run is not None and run.status == "running":
+                run.status, run.summary = "failed", {"error": error, "resumable": True}
 
 
 @contextmanager
