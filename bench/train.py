@@ -77,6 +77,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_data import make_rows, n_tokens  # noqa: E402  (bench/ is not a package)
+from train_profile import child_profile, print_profile  # noqa: E402
 
 TARGET_SPEED = 3.0  # ours / TRL real tokens/s
 TARGET_MEMORY = 0.7  # ours / TRL peak RSS
@@ -236,7 +237,7 @@ def child_ceiling(job: dict[str, Any]) -> dict[str, Any]:
     return {"gflops": 2 * n**3 / best / 1e9, "dtype": str(dtype).removeprefix("torch."), "device": device}
 
 
-CHILDREN = {"ours": child_ours, "trl": child_trl, "ceiling": child_ceiling}
+CHILDREN = {"ours": child_ours, "trl": child_trl, "ceiling": child_ceiling, "profile": child_profile}
 
 
 def child_main(kind: str, job_path: str) -> None:
@@ -390,6 +391,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--matmul", type=int, default=2048, help="size of the ceiling's square matmul")
     parser.add_argument("--quick", action="store_true", help="smoke test: 16 rows, ~2 steps, one round")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (dataset, runs, logs)")
+    parser.add_argument("--profile", type=int, nargs="?", const=2, default=0, metavar="STEPS",
+                        help="only profile ours, STEPS steps (default 2), by part (bench/train_profile.py)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.min_steps = 1
@@ -424,6 +427,9 @@ def main() -> None:
             flush=True,
         )
         job = {"model": str(model), "dataset": str(dataset), "batch": args.batch, "threads": args.threads}
+        if args.profile:
+            print_profile(run_child("profile", {**job, "steps": args.profile}, root, "profile"))
+            return
         epochs = math.ceil(steps_ours * args.batch / rows) + 1
         results: dict[str, list[dict[str, Any]]] = {"ours": [], "trl": []}
         ceilings = []

@@ -28,6 +28,7 @@ def test_packed_row_equals_each_example_alone(tiny_model: Path, tiny_tokenizer: 
     register()
     model = load_causal_lm(tiny_model, attention=attention).eval()
     assert model.config._attn_implementation == attention
+    model.train(attention == "ftf_eager")  # training: per-example blocks (eval: the matmul path)
     texts = ["The cover is open.", "Support is open Monday to Friday.", "Hello!"]
     exs = [encode_text(tiny_tokenizer, t, 64) for t in texts]
     (row,) = pack(exs, 64, tiny_tokenizer.pad_token_id)
@@ -97,14 +98,24 @@ def test_our_matmul_attention_matches_transformers_eager_in_values_and_gradients
     torch.manual_seed(0)
     ids = torch.randint(0, 300, (2, 40))
     pos = torch.cat([torch.arange(25), torch.arange(15)]).repeat(2, 1)  # two packed examples per row
+    pos[1] = torch.cat([torch.arange(7), torch.arange(30), torch.arange(3)])  # three in the second row
     results = []
-    for attention in ("eager", "ftf_eager"):
-        model = load_causal_lm(tiny_model, attention=attention)
-        logits = model(input_ids=ids, position_ids=pos).logits
+    # eager with its dense mask; ours in eval mode (matmul path), ours training (per-example kernel)
+    for attention, training in (("eager", False), ("ftf_eager", False), ("ftf_eager", True)):
+        model = load_causal_lm(tiny_model, attention=attention).train(training)
+        logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits  # no cache: packed mask
         logits.logsumexp(-1).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if "self_attn" in n}
         results.append((logits.detach(), grads))
-    (a, ga), (b, gb) = results
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-    for name in ga:
-        torch.testing.assert_close(ga[name], gb[name], atol=1e-5, rtol=1e-4)
+    (a, ga), *ours = results
+    for b, gb in ours:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        for name in ga:
+            torch.testing.assert_close(ga[name], gb[name], atol=1e-5, rtol=1e-4)
+
+
+def test_packed_blocks_are_where_positions_restart() -> None:
+    from finetuneflow.train.attention import blocks
+
+    assert blocks([0, 1, 2, 0, 1, 0, 0, 1]) == [(0, 3), (3, 5), (5, 6), (6, 8)]
+    assert blocks([3, 4, 5]) == [(0, 3)]  # a row that starts mid-example is still one block

@@ -1,12 +1,18 @@
-"""A matmul attention for CPU training that keeps one 16-bit copy of the probabilities.
+"""CPU attention for training on packed rows: causal attention inside each packed example, with
+no (rows x heads x len x len) mask or probabilities in memory, and a matmul fallback for the rest.
 
-transformers' eager attention computes ``softmax(scores, dtype=float32).to(bf16)``: autograd then
-saves the fp32 softmax output for the softmax's backward *and* the bf16 copy for the value matmul's,
-6 bytes per (head, query, key) per layer. Here one autograd function does the softmax in fp32 and
-saves only the 16-bit probabilities, which the value matmul saves anyway (the same tensor), and
-computes the softmax gradient from them in fp32: 2 bytes per element instead of 6, the same
-forward values, and a gradient that differs by the rounding of the probabilities to bf16 (the
-precision autocast already trains at). Registered with transformers as ``"ftf_eager"``.
+Training (the module in train mode, ``position_ids`` given, no KV cache): a packed row holds
+several examples whose positions restart at 0; each example is one causal block, so attention runs
+per block through torch's fused SDPA kernel with ``is_causal`` (a flash kernel on CPU: fp32
+accumulation, nothing quadratic saved for the backward). The dense block-diagonal mask, its
+additions, the fp32 softmax copies and the softmax backward's elementwise passes were ~half of a
+SmolLM2-135M step at 512-token rows (``bench/train.py --profile``); blocks also skip the
+cross-example work. The numbers are eager's up to bf16 rounding (eager rounds the probabilities
+to bf16; the kernel keeps them in fp32).
+
+Anything else (evaluation, generation with a cache or padding): transformers' eager attention,
+except that one autograd function does the softmax in fp32 and saves only the 16-bit
+probabilities (2 bytes per element instead of eager's 6). Registered as ``"ftf_eager"``.
 """
 
 from __future__ import annotations
@@ -46,11 +52,15 @@ def ftf_eager_attention(
     attention_mask: Any,
     scaling: float,
     dropout: float = 0.0,
-    **_: Any,
+    **kwargs: Any,
 ) -> tuple[Any, Any]:
-    """Same contract as transformers' ``eager_attention_forward``: (output (B, T, H, D), probs)."""
+    """Same contract as transformers' ``eager_attention_forward``: (output (B, T, H, D), probs or
+    None when the packed blocks were used)."""
     import torch
 
+    positions = kwargs.get("position_ids")
+    if module.training and positions is not None and query.shape[2] == key.shape[2] and not dropout:
+        return packed_causal_attention(query, key, value, positions, scaling), None
     groups = query.shape[1] // key.shape[1]  # grouped-query attention: repeat the kv heads
     if groups > 1:
         key = key.repeat_interleave(groups, dim=1)
@@ -61,6 +71,31 @@ def ftf_eager_attention(
     probs = _SOFTMAX().apply(scores, query.dtype)
     probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
+def blocks(positions: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each packed example in a row: a new one starts where the position is 0."""
+    starts = [t for t, p in enumerate(positions) if p == 0 or t == 0]
+    return list(zip(starts, [*starts[1:], len(positions)], strict=True))
+
+
+def packed_causal_attention(query: Any, key: Any, value: Any, position_ids: Any, scaling: float) -> Any:
+    """Causal attention within each example of packed rows: (B, H, T, D) in, (B, T, H, D) out."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: the kernel wants as many kv heads as query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    rows = []
+    for b, positions in enumerate(position_ids.tolist()):
+        parts = [
+            sdpa(query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
+                 is_causal=True, scale=scaling)
+            for s, e in blocks(positions)
+        ]  # fmt: skip
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=0).transpose(1, 2).contiguous()
 
 
 _CACHE: dict[str, Any] = {}

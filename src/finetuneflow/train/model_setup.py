@@ -96,8 +96,9 @@ def attention_kernel(cfg: TrainConfig, device: str) -> str:
     """The attention implementation for this run.
 
     On a CPU, torch's fused SDPA kernel with the block-diagonal mask of packed rows took 37% of a
-    SmolLM2-135M step (512-token rows, bf16); plain matmuls + softmax (train/attention.py, which
-    keeps one bf16 copy of the probabilities) ran the whole step ~30% faster (387 vs 293 tok/s).
+    SmolLM2-135M step (512-token rows, bf16); plain matmuls + softmax ran the whole step ~30%
+    faster (387 vs 293 tok/s). ``ftf_eager`` (train/attention.py) now trains with SDPA's causal
+    kernel per packed example (no mask at all) and keeps the matmul path for evaluation.
     GPUs keep SDPA (flash kernels); ``attention='eager'`` and ``'sdpa'`` force either.
     """
     if cfg.attention != "auto":

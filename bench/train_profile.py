@@ -1,0 +1,211 @@
+"""Where one training step's time goes: ``bench/train.py --profile`` runs our step under
+``torch.profiler`` and splits its CPU time into matmul, attention, RMSNorm, RoPE, SwiGLU, LoRA's
+elementwise work, softmax/cross-entropy, casts, the optimizer (with gradient clipping) and the rest.
+
+How time is attributed (self CPU time of every profiled op, so nothing counts twice):
+1. by the op's name first: matrix products (forward and backward, LoRA and the LM head too),
+   attention kernels, log-softmax/NLL, dtype casts, ``_foreach_*``/AdamW ops;
+2. otherwise by the part of the model that ran it: forward hooks wrap each ``*RMSNorm``, ``*MLP``,
+   ``*Attention`` and LoRA layer (and the rotary helper and our LM-head loss) in a
+   ``record_function`` label; a backward op inherits the label of the forward op that made its
+   autograd node (matched by the profiler's sequence numbers), so RoPE's backward is RoPE's;
+3. what is left (residual adds, embedding, views, the autograd engine) is "other".
+The first optimizer step is not profiled (kernel selection, first-touch page faults).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+LABEL = "ftf::"
+MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")
+ATTENTION = ("scaled_dot_product", "flash_attention", "aten::_efficient_attention")
+LOSS = ("log_softmax", "nll_loss", "cross_entropy", "aten::_softmax")
+CASTS = ("aten::to", "aten::_to_copy", "aten::copy_")
+OPTIMIZER = ("Optimizer.", "aten::_foreach", "aten::_fused_adam", "aten::clamp_min",
+             "aten::linalg_vector_norm")  # fmt: skip
+PARTS = {"RMSNorm": "RMSNorm", "MLP": "SwiGLU activation", "Attention": "attention (other)"}
+ORDER = ("matmul", "attention core", "softmax / cross-entropy", "casts", "RMSNorm", "RoPE",
+         "SwiGLU activation", "LoRA elementwise", "attention (other)", "LM head (other)",
+         "optimizer + clipping", "other")  # fmt: skip
+
+
+def _label(module: Any) -> str | None:
+    name = type(module).__name__
+    if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
+        return "LoRA elementwise"
+    return next((part for key, part in PARTS.items() if name.endswith(key)), None)
+
+
+@contextmanager
+def labelled(model: Any) -> Iterator[None]:
+    """Wrap the model's parts (and the rotary helper, our head loss) in profiler labels."""
+    import torch
+    from transformers.models.llama import modeling_llama
+
+    from finetuneflow.models import loss
+
+    handles, stacks = [], defaultdict(list)
+
+    def enter(name: str) -> Callable[..., None]:
+        def hook(module: Any, *_: Any) -> None:
+            scope = torch.autograd.profiler.record_function(LABEL + name)
+            scope.__enter__()
+            stacks[id(module)].append(scope)
+
+        return hook
+
+    def leave(module: Any, *_: Any) -> None:
+        stacks[id(module)].pop().__exit__(None, None, None)
+
+    for module in model.modules():
+        if name := _label(module):
+            handles += [module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave)]
+    patched = {(modeling_llama, "apply_rotary_pos_emb"): "RoPE", (loss, "_head_loss"): "LM head (other)"}
+    originals = {key: getattr(*key) for key in patched}
+    for (owner, attr), name in patched.items():
+        setattr(owner, attr, _scoped(originals[(owner, attr)], name))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for (owner, attr), fn in originals.items():
+            setattr(owner, attr, fn)
+
+
+def _scoped(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    import torch
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with torch.autograd.profiler.record_function(LABEL + name):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def _by_name(name: str) -> str | None:
+    by_name = ((MATMUL, "matmul"), (ATTENTION, "attention core"), (LOSS, "softmax / cross-entropy"),
+               (CASTS, "casts"), (OPTIMIZER, "optimizer + clipping"))  # fmt: skip
+    for prefixes, part in by_name:
+        if any(p in name for p in prefixes):
+            return part
+    return None
+
+
+def _scope(event: Any) -> str | None:
+    """The nearest ``ftf::`` label above ``event`` (the event itself included)."""
+    while event is not None:
+        if event.name.startswith(LABEL):
+            return str(event.name[len(LABEL) :])
+        if event.name.startswith("Optimizer."):
+            return "optimizer + clipping"
+        event = event.cpu_parent
+    return None
+
+
+def _backward_node(event: Any) -> Any | None:
+    while event is not None:
+        if event.name.startswith("autograd::engine::evaluate_function"):
+            return event
+        event = event.cpu_parent
+    return None
+
+
+def _caller(event: Any) -> str:
+    """What a cast ran for: the nearest enclosing op that is not a cast (or the backward node)."""
+    parent = event.cpu_parent
+    while parent is not None and (_by_name(parent.name) == "casts" or parent.name.startswith(LABEL)):
+        parent = parent.cpu_parent
+    return str(parent.name) if parent is not None else "(top level)"
+
+
+def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str]]:
+    """Self CPU microseconds by part, by op name and, for casts, by what they ran for, over
+    ``events`` (``prof.events()``)."""
+    forward = {e.sequence_nr: _scope(e) for e in events if e.sequence_nr >= 0 and not _backward_node(e)}
+    parts: Counter[str] = Counter()
+    ops: Counter[str] = Counter()
+    casts: Counter[str] = Counter()
+    for e in events:
+        if e.name.startswith(LABEL) or e.self_cpu_time_total <= 0:
+            continue
+        ops[e.name] += e.self_cpu_time_total
+        node = _backward_node(e)
+        scope = forward.get(node.sequence_nr) if node is not None else _scope(e)
+        part = _by_name(e.name) or scope or "other"
+        parts[part] += e.self_cpu_time_total
+        if part == "casts":
+            casts[f"{_caller(e)} [{scope or '-'}]"] += e.self_cpu_time_total
+    return parts, ops, casts
+
+
+def child_profile(job: dict[str, Any]) -> dict[str, Any]:
+    """Train ``job['steps']`` + 2 steps with our step; profile all but the first and the last."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from finetuneflow.events import Event
+    from finetuneflow.train import step as train_step
+    from finetuneflow.train.config import LoraSettings, TrainConfig
+
+    steps = int(job["steps"])
+    prof = profile(activities=[ProfilerActivity.CPU])
+    clock: dict[str, float] = {}
+    built = train_step.build_model
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        out = built(*args, **kwargs)
+        stack.append(labelled(out.model))
+        stack[-1].__enter__()
+        return out
+
+    def on_event(event: Event) -> None:
+        if event.stage != "step":
+            return
+        if event.done == 1:
+            prof.start()
+            clock["start"] = time.perf_counter()
+        elif event.done == 1 + steps:
+            clock["seconds"] = time.perf_counter() - clock["start"]
+            prof.stop()
+
+    stack: list[Any] = []
+    train_step.build_model = build  # train() builds the model (LoRA attached): label it there
+    cfg = TrainConfig(
+        base_model=job["model"], max_len=512, batch_size=2, grad_accum=max(1, job["batch"] // 2),
+        max_steps=steps + 2, epochs=100.0, learning_rate=2e-4, eval_every=steps + 2,
+        threads=job["threads"], lora=LoraSettings(r=16, alpha=32),
+    )  # fmt: skip
+    try:
+        summary = train_step.train(Path(job["dataset"]), Path(job["out"]) / "run", cfg, on_event)
+    finally:
+        train_step.build_model = built
+        for scope in stack:
+            scope.__exit__(None, None, None)
+    parts, ops, casts = split(list(prof.events()))
+    return {
+        "steps": steps, "seconds": clock["seconds"], "parts_us": dict(parts),
+        "top_ops_us": dict(ops.most_common(15)), "casts_us": dict(casts.most_common(8)),
+        "tokens_per_s": summary["tokens_per_s"], "threads": torch.get_num_threads(),
+    }  # fmt: skip
+
+
+def print_profile(result: dict[str, Any]) -> None:
+    parts, total = result["parts_us"], sum(result["parts_us"].values())
+    per_step = result["seconds"] / result["steps"]
+    print(f"profile of {result['steps']} optimizer step(s) after the first, {result['threads']} thread(s): "
+          f"{per_step:.2f} s per step wall, {total / 1e6 / result['steps']:.2f} s of profiled op time "
+          f"per step (the run's {result['tokens_per_s']:.0f} real tok/s; the profiler slows it)")  # fmt: skip
+    for part in sorted(parts, key=lambda p: (ORDER.index(p) if p in ORDER else len(ORDER), -parts[p])):
+        share, ms = parts[part] / total, parts[part] / 1e3 / result["steps"]
+        print(f"  {part:<24} {ms:9.1f} ms/step  {share:6.1%}  {'#' * round(40 * share)}")
+    for title, key in (("top ops by self time", "top_ops_us"), ("casts, by what they ran for", "casts_us")):
+        print(f"  {title}:")
+        for name, us in result[key].items():
+            print(f"    {name:<60} {us / 1e3 / result['steps']:9.1f} ms/step  {us / total:6.1%}")
