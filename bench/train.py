@@ -78,6 +78,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_data import make_rows, n_tokens  # noqa: E402  (bench/ is not a package)
 from train_profile import child_profile, print_profile  # noqa: E402
+from train_threads import scaling  # noqa: E402
 
 TARGET_SPEED = 3.0  # ours / TRL real tokens/s
 TARGET_MEMORY = 0.7  # ours / TRL peak RSS
@@ -148,7 +149,7 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
     """Train with TRL's SFTTrainer (defaults, see the module docstring), counting real tokens."""
     import torch
 
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job["threads"] or len(os.sched_getaffinity(0)))
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
@@ -217,7 +218,7 @@ def child_ceiling(job: dict[str, Any]) -> dict[str, Any]:
 
     from finetuneflow import hardware
 
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job["threads"] or len(os.sched_getaffinity(0)))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = device == "cuda" or hardware.cpu_has_bf16()
     dtype = torch.bfloat16 if bf16 else torch.float32
@@ -261,7 +262,7 @@ def run_child(kind: str, job: dict[str, Any], root: Path, tag: str) -> dict[str,
     job = {**job, "out": str(out)}
     job_path = out / "job.json"
     job_path.write_text(json.dumps(job))
-    threads = str(job["threads"])
+    threads = str(job["threads"] or len(os.sched_getaffinity(0)))  # 0: ours decides, from all cores
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     log = out / "log.txt"
@@ -379,7 +380,7 @@ def summarize(results: dict[str, list[dict[str, Any]]], ceilings: list[float], t
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="ours, TRL pairs to run (medians reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per engine")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per engine (0: ours' default)")
     work = parser.add_mutually_exclusive_group()
     work.add_argument("--tokens", type=int, default=16384, help="real-token budget per engine")
     work.add_argument("--steps", type=int, default=0, help="ours' steps; TRL's matched to the same tokens")
@@ -393,6 +394,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (dataset, runs, logs)")
     parser.add_argument("--profile", type=int, nargs="?", const=2, default=0, metavar="STEPS",
                         help="only profile ours, STEPS steps (default 2), by part (bench/train_profile.py)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="only ours: 1 thread vs the default, quiet and busy (bench/train_threads.py)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.min_steps = 1
@@ -429,6 +432,9 @@ def main() -> None:
         job = {"model": str(model), "dataset": str(dataset), "batch": args.batch, "threads": args.threads}
         if args.profile:
             print_profile(run_child("profile", {**job, "steps": args.profile}, root, "profile"))
+            return
+        if args.scaling:
+            scaling(run_child, {**job, "steps": steps_ours, "epochs": 100}, root)
             return
         epochs = math.ceil(steps_ours * args.batch / rows) + 1
         results: dict[str, list[dict[str, Any]]] = {"ours": [], "trl": []}

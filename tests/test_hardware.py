@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from finetuneflow import hardware
@@ -19,3 +20,28 @@ def test_threads_setting() -> None:
         assert hardware.setup_threads(0) == hardware.available_cores()
     finally:
         torch.set_num_threads(before)
+
+
+def test_threads_leave_the_cores_others_keep_busy() -> None:
+    assert hardware.threads_for(2, 0.2) == 2
+    assert hardware.threads_for(2, 0.6) == 1  # a core more than half busy is taken
+    assert hardware.threads_for(2, 5.0) == 1  # never fewer than one
+    assert hardware.threads_for(8, 2.4) == 6
+
+
+def test_core_share_sees_another_process_spinning() -> None:
+    import subprocess
+    import sys
+    import time
+
+    if hardware._cpu_jiffies() is None:
+        pytest.skip("no /proc/stat on this system: the share stays at its starting threads")
+    share = hardware.CoreShare(hardware.available_cores(), every_s=0.5)
+    assert share.others_busy() is None  # too soon to tell
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)
+        busy = share.others_busy()
+    finally:
+        spinner.kill()
+    assert busy is not None and busy >= 0.7  # the spinner's core at least (other load only adds)

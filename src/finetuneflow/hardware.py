@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from contextlib import AbstractContextManager, nullcontext
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,63 @@ def setup_threads(threads: int) -> int:
     n = threads if threads > 0 else available_cores()
     torch.set_num_threads(n)
     return n
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat; None off Linux."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def threads_for(cores: int, others_busy: float) -> int:
+    """Our threads when other processes keep ``others_busy`` cores busy: the rest, at least one
+    (a core more than half busy counts as taken)."""
+    return max(1, cores - int(others_busy + 0.5))
+
+
+class CoreShare:
+    """Threads for torch that leave the cores other processes keep busy, re-decided as load
+    changes: on a 2-core box with another process spinning, two OpenMP threads wait on each
+    other at every barrier and a step runs slower than on one thread (FACTS.md saw 40x with three
+    trainers). Samples /proc/stat between calls; a no-op where it cannot read it.
+    """
+
+    def __init__(self, cores: int, every_s: float = 5.0) -> None:
+        self.cores, self.every_s = cores, every_s
+        self.threads = cores
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, tuple[int, int] | None, float]:
+        times = os.times()
+        return time.monotonic(), _cpu_jiffies(), times.user + times.system
+
+    def others_busy(self) -> float | None:
+        """Cores other processes used since the last sample (None if unknown or too soon)."""
+        now = self._sample()
+        (t0, j0, own0), (t1, j1, own1) = self._last, now
+        if j0 is None or j1 is None or t1 - t0 < self.every_s:
+            return None
+        self._last = now
+        tick = os.sysconf("SC_CLK_TCK")
+        all_busy = (j1[0] - j0[0]) / tick / (t1 - t0)  # ticks of every CPU: busy cores
+        return max(0.0, all_busy - (own1 - own0) / (t1 - t0))
+
+    def adapt(self) -> int:
+        """Set torch's threads to the cores left free (at least one); returns the count."""
+        busy = self.others_busy()
+        if busy is not None:
+            threads = threads_for(self.cores, busy)
+            if threads != self.threads:
+                import torch
+
+                torch.set_num_threads(threads)
+                self.threads = threads
+        return self.threads
 
 
 def pick_device(requested: str = "auto") -> str:

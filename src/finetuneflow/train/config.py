@@ -124,7 +124,10 @@ class TrainConfig:
         "weights, gradients and optimizer state sharded across processes (models too big for one "
         "device); auto = fsdp when `accelerate launch --use_fsdp` asked for it, else ddp.",
     )
-    threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
+    threads: int = setting(
+        0, "CPU threads for torch (0 = the available cores other processes leave free, re-checked as "
+        "the load changes; N = exactly N)."
+    )
     seed: int = setting(42, "Seed for row order, adapter init and dropout: same seed, same run.")
     lora: LoraSettings = section(LoraSettings, "The LoRA adapter (method lora or qlora).")
     checkpoints: CheckpointSettings = section(CheckpointSettings, "Checkpoints, resume and early stopping.")

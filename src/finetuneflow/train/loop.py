@@ -49,6 +49,8 @@ class Loop:
     # The knowledge goal's recall probe (train/recall.py: RecallProbe): when set, it decides the
     # best step and early stopping on answer F1 and the forgetting guard instead of eval loss.
     probe: Any = None
+    # hardware.CoreShare when threads is 0 (all cores) on a CPU: torch's threads follow the load
+    cores: Any = None
 
     @property
     def total(self) -> int:
@@ -103,6 +105,7 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
     loop.model.train()
     while state.step < loop.total:
         rows = [r for micro in loop.plan[state.step] for r in micro]
+        threads = loop.cores.adapt() if loop.cores else None
         lr = lr_at(state.step, loop.total, warmup, cfg.learning_rate)
         started = time.time()
         loss, norm = _optimizer_step(loop, state, rows, lr, log)
@@ -117,6 +120,7 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
             log.write(
                 step=state.step, loss=round(loss, 5), lr=lr, grad_norm=round(norm, 4), real_tokens=real,
                 tokens_per_s=round(speed, 1), eta_s=round(eta, 1),
+                **({"threads": threads} if threads else {}),
             )  # fmt: skip
         stop = False
         evaluated = state.step % eval_every == 0 or state.step == loop.total

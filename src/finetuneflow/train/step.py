@@ -151,6 +151,8 @@ def train(
         built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
         loss_fn, sharded, probe,
     )  # fmt: skip
+    if cfg.threads == 0 and device == "cpu" and dist.world == 1:  # "all cores": those left free
+        loop.cores = hardware.CoreShare(threads)
     state = _start_state(loop, resume)
     status = run(loop, state)
     if sharded:  # the trained weights, whole, into rank 0's CPU memory (every rank helps gather)
