@@ -125,7 +125,8 @@ def test_the_openapi_document_lists_the_stable_paths(client: TestClient) -> None
     assert doc["openapi"].startswith("3.")
     expected = {
         "/api/projects", "/api/projects/{project}", "/api/projects/{project}/files",
-        "/api/projects/{project}/ingest", "/api/projects/{project}/ingest-report", "/api/projects/{project}/chunks",
+        "/api/projects/{project}/ingest", "/api/projects/{project}/ingest-report",
+        "/api/projects/{project}/chunks",
         "/api/projects/{project}/datasets", "/api/projects/{project}/datasets/generate",
         "/api/projects/{project}/datasets/{dataset}/examples",
         "/api/projects/{project}/datasets/{dataset}/examples/{example_id}",
