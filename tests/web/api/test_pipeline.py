@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from conftest import QUICKSTART
 from fastapi.testclient import TestClient
-from jobs.conftest import broker, worker  # noqa: F401 - fixtures: a broker and a worker subprocess
 
 from finetuneflow.config import to_dict
 from finetuneflow.train.config import TrainConfig
