@@ -44,7 +44,7 @@ def test_every_error_has_one_shape_and_a_4xx(client: TestClient, project: str) -
     message = _error(client.post(f"/api/projects/{project}/datasets", json={"config": {"nme": "x"}}),
                      400, "invalid_config")  # fmt: skip
     assert "nme: unknown key (did you mean 'name'?)" in message
-    _error(client.post(f"/api/projects/{project}/ingest", json={}), 400, "no_files")
+    _error(client.post(f"/api/projects/{project}/ingest", json={}), 409, "no_files")
 
 
 def test_a_bad_setting_is_refused_before_the_app_exists() -> None:
