@@ -1,5 +1,5 @@
 """The whole pipeline through the REST API with a real ``ftf worker`` per queue: upload the sample
-files, ingest, build, review, train the tiny model, export, download; each step a job followed to
+files, ingest, build, review, train the tiny model, evaluate, export, download; each step a job followed to
 its end over server-sent events. On SQLite with the embedded broker (nothing to install) and on
 the real PostgreSQL with the real Redis (the scale-out configuration)."""
 
@@ -38,7 +38,7 @@ def _ran(client: TestClient, response: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("database", "broker"), [("sqlite", "embedded"), ("postgres", "redis")], indirect=True
 )
-def test_upload_ingest_build_review_train_export_download(
+def test_upload_ingest_build_review_train_evaluate_export_download(
     client: TestClient, project: str, worker: Callable[[str], Any], tiny_model: Path
 ) -> None:
     worker("default")
@@ -74,6 +74,18 @@ def test_upload_ingest_build_review_train_export_download(
     assert _ran(client, queued)["run_id"] == run_id
     assert client.get(f"{p}/runs/{run_id}").json()["status"] == "finished"
     assert [m["step"] for m in client.get(f"{p}/runs/{run_id}/metrics").json() if "loss" in m][-1] == 3
+
+    small = {
+        "answers": 3,
+        "recall": 2,
+        "forgetting": False,
+        "max_new_tokens": 8,
+        "memory": "off",
+        "threads": 1,
+    }
+    verdict = _ran(client, client.post(f"{p}/runs/{run_id}/evaluations", json={"config": small}))
+    assert verdict["run_id"] == run_id and "verdict" in verdict
+    assert client.get(f"{p}/runs/{run_id}/evaluation").json()["losses"] == verdict["losses"]
 
     _ran(client, client.post(f"{p}/runs/{run_id}/exports", json={"config": {"formats": ["adapter"]}}))
     (listed,) = client.get(f"{p}/exports").json()
