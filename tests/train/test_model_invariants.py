@@ -119,3 +119,33 @@ def test_packed_blocks_are_where_positions_restart() -> None:
 
     assert blocks([0, 1, 2, 0, 1, 0, 0, 1]) == [(0, 3), (3, 5), (5, 6), (6, 8)]
     assert blocks([3, 4, 5]) == [(0, 3)]  # a row that starts mid-example is still one block
+
+
+def test_lora_without_peft_input_casts_computes_the_same_under_autocast(tiny_model: Path) -> None:
+    """build_model turns off peft's cast of a LoRA layer's input to fp32 under autocast, where
+    autocast casts it back to bf16 for the matmul: the loss and adapter gradients must not move by a
+    bit (with the default dropout 0; LoRA dropout would draw its masks on a bf16 tensor instead)."""
+    from finetuneflow.models.loss import summed_loss
+    from finetuneflow.train.model_setup import build_model
+
+    ids = torch.randint(0, 300, (2, 24))
+    batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(24).repeat(2, 1)}
+    cfg = TrainConfig(base_model=str(tiny_model), lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    results = []
+    for casts in (True, False):
+        torch.manual_seed(0)
+        model = build_model(tiny_model, cfg, "cpu", torch.bfloat16).model.train()
+        _perturb_lora(model)
+        layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+        assert layers and all(not m.cast_input_dtype_enabled for m in layers)
+        for m in layers:
+            m.cast_input_dtype_enabled = casts
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = summed_loss(model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], atol=0, rtol=0)
