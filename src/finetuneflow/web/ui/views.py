@@ -1,0 +1,168 @@
+"""What each studio page shows, read from the server's state (database rows and project folders),
+never from the browser: a reload, another tab or a restarted server renders the same page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from finetuneflow import api, paths
+from finetuneflow.state import jobs as log
+from finetuneflow.state import schema, session_scope
+
+STEPS = (
+    ("model", "Model"),
+    ("task", "Task"),
+    ("data", "Data"),
+    ("preview", "Preview"),
+    ("review", "Review"),
+    ("hardware", "Hardware"),
+    ("train", "Train"),
+    ("evaluate", "Evaluate"),
+    ("export", "Export"),
+)
+DATASET = "default"  # the wizard builds and trains one dataset per project, as `ftf` does by default
+
+
+def projects() -> list[dict[str, Any]]:
+    """Every project, newest first, with how many files and runs it has."""
+    with session_scope() as s:
+        rows = s.scalars(select(schema.Project).order_by(schema.Project.id.desc())).all()
+        out = []
+        for p in rows:
+            files = s.query(schema.File).filter(schema.File.project_id == p.id).count()
+            runs = s.query(schema.Run).filter(schema.Run.project_id == p.id).count()
+            out.append({"name": p.name, "files": files, "runs": runs, "created_at": str(p.created_at)[:19]})
+        return out
+
+
+def project_exists(name: str) -> bool:
+    with session_scope() as s:
+        return s.scalars(select(schema.Project.id).where(schema.Project.name == name)).first() is not None
+
+
+def recent_jobs(project: str | None = None, step: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest jobs, of one project (and step) if given. Job params hold the project's name."""
+    found = []
+    for job in log.listed(500):
+        params = job.get("params") or {}
+        if project is not None and params.get("project") != project:
+            continue
+        if step is not None and job["step"] != step:
+            continue
+        found.append({**job, "project": params.get("project", "")})
+        if len(found) >= limit:
+            break
+    return found
+
+
+def job_or_latest(project: str, steps: tuple[str, ...], job_id: int | None) -> dict[str, Any] | None:
+    """The job a page follows: the one named in its URL, else the project's newest of ``steps``."""
+    if job_id is not None:
+        try:
+            return log.get(job_id)
+        except LookupError:
+            return None
+    for job in recent_jobs(project, limit=100):
+        if job["step"] in steps:
+            return job
+    return None
+
+
+def ingest_report(project: str) -> dict[str, Any] | None:
+    try:
+        return api.ingest_report(project)
+    except (LookupError, FileNotFoundError):
+        return None
+
+
+def raw_files(project: str) -> list[str]:
+    """Names of the files uploaded into the project's ``raw/`` folder (pack members excluded)."""
+    raw = paths.project_dir(project) / "raw"
+    return sorted(p.name for p in raw.iterdir() if p.is_file() and not p.name.startswith(".")) if raw.is_dir() else []
+
+
+def examples(project: str, limit: int = 100) -> dict[str, Any]:
+    """The review list: the dataset's examples, kept and rejected, and the counts by status."""
+    from finetuneflow.dataset import review
+
+    try:
+        page = review.list_examples(project, DATASET, limit=limit)
+        counts = review.review_counts(project, DATASET)
+    except (LookupError, ValueError):
+        return {"rows": [], "total": 0, "counts": {}}
+    return {"rows": page.items, "total": page.total, "counts": counts}
+
+
+def dataset_ready(project: str) -> bool:
+    return (paths.project_dir(project) / "datasets" / DATASET / "manifest.json").is_file()
+
+
+def runs(project: str) -> list[dict[str, Any]]:
+    try:
+        return api.list_runs(project)
+    except LookupError:
+        return []
+
+
+def run_metrics(project: str, run_id: str) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` lines with a training loss (the chart's points after a reload)."""
+    path = paths.project_dir(project) / "runs" / run_id / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [m for m in lines if "loss" in m and "step" in m]
+
+
+def evaluation(project: str, run_id: str) -> dict[str, Any] | None:
+    path = paths.project_dir(project) / "runs" / run_id / "evaluation.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def exports(project: str, run_id: str) -> list[dict[str, Any]]:
+    """One row per exported artefact: format, file (relative to the export folder), size, sha256 and
+    its verification in words, from the ``export.json`` the export step wrote."""
+    folder = paths.project_dir(project) / "exports" / run_id
+    path = folder / "export.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for name, result in json.loads(path.read_text()).items():
+        files = result.get("files") if isinstance(result, dict) else None
+        typed = isinstance(files, dict) and files and all(isinstance(v, dict) for v in files.values())
+        items = [(f"{name} {t}", item) for t, item in files.items()] if typed else [(name, result)]
+        rows += [_export_row(label, item, folder) for label, item in items if isinstance(item, dict)]
+    return rows
+
+
+def _export_row(label: str, item: dict[str, Any], folder: Path) -> dict[str, Any]:
+    target = Path(str(item.get("path", "")))
+    try:
+        rel = str(target.resolve().relative_to(folder.resolve())) if item.get("path") else ""
+    except ValueError:  # the zip lies beside the folder: <run-id>.zip
+        rel = f"../{target.name}" if target.parent.resolve() == folder.parent.resolve() else ""
+    return {
+        "format": label,
+        "file": rel,
+        "is_file": target.is_file(),
+        "mb": round(int(item.get("bytes", 0) or 0) / 1e6, 2),
+        "sha256": str(item.get("sha256", ""))[:12],
+        "verification": verification(item),
+    }
+
+
+def verification(item: dict[str, Any]) -> dict[str, Any]:
+    """An artefact's check as ``{"ok": True/False/None, "text": ...}`` (None: nothing to check)."""
+    v = item.get("verify")
+    if not v:
+        diff = item.get("max_logit_diff_vs_adapter")
+        if diff is not None:
+            return {"ok": True, "text": f"logits match the adapter model within {diff:.1e}"}
+        return {"ok": None, "text": "no check for this format"}
+    if isinstance(v, dict) and "passed" in v:
+        words = f"max diff {v.get('max_abs_diff', 0):.2g}, top-1 {v.get('top1_agreement', 0):.3f}"
+        return {"ok": bool(v["passed"]), "text": f"{'passed' if v['passed'] else 'FAILED'}: {words}"}
+    return {"ok": None, "text": str(v)}
