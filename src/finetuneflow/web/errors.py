@@ -1,0 +1,107 @@
+"""Every error the REST API answers, in one shape: ``{"error": {"message", "type", "code"}}``.
+
+FineTuneFlow's own errors map to 4xx by what they mean (a bad setting or input 400, an unknown
+name 404, a file we cannot read 415, a finished run in the way 409); anything else is a 500 whose
+message names the error type only, so no internal detail (a path, a key) leaks into a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from finetuneflow.api.memory_port import MemoryUnavailable
+from finetuneflow.errors import ConfigError, FinishedRunError, ProviderError, ReaderError, RequestRejected
+
+log = logging.getLogger("finetuneflow.web")
+
+_TYPES = {
+    400: "invalid_request", 401: "authentication_error", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "too_large", 415: "unsupported_type", 422: "invalid_request", 429: "rate_limited",
+    503: "unavailable",
+}  # fmt: skip
+
+
+class ApiError(Exception):
+    """An error a route raises on purpose: its HTTP status, message and code (and headers)."""
+
+    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers = status, message, code, headers
+
+
+def error_body(status: int, message: str, code: str) -> dict[str, Any]:
+    kind = _TYPES.get(status, "invalid_request" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+def error_response(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
+
+
+def _validation(_: Request, err: Exception) -> JSONResponse:
+    """The first problem's place and message; never the input value (it may be a pasted key)."""
+    assert isinstance(err, RequestValidationError)
+    first = err.errors()[0] if err.errors() else {}
+    if first.get("type") == "json_invalid":
+        return error_response(400, "the body is not valid JSON", "invalid_json")
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return error_response(400, f"{where}: {first.get('msg', 'invalid')}", "invalid_value")
+
+
+def _mapped(status: int, code: str) -> Any:
+    def handle(_: Request, err: Exception) -> JSONResponse:
+        # a KeyError's str() is its repr; an OSError's args[0] is its errno
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        return error_response(status, message, code)
+
+    return handle
+
+
+def _api(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, ApiError)
+    return error_response(err.status, err.message, err.code, err.headers)
+
+
+def _http(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    return error_response(err.status_code, str(err.detail), codes.get(err.status_code, "http_error"))
+
+
+def _provider(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, ProviderError)
+    return error_response(
+        502 if err.kind in ("server", "bad_response") else 400, err.message, f"provider_{err.kind}"
+    )
+
+
+def _internal(_: Request, err: Exception) -> JSONResponse:
+    log.exception("internal error", exc_info=err)
+    return error_response(
+        500, f"internal error ({type(err).__name__}); the server log has the details", "internal"
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` in the one shape (most specific class first)."""
+    app.add_exception_handler(ApiError, _api)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(ConfigError, _mapped(400, "invalid_config"))
+    app.add_exception_handler(RequestRejected, _mapped(400, "request_rejected"))
+    app.add_exception_handler(ReaderError, _mapped(415, "unreadable_file"))
+    app.add_exception_handler(FinishedRunError, _mapped(409, "run_finished"))
+    app.add_exception_handler(MemoryUnavailable, _mapped(503, "memory_unavailable"))
+    app.add_exception_handler(ProviderError, _provider)
+    app.add_exception_handler(LookupError, _mapped(404, "not_found"))
+    app.add_exception_handler(FileNotFoundError, _mapped(404, "not_found"))
+    app.add_exception_handler(ValueError, _mapped(400, "invalid_value"))
+    app.add_exception_handler(Exception, _internal)

@@ -1,0 +1,130 @@
+"""What every request passes before a route sees it: the API token, the body size limit and the
+rate limit on writes. Plain ASGI middleware, so streamed bodies and event streams pass untouched."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import re
+import threading
+import time
+from http.cookies import SimpleCookie
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from finetuneflow.web.errors import ApiError, error_body
+
+TOKEN_COOKIE = "ftf_token"  # a browser's EventSource cannot send headers; it sends cookies
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TokenGuard:
+    """Every HTTP request must carry the token (``Authorization: Bearer <token>`` or the
+    ``ftf_token`` cookie), compared in constant time and never logged. Without a token: open."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.token is not None and not self._authorized(_headers(scope)):
+            message = (
+                f"an API token is required: send 'Authorization: Bearer <token>' or the {TOKEN_COOKIE} cookie"
+            )
+            await send_error(send, 401, message, "invalid_token", {"www-authenticate": "Bearer"})
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        assert self.token is not None
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token):
+            return True
+        cookie = SimpleCookie(headers.get("cookie", "")).get(TOKEN_COOKIE)
+        return cookie is not None and hmac.compare_digest(cookie.value.encode(), self.token)
+
+
+class BodyLimit:
+    """Bodies over ``limit`` bytes answered 413: by their declared length at once, or while a
+    chunked one is read. Paths matching ``exempt`` (uploads) enforce their own limit."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: re.Pattern[str]) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.exempt.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        declared = _headers(scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await send_error(send, 413, self._message(), "request_too_large")
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _message(self) -> str:
+        return f"the request body is over the limit of {self.limit} bytes (setting max_request_bytes)"
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, self._message(), "request_too_large")
+            return message
+
+        return counted
+
+
+class RateLimit:
+    """A token bucket per client address for write requests: ``burst`` at once, refilled at
+    ``per_minute``; an empty bucket answers 429 with Retry-After. Our own ~20 lines rather than
+    slowapi: it needs no decorator on every route (web-ui's included), and one process holds the
+    buckets, which is what a local studio is (a team server behind a proxy would limit there)."""
+
+    def __init__(self, app: ASGIApp, per_minute: float, burst: int) -> None:
+        self.app, self.rate, self.burst = app, per_minute / 60.0, float(burst)
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, monotonic time)
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in WRITES:
+            wait = self._take((scope.get("client") or ("?", 0))[0])
+            if wait > 0:
+                message = (
+                    f"too many write requests: the limit is {self.rate * 60:g} a minute with bursts of "
+                    f"{self.burst:g} (settings rate_per_minute, rate_burst); retry in {wait} s"
+                )
+                await send_error(send, 429, message, "rate_limited", {"retry-after": str(wait)})
+                return
+        await self.app(scope, receive, send)
+
+    def _take(self, client: str) -> int:
+        """Take a token for ``client``; 0 when there was one, else whole seconds until there is."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, then = self.buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if tokens >= 1:
+                self.buckets[client] = (tokens - 1, now)
+                return 0
+            self.buckets[client] = (tokens, now)
+            return max(1, math.ceil((1 - tokens) / self.rate))
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def send_error(
+    send: Send, status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> None:
+    data = json.dumps(error_body(status, message, code)).encode()
+    raw: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
