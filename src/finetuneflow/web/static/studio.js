@@ -223,7 +223,7 @@ async function listFiles() {
   const list = document.getElementById("uploaded");
   if (!list) return;
   const files = await call("GET", ROUTES.files(project()));
-  list.innerHTML = files.map((f) => `<li>${esc(f.name)} <small>${esc(f.type || "")} ${esc(f.bytes ?? "")} bytes</small></li>`).join("")
+  list.innerHTML = files.map((f) => `<li>${esc(f.name)} <small>${esc(f.kind || "")}, ${esc(f.size ?? "")} bytes</small></li>`).join("")
     || "<li class=muted>No files uploaded yet.</li>";
 }
 

@@ -33,8 +33,7 @@ def data(project: str, cfg: StudioSettings, job: int | None, run: str | None) ->
 
 def preview(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
     found = views.job_or_latest(project, ("generate",), job)
-    generated = [r for r in views.examples(project)["rows"] if r.get("origin") == "generated"]
-    return {"job": found, "generated": generated[:20]}
+    return {"job": found, "generated": views.examples(project, limit=20, origin="llm")["rows"]}
 
 
 def review(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select
+from urllib.parse import quote
 
 from finetuneflow import api, paths
+from finetuneflow.api import projects as papi
+from finetuneflow.api import review
 from finetuneflow.state import jobs as log
-from finetuneflow.state import schema, session_scope
 
 STEPS = (
     ("model", "Model"),
@@ -28,20 +28,16 @@ DATASET = "default"  # the wizard builds and trains one dataset per project, as 
 
 
 def projects() -> list[dict[str, Any]]:
-    """Every project, newest first, with how many files and runs it has."""
-    with session_scope() as s:
-        rows = s.scalars(select(schema.Project).order_by(schema.Project.id.desc())).all()
-        out = []
-        for p in rows:
-            files = s.query(schema.File).filter(schema.File.project_id == p.id).count()
-            runs = s.query(schema.Run).filter(schema.Run.project_id == p.id).count()
-            out.append({"name": p.name, "files": files, "runs": runs, "created_at": str(p.created_at)[:19]})
-        return out
+    """Every project, newest first, with its counts (files, chunks, examples, runs)."""
+    return list(reversed(papi.list_projects()))
 
 
 def project_exists(name: str) -> bool:
-    with session_scope() as s:
-        return s.scalars(select(schema.Project.id).where(schema.Project.name == name)).first() is not None
+    try:
+        papi.show_project(name)
+    except LookupError:
+        return False
+    return True
 
 
 def recent_jobs(project: str | None = None, step: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
@@ -79,18 +75,11 @@ def ingest_report(project: str) -> dict[str, Any] | None:
         return None
 
 
-def raw_files(project: str) -> list[str]:
-    """Names of the files uploaded into the project's ``raw/`` folder (pack members excluded)."""
-    raw = paths.project_dir(project) / "raw"
-    return sorted(p.name for p in raw.iterdir() if p.is_file() and not p.name.startswith(".")) if raw.is_dir() else []
-
-
-def examples(project: str, limit: int = 100) -> dict[str, Any]:
-    """The review list: the dataset's examples, kept and rejected, and the counts by status."""
-    from finetuneflow.dataset import review
-
+def examples(project: str, limit: int = 100, origin: str | None = None) -> dict[str, Any]:
+    """The review list: the dataset's examples (of one ``origin`` if given: llm, converter, chat)
+    but the deleted ones, and the counts by status."""
     try:
-        page = review.list_examples(project, DATASET, limit=limit)
+        page = review.list_examples(project, DATASET, origin=origin, limit=limit)
         counts = review.review_counts(project, DATASET)
     except (LookupError, ValueError):
         return {"rows": [], "total": 0, "counts": {}}
@@ -136,6 +125,11 @@ def exports(project: str, run_id: str) -> list[dict[str, Any]]:
         items = [(f"{name} {t}", item) for t, item in files.items()] if typed else [(name, result)]
         rows += [_export_row(label, item, folder) for label, item in items if isinstance(item, dict)]
     return rows
+
+
+def download_url(project: str, run_id: str, file: str) -> str:
+    """Where the REST API serves one exported file (``file`` relative to the run's export folder)."""
+    return f"/api/projects/{quote(project)}/exports/{quote(run_id)}/files/{quote(file)}"
 
 
 def _export_row(label: str, item: dict[str, Any], folder: Path) -> dict[str, Any]:

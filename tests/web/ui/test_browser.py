@@ -1,0 +1,204 @@
+"""The studio in a real browser: headless Debian chromium (Playwright) against ``ftf ui`` (uvicorn and
+its own worker on the embedded broker), the tiny model and the scripted LLM server. One project goes
+through every wizard step; the page is closed mid-training and reopened, and must re-attach.
+Screenshots of each step are written to ``tests/web/ui/artifacts/``."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import QUICKSTART
+from llm_server import ScriptedServer
+
+from dataset.teacher import teacher
+
+from .conftest import Studio
+
+KEY = "sk-test-studio-NEVER-SHOWN-7731"
+JOB_S = 240  # the longest a step's job may take on a loaded 2-core box
+
+
+def wait_job(page: Any, studio: Studio, timeout: float = JOB_S) -> str:
+    """Wait until the page's job panel says the job is done (the page reloads itself then)."""
+    status = page.locator("[data-job-field=status]")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if studio.proc.poll() is not None:
+            pytest.fail(f"ftf ui exited\n{studio.tail()}")
+        text = status.inner_text(timeout=10_000).strip() if status.count() else ""
+        if text in ("finished", "failed", "cancelled"):
+            page.wait_for_load_state("load")
+            return text
+        time.sleep(0.3)
+    pytest.fail(f"job still {status.inner_text()!r} after {timeout} s\n{studio.tail()}")
+
+
+def finished(page: Any, studio: Studio) -> None:
+    page.wait_for_url("**job=*")
+    assert wait_job(page, studio) == "finished", page.locator("[data-job-field=error]").inner_text()
+    page.wait_for_timeout(600)  # the page reloads to draw the job's results
+    page.wait_for_load_state("load")
+
+
+def shot(page: Any, shots: Path, name: str) -> None:
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def test_the_wizard_end_to_end(
+    studio: Studio, chromium: Any, tiny_model: Path, ftf_home: Path, shots: Path
+) -> None:
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    project = "studio"
+
+    # Dashboard: create a project
+    page.goto(studio.url + "/")
+    page.get_by_label("New project name").fill(project)
+    page.get_by_role("button", name="Create project").click()
+    page.wait_for_url(f"**/ui/projects/{project}/model")
+    shot(page, shots, "01-model")
+
+    # Model: a local folder (the tiny model)
+    page.get_by_label("A local Hugging Face folder").check()
+    page.get_by_label("Folder path").fill(str(tiny_model))
+    page.get_by_role("button", name="Save model").click()
+    page.get_by_text("Model saved.").wait_for()
+    page.reload()
+    assert page.locator("[data-field=model]").inner_text() == str(tiny_model)
+
+    # Task: the style goal (a random tiny model cannot learn facts), small chunks
+    page.get_by_role("link", name="Next: Task").click()
+    page.get_by_label("Style: learn").check()
+    page.get_by_label("Largest chunk when reading documents (tokens)").fill("128")
+    page.get_by_role("button", name="Save task").click()
+    page.get_by_text("Saved.").wait_for()
+    shot(page, shots, "02-task")
+
+    # Data: upload the sample files, ingest, build
+    page.get_by_role("link", name="Next: Data").click()
+    files = sorted(p for p in (QUICKSTART / "data").iterdir() if p.is_file())
+    page.get_by_label("Files to upload").set_input_files([str(p) for p in files])
+    page.get_by_role("button", name="Upload files", exact=True).click()
+    page.locator("#uploaded li", has_text="handbook.md").wait_for()
+    assert page.locator("#uploaded li").count() == len(files)
+    page.get_by_role("button", name="Read the uploaded files (ingest)").click()
+    finished(page, studio)
+    report = page.locator("#ingest-report tbody tr")
+    assert report.count() == len(files)
+    assert "ingested" in page.locator("#ingest-report").inner_text()
+    page.get_by_role("button", name="Build the dataset").click()
+    finished(page, studio)
+    shot(page, shots, "03-data")
+
+    # Preview: generation through the scripted server, with a key that is never shown again
+    with ScriptedServer(teacher) as llm:
+        page.get_by_role("link", name="Next: Preview").click()
+        page.get_by_label("Provider kind").select_option("custom")
+        page.get_by_label("Base URL (ending in /v1)").fill(llm.url)
+        page.get_by_label("Model", exact=True).fill("test-model")
+        page.get_by_label("API key", exact=False).fill(KEY)
+        page.get_by_role("button", name="Preview generation").click()
+        finished(page, studio)
+        assert llm.chat_requests and all(r.headers.get("authorization") == f"Bearer {KEY}" for r in llm.chat_requests)
+    assert page.locator("#generated tbody tr").count() >= 1
+    assert KEY not in page.content() and page.get_by_label("API key", exact=False).input_value() == ""
+    key_file = ftf_home / "projects" / project / "provider.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    shot(page, shots, "04-preview")
+
+    # Review: edit, approve, rate and delete examples; they stay so after a reload; rebuild
+    page.get_by_role("link", name="Next: Review").click()
+    rows = page.locator("#examples tbody tr")
+    assert rows.count() >= 3
+    first, second, third = (rows.nth(i).get_attribute("data-example") for i in range(3))
+    edited = page.locator(f"tr[data-example='{first}'] textarea").last
+    edited.fill("An answer a reviewer wrote.")
+    page.locator(f"tr[data-example='{first}']").get_by_role("button", name="Save").click()
+    page.get_by_text(f"Example {first} saved.").wait_for()
+    page.locator(f"tr[data-example='{second}']").get_by_role("button", name="Approve").click()
+    page.get_by_text(f"Example {second} approved.").wait_for()
+    page.locator(f"tr[data-example='{second}'] select").select_option("5")
+    page.get_by_text(f"Example {second} rated 5.").wait_for()
+    page.locator(f"tr[data-example='{third}']").get_by_role("button", name="Delete").click()
+    page.get_by_text(f"Example {third} deleted.").wait_for()
+    page.reload()
+    assert page.locator(f"tr[data-example='{first}'] textarea").last.input_value() == "An answer a reviewer wrote."
+    assert "approved" in page.locator(f"tr[data-example='{second}'] [data-field=status]").inner_text()
+    assert page.locator(f"tr[data-example='{second}'] select").input_value() == "5"
+    assert page.locator(f"tr[data-example='{third}']").count() == 0
+    shot(page, shots, "05-review")
+    page.get_by_role("button", name="Rebuild the dataset with these examples").click()
+    finished(page, studio)
+
+    _train_evaluate_export(page, context, studio, shots, project, ftf_home)
+    assert not errors, errors
+
+
+def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path, project: str, home: Path) -> None:
+    # Hardware: the plan, its changes applied by one click, then a short run's settings
+    page.get_by_role("link", name="Next: Hardware").click()
+    page.get_by_role("button", name="Check this machine").click()
+    page.locator("#plan .reasons li").first.wait_for(timeout=120_000)
+    apply = page.get_by_role("button", name="Apply the recommended changes")
+    if apply.count():
+        apply.click()
+        page.get_by_text("Recommended changes applied").wait_for()
+    page.get_by_label("Max optimizer steps").fill("40")
+    page.get_by_label("Tokens per packed row").fill("128")
+    page.get_by_label("Learning rate").fill("0.003")
+    page.get_by_role("button", name="Save training settings").click()
+    page.get_by_text("Training settings saved.").wait_for()
+    assert '"max_steps": 40' in page.locator("#train-config").inner_text()
+    shot(page, shots, "06-hardware")
+
+    # Train: the live chart gets points; close the page mid-run, reopen, it re-attaches
+    page.get_by_role("link", name="Next: Train").click()
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_url("**job=*")
+    job_url = page.url
+    chart = page.locator("#loss-chart")
+    page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 3", timeout=JOB_S * 1000)
+    seen = int(chart.get_attribute("data-count") or 0)
+    shot(page, shots, "07-train-live")
+    page.close()
+
+    page = context.new_page()
+    page.goto(studio.url + f"/ui/projects/{project}/train")  # no job in the URL: the newest train job
+    assert page.locator("[data-job-panel]").get_attribute("data-job-id") == job_url.split("job=")[1].split("&")[0]
+    status = page.locator("[data-job-field=status]").inner_text()
+    assert status in ("running", "queued"), f"the run ended before the page was reopened ({status})"
+    page.wait_for_function(f"document.getElementById('loss-chart').dataset.count > {seen}", timeout=JOB_S * 1000)
+    shot(page, shots, "08-train-reattached")
+    assert wait_job(page, studio) == "finished"
+    page.wait_for_timeout(600)
+    page.wait_for_load_state("load")
+    assert int(page.locator("#loss-chart").get_attribute("data-count") or 0) >= 10
+    assert page.locator("#runs tbody tr").count() == 1
+    shot(page, shots, "09-train-done")
+
+    # Evaluate: base vs tuned
+    page.get_by_role("link", name="Next: Evaluate").click()
+    page.get_by_label("Questions per set").fill("2")
+    page.get_by_role("button", name="Evaluate run").click()
+    finished(page, studio)
+    assert page.locator("#losses tbody tr").count() >= 1 and page.locator("#means tbody tr").count() >= 1
+    shot(page, shots, "10-evaluate")
+
+    # Export: the adapter, the report and the zip, each with its verification; download one
+    page.get_by_role("link", name="Next: Export").click()
+    page.get_by_role("button", name="Export run").click()
+    finished(page, studio)
+    table = page.locator("#exports")
+    assert "adapter" in table.inner_text() and "zip" in table.inner_text()
+    shot(page, shots, "11-export")
+    with page.expect_download() as info:
+        page.locator("#exports a", has_text="report.md").click()
+    saved = info.value.path()
+    assert saved and "## Exports" in Path(saved).read_text()
