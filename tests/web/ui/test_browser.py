@@ -38,8 +38,11 @@ def wait_job(page: Any, studio: Studio, timeout: float = JOB_S) -> str:
     pytest.fail(f"job still {status.inner_text()!r} after {timeout} s\n{studio.tail()}")
 
 
-def finished(page: Any, studio: Studio) -> None:
-    page.wait_for_url("**job=*")
+def finished(page: Any, studio: Studio, button: Any) -> None:
+    """Click ``button`` (which queues a job), follow the page to that job, wait until it finished."""
+    before = page.url
+    button.click()
+    page.wait_for_url(lambda url: "job=" in url and url != before)
     assert wait_job(page, studio) == "finished", page.locator("[data-job-field=error]").inner_text()
     page.wait_for_timeout(600)  # the page reloads to draw the job's results
     page.wait_for_load_state("load")
@@ -88,13 +91,11 @@ def test_the_wizard_end_to_end(
     page.get_by_role("button", name="Upload files", exact=True).click()
     page.locator("#uploaded li", has_text="handbook.md").wait_for()
     assert page.locator("#uploaded li").count() == len(files)
-    page.get_by_role("button", name="Read the uploaded files (ingest)").click()
-    finished(page, studio)
+    finished(page, studio, page.get_by_role("button", name="Read the uploaded files (ingest)"))
     report = page.locator("#ingest-report tbody tr")
     assert report.count() == len(files)
     assert "ingested" in page.locator("#ingest-report").inner_text()
-    page.get_by_role("button", name="Build the dataset").click()
-    finished(page, studio)
+    finished(page, studio, page.get_by_role("button", name="Build the dataset"))
     shot(page, shots, "03-data")
 
     # Preview: generation through the scripted server, with a key that is never shown again
@@ -104,8 +105,7 @@ def test_the_wizard_end_to_end(
         page.get_by_label("Base URL (ending in /v1)").fill(llm.url)
         page.get_by_label("Model", exact=True).fill("test-model")
         page.get_by_label("API key", exact=False).fill(KEY)
-        page.get_by_role("button", name="Preview generation").click()
-        finished(page, studio)
+        finished(page, studio, page.get_by_role("button", name="Preview generation"))
         assert llm.chat_requests and all(r.headers.get("authorization") == f"Bearer {KEY}" for r in llm.chat_requests)
     assert page.locator("#generated tbody tr").count() >= 1
     assert KEY not in page.content() and page.get_by_label("API key", exact=False).input_value() == ""
@@ -134,8 +134,7 @@ def test_the_wizard_end_to_end(
     assert page.locator(f"tr[data-example='{second}'] select").input_value() == "5"
     assert page.locator(f"tr[data-example='{third}']").count() == 0
     shot(page, shots, "05-review")
-    page.get_by_role("button", name="Rebuild the dataset with these examples").click()
-    finished(page, studio)
+    finished(page, studio, page.get_by_role("button", name="Rebuild the dataset with these examples"))
 
     _train_evaluate_export(page, context, studio, shots, project, ftf_home)
     assert not errors, errors
@@ -145,7 +144,8 @@ def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path,
     # Hardware: the plan, its changes applied by one click, then a short run's settings
     page.get_by_role("link", name="Next: Hardware").click()
     page.get_by_role("button", name="Check this machine").click()
-    page.locator("#plan .reasons li").first.wait_for(timeout=120_000)
+    page.locator("#plan .reasons li, #alert.error").first.wait_for(timeout=120_000)
+    assert page.locator("#alert.error").count() == 0, page.locator("#alert").inner_text()
     apply = page.get_by_role("button", name="Apply the recommended changes")
     if apply.count():
         apply.click()
@@ -162,6 +162,7 @@ def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path,
     page.get_by_role("link", name="Next: Train").click()
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url("**job=*")
+    assert page.locator("#alert.error").count() == 0
     job_url = page.url
     chart = page.locator("#loss-chart")
     page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 3", timeout=JOB_S * 1000)
@@ -186,15 +187,13 @@ def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path,
     # Evaluate: base vs tuned
     page.get_by_role("link", name="Next: Evaluate").click()
     page.get_by_label("Questions per set").fill("2")
-    page.get_by_role("button", name="Evaluate run").click()
-    finished(page, studio)
+    finished(page, studio, page.get_by_role("button", name="Evaluate run"))
     assert page.locator("#losses tbody tr").count() >= 1 and page.locator("#means tbody tr").count() >= 1
     shot(page, shots, "10-evaluate")
 
     # Export: the adapter, the report and the zip, each with its verification; download one
     page.get_by_role("link", name="Next: Export").click()
-    page.get_by_role("button", name="Export run").click()
-    finished(page, studio)
+    finished(page, studio, page.get_by_role("button", name="Export run"))
     table = page.locator("#exports")
     assert "adapter" in table.inner_text() and "zip" in table.inner_text()
     shot(page, shots, "11-export")

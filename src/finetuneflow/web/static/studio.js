@@ -249,17 +249,16 @@ function attach(panel) {
       if (p.total) field("progress").value = p.done / p.total;
       if (p.message) field("message").textContent = p.message;
       document.dispatchEvent(new CustomEvent("ftf:progress", { detail: p }));
-    } else if (event.kind === "started" || event.kind === "requeued" || event.kind === "retry") {
+    } else if (!wasDone && ["started", "requeued", "retry"].includes(event.kind)) {
       field("status").textContent = event.kind === "started" ? "running" : "queued";
     }
-    if (DONE.has(event.kind)) {
+    if (DONE.has(event.kind) && !wasDone) {
       field("status").textContent = event.kind === "lost" ? "failed" : event.kind;
       if (p.error) { field("error").textContent = p.error; field("error").hidden = false; }
       panel.querySelector("[data-action=cancel]")?.setAttribute("hidden", "");
       source.close();
-      // the page's results are rendered by the server: draw them, unless they were there already
-      if (!wasDone) setTimeout(() => location.reload(), 300);
-    }
+      setTimeout(() => location.reload(), 300);  // the page's results are drawn by the server
+    } else if (DONE.has(event.kind)) source.close();
   };
   for (const kind of ["queued", "started", "progress", "result", "finished", "failed", "cancelled", "cancel",
                       "lost", "retry", "requeued", "message"]) source.addEventListener(kind, onEvent);

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -38,13 +38,16 @@ def project_home(project: str) -> Response:
 
 
 @router.get("/ui/projects/{project}/{step}", response_class=HTMLResponse)
-def step_page(request: Request, project: str, step: str, job: int | None = None, run: str | None = None) -> Response:
+def step_page(
+    request: Request, project: str, step: str, job: int | None = None, run: str | None = None,
+    offset: int = Query(0, ge=0), origin: str | None = None,
+) -> Response:  # fmt: skip
     known = dict(views.STEPS)
     if step not in known:
         raise HTTPException(404, f"no wizard step {step!r}; steps: {', '.join(known)}")
     _require_project(project)
     cfg = studio.load(project)
-    data = steps.DATA[step](project, cfg, job, run)
+    data = steps.DATA[step](project, cfg, steps.Query(job, run, offset, origin))
     return _render(
         request, f"steps/{step}.html", project=project, step=step, title=known[step], cfg=cfg,
         train_config=studio.train_config(cfg), ingest_config=studio.ingest_config(cfg),

@@ -6,48 +6,63 @@ project's newest job of that step, so closing the page never loses a running job
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from finetuneflow.web.ui import views
 from finetuneflow.web.ui.settings import StudioSettings
 
-PageData = Callable[[str, StudioSettings, int | None, str | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a step page's URL may name: the job it follows, the run it shows, the review page."""
+
+    job: int | None = None
+    run: str | None = None
+    offset: int = 0
+    origin: str | None = None
+
+
+PageData = Callable[[str, StudioSettings, Query], dict[str, Any]]
+PAGE = 20  # examples per review page
 DEFAULT_MODEL = "smollm2-135m-instruct"  # models/resolve.py's; named here so the page needs no torch
 
 
-def model(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
+def model(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
     return {"default_model": DEFAULT_MODEL, "is_default": cfg.model == DEFAULT_MODEL}
 
 
-def task(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
+def task(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
     return {}
 
 
-def data(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
+def data(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
     return {
-        "job": views.job_or_latest(project, ("ingest", "dataset"), job),
+        "job": views.job_or_latest(project, ("ingest", "dataset"), q.job),
         "report": views.ingest_report(project),
         "dataset_ready": views.dataset_ready(project),
     }
 
 
-def preview(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
-    found = views.job_or_latest(project, ("generate",), job)
+def preview(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
+    found = views.job_or_latest(project, ("generate",), q.job)
     return {"job": found, "generated": views.examples(project, limit=20, origin="llm")["rows"]}
 
 
-def review(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
-    return {**views.examples(project), "job": views.job_or_latest(project, ("dataset",), job),
-            "dataset_ready": views.dataset_ready(project)}  # fmt: skip
+def review(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
+    listed = views.examples(project, limit=PAGE, origin=q.origin or None, offset=q.offset)
+    return {**listed, "job": views.job_or_latest(project, ("dataset",), q.job), "offset": q.offset,
+            "page": PAGE, "origin": q.origin or "", "dataset_ready": views.dataset_ready(project)}  # fmt: skip
 
 
-def hardware(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
+def hardware(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
     return {"dataset_ready": views.dataset_ready(project)}
 
 
-def train(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
-    found = views.job_or_latest(project, ("train",), job)
-    run_id = run or _run_of(found)
+def train(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
+    found = views.job_or_latest(project, ("train",), q.job)
+    run_id = q.run or _run_of(found)
     return {
         "job": found,
         "run_id": run_id,
@@ -57,16 +72,16 @@ def train(project: str, cfg: StudioSettings, job: int | None, run: str | None) -
     }
 
 
-def evaluate(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
-    found = views.job_or_latest(project, ("evaluate",), job)
-    run_id = _chosen_run(project, run or _run_of(found))
+def evaluate(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
+    found = views.job_or_latest(project, ("evaluate",), q.job)
+    run_id = _chosen_run(project, q.run or _run_of(found))
     return {"job": found, "run_id": run_id, "runs": _finished(project),
             "evaluation": views.evaluation(project, run_id) if run_id else None}  # fmt: skip
 
 
-def export(project: str, cfg: StudioSettings, job: int | None, run: str | None) -> dict[str, Any]:
-    found = views.job_or_latest(project, ("export",), job)
-    run_id = _chosen_run(project, run or _run_of(found))
+def export(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
+    found = views.job_or_latest(project, ("export",), q.job)
+    run_id = _chosen_run(project, q.run or _run_of(found))
     return {"job": found, "run_id": run_id, "runs": _finished(project),
             "exports": views.exports(project, run_id) if run_id else []}  # fmt: skip
 

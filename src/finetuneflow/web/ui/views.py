@@ -75,11 +75,11 @@ def ingest_report(project: str) -> dict[str, Any] | None:
         return None
 
 
-def examples(project: str, limit: int = 100, origin: str | None = None) -> dict[str, Any]:
+def examples(project: str, limit: int = 100, origin: str | None = None, offset: int = 0) -> dict[str, Any]:
     """The review list: the dataset's examples (of one ``origin`` if given: llm, converter, chat)
     but the deleted ones, and the counts by status."""
     try:
-        page = review.list_examples(project, DATASET, origin=origin, limit=limit)
+        page = review.list_examples(project, DATASET, origin=origin, limit=limit, offset=offset)
         counts = review.review_counts(project, DATASET)
     except (LookupError, ValueError):
         return {"rows": [], "total": 0, "counts": {}}
