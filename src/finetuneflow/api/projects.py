@@ -4,12 +4,15 @@ client) reads, next to the steps that fill them. Also the training plan of a pro
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
 from finetuneflow import paths
 from finetuneflow.api._common import project_id
+from finetuneflow.api.runs import list_runs, run_dir
+from finetuneflow.state import runs as rf
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import find_project, get_or_create_project
 
@@ -137,8 +140,89 @@ def plan(
     from finetuneflow.train.config import TrainConfig as _TrainConfig
     from finetuneflow.train.plan import plan as plan_step
 
+    return plan_step(dataset_dir(project, dataset), config or _TrainConfig(), benchmark=benchmark)
+
+
+def dataset_dir(project: str, dataset: str) -> Path:
+    """The folder of a project's built dataset.
+
+    Raises:
+        LookupError: no such project, or the dataset is not built (or its name is no folder name).
+    """
     project_id(project)
-    dataset_dir = paths.project_dir(project) / "datasets" / dataset
-    if not (dataset_dir / "manifest.json").is_file():
+    if not paths.PROJECT_NAME.match(dataset):  # the same rule as a project's: one plain folder name
+        raise LookupError(f"invalid dataset name {dataset!r}")
+    folder = paths.project_dir(project) / "datasets" / dataset
+    if not (folder / "manifest.json").is_file():
         raise LookupError(f"project {project!r} has no built dataset {dataset!r}; build it first")
-    return plan_step(dataset_dir, config or _TrainConfig(), benchmark=benchmark)
+    return folder
+
+
+def show_run(project: str, run_id: str) -> dict[str, Any]:
+    """A run as :func:`~finetuneflow.api.list_runs` lists it, with its folder's ``config`` and
+    ``summary`` (empty while it runs) and whether it has an evaluation and exports.
+
+    Raises:
+        LookupError: no such project or run.
+    """
+    folder = run_dir(project, run_id)
+    listed = next((r for r in list_runs(project) if r["id"] == run_id), None)
+    if listed is None:
+        raise LookupError(f"no run {run_id!r} in project {project!r}")
+    summary = rf.read_json(folder / rf.SUMMARY) if (folder / rf.SUMMARY).is_file() else {}
+    config = rf.read_json(folder / rf.CONFIG) if (folder / rf.CONFIG).is_file() else {}
+    exports = paths.project_dir(project) / "exports" / run_id
+    return {**listed, "config": config, "summary": summary,
+            "evaluated": (folder / rf.EVALUATION).is_file(), "exported": exports.is_dir()}  # fmt: skip
+
+
+def run_metrics(project: str, run_id: str, after_step: int = -1) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` records with ``step`` > ``after_step`` (a live chart polls with
+    the last step it has). A line still being written is skipped, not an error."""
+    out = []
+    path = run_dir(project, run_id) / rf.METRICS
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) > after_step:
+            out.append(record)
+    return out
+
+
+def evaluation(project: str, run_id: str) -> dict[str, Any]:
+    """The run's stored evaluation (base vs tuned). Raises LookupError when it has none yet."""
+    path = run_dir(project, run_id) / rf.EVALUATION
+    if not path.is_file():
+        raise LookupError(f"run {run_id!r} has not been evaluated yet")
+    return rf.read_json(path)
+
+
+def list_exports(project: str) -> list[dict[str, Any]]:
+    """Every export of the project: its run and its files (paths relative to the run's folder)."""
+    project_id(project)
+    root = paths.project_dir(project) / "exports"
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+        files = [{"path": str(f.relative_to(folder)), "size": f.stat().st_size}
+                 for f in sorted(folder.rglob("*")) if f.is_file() and not f.is_symlink()]  # fmt: skip
+        out.append({"run_id": folder.name, "files": files})
+    return out
+
+
+def export_file(project: str, run_id: str, relative: str) -> Path:
+    """The exported file ``relative`` of run ``run_id``, only if it really lies inside that export
+    folder (no ``..``, no absolute path, no link leading out) and is a regular file.
+
+    Raises:
+        LookupError: no such project, export or file (or one outside the folder).
+    """
+    project_id(project)
+    folder = (paths.project_dir(project) / "exports" / rf.check_run_id(run_id)).resolve()
+    if "\x00" in relative or not folder.is_dir():
+        raise LookupError(f"no export of run {run_id!r}")
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder) or not path.is_file() or (folder / relative).is_symlink():
+        raise LookupError(f"no file {relative!r} in the export of run {run_id!r}")
+    return path

@@ -25,9 +25,9 @@ def _app(broker: str) -> Celery:
 
 
 def submit(step: str, project: str, args: dict[str, Any], cfg: JobsConfig | None = None) -> int:
-    """Queue ``step`` (ingest, dataset, generate, train) of ``project`` with ``args`` (plain JSON:
-    configs as dicts) and return the job id; a worker runs it. Ingest creates a new project, the
-    others need an existing one.
+    """Queue ``step`` (ingest, dataset, generate, train, evaluate, export) of ``project`` with
+    ``args`` (plain JSON: configs as dicts) and return the job id; a worker runs it. Ingest creates
+    a new project, the others need an existing one.
 
     Raises:
         KeyError: an unknown step. LookupError: no such project.

@@ -57,10 +57,37 @@ def run_train(project: str, args: dict[str, Any]) -> Any:
                      run_id=run_id)  # fmt: skip
 
 
+def run_evaluate(project: str, args: dict[str, Any]) -> Any:
+    """Evaluate run ``args["run_id"]``; the comparison is stored in the run folder (the result
+    holds the verdict and losses, the whole of it is read from there)."""
+    from finetuneflow.dataset.presets import ProviderConfig
+    from finetuneflow.evaluate.step import EvalConfig
+
+    judge = args.get("judge")
+    result = api.evaluate(project, args["run_id"], from_dict(EvalConfig, args.get("config")),
+                          judge=from_dict(ProviderConfig, judge) if judge else None)  # fmt: skip
+    return {"run_id": args["run_id"], "verdict": (result.get("verdict") or {}).get("verdict"),
+            "losses": result.get("losses")}  # fmt: skip
+
+
+def run_export(project: str, args: dict[str, Any]) -> Any:
+    """Export run ``args["run_id"]`` into the project's exports/<run-id>/ (each format verified)."""
+    from finetuneflow.export.step import ExportConfig
+
+    out = api.export(project, args["run_id"], from_dict(ExportConfig, args.get("config")))
+    return {"run_id": args["run_id"], "formats": {k: v for k, v in out.items() if k != "path"}}
+
+
 RUNNERS: dict[str, Runner] = {
     "ingest": run_ingest,
     "dataset": run_build,
     "generate": run_generate,
     "train": run_train,
+    "evaluate": run_evaluate,
+    "export": run_export,
 }
-QUEUES = {"train": "train"}  # every other step runs on "default"
+# Every other step runs on "default" (data work, in parallel). Evaluation and export load the base
+# model and the tuned weights and run them for minutes: on the one-at-a-time "train" queue they
+# never hold a second model in memory beside a training run (a laptop has room for one), and a
+# team adds capacity for all model work the same way, with `ftf worker --queues train`.
+QUEUES = {"train": "train", "evaluate": "train", "export": "train"}

@@ -14,7 +14,7 @@ from finetuneflow.serve.config import is_loopback
 from finetuneflow.web import errors
 from finetuneflow.web.config import WebConfig
 from finetuneflow.web.guards import BodyLimit, RateLimit, TokenGuard
-from finetuneflow.web.routes import datasets, jobs, projects, runs
+from finetuneflow.web.routes import datasets, jobs, memory, projects, runs
 
 UPLOAD_PATHS = re.compile(r"/api/projects/[^/]+/files")  # uploads enforce max_upload_mb themselves
 
@@ -55,7 +55,7 @@ def create_app(cfg: WebConfig | None = None) -> FastAPI:
     )
     app.state.web_config = cfg
     errors.install(app)
-    for module in (projects, datasets, runs, jobs):
+    for module in (projects, datasets, runs, memory, jobs):
         app.include_router(module.router)
     # the last added runs first: the token, then the rate of writes, then the body size
     app.add_middleware(BodyLimit, limit=cfg.max_request_bytes, exempt=UPLOAD_PATHS)

@@ -12,9 +12,10 @@ import time
 from http.cookies import SimpleCookie
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from finetuneflow.web.errors import ApiError, error_body
+from finetuneflow.web.errors import error_body
 
 TOKEN_COOKIE = "ftf_token"  # a browser's EventSource cannot send headers; it sends cookies
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -73,8 +74,8 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise ApiError(413, self._message(), "request_too_large")
+            if seen > self.limit:  # FastAPI turns any other error while reading a body into a 400
+                raise HTTPException(413, self._message())
             return message
 
         return counted

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from python_multipart.exceptions import MultipartParseError
 from starlette.concurrency import run_in_threadpool
 
 from finetuneflow import api
@@ -75,6 +76,9 @@ async def upload_files(project: Project, request: Request, cfg: Config) -> list[
         async for chunk in request.stream():
             await run_in_threadpool(parser.write, chunk)
         parser.finalize()
+    except MultipartParseError as err:
+        form.discard()
+        raise ApiError(400, f"the multipart body is malformed: {err}", "bad_multipart") from None
     except BaseException:
         form.discard()
         raise

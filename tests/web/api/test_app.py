@@ -1,0 +1,141 @@
+"""The REST API in process, on SQLite and on the real PostgreSQL: projects, the one error shape,
+the API token off loopback, rate limits on writes, body limits, and no secret in any answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from finetuneflow.errors import ConfigError
+from finetuneflow.state import jobs as log
+from finetuneflow.web import WebConfig, create_app
+from web.api.conftest import make_client
+
+
+def _error(response: object, status: int, code: str) -> str:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}, body
+    assert body["error"]["code"] == code, body
+    return str(body["error"]["message"])
+
+
+def test_projects_are_created_listed_and_shown(client: TestClient, project: str) -> None:
+    created = client.post("/api/projects", json={"name": project})
+    assert created.status_code == 201 and created.json()["name"] == project
+    assert client.post("/api/projects", json={"name": project}).status_code == 201  # idempotent
+    assert project in [p["name"] for p in client.get("/api/projects").json()]
+    shown = client.get(f"/api/projects/{project}").json()
+    assert (shown["files"], shown["chunks"], shown["runs"], shown["datasets"]) == (0, 0, 0, [])
+
+
+def test_every_error_has_one_shape_and_a_4xx(client: TestClient, project: str) -> None:
+    assert "no project" in _error(client.get(f"/api/projects/{project}"), 404, "not_found")
+    _error(client.get("/api/jobs/424242"), 404, "not_found")
+    _error(client.post("/api/projects", json={"name": "../x"}), 400, "invalid_value")
+    _error(client.post("/api/projects", content=b"{not json", headers={"content-type": "application/json"}),
+           400, "invalid_json")  # fmt: skip
+    _error(client.get("/api/nothing-here"), 404, "not_found")
+    _error(client.delete("/api/projects"), 405, "method_not_allowed")
+    client.post("/api/projects", json={"name": project})
+    # a step setting checked before anything is queued: every problem at once, named
+    message = _error(client.post(f"/api/projects/{project}/datasets", json={"config": {"nme": "x"}}),
+                     400, "invalid_config")  # fmt: skip
+    assert "nme: unknown key (did you mean 'name'?)" in message
+    _error(client.post(f"/api/projects/{project}/ingest", json={}), 400, "no_files")
+
+
+def test_a_bad_setting_is_refused_before_the_app_exists() -> None:
+    with pytest.raises(ConfigError, match="max_upload_mb"):
+        create_app(WebConfig(max_upload_mb=0))
+
+
+def test_off_loopback_a_token_is_required(monkeypatch: pytest.MonkeyPatch, ftf_home: Path) -> None:
+    monkeypatch.delenv("FTF_WEB_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="FTF_WEB_TOKEN"):
+        create_app(WebConfig(host="0.0.0.0"))
+    monkeypatch.setenv("FTF_WEB_TOKEN", "s3cret-token")
+    c = make_client(host="0.0.0.0")
+    message = _error(c.get("/api/projects"), 401, "invalid_token")
+    assert "s3cret" not in message
+    _error(c.get("/api/projects", headers={"Authorization": "Bearer wrong"}), 401, "invalid_token")
+    _error(c.get("/api/openapi.json"), 401, "invalid_token")  # nothing is open
+    assert c.get("/api/projects", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    c.cookies.set("ftf_token", "s3cret-token")  # what a browser's EventSource can send
+    assert c.get("/api/projects").status_code == 200
+
+
+def test_a_token_on_loopback_is_required_too(monkeypatch: pytest.MonkeyPatch, ftf_home: Path) -> None:
+    monkeypatch.setenv("FTF_WEB_TOKEN", "tok")
+    _error(make_client().get("/api/projects"), 401, "invalid_token")
+
+
+def test_writes_are_rate_limited_with_retry_after(ftf_home: Path, project: str) -> None:
+    c = make_client(rate_per_minute=6, rate_burst=2)
+    assert [c.post("/api/projects", json={"name": project}).status_code for _ in range(2)] == [201, 201]
+    limited = c.post("/api/projects", json={"name": project})
+    assert "rate_per_minute" in _error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["retry-after"]) <= 10  # one token back in 10 s at 6 a minute
+    assert c.get("/api/projects").status_code == 200  # reads are not limited
+
+
+def test_a_body_over_the_limit_is_413_declared_or_chunked(ftf_home: Path) -> None:
+    c = make_client(max_request_bytes=2048)
+    big = {"name": "x" * 5000}
+    assert "max_request_bytes" in _error(c.post("/api/projects", json=big), 413, "request_too_large")
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"name": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}'
+
+    chunked = c.post("/api/projects", content=chunks(), headers={"content-type": "application/json"})
+    _error(chunked, 413, "request_too_large")
+
+
+def test_no_provider_key_in_any_answer(
+    client: TestClient, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-live-0123456789abcdef"
+    monkeypatch.setenv("MY_PROVIDER_KEY", secret)
+    client.post("/api/projects", json={"name": project})
+    provider = {"preset": "openai", "model": "gpt-x", "api_key_env": "MY_PROVIDER_KEY"}
+    queued = client.post(
+        f"/api/projects/{project}/datasets/generate", json={"provider": provider, "preview": True}
+    )
+    assert queued.status_code == 202, queued.text
+    job_id = queued.json()["job_id"]
+    assert log.get(job_id)["params"]["args"]["provider"]["api_key_env"] == "MY_PROVIDER_KEY"
+    # the key pasted where its variable's name belongs: refused without being repeated
+    pasted = client.post(f"/api/projects/{project}/datasets/generate",
+                         json={"provider": {**provider, "api_key_env": secret}})  # fmt: skip
+    _error(pasted, 400, "invalid_config")
+    wrong_type = client.post(f"/api/projects/{project}/datasets/generate", json={"provider": secret})
+    _error(wrong_type, 400, "invalid_value")
+    answers = [queued, pasted, wrong_type, client.get("/api/jobs"), client.get(f"/api/jobs/{job_id}"),
+               client.get(f"/api/projects/{project}")]  # fmt: skip
+    assert all(secret not in r.text for r in answers)
+
+
+def test_the_openapi_document_lists_the_stable_paths(client: TestClient) -> None:
+    doc = client.get("/api/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    expected = {
+        "/api/projects", "/api/projects/{project}", "/api/projects/{project}/files",
+        "/api/projects/{project}/ingest", "/api/projects/{project}/ingest-report",
+        "/api/projects/{project}/chunks",
+        "/api/projects/{project}/datasets", "/api/projects/{project}/datasets/generate",
+        "/api/projects/{project}/datasets/{dataset}/examples",
+        "/api/projects/{project}/datasets/{dataset}/examples/{example_id}",
+        "/api/projects/{project}/runs", "/api/projects/{project}/runs/{run_id}",
+        "/api/projects/{project}/runs/{run_id}/metrics", "/api/projects/{project}/runs/{run_id}/resume",
+        "/api/projects/{project}/plan", "/api/projects/{project}/runs/{run_id}/evaluations",
+        "/api/projects/{project}/exports", "/api/projects/{project}/exports/{run_id}/files/{path}",
+        "/api/projects/{project}/memory", "/api/projects/{project}/chat",
+        "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/events",
+    }  # fmt: skip
+    assert expected <= set(doc["paths"])
+    assert all(p.startswith("/api/") for p in doc["paths"])  # nothing at / (the studio's pages)
