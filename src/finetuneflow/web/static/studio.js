@@ -92,10 +92,9 @@ const ACTIONS = {
     for (const el of form.elements) {
       if (!el.name) continue;
       if (el.value.trim() === "") continue;
-      train[el.name] = Number(el.value);
+      train[el.name] = el.type === "number" ? Number(el.value) : el.value;
     }
-    const out = await saveSettings({ train });
-    document.getElementById("train-config").textContent = JSON.stringify(out.train_config, null, 2);
+    showTrainConfig(await saveSettings({ train }));
     say("Training settings saved.", "info");
   },
   async upload(form) {
@@ -162,9 +161,7 @@ const ACTIONS = {
     renderPlan(box, result);
   },
   async apply(button) {
-    const out = await saveSettings({ train: jsonOf(button, "changes") });
-    document.getElementById("train-config").textContent = JSON.stringify(out.train_config, null, 2);
-    document.querySelector("[data-action=plan]").dataset.config = JSON.stringify(out.train_config);
+    showTrainConfig(await saveSettings({ train: jsonOf(button, "changes") }));
     button.disabled = true;
     say("Recommended changes applied: the Train step uses them.", "info");
   },
@@ -191,6 +188,16 @@ const ACTIONS = {
     say(out.status === "cancelled" ? "Cancelled." : "Stop requested: it stops at its next step.", "info");
   },
 };
+
+// The Hardware page after its settings changed: what a Train start will send, and what a plan checks.
+function showTrainConfig(saved) {
+  document.getElementById("train-config").textContent = JSON.stringify(saved.train_config, null, 2);
+  document.querySelector("[data-action=plan]").dataset.config = JSON.stringify(saved.train_config);
+  for (const [key, value] of Object.entries(saved.settings.train)) {
+    const field = document.querySelector(`[data-action=save-train] [name="${key}"]`);
+    if (field) field.value = value;
+  }
+}
 
 function renderPlan(box, result) {
   const plan = result.plan || result;
@@ -289,6 +296,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.querySelectorAll("[data-job-panel][data-job-id]").forEach(attach);
   listFiles().catch((err) => say(err.message));
+  document.documentElement.dataset.ready = "1";  // actions are wired (tests wait for this)
 });
 
 window.ftf = { ROUTES, call, fmtTime };

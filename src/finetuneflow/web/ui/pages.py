@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from finetuneflow import paths
@@ -75,6 +75,17 @@ def save_provider_key(project: str, body: dict[str, Any] = Body(...)) -> Respons
     if not isinstance(key, str) or not key.strip() or len(key) > 4096:
         return JSONResponse({"error": {"message": "api_key: give the key (one line)"}}, status_code=422)
     return JSONResponse({"api_key_file": str(studio.write_key(project, key.strip()))})
+
+
+@router.get("/ui/projects/{project}/exports/{run_id}.zip")
+def download_zip(project: str, run_id: str) -> Response:
+    """The export zip, which lies beside the export folder the REST API serves files from."""
+    _require_project(project)
+    try:
+        path = views.export_zip(project, run_id)
+    except (LookupError, ValueError) as err:
+        raise HTTPException(404, str(err)) from err
+    return FileResponse(path, filename=path.name, media_type="application/zip")
 
 
 @router.get("/ui/jobs/{job_id}", response_class=HTMLResponse)

@@ -128,8 +128,21 @@ def exports(project: str, run_id: str) -> list[dict[str, Any]]:
 
 
 def download_url(project: str, run_id: str, file: str) -> str:
-    """Where the REST API serves one exported file (``file`` relative to the run's export folder)."""
+    """Where one exported file is served: the REST API for the files in the run's export folder
+    (``file`` relative to it), the studio's own route for the zip beside that folder."""
+    if file.startswith("../"):
+        return f"/ui/projects/{quote(project)}/exports/{quote(run_id)}.zip"
     return f"/api/projects/{quote(project)}/exports/{quote(run_id)}/files/{quote(file)}"
+
+
+def export_zip(project: str, run_id: str) -> Path:
+    """The run's export zip (``exports/<run-id>.zip``). Raises LookupError when there is none."""
+    from finetuneflow.state import runs as rf
+
+    path = paths.project_dir(project) / "exports" / f"{rf.check_run_id(run_id)}.zip"
+    if not path.is_file() or path.is_symlink():
+        raise LookupError(f"run {run_id!r} has no export zip; export it with the zip format")
+    return path
 
 
 def _export_row(label: str, item: dict[str, Any], folder: Path) -> dict[str, Any]:
