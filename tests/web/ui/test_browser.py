@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,8 @@ def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path,
         page.locator("#exports a", has_text="report.md").click()
     saved = info.value.path()
     assert saved and "## Exports" in Path(saved).read_text()
+    assert table.locator("a", has_text="adapter/adapter_config.json").count() == 1
+    with page.expect_download() as info:
+        table.locator("a", has_text=".zip").click()
+    with zipfile.ZipFile(info.value.path()) as bundle:
+        assert bundle.testzip() is None and any(n.endswith("/report.md") for n in bundle.namelist())

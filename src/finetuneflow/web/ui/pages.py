@@ -23,7 +23,6 @@ from finetuneflow.web.ui import steps, views
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
 TEMPLATES.env.filters["basename"] = lambda value: Path(str(value or "")).name
-TEMPLATES.env.globals["download_url"] = views.download_url
 router = APIRouter(include_in_schema=False)
 
 

@@ -112,8 +112,8 @@ def evaluation(project: str, run_id: str) -> dict[str, Any] | None:
 
 
 def exports(project: str, run_id: str) -> list[dict[str, Any]]:
-    """One row per exported artefact: format, file (relative to the export folder), size, sha256 and
-    its verification in words, from the ``export.json`` the export step wrote."""
+    """One row per exported artefact: its format, its files (name, download link, sha256 when
+    known), size and verification in words, from the ``export.json`` the export step wrote."""
     folder = paths.project_dir(project) / "exports" / run_id
     path = folder / "export.json"
     if not path.is_file():
@@ -123,15 +123,12 @@ def exports(project: str, run_id: str) -> list[dict[str, Any]]:
         files = result.get("files") if isinstance(result, dict) else None
         typed = isinstance(files, dict) and files and all(isinstance(v, dict) for v in files.values())
         items = [(f"{name} {t}", item) for t, item in files.items()] if typed else [(name, result)]
-        rows += [_export_row(label, item, folder) for label, item in items if isinstance(item, dict)]
+        rows += [_export_row(project, run_id, label, item, folder) for label, item in items if isinstance(item, dict)]
     return rows
 
 
 def download_url(project: str, run_id: str, file: str) -> str:
-    """Where one exported file is served: the REST API for the files in the run's export folder
-    (``file`` relative to it), the studio's own route for the zip beside that folder."""
-    if file.startswith("../"):
-        return f"/ui/projects/{quote(project)}/exports/{quote(run_id)}.zip"
+    """Where the REST API serves one file of the run's export folder (``file`` relative to it)."""
     return f"/api/projects/{quote(project)}/exports/{quote(run_id)}/files/{quote(file)}"
 
 
@@ -145,20 +142,24 @@ def export_zip(project: str, run_id: str) -> Path:
     return path
 
 
-def _export_row(label: str, item: dict[str, Any], folder: Path) -> dict[str, Any]:
+def _export_row(project: str, run_id: str, label: str, item: dict[str, Any], folder: Path) -> dict[str, Any]:
     target = Path(str(item.get("path", "")))
-    try:
-        rel = str(target.resolve().relative_to(folder.resolve())) if item.get("path") else ""
-    except ValueError:  # the zip lies beside the folder: <run-id>.zip
-        rel = f"../{target.name}" if target.parent.resolve() == folder.parent.resolve() else ""
-    return {
-        "format": label,
-        "file": rel,
-        "is_file": target.is_file(),
-        "mb": round(int(item.get("bytes", 0) or 0) / 1e6, 2),
-        "sha256": str(item.get("sha256", ""))[:12],
-        "verification": verification(item),
-    }
+    sha = str(item.get("sha256", ""))[:12]
+    if target.suffix == ".zip" and target.parent == folder.parent:  # beside the folder: the studio serves it
+        files = [{"name": target.name, "href": f"/ui/projects/{quote(project)}/exports/{quote(run_id)}.zip", "sha256": sha}]
+    elif target.is_dir() and target.is_relative_to(folder):  # a folder: each file its own link
+        rel = target.relative_to(folder)
+        listed = item.get("files") if isinstance(item.get("files"), dict) else {}
+        files = [{"name": f"{rel}/{f.name}", "href": download_url(project, run_id, f"{rel}/{f.name}"),
+                  "sha256": str(listed.get(f.name, ""))[:12]}
+                 for f in sorted(target.iterdir()) if f.is_file()]  # fmt: skip
+    elif target.is_file() and target.is_relative_to(folder):
+        rel = str(target.relative_to(folder))
+        files = [{"name": rel, "href": download_url(project, run_id, rel), "sha256": sha}]
+    else:
+        files = [{"name": target.name, "href": "", "sha256": sha}]
+    return {"format": label, "files": files, "mb": round(int(item.get("bytes", 0) or 0) / 1e6, 2),
+            "verification": verification(item)}  # fmt: skip
 
 
 def verification(item: dict[str, Any]) -> dict[str, Any]:
