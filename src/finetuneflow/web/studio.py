@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from finetuneflow import paths
+from finetuneflow.state import open_db
 from finetuneflow.web.app import create_app
 from finetuneflow.web.config import WebConfig
 from finetuneflow.web.ui.pages import router as pages
@@ -61,6 +62,7 @@ def run_studio(app: FastAPI, cfg: WebConfig, worker: bool = True, open_browser: 
     import uvicorn
 
     url = f"http://{cfg.host}:{cfg.port}/"
+    open_db()  # migrate a new state database here, before the worker's processes race to do it
     proc = start_worker(paths.home() / "logs" / "studio-worker.log") if worker else None
     try:
         if open_browser:
