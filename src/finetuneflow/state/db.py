@@ -32,13 +32,29 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+_ENGINES: list[Engine] = []
+
+
 @cache
 def _engine(url: str) -> Engine:
     migrate(url)
     engine = create_engine(url)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
+    _ENGINES.append(engine)
     return engine
+
+
+def _new_pools_after_fork() -> None:
+    """A forked child (a Celery worker's pool process) must not talk over its parent's open
+    connections: two processes on one socket garble the conversation (PostgreSQL answers
+    'prepared statement "_pg3_0" already exists' and the job never runs). ``close=False`` leaves
+    the parent's connections to the parent; the child opens its own."""
+    for engine in _ENGINES:
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_new_pools_after_fork)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

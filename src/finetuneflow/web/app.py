@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from finetuneflow.errors import ConfigError
 from finetuneflow.serve.config import is_loopback
@@ -35,6 +38,23 @@ def api_token(cfg: WebConfig) -> str | None:
     return token
 
 
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The document FastAPI builds, less its default 422 answers: a validation error is a 400 in
+    our one error shape (``web/errors.py``), which every operation documents."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            for operation in (op for path in doc["paths"].values() for op in path.values()):
+                operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                doc.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    return build
+
+
 def create_app(cfg: WebConfig | None = None) -> FastAPI:
     """The REST API app for ``cfg`` (checked first).
 
@@ -54,6 +74,7 @@ def create_app(cfg: WebConfig | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.web_config = cfg
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     errors.install(app)
     for module in (projects, datasets, runs, memory, jobs):
         app.include_router(module.router)

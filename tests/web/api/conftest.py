@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from jobs.conftest import POSTGRES, reachable
+from jobs.conftest import POSTGRES, broker, reachable, worker  # noqa: F401 - fixtures: a broker, a worker subprocess
 
 from finetuneflow.serve.run import free_port
 from finetuneflow.web import WebConfig, create_app

@@ -44,7 +44,7 @@ def test_every_error_has_one_shape_and_a_4xx(client: TestClient, project: str) -
     message = _error(client.post(f"/api/projects/{project}/datasets", json={"config": {"nme": "x"}}),
                      400, "invalid_config")  # fmt: skip
     assert "nme: unknown key (did you mean 'name'?)" in message
-    _error(client.post(f"/api/projects/{project}/ingest", json={}), 400, "no_files")
+    _error(client.post(f"/api/projects/{project}/ingest", json={}), 409, "no_files")
 
 
 def test_a_bad_setting_is_refused_before_the_app_exists() -> None:
@@ -139,3 +139,27 @@ def test_the_openapi_document_lists_the_stable_paths(client: TestClient) -> None
     }  # fmt: skip
     assert expected <= set(doc["paths"])
     assert all(p.startswith("/api/") for p in doc["paths"])  # nothing at / (the studio's pages)
+
+
+def test_resume_and_downloads_refuse_what_they_must(
+    client: TestClient, project: str, tiny_tuned_run: Path
+) -> None:
+    from serve.conftest import add_run
+
+    from finetuneflow import paths
+
+    add_run(tiny_tuned_run, project, "done-run")
+    p = f"/api/projects/{project}"
+    _error(client.post(f"{p}/runs/done-run/resume"), 409, "run_finished")
+    _error(client.post(f"{p}/runs/no-run/resume"), 404, "not_found")
+    assert client.get(f"{p}/runs/done-run").json()["status"] == "finished"
+    exports = paths.project_dir(project) / "exports" / "done-run"
+    exports.mkdir(parents=True)
+    (exports / "report.md").write_text("# report\n")
+    (exports / "leak").symlink_to(
+        paths.home() / "ftf.db" if (paths.home() / "ftf.db").exists() else "/etc/hostname"
+    )
+    assert client.get(f"{p}/exports/done-run/files/report.md").text == "# report\n"
+    for sneaky in ("leak", "../../project.json", "%2e%2e/%2e%2e/project.json", "nothing.md"):
+        _error(client.get(f"{p}/exports/done-run/files/{sneaky}"), 404, "not_found")
+    assert [f["path"] for f in client.get(f"{p}/exports").json()[0]["files"]] == ["report.md"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import StreamingResponse
 
 from finetuneflow import jobs
@@ -16,6 +16,7 @@ from finetuneflow.web.sse import job_stream, start_after
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Job id")]
 
 
 @router.get("", response_model=list[JobPublic])
@@ -28,13 +29,13 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def show_job(job_id: int) -> dict[str, Any]:
+def show_job(job_id: JobId) -> dict[str, Any]:
     """A job with its whole history."""
     return jobs.show(job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobCancelled)
-def cancel_job(job_id: int) -> dict[str, Any]:
+def cancel_job(job_id: JobId) -> dict[str, Any]:
     """Cancel a job: a queued one at once, a running one at its next progress event."""
     return {"id": job_id, "status": jobs.cancel(job_id)}
 
@@ -46,7 +47,7 @@ def cancel_job(job_id: int) -> dict[str, Any]:
                      "description": "id: seq, event: kind, data: the event as JSON"}},
 )  # fmt: skip
 def job_events(
-    job_id: int,
+    job_id: JobId,
     cfg: Config,
     after: Annotated[int | None, Query(ge=0, description="Send the events after this seq")] = None,
     last_event_id: Annotated[str | None, Header(description="What EventSource sends on reconnect")] = None,

@@ -15,7 +15,7 @@ from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.web import uploads
 from finetuneflow.web.errors import ApiError
 from finetuneflow.web.routes import Config, queued
-from finetuneflow.web.schemas.common import ERRORS, JobRef
+from finetuneflow.web.schemas.common import ERRORS, ErrorPublic, JobRef
 from finetuneflow.web.schemas.projects import (
     ChunkPage,
     FilePublic,
@@ -32,7 +32,9 @@ _UPLOAD_BODY = {
         "required": True,
         "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+            "properties": {"files": {
+                "type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"},
+            }},
         }}},
     }
 }  # fmt: skip
@@ -61,7 +63,15 @@ def list_files(project: Project) -> list[dict[str, Any]]:
     return uploads.list_uploads(project)
 
 
-@router.post("/{project}/files", response_model=list[FilePublic], status_code=201, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "/{project}/files",
+    response_model=list[FilePublic],
+    status_code=201,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        415: {"model": ErrorPublic, "description": "Not multipart, or a file type ingest cannot read"}
+    },
+)
 async def upload_files(project: Project, request: Request, cfg: Config) -> list[dict[str, Any]]:
     """Upload files (multipart, one ``files`` field each) into the project's ``raw/uploads/``:
     size-limited, typed by their content, names made safe; ``POST .../ingest`` reads them."""
@@ -92,7 +102,7 @@ def ingest(project: Project, body: IngestCreate) -> dict[str, Any]:
     from_dict(IngestConfig, body.config)  # a bad setting is a 400 now, not a failed job later
     folder = uploads.uploads_dir(project)
     if not any(p.is_file() for p in folder.iterdir()):
-        raise ApiError(400, "nothing to ingest: upload files first (POST .../files)", "no_files")
+        raise ApiError(409, "nothing to ingest: upload files first (POST .../files)", "no_files")
     return queued("ingest", project, {"inputs": [str(folder)], "config": body.config})
 
 

@@ -43,6 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Invalid input or settings",
         401: "API token missing or wrong",
         404: "No such project, run, job or file",
+        409: "Not now: the project's state is in the way (nothing uploaded, a finished run)",
         413: "Body or upload too large",
         429: "Too many write requests",
     }.items()
