@@ -21,9 +21,13 @@ def ui(
     port: Annotated[int, typer.Option(help="TCP port of the studio.")] = 8770,
     worker: Annotated[
         bool,
-        typer.Option("--worker/--no-worker", help="Run a local job worker too (off: `ftf worker` runs elsewhere)."),
+        typer.Option(
+            "--worker/--no-worker", help="Run a local job worker too (off: `ftf worker` runs elsewhere)."
+        ),
     ] = True,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the studio in a browser.")] = True,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the studio in a browser.")
+    ] = True,
 ) -> None:
     """Start the studio (web wizard and REST API) and a local worker; Ctrl-C stops both."""
     from finetuneflow.config import from_dict

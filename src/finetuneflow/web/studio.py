@@ -39,7 +39,9 @@ def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed with this process
     cmd = [sys.executable, "-m", "finetuneflow.cli", "worker", "--loglevel", "WARNING"]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+    return subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+    )
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:

@@ -45,7 +45,18 @@ def start_studio(home: Path, log: Path) -> Studio:
            "FTF_BROKER_URL": f"sqla+sqlite:///{home / 'broker.db'}"}  # fmt: skip
     env.pop("FTF_DATABASE_URL", None)
     home.mkdir(parents=True, exist_ok=True)
-    cmd = ["nice", "-n", "5", sys.executable, "-m", "finetuneflow.cli", "ui", "--no-open", "--port", str(port)]
+    cmd = [
+        "nice",
+        "-n",
+        "5",
+        sys.executable,
+        "-m",
+        "finetuneflow.cli",
+        "ui",
+        "--no-open",
+        "--port",
+        str(port),
+    ]
     out = open(log, "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     studio = Studio(f"http://127.0.0.1:{port}", proc, log)

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 from conftest import QUICKSTART
+from dataset.teacher import teacher
 from llm_server import ScriptedServer
 
-from dataset.teacher import teacher
-
 from .conftest import Studio
+
+PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 
 KEY = "sk-test-studio-NEVER-SHOWN-7731"
 JOB_S = 240  # the longest a step's job may take on a loaded 2-core box
@@ -141,7 +140,9 @@ def _wizard(context: Any, studio: Studio, tiny_model: Path, ftf_home: Path, shot
         page.get_by_label("Model", exact=True).fill("test-model")
         page.get_by_label("API key", exact=False).fill(KEY)
         finished(page, studio, page.get_by_role("button", name="Preview generation"))
-        assert llm.chat_requests and all(r.headers.get("authorization") == f"Bearer {KEY}" for r in llm.chat_requests)
+        assert llm.chat_requests and all(
+            r.headers.get("authorization") == f"Bearer {KEY}" for r in llm.chat_requests
+        )
     assert page.locator("#generated tbody tr").count() >= 1
     assert KEY not in page.content() and page.get_by_label("API key", exact=False).input_value() == ""
     key_file = ftf_home / "projects" / project / "provider.key"
@@ -165,7 +166,10 @@ def _wizard(context: Any, studio: Studio, tiny_model: Path, ftf_home: Path, shot
     page.get_by_text(f"Example {third} deleted.").wait_for()
     page.reload()
     ready(page)
-    assert page.locator(f"tr[data-example='{first}'] textarea").last.input_value() == "An answer a reviewer wrote."
+    assert (
+        page.locator(f"tr[data-example='{first}'] textarea").last.input_value()
+        == "An answer a reviewer wrote."
+    )
     assert "approved" in page.locator(f"tr[data-example='{second}'] [data-field=status]").inner_text()
     assert page.locator(f"tr[data-example='{second}'] select").input_value() == "5"
     assert page.locator(f"tr[data-example='{third}']").count() == 0
@@ -175,7 +179,9 @@ def _wizard(context: Any, studio: Studio, tiny_model: Path, ftf_home: Path, shot
     _train_evaluate_export(page, context, studio, shots, project, ftf_home)
 
 
-def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path, project: str, home: Path) -> None:
+def _train_evaluate_export(
+    page: Any, context: Any, studio: Studio, shots: Path, project: str, home: Path
+) -> None:
     # Hardware: ask for QLoRA (no CUDA here), a short run; the plan's change is applied by one click
     step(page, "Hardware")
     page.get_by_label("Method").select_option("qlora")
@@ -186,8 +192,8 @@ def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path,
     page.get_by_text("Training settings saved.").wait_for()
     assert '"max_steps": 40' in page.locator("#train-config").inner_text()
     page.get_by_role("button", name="Check this machine").click()
-    page.wait_for_function("document.querySelector('#plan .reasons li') || !document.getElementById('alert').hidden",
-                           timeout=120_000)  # fmt: skip
+    plan_or_error = "document.querySelector('#plan .reasons li') || !document.getElementById('alert').hidden"
+    page.wait_for_function(plan_or_error, timeout=120_000)
     assert page.locator("#alert.error:not([hidden])").count() == 0, page.locator("#alert").inner_text()
     assert "qlora -> lora" in page.locator("#plan").inner_text()
     page.get_by_role("button", name="Apply the recommended changes").click()
@@ -212,10 +218,15 @@ def _train_evaluate_export(page: Any, context: Any, studio: Studio, shots: Path,
     page = context.new_page()
     page.goto(studio.url + f"/ui/projects/{project}/train")  # no job in the URL: the newest train job
     ready(page)
-    assert page.locator("[data-job-panel]").get_attribute("data-job-id") == job_url.split("job=")[1].split("&")[0]
+    assert (
+        page.locator("[data-job-panel]").get_attribute("data-job-id")
+        == job_url.split("job=")[1].split("&")[0]
+    )
     status = page.locator("[data-job-field=status]").inner_text()
     assert status in ("running", "queued"), f"the run ended before the page was reopened ({status})"
-    page.wait_for_function(f"document.getElementById('loss-chart').dataset.count > {seen}", timeout=JOB_S * 1000)
+    page.wait_for_function(
+        f"document.getElementById('loss-chart').dataset.count > {seen}", timeout=JOB_S * 1000
+    )
     shot(page, shots, "08-train-reattached")
     assert wait_job(page, studio) == "finished"
     reloaded(page)

@@ -50,8 +50,8 @@ def test_the_embedded_worker_runs_jobs_and_stops_with_the_studio(
     studio = start_studio(ftf_home, tmp_path / "studio.log")
     try:
         httpx.post(studio.url + "/api/projects", json={"name": "w"}).raise_for_status()
-        upload = httpx.post(studio.url + "/api/projects/w/files",
-                            files={"files": ("notes.md", b"# Notes\n\nThe Brindle printer prints labels.\n")})  # fmt: skip
+        note = ("notes.md", b"# Notes\n\nThe Brindle printer prints labels.\n")
+        upload = httpx.post(studio.url + "/api/projects/w/files", files={"files": note})
         upload.raise_for_status()
         config = {"tokenizer": str(tiny_model), "max_tokens": 128}
         queued = httpx.post(studio.url + "/api/projects/w/ingest", json={"config": config})

@@ -33,8 +33,14 @@ def test_dashboard_and_every_step_render(client: TestClient) -> None:
     for step in STEPS:
         page = client.get(f"/ui/projects/demo/{step}")
         assert page.status_code == 200, (step, page.text[:500])
-        assert 'aria-current="step"' in page.text and f'href="/ui/projects/demo/{step}" aria-current' in page.text
-    assert client.get("/ui/projects/demo", follow_redirects=False).headers["location"] == "/ui/projects/demo/model"
+        assert (
+            'aria-current="step"' in page.text
+            and f'href="/ui/projects/demo/{step}" aria-current' in page.text
+        )
+    assert (
+        client.get("/ui/projects/demo", follow_redirects=False).headers["location"]
+        == "/ui/projects/demo/model"
+    )
     assert client.get("/static/studio.js").status_code == 200
     assert client.get("/static/chart.js").status_code == 200
 
@@ -64,7 +70,9 @@ def test_settings_are_validated_as_a_whole_and_kept(client: TestClient) -> None:
     assert "/models/mine" in page and '"max_steps": 5' in page  # the Train button sends them
 
 
-def test_a_provider_key_is_kept_in_an_owner_only_file_and_never_answered(client: TestClient, ftf_home: Path) -> None:
+def test_a_provider_key_is_kept_in_an_owner_only_file_and_never_answered(
+    client: TestClient, ftf_home: Path
+) -> None:
     key = "sk-studio-secret-0042"
     answer = client.post("/ui/projects/demo/provider-key", json={"api_key": key})
     assert answer.status_code == 200 and key not in answer.text
@@ -82,8 +90,12 @@ def test_a_reloaded_page_follows_the_projects_newest_job_of_its_step(client: Tes
     assert pid["name"] == "demo"
     from finetuneflow.api._common import project_id
 
-    older = log.create(project_id("demo"), "train", {"project": "demo", "args": {"run_id": "r-old"}}, queue="train")
-    newer = log.create(project_id("demo"), "train", {"project": "demo", "args": {"run_id": "r-new"}}, queue="train")
+    older = log.create(
+        project_id("demo"), "train", {"project": "demo", "args": {"run_id": "r-old"}}, queue="train"
+    )
+    newer = log.create(
+        project_id("demo"), "train", {"project": "demo", "args": {"run_id": "r-new"}}, queue="train"
+    )
     log.create(project_id("demo"), "ingest", {"project": "demo", "args": {}}, queue="default")
     page = client.get("/ui/projects/demo/train").text
     assert f'data-job-id="{newer}"' in page and 'data-run="r-new"' in page
@@ -94,7 +106,9 @@ def test_a_reloaded_page_follows_the_projects_newest_job_of_its_step(client: Tes
     assert f"/ui/jobs/{newer}" in dashboard and f"/ui/jobs/{older}" in dashboard
 
 
-def test_exports_list_every_file_with_its_link_and_the_zip_is_served_safely(client: TestClient, ftf_home: Path) -> None:
+def test_exports_list_every_file_with_its_link_and_the_zip_is_served_safely(
+    client: TestClient, ftf_home: Path
+) -> None:
     exports = ftf_home / "projects" / "demo" / "exports"
     folder = exports / "run-1"
     (folder / "adapter").mkdir(parents=True)
@@ -109,10 +123,16 @@ def test_exports_list_every_file_with_its_link_and_the_zip_is_served_safely(clie
                  "verify": {"passed": False, "max_abs_diff": 0.5, "top1_agreement": 0.5, "stops": "no"}}}},
     }))  # fmt: skip
     rows = {r["format"]: r for r in views.exports("demo", "run-1")}
-    assert rows["adapter"]["files"][0]["href"] == "/api/projects/demo/exports/run-1/files/adapter/adapter_config.json"
+    assert (
+        rows["adapter"]["files"][0]["href"]
+        == "/api/projects/demo/exports/run-1/files/adapter/adapter_config.json"
+    )
     assert rows["adapter"]["files"][0]["sha256"] == "ab" * 6
     assert rows["zip"]["files"][0]["href"] == "/ui/projects/demo/exports/run-1.zip"
-    assert rows["gguf q8_0"]["verification"]["ok"] is False and "FAILED" in rows["gguf q8_0"]["verification"]["text"]
+    assert (
+        rows["gguf q8_0"]["verification"]["ok"] is False
+        and "FAILED" in rows["gguf q8_0"]["verification"]["text"]
+    )
     assert client.get(rows["adapter"]["files"][0]["href"]).text == "{}"  # the REST API serves it
     assert client.get("/ui/projects/demo/exports/run-1.zip").content.startswith(b"PK")
     for bad in ("..%2Frun-1", ".hidden", "nope"):

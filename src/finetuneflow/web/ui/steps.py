@@ -13,7 +13,6 @@ from finetuneflow.web.ui import views
 from finetuneflow.web.ui.settings import StudioSettings
 
 
-
 @dataclass(frozen=True)
 class Query:
     """What a step page's URL may name: the job it follows, the run it shows, the review page."""
@@ -52,8 +51,9 @@ def preview(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
 
 def review(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
     listed = views.examples(project, limit=PAGE, origin=q.origin or None, offset=q.offset)
-    return {**listed, "job": views.job_or_latest(project, ("dataset",), q.job), "offset": q.offset,
-            "page": PAGE, "origin": q.origin or "", "dataset_ready": views.dataset_ready(project)}  # fmt: skip
+    job = views.job_or_latest(project, ("dataset",), q.job)
+    return {**listed, "job": job, "offset": q.offset, "page": PAGE, "origin": q.origin or "",
+            "dataset_ready": views.dataset_ready(project)}  # fmt: skip
 
 
 def hardware(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:

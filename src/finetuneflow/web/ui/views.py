@@ -121,9 +121,15 @@ def exports(project: str, run_id: str) -> list[dict[str, Any]]:
     rows = []
     for name, result in json.loads(path.read_text()).items():
         files = result.get("files") if isinstance(result, dict) else None
-        typed = isinstance(files, dict) and files and all(isinstance(v, dict) for v in files.values())
-        items = [(f"{name} {t}", item) for t, item in files.items()] if typed else [(name, result)]
-        rows += [_export_row(project, run_id, label, item, folder) for label, item in items if isinstance(item, dict)]
+        if isinstance(files, dict) and files and all(isinstance(v, dict) for v in files.values()):
+            items = [(f"{name} {t}", item) for t, item in files.items()]  # one per type (GGUF)
+        else:
+            items = [(name, result)]
+        rows += [
+            _export_row(project, run_id, label, item, folder)
+            for label, item in items
+            if isinstance(item, dict)
+        ]
     return rows
 
 
@@ -145,14 +151,16 @@ def export_zip(project: str, run_id: str) -> Path:
 def _export_row(project: str, run_id: str, label: str, item: dict[str, Any], folder: Path) -> dict[str, Any]:
     target = Path(str(item.get("path", "")))
     sha = str(item.get("sha256", ""))[:12]
+    files: list[dict[str, str]]
     if target.suffix == ".zip" and target.parent == folder.parent:  # beside the folder: the studio serves it
-        files = [{"name": target.name, "href": f"/ui/projects/{quote(project)}/exports/{quote(run_id)}.zip", "sha256": sha}]
+        href = f"/ui/projects/{quote(project)}/exports/{quote(run_id)}.zip"
+        files = [{"name": target.name, "href": href, "sha256": sha}]
     elif target.is_dir() and target.is_relative_to(folder):  # a folder: each file its own link
-        rel = target.relative_to(folder)
-        listed = item.get("files") if isinstance(item.get("files"), dict) else {}
-        files = [{"name": f"{rel}/{f.name}", "href": download_url(project, run_id, f"{rel}/{f.name}"),
-                  "sha256": str(listed.get(f.name, ""))[:12]}
-                 for f in sorted(target.iterdir()) if f.is_file()]  # fmt: skip
+        sums = item.get("files")
+        sums = sums if isinstance(sums, dict) else {}
+        names = [f"{target.relative_to(folder)}/{f.name}" for f in sorted(target.iterdir()) if f.is_file()]
+        files = [{"name": n, "href": download_url(project, run_id, n),
+                  "sha256": str(sums.get(Path(n).name, ""))[:12]} for n in names]  # fmt: skip
     elif target.is_file() and target.is_relative_to(folder):
         rel = str(target.relative_to(folder))
         files = [{"name": rel, "href": download_url(project, run_id, rel), "sha256": sha}]
