@@ -6,6 +6,7 @@ Screenshots of each step are written to ``tests/web/ui/artifacts/``."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 import zipfile
@@ -22,6 +23,11 @@ from .conftest import Studio
 PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 
 KEY = "sk-test-studio-NEVER-SHOWN-7731"
+UNLABELLED = """[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter((el) => el.type === 'submit' || el.tagName === 'BUTTON'
+    ? !el.textContent.trim() && !el.getAttribute('aria-label')
+    : !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+  .map((el) => el.outerHTML.slice(0, 80))"""
 JOB_S = 240  # the longest a step's job may take on a loaded 2-core box
 
 
@@ -70,7 +76,11 @@ def step(page: Any, name: str) -> None:
 
 
 def shot(page: Any, shots: Path, name: str) -> None:
+    """Keep a screenshot of the step; check on the way that it fits 1280 px and labels every control."""
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280, f"{name}: wider than 1280 px"
+    unlabelled = page.evaluate(UNLABELLED)
+    assert not unlabelled, f"{name}: controls without a label: {unlabelled}"
 
 
 def test_the_wizard_end_to_end(
@@ -96,7 +106,7 @@ def _wizard(context: Any, studio: Studio, tiny_model: Path, ftf_home: Path, shot
     page.goto(studio.url + "/")
     ready(page)
     page.get_by_label("New project name").fill(project)
-    page.get_by_role("button", name="Create project").click()
+    page.get_by_label("New project name").press("Enter")  # the keyboard submits as the button does
     page.wait_for_url(f"**/ui/projects/{project}/model")
     ready(page)
     shot(page, shots, "01-model")
@@ -228,25 +238,32 @@ def _train_evaluate_export(
         f"document.getElementById('loss-chart').dataset.count > {seen}", timeout=JOB_S * 1000
     )
     shot(page, shots, "08-train-reattached")
-    assert wait_job(page, studio) == "finished"
-    reloaded(page)
-    assert int(page.locator("#loss-chart").get_attribute("data-count") or 0) >= 10
-    assert page.locator("#runs tbody tr").count() == 1
-    shot(page, shots, "09-train-done")
+
+    # Stop after a checkpoint (one at each of the ~5 evals: step 8, 16, ...), then resume the run
+    page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 10", timeout=JOB_S * 1000)
+    page.get_by_role("button", name="Stop", exact=True).click()
+    assert wait_job(page, studio) == "cancelled"
+    page.locator("[data-job-panel][data-job-status=cancelled]").wait_for(timeout=30_000)
+    ready(page)
+    shot(page, shots, "09-train-stopped")
+    finished(page, studio, page.get_by_role("button", name=re.compile(r"^Resume run ")))
+    assert int(page.locator("#loss-chart").get_attribute("data-count") or 0) == 40  # one run, all its steps
+    assert page.locator("#runs tbody tr").count() == 1 and "finished" in page.locator("#runs").inner_text()
+    shot(page, shots, "10-train-done")
 
     # Evaluate: base vs tuned
     step(page, "Evaluate")
     page.get_by_label("Questions per set").fill("2")
     finished(page, studio, page.get_by_role("button", name="Evaluate run"))
     assert page.locator("#losses tbody tr").count() >= 1 and page.locator("#means tbody tr").count() >= 1
-    shot(page, shots, "10-evaluate")
+    shot(page, shots, "11-evaluate")
 
     # Export: the adapter, the report and the zip, each with its verification; download one
     step(page, "Export")
     finished(page, studio, page.get_by_role("button", name="Export run"))
     table = page.locator("#exports")
     assert "adapter" in table.inner_text() and "zip" in table.inner_text()
-    shot(page, shots, "11-export")
+    shot(page, shots, "12-export")
     with page.expect_download() as info:
         page.locator("#exports a", has_text="report.md").click()
     saved = info.value.path()
