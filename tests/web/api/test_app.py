@@ -148,18 +148,19 @@ def test_resume_and_downloads_refuse_what_they_must(
 
     from finetuneflow import paths
 
-    add_run(tiny_tuned_run, project, "done-run")
+    run = f"done-{project}"  # run ids are global: PostgreSQL keeps every earlier test's
+    add_run(tiny_tuned_run, project, run)
     p = f"/api/projects/{project}"
-    _error(client.post(f"{p}/runs/done-run/resume"), 409, "run_finished")
+    _error(client.post(f"{p}/runs/{run}/resume"), 409, "run_finished")
     _error(client.post(f"{p}/runs/no-run/resume"), 404, "not_found")
-    assert client.get(f"{p}/runs/done-run").json()["status"] == "finished"
-    exports = paths.project_dir(project) / "exports" / "done-run"
+    assert client.get(f"{p}/runs/{run}").json()["status"] == "finished"
+    exports = paths.project_dir(project) / "exports" / run
     exports.mkdir(parents=True)
     (exports / "report.md").write_text("# report\n")
     (exports / "leak").symlink_to(
         paths.home() / "ftf.db" if (paths.home() / "ftf.db").exists() else "/etc/hostname"
     )
-    assert client.get(f"{p}/exports/done-run/files/report.md").text == "# report\n"
+    assert client.get(f"{p}/exports/{run}/files/report.md").text == "# report\n"
     for sneaky in ("leak", "../../project.json", "%2e%2e/%2e%2e/project.json", "nothing.md"):
-        _error(client.get(f"{p}/exports/done-run/files/{sneaky}"), 404, "not_found")
+        _error(client.get(f"{p}/exports/{run}/files/{sneaky}"), 404, "not_found")
     assert [f["path"] for f in client.get(f"{p}/exports").json()[0]["files"]] == ["report.md"]
