@@ -52,7 +52,7 @@ def test_unknown_steps_projects_and_jobs_are_404(client: TestClient) -> None:
     assert client.get("/ui/jobs/999999").status_code == 404
 
 
-def test_settings_are_validated_as_a_whole_and_kept(client: TestClient) -> None:
+def test_settings_are_validated_as_a_whole_and_kept(client: TestClient, tmp_path: Path) -> None:
     bad = client.post("/ui/projects/demo/settings", json={"goal": "fame", "max_chunk_tokens": 3, "colour": 1})
     assert bad.status_code == 422
     problems = " ".join(bad.json()["error"]["problems"])
@@ -60,14 +60,19 @@ def test_settings_are_validated_as_a_whole_and_kept(client: TestClient) -> None:
     bad = client.post("/ui/projects/demo/settings", json={"goal": "fame", "max_chunk_tokens": 3})
     assert {p.split(":")[0] for p in bad.json()["error"]["problems"]} == {"goal", "max_chunk_tokens"}
     assert studio.load("demo").goal == "auto"  # nothing written
-    ok = client.post("/ui/projects/demo/settings", json={"model": "/models/mine", "train": {"lora.r": 8}})
+    gone = client.post("/ui/projects/demo/settings", json={"model": str(tmp_path / "nothing")})
+    assert gone.status_code == 422 and "no Hugging Face model folder" in gone.text
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text("{}")
+    mine = str(tmp_path / "mine")
+    ok = client.post("/ui/projects/demo/settings", json={"model": mine, "train": {"lora.r": 8}})
     assert ok.status_code == 200
     more = client.post("/ui/projects/demo/settings", json={"goal": "style", "train": {"max_steps": 5}})
     assert more.json()["train_config"] == {
-        "base_model": "/models/mine", "goal": "style", "lora": {"r": 8}, "max_steps": 5,
+        "base_model": mine, "goal": "style", "lora": {"r": 8}, "max_steps": 5,
     }  # fmt: skip
     page = client.get("/ui/projects/demo/train").text
-    assert "/models/mine" in page and '"max_steps": 5' in page  # the Train button sends them
+    assert mine in page and '"max_steps": 5' in page  # the Train button sends them
 
 
 def test_a_provider_key_is_kept_in_an_owner_only_file_and_never_answered(

@@ -35,6 +35,14 @@ class StudioSettings:
         out = []
         if not self.model.strip():
             out.append("model: choose the default model or give a local folder")
+        elif (
+            self.model.startswith(("/", "~", "."))
+            and not (Path(self.model).expanduser() / "config.json").is_file()
+        ):
+            # a path typed on the Model step: say now, not when a job fails minutes later
+            out.append(
+                f"model: {self.model!r} is no Hugging Face model folder on this machine (no config.json)"
+            )
         if self.goal not in ("auto", "knowledge", "style"):
             out.append(f"goal: {self.goal!r} is not auto, knowledge or style")
         if self.max_chunk_tokens < 16:
