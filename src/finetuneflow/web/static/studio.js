@@ -253,8 +253,10 @@ function attach(panel) {
     line.textContent = `${event.seq} ${event.at.slice(11, 19)} ${event.kind} ${p.message || p.stage || p.error || ""}`;
     field("log").append(line);
     if (event.kind === "progress") {
-      if (p.total) field("progress").value = p.done / p.total;
-      if (p.message) field("message").textContent = p.message;
+      if (!wasDone) {  // a finished job's page shows its final state: the replay only fills the log
+        if (p.total) field("progress").value = p.done / p.total;
+        if (p.message) field("message").textContent = p.message;
+      }
       document.dispatchEvent(new CustomEvent("ftf:progress", { detail: p }));
     } else if (!wasDone && ["started", "requeued", "retry"].includes(event.kind)) {
       field("status").textContent = event.kind === "started" ? "running" : "queued";
