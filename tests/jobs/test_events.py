@@ -123,3 +123,32 @@ def test_a_queued_job_is_cancelled_at_once(database: str) -> None:
     job_id = log.create(None, "dataset", {}, queue="default")
     assert jobs.cancel(job_id) == "cancelled"
     assert _kinds(job_id) == ["queued", "cancel", "cancelled"]
+
+
+def test_a_delivery_that_cannot_read_its_job_is_retried_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database is unreachable when the worker takes the message: the task asks Celery to
+    deliver it again later (an exception out of the task would ack it, and the job would stay
+    queued forever); once retries run out, the error propagates."""
+    from sqlalchemy.exc import OperationalError
+
+    from finetuneflow.jobs.app import run_job
+
+    monkeypatch.setenv("FTF_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+    class Retry(Exception):
+        pass
+
+    class Task:  # what run_job reads of a bound Celery task
+        class request:  # noqa: N801 - Celery's attribute name
+            retries = 0
+
+        def retry(self, countdown: float, max_retries: int) -> Exception:
+            return Retry(countdown)
+
+    with pytest.raises(Retry):
+        run_job(1, FAST, Task())  # type: ignore[arg-type]
+    Task.request.retries = FAST.max_retries
+    with pytest.raises(OperationalError):
+        run_job(1, FAST, Task())  # type: ignore[arg-type]

@@ -119,3 +119,32 @@ def test_chat_exchanges_migration_adds_and_drops_only_its_table(tmp_path: Path) 
     assert "chat_exchanges" not in inspect(create_engine(url)).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM projects")).all() == [("p",)]
+
+
+def _migrate_at_once(url: str, barrier: Any, errors: Any) -> None:
+    from finetuneflow.state.db import migrate
+
+    barrier.wait()
+    try:
+        migrate(url)
+    except Exception as err:  # reported to the parent, which fails the test
+        errors.put(f"{type(err).__name__}: {err}")
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_one_at_a_time(tmp_path: Path) -> None:
+    """`ftf ui` and its worker's processes open a new state database together: one creates the
+    tables, the others find them (without the lock one failed with 'table ... already exists')."""
+    import multiprocessing
+
+    import alembic.command  # noqa: F401  (imported before the fork: the processes start level)
+
+    ctx = multiprocessing.get_context("fork")
+    barrier, errors = ctx.Barrier(4), ctx.Queue()
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [ctx.Process(target=_migrate_at_once, args=(url, barrier, errors)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert errors.empty(), errors.get()

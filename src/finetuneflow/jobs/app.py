@@ -59,7 +59,13 @@ def _task(cfg: JobsConfig) -> Any:
 def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
     """Run queued job ``job_id`` here and record how it ended; returns its final status (or
     ``skipped`` for a delivery of a job that is done or running elsewhere)."""
-    job = log.get(job_id)
+    try:
+        job = log.get(job_id)
+    except RETRYABLE as err:  # the database is unreachable or locked: keep the message, not lose it
+        if task is not None and task.request.retries < cfg.max_retries:
+            wait = cfg.backoff(task.request.retries)
+            raise task.retry(countdown=wait, max_retries=cfg.max_retries) from err
+        raise
     if job["status"] in log.DONE or (job["status"] == "running" and _alive_elsewhere(job, cfg)):
         return "skipped"
     attempt = int(job["attempts"]) + 1

@@ -22,14 +22,36 @@ def database_url() -> str:
 
 
 def migrate(url: str) -> None:
-    """Bring the database at ``url`` to the newest schema (Alembic ``upgrade head``)."""
+    """Bring the database at ``url`` to the newest schema (Alembic ``upgrade head``), one process
+    at a time: a worker's processes (or `ftf ui` and its worker) opening a new database at once
+    would both create its tables, and one would fail ('table already exists')."""
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    with _migration_lock():
+        command.upgrade(cfg, "head")
+
+
+@contextmanager
+def _migration_lock() -> Iterator[None]:
+    """An exclusive lock on ``$FTF_HOME/.migrate.lock`` (processes of one machine; none where
+    ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    home = paths.home()
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".migrate.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 _ENGINES: list[Engine] = []
