@@ -171,6 +171,13 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
     parser.add_argument("--skip-style", action="store_true", help="only base and the knowledge goal")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="one knowledge run, stopping rules off: recall/held-out F1 and general-text perplexity "
+        "at every probe step (CSV + PNG under --out; --max-steps, --every)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="--curve's folder (default bench/results)")
     parser.add_argument("--memory", action="store_true", help="add base+memory and tuned+memory rows")
     parser.add_argument("--memories", type=int, default=3, help="memory items recalled per question")
     parser.add_argument(
@@ -207,6 +214,9 @@ def main() -> None:
     knowledge = replace(knowledge, recall=recall_cfg)
     if args.rank:
         knowledge = replace(knowledge, lora=replace(knowledge.lora, r=args.rank, alpha=2 * args.rank))
+    if args.curve:
+        run_curve(knowledge, facts, heldout, args)
+        return
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ftf-knowledge-") as tmp:
         dataset = Path(tmp) / "dataset"
@@ -224,6 +234,29 @@ def main() -> None:
     report(results, sets)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def run_curve(
+    knowledge: Any, facts: list[dict[str, Any]], heldout: tuple[list[str], list[str]], args: Any
+) -> None:
+    """``--curve``: see bench/knowledge_curve.py."""
+    import knowledge_curve as kc
+
+    steps, every = args.max_steps or 64, args.every or 8
+    cfg = kc.curve_config(knowledge, steps, every)
+    out = args.out or kc.RESULTS
+    with tempfile.TemporaryDirectory(prefix="ftf-knowledge-curve-") as tmp:
+        dataset = Path(tmp) / "dataset"
+        build_dataset(dataset, facts)
+        run_dir, summary, seconds = train_run(dataset, Path(tmp) / "runs", "knowledge", cfg)
+        print(f"trained {summary['steps']} steps in {seconds:.0f} s; measuring every checkpoint", flush=True)
+        rows = kc.with_recall(kc.measure_checkpoints(run_dir, *heldout, ask, score), curve(run_dir))
+    lr = summary["recipe"]["learning_rate"]
+    title = (f"SmolLM2-135M, knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}, probe every {every} steps "
+             f"(stopping rules off)")  # fmt: skip
+    kc.print_table(rows)
+    print(f"\nwrote {kc.write_csv(rows, out / 'knowledge_curve.csv')} and "
+          f"{kc.plot(rows, out / 'knowledge_curve.png', title)}")  # fmt: skip
 
 
 def report(results: dict[str, Any], sets: dict[str, Any]) -> None:
