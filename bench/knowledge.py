@@ -22,7 +22,12 @@ Memory columns (``--memory``): the four documents are taught, paragraph by parag
 memory (all-MiniLM-L6-v2, offline; ``--memory-embedder hash:256`` for a quick look) and
 :data:`MEMORY_HOOK` recalls ``--memories`` items per question through ``api.recall``; the system
 message is the one ``ftf chat`` and ``ftf evaluate`` build (``models.context.build_messages``), so
-"+memory" rows are the base and tuned models with the project's memory in the prompt.
+"+memory" rows are the base and tuned models with the project's memory in the prompt. The leakage
+split scores them again apart: the questions whose recalled notes state the reference answer word
+for word (open book: the model can copy it) and those whose notes do not.
+
+Curve (``--curve``, :mod:`knowledge_curve`): one knowledge run with its stopping rules off, the
+recall probe's F1, held-out F1 and general-text perplexity at every probe step, as CSV and PNG.
 """
 
 from __future__ import annotations
@@ -138,8 +143,25 @@ def evaluate(run_dir: Path, sets: dict[str, tuple[list[str], list[str]]], with_b
         for name, (qs, refs) in sets.items():
             for suffix, table in answers.items():
                 out[side][name + suffix] = score([table[q] for q in qs], refs)
+            if notes:  # the leakage split: was the reference answer itself in the recalled notes?
+                by_q = dict(zip(questions, notes, strict=True))
+                for label, inside in ((" (answer in prompt)", True), (" (answer not in prompt)", False)):
+                    pick = [i for i, q in enumerate(qs) if answer_in(refs[i], by_q[q]) == inside]
+                    out[side][name + "+memory" + label] = score(
+                        [answers["+memory"][qs[i]] for i in pick], [refs[i] for i in pick]
+                    ) | {"n": len(pick)}
     out["forgetting"] = text_perplexity(tuned, 512, 4, amp)
     return out
+
+
+def answer_in(answer: str, notes: str) -> bool:
+    """Whether ``notes`` state ``answer`` word for word (case, punctuation and spacing aside): the
+    memory then gives the model the answer to copy, an open book."""
+
+    def norm(text: str) -> str:
+        return " ".join("".join(c if c.isalnum() or c == "." else " " for c in text.casefold()).split())
+
+    return norm(answer).rstrip(".").strip() in norm(notes)
 
 
 def _answers(
@@ -264,11 +286,14 @@ def report(results: dict[str, Any], sets: dict[str, Any]) -> None:
         (f"tuned ({name})", results[name]["tuned"]) for name in ("style", "knowledge") if name in results
     ]
     names = list(sets) + [n + "+memory" for n in sets if MEMORY_HOOK]
+    if MEMORY_HOOK:
+        names += [f"{n}+memory (answer {w} prompt)" for n in sets for w in ("in", "not in")]
     print("\n| set | " + " | ".join(c for c, _ in columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name in names:
         cells = [f"F1 {c[name]['f1']:.2f} / EM {c[name]['em']:.2f}" for _, c in columns]
-        print(f"| {name} ({len(sets[name.removesuffix('+memory')][0])}) | " + " | ".join(cells) + " |")
+        n = columns[0][1][name].get("n", len(sets[name.split("+memory")[0]][0]))
+        print(f"| {name} ({n}) | " + " | ".join(cells) + " |")
     if not MEMORY_HOOK:
         print("(base+memory / tuned+memory: run with --memory)")
     for name in ("style", "knowledge"):
