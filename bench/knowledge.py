@@ -22,7 +22,12 @@ Memory columns (``--memory``): the four documents are taught, paragraph by parag
 memory (all-MiniLM-L6-v2, offline; ``--memory-embedder hash:256`` for a quick look) and
 :data:`MEMORY_HOOK` recalls ``--memories`` items per question through ``api.recall``; the system
 message is the one ``ftf chat`` and ``ftf evaluate`` build (``models.context.build_messages``), so
-"+memory" rows are the base and tuned models with the project's memory in the prompt.
+"+memory" rows are the base and tuned models with the project's memory in the prompt. The leakage
+split scores them again apart: the questions whose recalled notes state the reference answer word
+for word (open book: the model can copy it) and those whose notes do not.
+
+Curve (``--curve``, :mod:`knowledge_curve`): one knowledge run with its stopping rules off, the
+recall probe's F1, held-out F1 and general-text perplexity at every probe step, as CSV and PNG.
 """
 
 from __future__ import annotations
@@ -138,8 +143,25 @@ def evaluate(run_dir: Path, sets: dict[str, tuple[list[str], list[str]]], with_b
         for name, (qs, refs) in sets.items():
             for suffix, table in answers.items():
                 out[side][name + suffix] = score([table[q] for q in qs], refs)
+            if notes:  # the leakage split: was the reference answer itself in the recalled notes?
+                by_q = dict(zip(questions, notes, strict=True))
+                for label, inside in ((" (answer in prompt)", True), (" (answer not in prompt)", False)):
+                    pick = [i for i, q in enumerate(qs) if answer_in(refs[i], by_q[q]) == inside]
+                    out[side][name + "+memory" + label] = score(
+                        [answers["+memory"][qs[i]] for i in pick], [refs[i] for i in pick]
+                    ) | {"n": len(pick)}
     out["forgetting"] = text_perplexity(tuned, 512, 4, amp)
     return out
+
+
+def answer_in(answer: str, notes: str) -> bool:
+    """Whether ``notes`` state ``answer`` word for word (case, punctuation and spacing aside): the
+    memory then gives the model the answer to copy, an open book."""
+
+    def norm(text: str) -> str:
+        return " ".join("".join(c if c.isalnum() or c == "." else " " for c in text.casefold()).split())
+
+    return norm(answer).rstrip(".").strip() in norm(notes)
 
 
 def _answers(
@@ -171,6 +193,13 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
     parser.add_argument("--skip-style", action="store_true", help="only base and the knowledge goal")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="one knowledge run, stopping rules off: recall/held-out F1 and general-text perplexity "
+        "at every probe step (CSV + PNG under --out; --max-steps, --every)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="--curve's folder (default bench/results)")
     parser.add_argument("--memory", action="store_true", help="add base+memory and tuned+memory rows")
     parser.add_argument("--memories", type=int, default=3, help="memory items recalled per question")
     parser.add_argument(
@@ -207,6 +236,9 @@ def main() -> None:
     knowledge = replace(knowledge, recall=recall_cfg)
     if args.rank:
         knowledge = replace(knowledge, lora=replace(knowledge.lora, r=args.rank, alpha=2 * args.rank))
+    if args.curve:
+        run_curve(knowledge, facts, heldout, args)
+        return
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ftf-knowledge-") as tmp:
         dataset = Path(tmp) / "dataset"
@@ -226,16 +258,42 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+def run_curve(
+    knowledge: Any, facts: list[dict[str, Any]], heldout: tuple[list[str], list[str]], args: Any
+) -> None:
+    """``--curve``: see bench/knowledge_curve.py."""
+    import knowledge_curve as kc
+
+    steps, every = args.max_steps or 64, args.every or 8
+    cfg = kc.curve_config(knowledge, steps, every)
+    out = args.out or kc.RESULTS
+    with tempfile.TemporaryDirectory(prefix="ftf-knowledge-curve-") as tmp:
+        dataset = Path(tmp) / "dataset"
+        build_dataset(dataset, facts)
+        run_dir, summary, seconds = train_run(dataset, Path(tmp) / "runs", "knowledge", cfg)
+        print(f"trained {summary['steps']} steps in {seconds:.0f} s; measuring every checkpoint", flush=True)
+        rows = kc.with_recall(kc.measure_checkpoints(run_dir, *heldout, ask, score), curve(run_dir))
+    lr = summary["recipe"]["learning_rate"]
+    title = (f"SmolLM2-135M, knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}, probe every {every} steps "
+             f"(stopping rules off)")  # fmt: skip
+    kc.print_table(rows)
+    print(f"\nwrote {kc.write_csv(rows, out / 'knowledge_curve.csv')} and "
+          f"{kc.plot(rows, out / 'knowledge_curve.png', title)}")  # fmt: skip
+
+
 def report(results: dict[str, Any], sets: dict[str, Any]) -> None:
     columns = [("base", results["base"])] + [
         (f"tuned ({name})", results[name]["tuned"]) for name in ("style", "knowledge") if name in results
     ]
     names = list(sets) + [n + "+memory" for n in sets if MEMORY_HOOK]
+    if MEMORY_HOOK:
+        names += [f"{n}+memory (answer {w} prompt)" for n in sets for w in ("in", "not in")]
     print("\n| set | " + " | ".join(c for c, _ in columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name in names:
         cells = [f"F1 {c[name]['f1']:.2f} / EM {c[name]['em']:.2f}" for _, c in columns]
-        print(f"| {name} ({len(sets[name.removesuffix('+memory')][0])}) | " + " | ".join(cells) + " |")
+        n = columns[0][1][name].get("n", len(sets[name.split("+memory")[0]][0]))
+        print(f"| {name} ({n}) | " + " | ".join(cells) + " |")
     if not MEMORY_HOOK:
         print("(base+memory / tuned+memory: run with --memory)")
     for name in ("style", "knowledge"):

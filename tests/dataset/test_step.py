@@ -196,6 +196,24 @@ def test_written_jsonl_loads_with_hf_datasets(tmp_path: Path) -> None:
     assert expected <= set(saved["files"]) and saved["counts"] == manifest["counts"]
 
 
+def test_chat_rows_name_the_chunk_they_were_written_from(tmp_path: Path) -> None:
+    """Evaluation tells an open-book memory answer by it (the question's own chunk recalled)."""
+    pid = project("p", corpus(4))
+    build(pid, tmp_path)
+    with session_scope() as s:
+        chunk_of = {
+            e.uid: e.chunk_id
+            for e in s.scalars(select(schema.Example).where(schema.Example.project_id == pid))
+        }
+    rows = [
+        json.loads(line) for path in tmp_path.glob("chat/*.jsonl") for line in path.read_text().splitlines()
+    ]
+    assert rows and all(isinstance(r["chunk_id"], int) and r["chunk_id"] == chunk_of[r["id"]] for r in rows)
+    assert len({r["chunk_id"] for r in rows}) > 4  # per chunk, not one value
+    texts = [json.loads(line) for line in (tmp_path / "text/train.jsonl").read_text().splitlines()]
+    assert texts and all("chunk_id" not in t for t in texts)
+
+
 # --- split invariants -------------------------------------------------------------------------------
 
 SPLIT = {"eval_fraction": 0.3, "heldout_fraction": 0.3}  # big shares, so every side has rows

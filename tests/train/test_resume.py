@@ -73,6 +73,47 @@ def test_killed_run_resumes_to_the_same_final_loss(tiny_model: Path, tmp_path: P
     assert len(ckpt.checkpoint_dirs(run_dir)) <= cfg.checkpoints.keep_last + 1  # + the best
 
 
+def test_killed_knowledge_run_resumes_to_the_same_result(tiny_model: Path, tmp_path: Path) -> None:
+    """The knowledge goal's recall probe and forgetting guard resume too. Both stopping rules are
+    off (patience 0, no guard: a random tiny model's recall would stop it at a step that depends on
+    noise), so the run lasts its 24 steps and probes every 4; the killed and resumed run must probe
+    the same answers, keep the same best step and end on the same weights as an uninterrupted one."""
+    from safetensors.torch import load_file
+
+    from finetuneflow.train.config import RecallSettings
+
+    ds = chat_dataset(tmp_path / "ds")
+    probe = RecallSettings(every=4, questions=4, max_new_tokens=4, patience=0, max_forgetting=0.0)
+    cfg = _cfg(tiny_model, goal="knowledge", recall=probe)
+    whole = train(ds, tmp_path / "whole", cfg)
+    assert whole["recipe"]["goal"] == "knowledge" and whole["steps"] == 24 and whole["status"] == "finished"
+    run_dir = tmp_path / "killed"
+    _kill_when(run_dir, ds, cfg, step=9)
+    resumed = train(ds, run_dir, cfg, resume=True)
+    for key in ("steps", "best_step", "recall_f1", "stop_reason", "status"):
+        assert resumed[key] == whole[key], key
+    assert resumed["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-4)
+
+    def probes(folder: Path) -> list[tuple[int, float]]:
+        return [(m["step"], m["recall_f1"]) for m in rf.read_metrics(folder) if "recall_f1" in m]
+
+    assert [s for s, _ in probes(run_dir)] == list(range(0, 25, 4))  # each probe logged once
+    assert probes(run_dir) == probes(tmp_path / "whole")
+    best = max(f1 for step, f1 in probes(run_dir) if step > 0)
+    assert whole["best_step"] == min(step for step, f1 in probes(run_dir) if step > 0 and f1 == best)
+    weights = [
+        load_file(str(d / rf.ADAPTER / "adapter_model.safetensors")) for d in (run_dir, tmp_path / "whole")
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch_close(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def torch_close(a: object, b: object) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6))  # type: ignore[arg-type]
+
+
 def test_resume_ignores_a_half_written_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
     ds = chat_dataset(tmp_path / "ds")
     cfg = _cfg(tiny_model, max_steps=6)

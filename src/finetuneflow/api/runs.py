@@ -144,7 +144,8 @@ def _retriever(project: str, cfg: EvalConfig) -> Callable[[str], list[dict[str, 
     from finetuneflow.api.memory import has_memories, retriever
 
     if has_memories(project):
-        return retriever(project, cfg.memories)
+        # spares: items that take the place of a question's own source when it is left out
+        return retriever(project, 2 * cfg.memories if cfg.memory_exclude_source else cfg.memories)
     if cfg.memory == "on":
         raise ValueError(
             f"memory: on, but project {project!r}'s memory is empty: fill it with `ftf memory sync "

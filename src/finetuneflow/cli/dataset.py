@@ -93,6 +93,7 @@ def dataset_generate(
     follow_up: Annotated[bool | None, opt("generate", "follow_up", "--follow-up/--single-turn")] = None,
     max_chunks: Annotated[int | None, opt("generate", "max_chunks")] = None,
     paraphrases: Annotated[int | None, opt("generate", "paraphrases")] = None,
+    answer_variants: Annotated[int | None, opt("generate", "answer_variants")] = None,
     preview: Annotated[
         bool, typer.Option("--preview", help="A few representative chunks only; no build.")
     ] = False,
@@ -120,7 +121,7 @@ def dataset_generate(
         gen = settings(
             GenerateConfig, config, "generate",
             examples_per_chunk=per_chunk, judge=judge, follow_up=follow_up, max_chunks=max_chunks,
-            paraphrases=paraphrases,
+            paraphrases=paraphrases, answer_variants=answer_variants,
         )  # fmt: skip
         ds = settings(
             DatasetConfig, config, "dataset", name=name, domain=domain, system_prompt=system_prompt,

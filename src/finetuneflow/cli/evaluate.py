@@ -28,6 +28,10 @@ def evaluate(
     judge: Annotated[bool | None, opt("evaluate", "judge", "--judge/--no-judge")] = None,
     memory: Annotated[str | None, opt("evaluate", "memory")] = None,
     memories: Annotated[int | None, opt("evaluate", "memories")] = None,
+    exclude_source: Annotated[
+        bool | None,
+        opt("evaluate", "memory_exclude_source", "--exclude-own-source/--no-exclude-own-source"),
+    ] = None,
     preset: Preset = None,
     base_url: BaseUrl = None,
     model: Model = None,
@@ -49,6 +53,7 @@ def evaluate(
         cfg = settings(
             EvalConfig, config, "evaluate", answers=answers, recall=recall, forgetting=forgetting,
             max_new_tokens=max_new_tokens, judge=judge, memory=memory, memories=memories,
+            memory_exclude_source=exclude_source,
         )  # fmt: skip
         provider = None
         if cfg.judge:
@@ -86,6 +91,8 @@ def show(result: dict[str, Any]) -> None:
     console.print(_bold(escape(text)))
     for v in (result.get("memory_verdicts") or {}).values():
         console.print(_bold(escape(v["sentence"])))
+        if v.get("excluding_source"):  # the same without each question's own source (open book)
+            console.print(_bold(escape(v["excluding_source"]["sentence"])))
 
 
 def _pair(row: dict[str, Any], key: str) -> str:
@@ -133,6 +140,12 @@ def _summary_table(sets: dict[str, Any]) -> Table:
                 mem, without = s["means"][side], s["means"][peer]
                 cells = [_means(without, mem, k) for k in ("f1", "rouge_l", "em", "contains", "nll")]
                 table.add_row(f"  {SIDES[peer]} → {SIDES[side]}", str(s["questions"]), *cells, "-")
+        leak = s.get("leakage") or {}
+        for side, mem in (leak.get("means_excluding_source") or {}).items():
+            without = s["means"][MEMORY_PEERS[side]]
+            cells = [_means(without, mem, k) for k in ("f1", "rouge_l", "em", "contains", "nll")]
+            label = f"  {SIDES[side]}, own source out ({leak['leaked']} leaked)"
+            table.add_row(label, str(s["questions"]), *cells, "-")
     return table
 
 

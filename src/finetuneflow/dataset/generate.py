@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from finetuneflow.config import setting
@@ -42,6 +42,14 @@ class GenerateConfig:
         "each is a training example of its own, grouped with the original by a fact id that dedup and "
         "the split respect).",
     )
+    # Off by default like paraphrases: each variant is one more training example per question (and
+    # more LLM output per chunk); the knowledge recipe asks for it: --paraphrases 3 --answer-variants 1.
+    answer_variants: int = setting(
+        0,
+        "Other wordings asked per answer (same facts, different words; the knowledge recipe: 1-2). "
+        "Each must pass the grounding check on its own; wordings of questions and answers are paired "
+        "round-robin into examples of one fact group.",
+    )
     grounding_min: float = setting(0.6, "Share of an answer's content words that must occur in the chunk.")
     judge: bool = setting(False, "Score every pair with an LLM judge (one extra call per chunk).")
     judge_min: float = setting(7.0, "With judge: keep pairs whose mean rubric score (1-10) is at least this.")
@@ -53,6 +61,8 @@ class GenerateConfig:
         out = []
         if not 0 <= self.paraphrases <= 5:
             out.append("paraphrases: must be 0..5")
+        if not 0 <= self.answer_variants <= 3:
+            out.append("answer_variants: must be 0..3")
         if not 0 <= self.examples_per_chunk <= 20:
             out.append("examples_per_chunk: must be 0 (scaled) to 20")
         if self.tokens_per_example < 16 or self.max_per_chunk < 1:
@@ -178,8 +188,9 @@ def run_chunk(answers: AnswerCache, chunk: ChunkIn, cfg: GenerateConfig, seed: i
     out = Generated(chunk)
     out.asked = cfg.count_for(chunk.n_tokens)
     messages = prompts.generation_messages(
-        chunk.text, out.asked, chunk.id + seed, cfg.follow_up, paraphrases=cfg.paraphrases
-    )
+        chunk.text, out.asked, chunk.id + seed, cfg.follow_up, paraphrases=cfg.paraphrases,
+        answer_variants=cfg.answer_variants,
+    )  # fmt: skip
     try:
         value = _parsed(answers, out, answers.ask(out, "generate", messages, prompts.EXAMPLES_SCHEMA), cfg)
     except CircuitOpen:
@@ -216,13 +227,25 @@ def _parsed(answers: AnswerCache, out: Generated, text: str, cfg: GenerateConfig
 
 
 def _grounded(out: Generated, pairs: list[Pair], cfg: GenerateConfig) -> list[Pair]:
+    """The pairs whose answer is grounded in the chunk, each keeping only its grounded answer
+    variants (a variant may add what the chunk does not say: it is checked on its own)."""
     kept = []
     for pair in pairs:
         score = grounding(pair.answer_text(), out.chunk.text)
-        if score >= cfg.grounding_min:
-            kept.append(pair)
-        else:
+        if score < cfg.grounding_min:
             out.reject("grounding", "answer not grounded in the chunk", pair, f"grounding {score:.2f}")
+            continue
+        variants = []
+        for variant in pair.variants:
+            v_score = grounding(variant, out.chunk.text)
+            if v_score >= cfg.grounding_min:
+                variants.append(variant)
+            else:
+                alone = Pair(pair.question, variant, pair.follow_up, pair.follow_up_answer)
+                out.reject(
+                    "grounding", "answer variant not grounded in the chunk", alone, f"grounding {v_score:.2f}"
+                )
+        kept.append(replace(pair, variants=tuple(variants)))
     return kept
 
 

@@ -110,7 +110,7 @@ def store_generated(
     chunk = result.chunk
     Item = tuple[list[Message], str, str | None, dict[str, str]]
     kept: list[Item] = [
-        (w.messages(system), "new", None, {"fact": fact_id(chunk.id, p.question)} if p.paraphrases else {})
+        (w.messages(system), "new", None, {"fact": fact_id(chunk.id, p.question)} if p.grouped else {})
         for p in result.pairs
         for w in p.wordings()
     ]

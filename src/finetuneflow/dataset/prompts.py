@@ -33,6 +33,7 @@ EXAMPLES_SCHEMA: dict[str, Any] = {
                     "follow_up": {"type": "string"},
                     "follow_up_answer": {"type": "string"},
                     "paraphrases": {"type": "array", "items": {"type": "string"}},
+                    "answer_variants": {"type": "array", "items": {"type": "string"}},
                 },
                 "required": ["question", "answer"],
             },
@@ -71,10 +72,11 @@ def styles_for(seed: int, n: int) -> list[str]:
 
 
 def generation_messages(
-    text: str, n: int, seed: int, follow_up: bool, language_hint: str = "", paraphrases: int = 0
-) -> list[Message]:
+    text: str, n: int, seed: int, follow_up: bool, language_hint: str = "", paraphrases: int = 0,
+    answer_variants: int = 0,
+) -> list[Message]:  # fmt: skip
     """Ask for ``n`` question/answer pairs grounded in ``text``, in varied styles and audiences,
-    each with ``paraphrases`` other wordings of its question."""
+    each with ``paraphrases`` other wordings of its question and ``answer_variants`` of its answer."""
     wanted = "\n".join(
         f"{i + 1}. {STYLES[style]}, asked by {AUDIENCES[(seed + i) % len(AUDIENCES)]}"
         for i, style in enumerate(styles_for(seed, n))
@@ -90,9 +92,16 @@ def generation_messages(
             f' Each example also has "paraphrases": {paraphrases} other ways a person might ask the same '
             "question, in different words (same meaning, same answer)."
         )
+    if answer_variants:
+        turn += (
+            f' Each example also has "answer_variants": {answer_variants} other ways to write the same '
+            "answer, in different words (the same facts from the text, nothing added or left out)."
+        )
     shape: dict[str, Any] = {"examples": [{"question": "...", "answer": "..."}]}
     if paraphrases:
         shape["examples"][0]["paraphrases"] = ["..."] * paraphrases
+    if answer_variants:
+        shape["examples"][0]["answer_variants"] = ["..."] * answer_variants
     system = (
         "You write training data for a question-answering assistant. You only use facts stated in "
         "the source text; you never invent names, numbers or steps."
@@ -113,7 +122,8 @@ def repair_messages(bad_output: str, problem: str) -> list[Message]:
     shape = {"examples": [{"question": "...", "answer": "..."}]}
     user = (
         f"This output should be JSON of the shape {json.dumps(shape)} but is not ({problem}).\n"
-        "Rewrite it as valid JSON of that shape, keeping its questions and answers unchanged. "
+        "Rewrite it as valid JSON of that shape, keeping its questions and answers unchanged (and any "
+        '"paraphrases" and "answer_variants" lists of an example, as they are). '
         f"Reply with the JSON only.\n\n<output>\n{bad_output[:6000]}\n</output>"
     )
     return [{"role": "user", "content": user}]

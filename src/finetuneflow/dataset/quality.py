@@ -35,11 +35,26 @@ class Pair:
     follow_up: str = ""
     follow_up_answer: str = ""
     paraphrases: tuple[str, ...] = ()  # other wordings of the question (same answer, same fact)
+    variants: tuple[str, ...] = ()  # other wordings of the answer (same facts, same fact group)
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the pair has other wordings: its examples then share a ``fact`` id."""
+        return bool(self.paraphrases or self.variants)
 
     def wordings(self) -> list[Pair]:
-        """This pair and one pair per paraphrase of its question (each with the same answer)."""
-        return [self] + [
-            Pair(q, self.answer, self.follow_up, self.follow_up_answer) for q in self.paraphrases
+        """One pair per wording: questions (the original, then its paraphrases) and answers (the
+        original, then its variants) paired round-robin, as many pairs as the longer list, so every
+        wording is trained on without multiplying the two counts."""
+        questions, answers = (self.question, *self.paraphrases), (self.answer, *self.variants)
+        return [
+            Pair(
+                questions[i % len(questions)],
+                answers[i % len(answers)],
+                self.follow_up,
+                self.follow_up_answer,
+            )
+            for i in range(max(len(questions), len(answers)))
         ]
 
     def messages(self, system: str = "") -> list[Message]:
@@ -82,22 +97,23 @@ def validate_pairs(value: Any) -> tuple[list[Pair], list[str]]:
                     a,
                     _text(item.get("follow_up")),
                     _text(item.get("follow_up_answer")),
-                    _paraphrases(item, q),
+                    _distinct(item.get("paraphrases"), q, MIN_QUESTION_CHARS),
+                    _distinct(item.get("answer_variants"), a, MIN_ANSWER_CHARS),
                 )
             )
     return pairs, problems
 
 
-def _paraphrases(item: dict[str, Any], question: str) -> tuple[str, ...]:
-    """The item's usable, distinct rewordings of ``question`` (too short or repeated ones left out)."""
-    raw = item.get("paraphrases")
-    seen = {exact_key(question)}
+def _distinct(raw: Any, original: str, min_chars: int) -> tuple[str, ...]:
+    """The usable, distinct rewordings of ``original`` in ``raw`` (a list; too short, repeated or
+    non-string ones left out): a question's paraphrases or an answer's variants."""
+    seen = {exact_key(original)}
     out: list[str] = []
     for text in raw if isinstance(raw, list) else []:
-        q = _text(text)
-        if len(q) >= MIN_QUESTION_CHARS and exact_key(q) not in seen:
-            seen.add(exact_key(q))
-            out.append(q)
+        t = _text(text)
+        if len(t) >= min_chars and exact_key(t) not in seen:
+            seen.add(exact_key(t))
+            out.append(t)
     return tuple(out)
 
 

@@ -270,8 +270,13 @@ def _write(
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ("id", "source", "domain", "fact", "messages", "text")
-    return {k: row[k] for k in keep if k in row}
+    # a chat row's chunk_id: the ingested chunk it was written from (a Q&A row: its own), so
+    # evaluation can tell when the memory recalls a question's own source and answers open book
+    keep = ("id", "source", "chunk_id", "domain", "fact", "messages") if "messages" in row else TEXT_KEYS
+    return {k: row[k] for k in keep if row.get(k) is not None}
+
+
+TEXT_KEYS = ("id", "source", "domain", "text")
 
 
 def _export(out_dir: Path, cfg: DatasetConfig, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -7,7 +7,14 @@ A row of the result (``evaluation.json`` → ``sets.<name>.rows``)::
      "base":  {"answer", "em", "f1", "rouge_l", "contains", "nll", ["judge": {"verdict", "reason"}]},
      "tuned": {... the same ...},
      ["base_memory", "tuned_memory": {... the same ...},
-      "memory": {"retrieved": [{"id", "source", "score", "kind"}], "in_prompt", "dropped", "prompt_tokens"}]}
+      "memory": {"retrieved": [{"id", "source", "score", "kind", "chunk_id"}], "in_prompt", "dropped",
+                 "prompt_tokens", "own_source": [ids], "leak": bool,
+                 ["excluding_source": {... the same record, own source left out ...} | null]},
+      ["excluding_source": {"base_memory", "tuned_memory": {... the same ...}}]]}
+
+``excluding_source`` (the row's) holds the memory sides' answers asked again without the question's
+own source; only questions whose recall held it have one (for the others, leaving it out changes
+nothing: their memory answers stand for both).
 
 The memory sides read the prompt :mod:`~finetuneflow.evaluate.with_memory` builds; their NLL is
 measured within the model's whole context window (the memories make the prompt longer than the
@@ -26,8 +33,8 @@ from typing import Any
 
 from finetuneflow.evaluate.config import EvalConfig
 from finetuneflow.evaluate.judge import Judge
-from finetuneflow.evaluate.sets import SETS, SIDES, Question
-from finetuneflow.evaluate.with_memory import Retrieve, memory_questions
+from finetuneflow.evaluate.sets import MEMORY_PEERS, SETS, SIDES, Question
+from finetuneflow.evaluate.with_memory import Recall, Retrieve, memory_questions
 from finetuneflow.events import Emitter
 from finetuneflow.models.chat import encode_chat, pack, pad_id
 from finetuneflow.models.generate import generate_replies
@@ -53,21 +60,27 @@ class Bench:
 def answer_set(name: str, questions: list[Question], bench: Bench) -> list[dict[str, Any]]:
     """The rows of one set, in question order (see the module docstring)."""
     label = SETS.get(name, name)
-    recalled, records, wide = _with_memories(questions, bench, label)
+    recalled, records, clean, wide = _with_memories(questions, bench, label)
+    leaked = sorted(clean)
+    again = [clean[i] for i in leaked]
     sides: dict[str, list[dict[str, Any]]] = {}
     with bench.tuned.base() as base_model:
         sides["base"] = _side(base_model, questions, bench, f"{label}: base model")
         if recalled is not None:
-            sides["base_memory"] = _side(base_model, recalled, wide, f"{label}: base model + memory")
+            sides |= _memory_side("base_memory", base_model, recalled, again, wide, f"{label}: base model")
     sides["tuned"] = _side(bench.tuned.model, questions, bench, f"{label}: tuned model")
     if recalled is not None:
-        sides["tuned_memory"] = _side(bench.tuned.model, recalled, wide, f"{label}: tuned model + memory")
+        tuned = bench.tuned.model
+        sides |= _memory_side("tuned_memory", tuned, recalled, again, wide, f"{label}: tuned model")
     rows = []
     for i, q in enumerate(questions):
         row: dict[str, Any] = {"id": q.id, "question": q.text, "reference": q.reference, "source": q.source}
         row |= {side: sides[side][i] for side in SIDES if side in sides}
         if records is not None:
             row["memory"] = records[i]
+        if i in clean:  # asked again without its own source: the memory sides' other answers
+            k = leaked.index(i)
+            row["excluding_source"] = {side: sides[f"{side}/clean"][k] for side in MEMORY_PEERS}
         rows.append(row)
     if bench.judge is not None:
         _grade(rows, bench.judge, bench.emit, label)
@@ -76,15 +89,16 @@ def answer_set(name: str, questions: list[Question], bench: Bench) -> list[dict[
 
 def _with_memories(
     questions: list[Question], bench: Bench, label: str
-) -> tuple[list[Question] | None, list[dict[str, Any]] | None, Bench]:
-    """The questions with recalled memories in their prompts, their records, and the bench that
-    measures them (NLL within the whole context window); (None, None, bench) without a memory.
+) -> tuple[list[Question] | None, list[dict[str, Any]] | None, dict[int, Question], Bench]:
+    """The questions with recalled memories in their prompts, their records, those (by index)
+    asked again without their own source (``memory_exclude_source``), and the bench that measures
+    them (NLL within the whole context window); (None, None, {}, bench) without a memory.
 
     Raises:
         ValueError: ``max_new_tokens`` leaves too little of the model's context for a prompt.
     """
     if bench.retrieve is None:
-        return None, None, bench
+        return None, None, {}, bench
     from finetuneflow.models.generate import context_window
 
     tokenizer = bench.tuned.tokenizer
@@ -94,8 +108,20 @@ def _with_memories(
         raise ValueError(f"max_new_tokens ({bench.cfg.max_new_tokens}) leaves {budget} of the {window}-token "
                          "context for a prompt with memories; lower it")  # fmt: skip
     bench.emit("memory", message=f"{label}: recalling {bench.cfg.memories} memories per question")
-    recalled, records = memory_questions(questions, bench.retrieve, tokenizer, budget, bench.cfg.memory_share)
-    return recalled, records, replace(bench, max_len=max(bench.max_len, window))
+    cfg = bench.cfg
+    recall = Recall(bench.retrieve, cfg.memories, budget, cfg.memory_share, cfg.memory_exclude_source)
+    recalled, records, clean = memory_questions(questions, recall, tokenizer)
+    return recalled, records, clean, replace(bench, max_len=max(bench.max_len, window))
+
+
+def _memory_side(
+    side: str, model: Any, recalled: list[Question], again: list[Question], bench: Bench, what: str
+) -> dict[str, list[dict[str, Any]]]:
+    """A memory side's answers, and (``side/clean``) those of the questions asked again without
+    their own source."""
+    out = {side: _side(model, recalled, bench, f"{what} + memory")}
+    out[f"{side}/clean"] = _side(model, again, bench, f"{what} + memory, own source out") if again else []
+    return out
 
 
 def _side(model: Any, questions: list[Question], bench: Bench, what: str) -> list[dict[str, Any]]:

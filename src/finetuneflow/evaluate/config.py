@@ -50,6 +50,16 @@ class EvalConfig:
         "(an empty memory is an error), off = never.",
     )
     memories: int = setting(5, "Memories recalled per question for the memory columns.")
+    # On by default: an eval or held-out question was written from one chunk, and a memory synced
+    # from the same documents recalls that chunk (for a Q&A row, the question and its answer
+    # verbatim), so the memory columns alone measure open-book lookup. Only the questions whose
+    # recall held their own source are asked again, so it costs little when there is no leak.
+    memory_exclude_source: bool = setting(
+        True,
+        "Also score the memory columns with each question's own source left out of its recall (the "
+        "memory item of the chunk the question was written from; the next best items take its "
+        "place): the report shows both, and flags the questions whose own source was in the prompt.",
+    )
     memory_share: float = setting(
         0.5, "Share of the prompt's free room memories may fill (as chat's memory_share)."
     )

@@ -31,6 +31,43 @@ MEMORY_SUBJECTS = {
 NO_HELP = {"same": "The memory does not help here.", "worse": "The memory makes it worse here."}
 
 
+def excluded(row: Row, side: str) -> dict[str, Any]:
+    """A memory side's scores with the question's own source left out of its recall: the answer
+    asked again without it, or (when its recall did not hold it) the answer as it is."""
+    return (row.get("excluding_source") or {}).get(side) or row[side]
+
+
+def _excluding(rows: Sequence[Row]) -> bool:
+    """Whether the rows were also answered with their own source left out (memory_exclude_source)."""
+    return bool(rows) and "excluding_source" in (rows[0].get("memory") or {})
+
+
+def leakage(rows: Sequence[Row], **bootstrap: Any) -> dict[str, Any] | None:
+    """How many questions had their own source recalled and in the prompt, and (when answered that
+    way too) the memory sides' means and comparisons with the own source left out; None without a
+    memory."""
+    if not rows or "memory" not in rows[0]:
+        return None
+    out: dict[str, Any] = {
+        "questions": len(rows),
+        "own_source_recalled": sum(bool(r["memory"].get("own_source")) for r in rows),
+        "leaked": sum(bool(r["memory"].get("leak")) for r in rows),
+        "means_excluding_source": None,
+        "comparisons_excluding_source": None,
+    }
+    if _excluding(rows):
+        out["means_excluding_source"] = {
+            side: mean_scores((excluded(r, side) for r in rows), (*METRICS, "nll")) for side in MEMORY_PEERS
+        }
+        out["comparisons_excluding_source"] = {
+            side: compare(
+                [r[peer]["f1"] for r in rows], [excluded(r, side)["f1"] for r in rows], **bootstrap
+            ).to_json()
+            for side, peer in MEMORY_PEERS.items()
+        }
+    return out
+
+
 def sides_of(rows: Sequence[Row]) -> list[str]:
     """The sides the rows hold (base, tuned, and the memory sides when answered), in table order."""
     return [s for s in SIDES if rows and s in rows[0]]
@@ -43,8 +80,8 @@ def _compare(rows: Sequence[Row], base: str, other: str, **bootstrap: Any) -> An
 def set_summary(
     name: str, rows: Sequence[Row], *, resamples: int, seed: int, confidence: float
 ) -> dict[str, Any]:
-    """``{"label", "questions", "means": {side: ...}, "comparison", "memory_comparisons", "rows"}``
-    of one set (``memory_comparisons`` None without memory sides)."""
+    """``{"label", "questions", "means": {side: ...}, "comparison", "memory_comparisons", "leakage",
+    "rows"}`` of one set (``memory_comparisons`` and ``leakage`` None without memory sides)."""
     means: dict[str, Any] = {}
     sides = sides_of(rows)
     for side in sides:
@@ -67,7 +104,8 @@ def set_summary(
         if side in sides
     }
     return {"label": SETS.get(name, name), "questions": len(rows), "means": means, "comparison": comparison,
-            "memory_comparisons": memory or None, "rows": list(rows)}  # fmt: skip
+            "memory_comparisons": memory or None, "leakage": leakage(rows, **bootstrap),
+            "rows": list(rows)}  # fmt: skip
 
 
 def overall_verdict(
@@ -104,11 +142,24 @@ def memory_verdicts(
         if side not in sides_of(pooled):
             continue
         c = _compare(pooled, peer, side, resamples=resamples, seed=seed, confidence=confidence)
-        text = sentence(c, VERDICT_ON[on], *MEMORY_SUBJECTS[side])
-        if c.verdict in NO_HELP:
-            text += " " + NO_HELP[c.verdict]
-        out[side] = {**c.to_json(), "sets": names, "sentence": text}
+        out[side] = {**c.to_json(), "sets": names, "sentence": _memory_sentence(c, on, side)}
+        if _excluding(pooled):
+            clean = compare(
+                [r[peer]["f1"] for r in pooled], [excluded(r, side)["f1"] for r in pooled],
+                resamples=resamples, seed=seed, confidence=confidence,
+            )  # fmt: skip
+            leaked = sum(bool(r["memory"].get("leak")) for r in pooled)
+            text = (
+                f"With each question's own source left out of its memories ({leaked} of {len(pooled)} "
+                f"had it in the prompt), o" + _memory_sentence(clean, on, side)[1:]
+            )
+            out[side]["excluding_source"] = {**clean.to_json(), "leaked": leaked, "sentence": text}
     return out or None
+
+
+def _memory_sentence(c: Any, on: str, side: str) -> str:
+    text = sentence(c, VERDICT_ON[on], *MEMORY_SUBJECTS[side])
+    return text + " " + NO_HELP[c.verdict] if c.verdict in NO_HELP else text
 
 
 def summarise(

@@ -28,9 +28,10 @@ def lead(evaluation: dict[str, Any]) -> list[str]:
     if not verdict:
         return ["No questions to answer: the dataset has no eval-split, held-out or training chat rows.", ""]
     lines = [verdict["sentence"], ""]
-    lines += [
-        line for v in (evaluation.get("memory_verdicts") or {}).values() for line in (v["sentence"], "")
-    ]
+    for v in (evaluation.get("memory_verdicts") or {}).values():
+        lines += [v["sentence"], ""]
+        if v.get("excluding_source"):
+            lines += [v["excluding_source"]["sentence"], ""]
     lines += [*_means_table(evaluation["sets"]), ""]
     forgetting = _forgetting(evaluation)
     if forgetting:
@@ -63,12 +64,30 @@ def _means_table(sets: dict[str, Any]) -> list[str]:
                     + " | ".join([*cells, judge])
                     + " |"
                 )
+        lines += _excluded_rows(s)
     lines += [
         "",
         "Each cell: base → tuned (a memory row: the model without → with memories in its prompt). "
         "Answer NLL: nats per token of the reference answer (lower is better).",
     ]
     return lines
+
+
+def _excluded_rows(s: dict[str, Any]) -> list[str]:
+    """The memory rows again with each question's own source left out of its recall, headed by how
+    many questions had it in the prompt (open book)."""
+    leak = s.get("leakage")
+    if not leak or not leak.get("means_excluding_source"):
+        return []
+    out = []
+    for side, peer in MEMORY_PEERS.items():
+        without, mem = s["means"][peer], leak["means_excluding_source"][side]
+        cells = [_pair(without.get(k), mem.get(k)) for k in ("f1", "rouge_l", "em", "contains", "nll")]
+        out.append(
+            f"| {s['label']}: {peer} → {SIDES[side]}, own source left out ({leak['leaked']} of "
+            f"{leak['questions']} had it in the prompt) | {s['questions']} | " + " | ".join(cells) + " | - |"
+        )
+    return out
 
 
 def _forgetting(evaluation: dict[str, Any]) -> str:
@@ -134,10 +153,11 @@ def _recalled(memory: dict[str, Any] | None) -> str:
     """The recalled items of a row: ``#id (source)``, those left out of the prompt marked."""
     if not memory or not memory["retrieved"]:
         return "-"
-    kept = set(memory["in_prompt"])
+    kept, own = set(memory["in_prompt"]), set(memory.get("own_source") or ())
     parts = [
         f"#{m['id']}"
         + (f" ({m['source']})" if m.get("source") else "")
+        + (" [own source]" if m["id"] in own else "")
         + ("" if m["id"] in kept else " [did not fit]")
         for m in memory["retrieved"]
     ]

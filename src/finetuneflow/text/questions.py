@@ -16,13 +16,15 @@ from finetuneflow.records import Message
 @dataclass(frozen=True)
 class Question:
     """One question: the conversation up to the answer, the reference answer and any other
-    acceptable wordings of it (each score takes the best over ``reference`` and ``also``)."""
+    acceptable wordings of it (each score takes the best over ``reference`` and ``also``), and
+    the ingested chunk it was written from (``chunk_id``, None when unknown)."""
 
     id: str
     prompt: list[Message]
     reference: str
     source: str = ""
     also: tuple[str, ...] = field(default=())
+    chunk_id: int | None = None
 
     @property
     def text(self) -> str:
@@ -41,8 +43,13 @@ def question_of(record: dict[str, Any]) -> Question | None:
     if not answers or answers[-1] == 0:
         return None
     last = answers[-1]
+    chunk = record.get("chunk_id")
     return Question(
-        str(record.get("id", "")), list(messages[:last]), messages[last]["content"], record.get("source", "")
+        str(record.get("id", "")),
+        list(messages[:last]),
+        messages[last]["content"],
+        record.get("source", ""),
+        chunk_id=chunk if isinstance(chunk, int) else None,
     )
 
 
