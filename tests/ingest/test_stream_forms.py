@@ -174,14 +174,17 @@ def test_long_json_string_and_csv_line_are_refused_by_name(tiny_model: Path, tmp
         json.dumps({"text": [_prose(random.Random(n), 1000) for n in range(4)]})
     )
     (folder / "line.csv").write_text("a,b\n" + "x," + "y" * 30000 + "\n")
+    one = {"question": "q", "answer": "a", "data": [{"question": f"q{n}", "answer": "a"} for n in range(900)]}
+    (folder / "one-example.json").write_text(json.dumps(one))
     cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.001, max_record_mb=0.01)
     files = {Path(f.path).name: f for f in api.ingest([folder], "p", cfg).files}
-    for name in ("string.json", "line.csv"):
+    for name in ("string.json", "line.csv", "one-example.json"):
         assert files[name].status == "failed", files[name]
         assert (
             "max_record_mb=0.01" in files[name].problems[0] and "--max-record-mb" in files[name].problems[0]
         )
         assert files[name].problems[0].startswith(f"{name}: ")
+    assert "read whole (one example" in files["one-example.json"].problems[0]
     assert files["fits.json"].status == "ingested" and files["fits.json"].chunks > 1, files["fits.json"]
 
 

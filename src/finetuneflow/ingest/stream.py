@@ -316,7 +316,8 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
     else:
         size = path.stat().st_size
         if size > current().max_record:
-            raise ReaderError(too_long("a JSON document that is not a list", size))
+            what = "a JSON document read whole (one example, a 'facts' list or a repeated key)"
+            raise ReaderError(too_long(what if first == "start_map" else "a JSON document", size))
         result = non_empty(read_file(path), "examples")
         log.problems += result.problems
         yield from result.records
