@@ -111,6 +111,8 @@ def _objects(folder: Path) -> None:
     write("one-qa.json", {"Prompt": _prose(rng, 900), "Response": _prose(rng, 900), "data": qa})
     (folder / "repeated.json").write_text('{"data": [1], "data": ' + json.dumps(qa) + "}", encoding="utf-8")
     write("empty-list.json", {"examples": [], "body": _prose(rng, 3000)})
+    lines = "\n".join(json.dumps({"question": f"L{n}", "answer": _prose(rng, 20)}) for n in range(150))
+    (folder / "lines-named.json").write_text(lines, encoding="utf-8")  # JSON lines: read whole
 
 
 @pytest.mark.parametrize("maker", [_csv_files, _objects])
@@ -134,6 +136,10 @@ def test_object_plans(tmp_path: Path) -> None:
     plans = {}
     for path in sorted((tmp_path / "docs").iterdir()):
         with path.open("rb") as handle:
+            if path.name == "lines-named.json":
+                with pytest.raises(ReaderError, match="invalid JSON"):
+                    json_object.survey(handle)
+                continue
             plans[path.name] = json_object.plan(json_object.survey(handle))
     assert plans == {
         "wrapper.json": ("items", "data"),

@@ -46,12 +46,11 @@ class Survey:
     """Some object (at any depth) repeats a key: ``json.loads`` keeps the last value."""
 
 
-def survey(handle: Bytes) -> Survey | None:
-    """The top level of the object in ``handle``; None when it is not valid JSON (the whole-file
-    reader says where).
+def survey(handle: Bytes) -> Survey:
+    """The top level of the object in ``handle``.
 
     Raises:
-        ReaderError: nested deeper than ``max_depth``.
+        ReaderError: nested deeper than ``max_depth``, or invalid JSON.
     """
     import ijson
 
@@ -82,19 +81,19 @@ def survey(handle: Bytes) -> Survey | None:
                 keys.append(set())
                 if len(keys) > limit:
                     raise ReaderError(too_deep(len(keys)))
-    except ijson.JSONError:
-        return None
+    except ijson.JSONError as exc:
+        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
     return out
 
 
 _KINDS = {"start_array": "list", "start_map": "map", "string": "string"}
 
 
-def plan(found: Survey | None) -> tuple[str, str]:
+def plan(found: Survey) -> tuple[str, str]:
     """(how to read the object, the wrapper key for ``ITEMS``): ``WHOLE`` for a single example, a
-    ``facts`` list, a repeated key or invalid JSON; ``ITEMS`` for a wrapper's list; ``TEXT`` for a
+    ``facts`` list or a repeated key; ``ITEMS`` for a wrapper's list; ``TEXT`` for a
     document holding no examples."""
-    if found is None or found.repeated or found.kinds.get("facts") == "list" or found.turns:
+    if found.repeated or found.kinds.get("facts") == "list" or found.turns:
         return WHOLE, ""
     keys = list(found.kinds)
     lower = {key.strip().lower() for key in keys}

@@ -51,7 +51,6 @@ class ReadResult:
 
 Reader = Callable[[Path], ReadResult]
 
-
 _MAX_LISTED_PROBLEMS = 5
 
 

@@ -324,13 +324,21 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
 
 
 def _object_plan(path: Path) -> tuple[str, str]:
-    """How to read a JSON object (strings over ``max_record_mb`` refused first)."""
+    """How to read a JSON object (strings over ``max_record_mb`` refused first). A file that fits
+    in ``max_record_mb`` and fails the survey is read whole, whose reader says where it is invalid
+    (or reads it as JSON lines)."""
     limit = current().max_record
+    fits = path.stat().st_size <= limit
     with path.open("rb") as raw:
-        if path.stat().st_size > limit:
+        if not fits:
             json_object.check_strings(raw, limit)
             raw.seek(0)
-        return json_object.plan(json_object.survey(raw))
+        try:
+            return json_object.plan(json_object.survey(raw))
+        except ReaderError:
+            if fits:
+                return json_object.WHOLE, ""
+            raise
 
 
 def _object_text(path: Path, progress: Progress | None) -> Iterator[Item]:
