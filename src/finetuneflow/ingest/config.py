@@ -19,8 +19,8 @@ class IngestConfig:
     max_file_mb: float = setting(1024.0, "Files larger than this are refused (with a message), not read.")
     max_record_mb: float = setting(
         64.0,
-        "One record larger than this is refused: a JSON document or item, a JSONL line, a file of a "
-        "type read whole (PDF, DOCX, HTML, code, CSV...). Plain text and Markdown are streamed.",
+        "One record larger than this is refused: a JSON string, item or document read whole, a JSONL "
+        "or CSV line, a file of a type read whole (PDF, DOCX, HTML, code...). Text is streamed.",
     )
     max_depth: int = setting(100, "JSON nested deeper than this (lists and objects) is refused.")
     segment_mb: float = setting(

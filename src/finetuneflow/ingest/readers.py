@@ -8,7 +8,6 @@ listed in :attr:`ReadResult.problems` (one row or line unusable, the rest kept).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -20,10 +19,12 @@ from typing import Any
 from finetuneflow.errors import ReaderError
 from finetuneflow.ingest import json_shapes
 from finetuneflow.ingest.code import LANGUAGES, code_records
+from finetuneflow.ingest.delimited import delimited_items
 from finetuneflow.ingest.docx import docx_blocks
 from finetuneflow.ingest.epub import epub_records
 from finetuneflow.ingest.html import html_record
-from finetuneflow.ingest.json_shapes import QA_COLUMNS, find_qa_keys, qa_record
+from finetuneflow.ingest.json_object import WRAPPER_KEYS
+from finetuneflow.ingest.json_shapes import QA_COLUMNS
 from finetuneflow.ingest.limits import current, too_deep, too_long
 from finetuneflow.ingest.ocr import ScannedPages, is_scanned
 from finetuneflow.ingest.pptx import pptx_records
@@ -50,7 +51,6 @@ class ReadResult:
 
 Reader = Callable[[Path], ReadResult]
 
-_WRAPPER_KEYS = ("conversations", "data", "examples", "items")
 _MAX_LISTED_PROBLEMS = 5
 
 
@@ -196,58 +196,14 @@ def _read_docx(path: Path) -> ReadResult:
 def _read_delimited(path: Path) -> ReadResult:
     """CSV/TSV: Q&A columns give ``qa`` records, any other table gives one ``text`` record per row."""
     text, _ = decode_bytes(path.read_bytes())
-    rows = _csv_rows(text, default="\t" if path.suffix.lower() == ".tsv" else ",")
-    _, header = next(rows, (1, []))
-    columns = [name.strip() for name in header]
-    if not any(columns):
-        raise ReaderError("the first row must be a header naming the columns")
-    qa_pair = find_qa_keys(columns)
-    records: list[SourceRecord] = []
-    problems: list[str] = []
-    for line, row in rows:
-        if not any(cell.strip() for cell in row):
-            continue  # blank lines are layout, not data
-        if len(row) > len(columns):
-            problems.append(f"row {line}: {len(row)} fields, header has {len(columns)}; extras ignored")
-        values = dict(zip(columns, row, strict=False))
-        record = qa_record(values, qa_pair, line) if qa_pair else _row_text_record(values, line)
-        if isinstance(record, str):
-            problems.append(f"row {line}: {record}")
+    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    result = ReadResult([])
+    for item in delimited_items(io.StringIO(text, newline=""), default):
+        if isinstance(item, str):
+            result.problems.append(item)
         else:
-            records.append(record)
-    return non_empty(ReadResult(records, problems), "rows")
-
-
-def _csv_rows(text: str, default: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line where the row starts, cells) for every row, with a sniffed delimiter.
-
-    Leading '#' lines (a data-source note above the header, as in many exported sheets) are skipped.
-    """
-    skipped = 0
-    while text.startswith("#"):
-        _, _, text = text.partition("\n")
-        skipped += 1
-    first_line = text.split("\n", 1)[0]
-    try:
-        delimiter = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|").delimiter
-    except csv.Error:
-        delimiter = default
-    if delimiter not in first_line and default in first_line:
-        delimiter = default  # the sniffer was misled by punctuation inside the data
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    line = 1
-    try:
-        for row in reader:
-            yield line + skipped, row
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise ReaderError(f"malformed CSV near line {reader.line_num + skipped}: {exc}") from exc
-
-
-def _row_text_record(values: dict[str, str], line: int) -> SourceRecord | str:
-    """A non-Q&A row as 'col: value; col: value' text, or a problem description."""
-    text = clean_text("; ".join(f"{key}: {value.strip()}" for key, value in values.items() if value.strip()))
-    return SourceRecord("text", text, line=line) if text else "no values"
+            result.records.append(item)
+    return non_empty(result, "rows")
 
 
 # --- JSON / JSONL ---------------------------------------------------------------------------
@@ -395,7 +351,7 @@ def _example_list(document: Any) -> list[Any] | None:
     if isinstance(document, list):
         return document
     if isinstance(document, dict):
-        for key in _WRAPPER_KEYS:
+        for key in WRAPPER_KEYS:
             if isinstance(document.get(key), list):
                 return list(document[key])
     return None
@@ -478,5 +434,5 @@ READERS: dict[str, Reader] = {
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(sorted(READERS))
 
 TEXT_KINDS = frozenset((".txt", ".md", ".markdown", ".rst", ".adoc"))
-STREAMED = TEXT_KINDS | {".json", ".jsonl"}
+STREAMED = TEXT_KINDS | {".json", ".jsonl", ".csv", ".tsv"}
 """Types whose large files are read in pieces (see ``ingest.stream``); the others are read whole."""

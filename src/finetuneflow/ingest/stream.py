@@ -11,6 +11,7 @@ long text stays a :class:`LongText` for :func:`~finetuneflow.ingest.chunking.chu
 from __future__ import annotations
 
 import codecs
+import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from finetuneflow.errors import ReaderError
-from finetuneflow.ingest import json_shapes
+from finetuneflow.ingest import json_object, json_shapes
 from finetuneflow.ingest.boilerplate import strip_repeated_lines
+from finetuneflow.ingest.delimited import delimited_items
 from finetuneflow.ingest.limits import current, too_deep, too_long
 from finetuneflow.ingest.readers import (
     READERS,
     TEXT_KINDS,
+    ReadResult,
     jsonl_records,
     non_empty,
     read_file,
@@ -74,6 +77,8 @@ def stream_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Ite
         yield from _counted(_jsonl_items(path, log, progress), "lines")
     elif kind == ".json":
         yield from _json_items(path, log, progress)
+    elif kind in (".csv", ".tsv"):
+        yield from _delimited(path, log, progress)
     else:
         result = read_file(path)  # refuses files over max_record_mb itself
         records, log.boilerplate_lines = strip_repeated_lines(result.records)
@@ -210,6 +215,48 @@ def _text_items(path: Path, progress: Progress) -> Iterator[Item]:
     yield LongText(itertools.chain([first], segments), {"encoding": encoding})
 
 
+# --- CSV / TSV ------------------------------------------------------------------------------
+
+
+class _CountingRaw(io.RawIOBase):
+    """A raw binary file that reports how far it has been read (under a ``TextIOWrapper``)."""
+
+    def __init__(self, handle: IO[bytes], progress: Progress) -> None:
+        super().__init__()
+        self.handle, self.progress, self.done = handle, progress, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.handle.readinto(buffer)  # type: ignore[attr-defined]
+        self.done += n or 0
+        self.progress(self.done)
+        return n or 0
+
+
+def _delimited(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:
+    """Rows one by one from a text stream over the file, as ``readers`` reads a small one."""
+    encoding = _encoding(path)
+    errors = "strict" if encoding in ("utf-8-sig", "utf-16") else "replace"
+    default = "\t" if path.suffix.lower() == ".tsv" else ","
+    produced = False
+    with path.open("rb") as raw:
+        buffered = io.BufferedReader(_CountingRaw(raw, progress), current().segment)
+        stream = io.TextIOWrapper(buffered, encoding=encoding, errors=errors, newline="")
+        try:
+            for item in delimited_items(stream, default):
+                if isinstance(item, str):
+                    log.problems.append(item)
+                else:
+                    produced = True
+                    yield item
+        except UnicodeDecodeError as exc:
+            raise ReaderError(f"damaged {encoding} text ({exc.reason}); save it again as UTF-8") from exc
+    if not produced:
+        non_empty(ReadResult([], log.problems), "rows")
+
+
 # --- JSONL and JSON --------------------------------------------------------------------------
 
 
@@ -246,7 +293,8 @@ def _jsonl_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Ite
 
 
 def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:
-    """A top-level list item by item; any other document read whole (up to ``max_record_mb``)."""
+    """A top-level list item by item, an object as :func:`json_object.plan` says; any other
+    document read whole (up to ``max_record_mb``)."""
     import ijson
 
     with path.open("rb") as raw:
@@ -256,21 +304,61 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
         except (ijson.JSONError, StopIteration) as exc:
             raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
         if first == "start_array":
-            yield from _list_items(path, events, log)
+            yield from _list_items(_items(events), log, lambda: _document_text(path))
             return
-    size = path.stat().st_size
-    if size > current().max_record:
-        raise ReaderError(too_long("a JSON document that is not a list", size))
-    result = non_empty(read_file(path), "examples")
-    log.problems += result.problems
-    yield from result.records
+    how, key = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "")
+    if how == json_object.ITEMS:
+        with path.open("rb") as raw:
+            items = json_object.items(_Counting(raw, progress), key)
+            yield from _list_items(items, log, lambda: _object_text(path, None))
+    elif how == json_object.TEXT:
+        yield from _object_text(path, progress)
+    else:
+        size = path.stat().st_size
+        if size > current().max_record:
+            what = "a JSON document read whole (one example, a 'facts' list or a repeated key)"
+            raise ReaderError(too_long(what if first == "start_map" else "a JSON document", size))
+        result = non_empty(read_file(path), "examples")
+        log.problems += result.problems
+        yield from result.records
 
 
-def _list_items(path: Path, events: Iterator[tuple[str, Any]], log: StreamLog) -> Iterator[Item]:
-    """The examples of a top-level list, as ``readers`` reads them: examples and the reasons of
-    the items that are not; a list with no example at all is the document's text."""
+def _object_plan(path: Path) -> tuple[str, str]:
+    """How to read a JSON object (strings over ``max_record_mb`` refused first). A file that fits
+    in ``max_record_mb`` and fails the survey is read whole, whose reader says where it is invalid
+    (or reads it as JSON lines)."""
+    limit = current().max_record
+    fits = path.stat().st_size <= limit
+    with path.open("rb") as raw:
+        if not fits:
+            json_object.check_strings(raw, limit)
+            raw.seek(0)
+        try:
+            return json_object.plan(json_object.survey(raw))
+        except ReaderError:
+            if fits:
+                return json_object.WHOLE, ""
+            raise
+
+
+def _object_text(path: Path, progress: Progress | None) -> Iterator[Item]:
+    """The strings of a JSON object, one per line, cleaned as one long text."""
+
+    def strings() -> Iterator[str]:
+        with path.open("rb") as raw:
+            yield from json_object.document_strings(_Counting(raw, progress) if progress else raw)
+
+    segments = clean_pieces(strings())
+    head = next(segments, None)
+    if head is not None:
+        yield LongText(itertools.chain([head], segments))
+
+
+def _list_items(items: Iterable[Any], log: StreamLog, text: Callable[[], Iterator[Item]]) -> Iterator[Item]:
+    """The examples of a list, as ``readers`` reads them: examples and the reasons of the items
+    that are not; a list with no example at all gives ``text()``, the document's text."""
     leading = 0  # items before the first example: none of them looked like one
-    for number, item in enumerate(_items(events), start=1):
+    for number, item in enumerate(items, start=1):
         record = json_shapes.example(item, None)
         if record is None and leading == number - 1:
             leading = number
@@ -283,7 +371,7 @@ def _list_items(path: Path, events: Iterator[tuple[str, Any]], log: StreamLog) -
         else:
             log.problems.append(f"item {number}: {record or _NOT_EXAMPLE}")
     if leading >= 0:  # not chat data: the strings of the whole document as text
-        yield from _document_text(path)
+        yield from text()
 
 
 _NOT_EXAMPLE = "not a chat or Q&A example (needs 'messages', 'conversations' or Q&A keys)"

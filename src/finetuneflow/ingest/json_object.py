@@ -1,0 +1,175 @@
+"""A large JSON document that is an object, read in pieces where its shape allows.
+
+The whole-document reader (:func:`~finetuneflow.ingest.readers._from_document`) decides what an
+object holds from all of its top-level keys, so a first pass (:func:`survey`) looks at them
+without building any value: which keys there are, what kind of value each has, whether a
+``messages`` / ``conversations`` list starts with a chat turn. :func:`plan` then says how the
+object can be read to give the same records: a wrapper's list item by item, the strings of a
+document that holds no examples as one long text, or (a single example, a ``facts`` list, a
+repeated key) whole, up to ``max_record_mb``. :func:`check_strings` refuses a string over
+``max_record_mb`` before any parser builds it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from finetuneflow.errors import ReaderError
+from finetuneflow.ingest.json_shapes import find_qa_keys
+from finetuneflow.ingest.limits import current, too_deep, too_long
+
+WRAPPER_KEYS = ("conversations", "data", "examples", "items")
+"""Keys whose list holds the examples, in the order the whole-document reader tries them."""
+_TURN_KEYS = ("messages", "conversations")
+_REASONING = ({"problem", "solution"}, {"question", "reasoning", "answer"})
+WHOLE, ITEMS, TEXT = "whole", "items", "text"
+
+
+class Bytes(Protocol):
+    """A binary file (or a wrapper counting what is read of one)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass
+class Survey:
+    """The top level of a JSON object, seen without building its values."""
+
+    kinds: dict[str, str] = field(default_factory=dict)
+    """Key -> ``"list"``, ``"map"``, ``"string"`` or ``"other"``, in document order."""
+    turns: set[str] = field(default_factory=set)
+    """The ``messages`` / ``conversations`` keys whose list starts with a chat turn."""
+    repeated: bool = False
+    """Some object (at any depth) repeats a key: ``json.loads`` keeps the last value."""
+
+
+def survey(handle: Bytes) -> Survey:
+    """The top level of the object in ``handle``.
+
+    Raises:
+        ReaderError: nested deeper than ``max_depth``, or invalid JSON.
+    """
+    import ijson
+
+    out, limit = Survey(), current().max_depth
+    keys: list[set[str]] = []  # the keys seen so far in each open object (or list: unused)
+    key, started = "", set()  # started: the turn lists whose first item has begun
+    in_first = False  # inside the first item of a turn list (an object: are its keys a turn's?)
+    try:
+        for event, value in ijson.basic_parse(handle, use_float=True):
+            depth = len(keys)
+            if event == "map_key":
+                out.repeated = out.repeated or value in keys[-1]
+                keys[-1].add(value)
+                key = value if depth == 1 else key
+                if in_first and depth == 3 and value in ("role", "from"):
+                    out.turns.add(key)
+                continue
+            if event in ("end_map", "end_array"):
+                keys.pop()
+                in_first = in_first and len(keys) > 2
+                continue
+            if depth == 1:
+                out.kinds[key] = _KINDS.get(event, "other")
+            elif depth == 2 and key in _TURN_KEYS and out.kinds[key] == "list" and key not in started:
+                started.add(key)
+                in_first = event == "start_map"
+            if event in ("start_map", "start_array"):
+                keys.append(set())
+                if len(keys) > limit:
+                    raise ReaderError(too_deep(len(keys)))
+    except ijson.JSONError as exc:
+        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+    return out
+
+
+_KINDS = {"start_array": "list", "start_map": "map", "string": "string"}
+
+
+def plan(found: Survey) -> tuple[str, str]:
+    """(how to read the object, the wrapper key for ``ITEMS``): ``WHOLE`` for a single example, a
+    ``facts`` list or a repeated key; ``ITEMS`` for a wrapper's list; ``TEXT`` for a
+    document holding no examples."""
+    if found.repeated or found.kinds.get("facts") == "list" or found.turns:
+        return WHOLE, ""
+    keys = list(found.kinds)
+    lower = {key.strip().lower() for key in keys}
+    if any(shape <= lower for shape in _REASONING) or find_qa_keys(keys):
+        return WHOLE, ""  # one example: one record, read whole
+    wrapper = next((key for key in WRAPPER_KEYS if found.kinds.get(key) == "list"), "")
+    return (ITEMS, wrapper) if wrapper else (TEXT, "")
+
+
+def items(handle: Bytes, key: str) -> Iterator[Any]:
+    """The values of the top-level ``key``'s list, built one at a time.
+
+    Raises:
+        ReaderError: invalid JSON.
+    """
+    import ijson
+
+    try:
+        yield from ijson.items(handle, f"{key}.item", use_float=True)
+    except ijson.JSONError as exc:
+        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+
+
+def document_strings(handle: Bytes) -> Iterator[str]:
+    """The document's non-blank string values in order, joined by newlines, in pieces of at most
+    one segment (a long string is sliced, never copied whole)."""
+    import ijson
+
+    segment, first = current().segment, True
+    try:
+        for event, value in ijson.basic_parse(handle, use_float=True):
+            if event != "string" or not value or value.isspace():  # isspace: no stripped copy
+                continue
+            if not first:
+                yield "\n"
+            first = False
+            for start in range(0, len(value), segment):
+                yield value[start : start + segment]
+    except ijson.JSONError as exc:
+        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+
+
+_QUOTE_OR_ESCAPE = re.compile(rb'["\\]')
+
+
+def check_strings(handle: Bytes, limit: int) -> None:
+    """Refuse a JSON string longer than ``limit`` bytes (as written in the file, escapes included)
+    by scanning the bytes: a parser would build the whole string first.
+
+    Raises:
+        ReaderError: the first such string, named with ``max_record_mb``.
+    """
+    inside, escaped, start, offset = False, False, 0, 0
+    for block in iter(lambda: handle.read(current().segment), b""):
+        pos, escaped = (1, False) if escaped else (0, False)
+        while True:
+            if not inside:
+                quote = block.find(b'"', pos)
+                if quote < 0:
+                    break
+                inside, start, pos = True, offset + quote + 1, quote + 1
+                continue
+            match = _QUOTE_OR_ESCAPE.search(block, pos)
+            if match is None:
+                break
+            if match.group() == b"\\":
+                escaped = match.end() == len(block)  # the escaped byte starts the next block
+                pos = match.end() + 1
+                continue
+            inside, pos = False, match.end()
+            _refuse_over(offset + match.start() - start, limit)
+        offset += len(block)
+        if inside:
+            _refuse_over(offset - start, limit)  # before the rest of a huge string is read
+
+
+def _refuse_over(length: int, limit: int) -> None:
+    if length > limit:
+        raise ReaderError(too_long("a JSON string", length))
