@@ -8,7 +8,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -76,11 +79,12 @@ def test_over_http_the_cookie_is_not_secure(client: TestClient) -> None:
     assert "secure" not in cookie.lower() and "httponly" in cookie.lower()
 
 
-def test_ftf_ui_on_all_interfaces_says_how_to_log_in(ftf_home: Path, tmp_path: Path) -> None:
+@contextmanager
+def open_studio(home: Path, log: Path) -> Iterator[Studio]:
+    """``ftf ui --host 0.0.0.0`` with a token (no worker), once it answers; stopped afterwards."""
     port = free_port()
-    env = {**studio_env(ftf_home), "FTF_WEB_TOKEN": TOKEN}
-    log = tmp_path / "studio.log"
-    ftf_home.mkdir(parents=True, exist_ok=True)
+    env = {**studio_env(home), "FTF_WEB_TOKEN": TOKEN}
+    home.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "finetuneflow.cli", "ui", "--host", "0.0.0.0", "--port", str(port),
            "--no-worker", "--no-open"]  # fmt: skip
     with log.open("ab") as out:
@@ -90,12 +94,20 @@ def test_ftf_ui_on_all_interfaces_says_how_to_log_in(ftf_home: Path, tmp_path: P
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                first = httpx.get(studio.url + "/", timeout=2, follow_redirects=False)
+                httpx.get(studio.url + "/static/studio.css", timeout=2)
                 break
             except httpx.HTTPError:
                 time.sleep(0.3)
         else:
             pytest.fail(f"ftf ui did not start\n{studio.tail()}")
+        yield studio
+    finally:
+        stop_studio(studio)
+
+
+def test_ftf_ui_on_all_interfaces_says_how_to_log_in(ftf_home: Path, tmp_path: Path) -> None:
+    with open_studio(ftf_home, tmp_path / "studio.log") as studio:
+        first = httpx.get(studio.url + "/", timeout=10)
         assert first.status_code == 303 and first.headers["location"].startswith("/ui/login")
         with httpx.Client(base_url=studio.url, follow_redirects=True) as browser:
             assert browser.post("/ui/login", data={"token": "wrong"}).status_code == 401
@@ -105,5 +117,28 @@ def test_ftf_ui_on_all_interfaces_says_how_to_log_in(ftf_home: Path, tmp_path: P
         said = " ".join(studio.tail().split())
         assert "a token is needed" in said and "/ui/login" in said and "$FTF_WEB_TOKEN" in said
         assert TOKEN not in studio.tail()  # the token itself is never printed
-    finally:
-        stop_studio(studio)
+
+
+def test_a_browser_logs_in_and_uses_the_studio(ftf_home: Path, tmp_path: Path, chromium: Any) -> None:
+    """In chromium: redirected to the login page, a wrong token refused, the right one opens the
+    page asked for, whose own API calls (fetch, with the cookie) work; no script sees the cookie."""
+    with open_studio(ftf_home, tmp_path / "studio.log") as studio:
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(studio.url + "/")
+        page.wait_for_url("**/ui/login?next=*")
+        page.get_by_label("Studio token").fill("wrong")
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_text("not the token of this studio").wait_for()
+        assert not context.cookies()
+        page.get_by_label("Studio token").fill(TOKEN)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(studio.url + "/")
+        page.locator("html[data-ready]").wait_for(state="attached")
+        page.get_by_label("New project name").fill("remote")
+        page.get_by_label("New project name").press("Enter")  # a POST to /api with the cookie
+        page.wait_for_url("**/ui/projects/remote/model")
+        (cookie,) = context.cookies()
+        assert cookie["name"] == "ftf_token" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert "ftf_token" not in page.evaluate("document.cookie")
+        context.close()
