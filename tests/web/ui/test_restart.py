@@ -101,17 +101,24 @@ def test_the_page_reattaches_after_a_server_restart(
     ftf_home: Path, tmp_path: Path, chromium: Any, tiny_model: Path, shots: Path,
     worker: subprocess.Popen[bytes],
 ) -> None:  # fmt: skip
-    studio = start_studio(ftf_home, tmp_path / "studio.log", "--no-worker")
+    started = [start_studio(ftf_home, tmp_path / "studio.log", "--no-worker")]
     try:
-        _prepare(studio.url, tiny_model)
-        studio = _restart_mid_run(studio, ftf_home, tmp_path, chromium, shots, worker)
+        _prepare(started[0].url, tiny_model)
+        _restart_mid_run(started, ftf_home, tmp_path, chromium, shots, worker)
     finally:
-        stop_studio(studio)
+        for studio in started:  # the restarted one too, when the test failed after starting it
+            stop_studio(studio)
 
 
 def _restart_mid_run(
-    studio: Studio, home: Path, tmp_path: Path, chromium: Any, shots: Path, worker: subprocess.Popen[bytes]
-) -> Studio:
+    started: list[Studio],
+    home: Path,
+    tmp_path: Path,
+    chromium: Any,
+    shots: Path,
+    worker: subprocess.Popen[bytes],
+) -> None:
+    studio = started[0]
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(RECORD)
     errors: list[str] = []
@@ -142,6 +149,7 @@ def _restart_mid_run(
     assert shown_while_down < len(_metrics(home, run_id)), "the page got points with no server"
 
     studio = start_studio(home, tmp_path / "studio-2.log", "--no-worker", port=port)
+    started.append(studio)
     page.wait_for_function(
         f"document.getElementById('loss-chart').dataset.count > {shown_while_down}", timeout=JOB_S * 1000
     )
@@ -175,4 +183,3 @@ def _restart_mid_run(
              .read_text().splitlines()) if "eval_loss" in m]  # fmt: skip
     assert len(evals) >= 2 and int(chart.get_attribute("data-eval-count") or 0) == len(evals)
     context.close()
-    return studio
