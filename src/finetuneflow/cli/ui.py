@@ -41,4 +41,10 @@ def ui(
         fail(err)
     where = "a local worker runs the jobs" if worker else "jobs wait for an `ftf worker`"
     console.print(f"studio at http://{cfg.host}:{cfg.port}/ ({where}); Ctrl-C stops it", markup=False)
+    if app.state.api_token is not None:
+        console.print(
+            f"a token is needed: browsers log in at /ui/login with the value of ${cfg.token_env}; API "
+            f"clients send 'Authorization: Bearer <token>'",
+            markup=False,
+        )
     run_studio(app, cfg, worker=worker, open_browser=open_browser)

@@ -74,6 +74,7 @@ def create_app(cfg: WebConfig | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.web_config = cfg
+    app.state.api_token = token  # the studio's login page compares with it (web/ui/login.py)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     errors.install(app)
     for module in (projects, datasets, runs, memory, jobs):

@@ -11,6 +11,7 @@ import threading
 import time
 from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,24 +20,33 @@ from finetuneflow.web.errors import error_body
 
 TOKEN_COOKIE = "ftf_token"  # a browser's EventSource cannot send headers; it sends cookies
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOGIN_PATH = "/ui/login"  # the studio's page that sets the cookie (web/ui/login.py)
+PUBLIC = re.compile(r"/static/.*|" + re.escape(LOGIN_PATH))  # no secrets there; the login page needs them
 
 
 class TokenGuard:
     """Every HTTP request must carry the token (``Authorization: Bearer <token>`` or the
-    ``ftf_token`` cookie), compared in constant time and never logged. Without a token: open."""
+    ``ftf_token`` cookie), compared in constant time and never logged. Without a token: open.
+    Without it, a page a browser asks for is redirected to the login page; anything else (the
+    API, a page's own writes) is answered 401 in the API's error shape."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
         self.token = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.token is not None and not self._authorized(_headers(scope)):
+        if scope["type"] != "http" or self.token is None or PUBLIC.fullmatch(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self._authorized(_headers(scope)):
+            await self.app(scope, receive, send)
+        elif scope["method"] in ("GET", "HEAD") and not scope["path"].startswith("/api/"):
+            await _redirect(send, f"{LOGIN_PATH}?{urlencode({'next': _target(scope)})}")
+        else:
             message = (
                 f"an API token is required: send 'Authorization: Bearer <token>' or the {TOKEN_COOKIE} cookie"
             )
             await send_error(send, 401, message, "invalid_token", {"www-authenticate": "Bearer"})
-            return
-        await self.app(scope, receive, send)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         assert self.token is not None
@@ -115,6 +125,22 @@ class RateLimit:
                 return 0
             self.buckets[client] = (tokens, now)
             return max(1, math.ceil((1 - tokens) / self.rate))
+
+
+def same_token(given: str, token: str) -> bool:
+    """``given`` is ``token``, compared in constant time (no timing tells how much of it matched)."""
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _target(scope: Scope) -> str:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return scope["path"] + (f"?{query}" if query else "")
+
+
+async def _redirect(send: Send, location: str) -> None:
+    headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _headers(scope: Scope) -> dict[str, str]:

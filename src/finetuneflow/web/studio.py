@@ -19,6 +19,7 @@ from finetuneflow import paths
 from finetuneflow.state import open_db
 from finetuneflow.web.app import create_app
 from finetuneflow.web.config import WebConfig
+from finetuneflow.web.ui.login import router as login
 from finetuneflow.web.ui.pages import router as pages
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -26,8 +27,10 @@ WORKER_STOP_S = 20.0  # a worker finishing its current event gets this long befo
 
 
 def create_studio_app(cfg: WebConfig | None = None) -> FastAPI:
-    """The REST API with the pages at ``/`` and ``/ui/...`` and the assets at ``/static``."""
+    """The REST API with the pages at ``/`` and ``/ui/...`` (``/ui/login`` among them) and the
+    assets at ``/static``."""
     app = create_app(cfg or WebConfig())
+    app.include_router(login)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -38,27 +38,25 @@ class Studio:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def start_studio(home: Path, log: Path) -> Studio:
-    """``ftf ui --no-open`` on a free port, niced, in a session of its own; returns once it answers."""
-    port = free_port()
+def studio_env(home: Path) -> dict[str, str]:
+    """The environment of ``ftf ui`` and ``ftf worker``: the test's state folder, the embedded broker."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "FTF_HOME": str(home), "HF_HUB_OFFLINE": "1",
            "FTF_BROKER_URL": f"sqla+sqlite:///{home / 'broker.db'}"}  # fmt: skip
     env.pop("FTF_DATABASE_URL", None)
+    return env
+
+
+def start_studio(home: Path, log: Path, *args: str, port: int | None = None) -> Studio:
+    """``ftf ui --no-open [args]`` on ``port`` (a free one by default), niced, in a session of its
+    own; returns once it answers."""
+    port = port or free_port()
     home.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        "nice",
-        "-n",
-        "5",
-        sys.executable,
-        "-m",
-        "finetuneflow.cli",
-        "ui",
-        "--no-open",
-        "--port",
-        str(port),
-    ]
+    ftf = ["nice", "-n", "5", sys.executable, "-m", "finetuneflow.cli"]
+    cmd = [*ftf, "ui", "--no-open", "--port", str(port), *args]
     out = open(log, "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=studio_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     studio = Studio(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:

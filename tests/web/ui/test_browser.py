@@ -184,6 +184,19 @@ def _wizard(context: Any, studio: Studio, tiny_model: Path, ftf_home: Path, shot
     assert page.locator(f"tr[data-example='{second}'] select").input_value() == "5"
     assert page.locator(f"tr[data-example='{third}']").count() == 0
     shot(page, shots, "05-review")
+    # the deleted example is listed apart, and restored from there
+    page.get_by_label("Status", exact=True).select_option("deleted")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**status=deleted*")
+    ready(page)
+    assert page.locator("#examples tbody tr").count() == 1
+    page.locator(f"tr[data-example='{third}']").get_by_role("button", name="Restore").click()
+    page.get_by_text(f"Example {third} restored").wait_for()
+    assert page.locator(f"tr[data-example='{third}']").count() == 0
+    shot(page, shots, "05b-review-restored")
+    page.goto(page.url.replace("status=deleted", "status="))
+    ready(page)
+    assert page.locator(f"tr[data-example='{third}']").count() == 1
     finished(page, studio, page.get_by_role("button", name="Rebuild the dataset with these examples"))
 
     _train_evaluate_export(page, context, studio, shots, project, ftf_home)

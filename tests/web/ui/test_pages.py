@@ -142,3 +142,35 @@ def test_exports_list_every_file_with_its_link_and_the_zip_is_served_safely(
     assert client.get("/ui/projects/demo/exports/run-1.zip").content.startswith(b"PK")
     for bad in ("..%2Frun-1", ".hidden", "nope"):
         assert client.get(f"/ui/projects/demo/exports/{bad}.zip").status_code == 404
+
+
+def test_deleted_examples_are_listed_apart_with_a_restore_button(client: TestClient) -> None:
+    from dataset.test_review import add
+
+    kept, gone = add("demo", "default", q="Kept?"), add("demo", "default", q="Deleted?")
+    path = f"/api/projects/demo/datasets/default/examples/{gone}"
+    assert client.delete(path).json()["status"] == "deleted"
+    page = client.get("/ui/projects/demo/review").text
+    assert f'data-example="{kept}"' in page and f'data-example="{gone}"' not in page
+    assert 'data-action="restore"' not in page
+    deleted = client.get("/ui/projects/demo/review?status=deleted").text
+    assert f'data-example="{gone}"' in deleted and f'data-example="{kept}"' not in deleted
+    assert deleted.count('data-action="restore"') == 1 and 'data-action="delete"' not in deleted
+    assert '<option value="deleted" selected>' in deleted  # the filter shows what is listed
+    assert client.post(f"{path}/restore").json()["status"] != "deleted"  # the route the button calls
+    assert f'data-example="{gone}"' in client.get("/ui/projects/demo/review").text
+    assert "No deleted examples." in client.get("/ui/projects/demo/review?status=deleted").text
+
+
+def test_the_train_chart_gets_the_eval_losses_of_the_run(client: TestClient, ftf_home: Path) -> None:
+    run = ftf_home / "projects" / "demo" / "runs" / "r1"
+    run.mkdir(parents=True)
+    rows = [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.25}, {"step": 2, "eval_loss": 2.4},
+            {"step": 3, "loss": 2.0}, {"step": 3, "eval_loss": 2.3}]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = client.get("/ui/projects/demo/train?run=r1").text
+    points = json.loads(page.split("data-points='")[1].split("'")[0])
+    evals = json.loads(page.split("data-evals='")[1].split("'")[0])
+    assert [p["step"] for p in points] == [1, 2, 3]
+    assert [(e["step"], e["eval_loss"]) for e in evals] == [(2, 2.4), (3, 2.3)]
+    assert "eval loss" in page  # the legend names the second line

@@ -1,6 +1,7 @@
-// The Train step's live loss chart: a hand-drawn SVG line of loss by optimizer step. Its first
-// points come from the run's metrics.jsonl (rendered into the page), later ones from the job's
-// progress events, so a reopened page shows the whole run and keeps growing.
+// The Train step's live loss chart: hand-drawn SVG lines of the training loss by optimizer step and
+// of the eval loss at the steps it was measured. The first points come from the run's metrics.jsonl
+// (rendered into the page), later ones from the job's progress events, so a reopened page shows
+// the whole run and keeps growing.
 "use strict";
 
 (() => {
@@ -20,9 +21,15 @@
     return Array.from({ length: n }, (_, i) => lo + i * step);
   }
 
-  function draw(box, points) {
+  function line(svg, points, sx, sy, kind) {
+    const d = points.map((p, i) => `${i ? "L" : "M"}${sx(p.step).toFixed(1)},${sy(p.loss).toFixed(1)}`).join("");
+    svg.append(el("path", { d, class: `line ${kind}` }));
+    for (const p of points) svg.append(el("circle", { cx: sx(p.step), cy: sy(p.loss), r: 3, class: `dot ${kind}` }));
+  }
+
+  function draw(box, points, evals) {
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", "aria-hidden": "true", focusable: "false" });
-    const xs = points.map((p) => p.step), ys = points.map((p) => p.loss);
+    const xs = points.map((p) => p.step), ys = [...points, ...evals].map((p) => p.loss);
     const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1);
     let y0 = Math.min(...ys), y1 = Math.max(...ys);
     if (!points.length) { y0 = 0; y1 = 1; }
@@ -34,19 +41,20 @@
       svg.append(el("line", { x1: PAD.l, x2: W - PAD.r, y1: sy(y), y2: sy(y), class: "grid" }));
       svg.append(el("text", { x: PAD.l - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick" }, y.toFixed(3)));
     }
-    for (const x of ticks(x0, x1, Math.min(6, Math.max(2, x1 - x0 + 1)))) {
-      svg.append(el("text", { x: sx(x), y: H - PAD.b + 16, "text-anchor": "middle", class: "tick" }, Math.round(x)));
+    // steps are whole numbers: a tick is drawn where its rounded label is, under that step's point
+    for (const x of new Set(ticks(x0, x1, Math.min(6, Math.max(2, x1 - x0 + 1))).map(Math.round))) {
+      svg.append(el("text", { x: sx(x), y: H - PAD.b + 16, "text-anchor": "middle", class: "tick" }, x));
     }
     svg.append(el("text", { x: (W + PAD.l) / 2, y: H - 4, "text-anchor": "middle", class: "axis" }, "step"));
     if (points.length) {
-      const d = points.map((p, i) => `${i ? "L" : "M"}${sx(p.step).toFixed(1)},${sy(p.loss).toFixed(1)}`).join("");
-      svg.append(el("path", { d, class: "line" }));
-      for (const p of points) svg.append(el("circle", { cx: sx(p.step), cy: sy(p.loss), r: 3, class: "dot" }));
+      line(svg, points, sx, sy, "train");
+      if (evals.length) line(svg, evals, sx, sy, "eval");
     } else {
       svg.append(el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "tick" }, "no points yet"));
     }
     box.replaceChildren(svg);
     box.dataset.count = points.length;
+    box.dataset.evalCount = evals.length;
     const count = document.querySelector("[data-chart-count]");
     if (count) count.textContent = points.length;
   }
@@ -66,19 +74,30 @@
   document.addEventListener("DOMContentLoaded", () => {
     const box = document.getElementById("loss-chart");
     if (!box) return;
-    const byStep = new Map();
+    const byStep = new Map(), evalByStep = new Map();
     for (const m of JSON.parse(box.dataset.points || "[]")) byStep.set(m.step, { step: m.step, loss: m.loss });
-    const sorted = () => [...byStep.values()].sort((a, b) => a.step - b.step);
+    for (const m of JSON.parse(box.dataset.evals || "[]")) evalByStep.set(m.step, { step: m.step, loss: m.eval_loss });
+    const sorted = (map) => [...map.values()].sort((a, b) => a.step - b.step);
+    // A step event carries the last eval loss measured, repeated until the next eval: a new value
+    // marks the step that measured it (a resumed run repeats its old one, which is no new point).
+    const newEval = (step, value) => {
+      const before = sorted(evalByStep).filter((p) => p.step < step).pop();
+      return !evalByStep.has(step) && (!before || Math.abs(before.loss - value) > 1e-5);
+    };
+    const redraw = () => draw(box, sorted(byStep), sorted(evalByStep));
     const initial = JSON.parse(box.dataset.points || "[]");
     if (initial.length) showStats(initial[initial.length - 1]);
-    draw(box, sorted());
+    redraw();
     document.addEventListener("ftf:progress", (e) => {
       const p = e.detail;
       const m = p.metrics || {};
       if (p.stage !== "step" || m.loss === undefined || m.loss === null) return;
       byStep.set(p.done, { step: p.done, loss: m.loss });
+      if (m.eval_loss !== undefined && m.eval_loss !== null && newEval(p.done, m.eval_loss)) {
+        evalByStep.set(p.done, { step: p.done, loss: m.eval_loss });
+      }
       showStats({ step: p.done, total: p.total, ...m });
-      draw(box, sorted());
+      redraw();
     });
   });
 })();

@@ -147,6 +147,14 @@ const ACTIONS = {
     row.remove();
     if (next) next.querySelector("button, textarea")?.focus();
   },
+  async restore(button) {  // on the list of deleted examples: back to the kept ones
+    const row = button.closest("tr");
+    const out = await call("POST", `${ROUTES.example(project(), row.dataset.example)}/restore`);
+    say(`Example ${row.dataset.example} restored (${out.status}).`, "info");
+    const next = row.nextElementSibling || row.previousElementSibling;
+    row.remove();
+    if (next) next.querySelector("button")?.focus();
+  },
   async rate(select) {
     const row = select.closest("tr");
     const rating = select.value ? Number(select.value) : null;

@@ -39,14 +39,14 @@ def project_home(project: str) -> Response:
 @router.get("/ui/projects/{project}/{step}", response_class=HTMLResponse)
 def step_page(
     request: Request, project: str, step: str, job: int | None = None, run: str | None = None,
-    offset: int = Query(0, ge=0), origin: str | None = None,
+    offset: int = Query(0, ge=0), origin: str | None = None, status: str | None = None,
 ) -> Response:  # fmt: skip
     known = dict(views.STEPS)
     if step not in known:
         raise HTTPException(404, f"no wizard step {step!r}; steps: {', '.join(known)}")
     _require_project(project)
     cfg = studio.load(project)
-    data = steps.DATA[step](project, cfg, steps.Query(job, run, offset, origin))
+    data = steps.DATA[step](project, cfg, steps.Query(job, run, offset, origin, status))
     return _render(
         request, f"steps/{step}.html", project=project, step=step, title=known[step], cfg=cfg,
         train_config=studio.train_config(cfg), ingest_config=studio.ingest_config(cfg),

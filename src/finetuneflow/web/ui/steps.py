@@ -21,6 +21,7 @@ class Query:
     run: str | None = None
     offset: int = 0
     origin: str | None = None
+    status: str | None = None  # "deleted": the Review step lists the deleted examples (to restore)
 
 
 PageData = Callable[[str, StudioSettings, Query], dict[str, Any]]
@@ -50,9 +51,11 @@ def preview(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
 
 
 def review(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
-    listed = views.examples(project, limit=PAGE, origin=q.origin or None, offset=q.offset)
+    deleted = q.status == "deleted"
+    listed = views.examples(project, limit=PAGE, origin=q.origin or None, offset=q.offset, deleted=deleted)
     job = views.job_or_latest(project, ("dataset",), q.job)
     return {**listed, "job": job, "offset": q.offset, "page": PAGE, "origin": q.origin or "",
+            "status": "deleted" if deleted else "",
             "dataset_ready": views.dataset_ready(project)}  # fmt: skip
 
 
@@ -67,6 +70,7 @@ def train(project: str, cfg: StudioSettings, q: Query) -> dict[str, Any]:
         "job": found,
         "run_id": run_id,
         "points": views.run_metrics(project, run_id) if run_id else [],
+        "evals": views.run_metrics(project, run_id, "eval_loss") if run_id else [],
         "runs": views.runs(project),
         "dataset_ready": views.dataset_ready(project),
     }

@@ -75,11 +75,16 @@ def ingest_report(project: str) -> dict[str, Any] | None:
         return None
 
 
-def examples(project: str, limit: int = 100, origin: str | None = None, offset: int = 0) -> dict[str, Any]:
+def examples(
+    project: str, limit: int = 100, origin: str | None = None, offset: int = 0, deleted: bool = False
+) -> dict[str, Any]:
     """The review list: the dataset's examples (of one ``origin`` if given: llm, converter, chat)
-    but the deleted ones, and the counts by status."""
+    but the deleted ones (only those with ``deleted``, to restore), and the counts by status."""
+    status = "deleted" if deleted else None
     try:
-        page = review.list_examples(project, DATASET, origin=origin, limit=limit, offset=offset)
+        page = review.list_examples(
+            project, DATASET, status=status, origin=origin, limit=limit, offset=offset
+        )
         counts = review.review_counts(project, DATASET)
     except (LookupError, ValueError):
         return {"rows": [], "total": 0, "counts": {}}
@@ -97,13 +102,14 @@ def runs(project: str) -> list[dict[str, Any]]:
         return []
 
 
-def run_metrics(project: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's ``metrics.jsonl`` lines with a training loss (the chart's points after a reload)."""
+def run_metrics(project: str, run_id: str, key: str = "loss") -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` lines with ``key``: the training loss (the chart's points after
+    a reload), or ``eval_loss`` (its second line)."""
     path = paths.project_dir(project) / "runs" / run_id / "metrics.jsonl"
     if not path.is_file():
         return []
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [m for m in lines if "loss" in m and "step" in m]
+    return [m for m in lines if key in m and "step" in m]
 
 
 def evaluation(project: str, run_id: str) -> dict[str, Any] | None:
