@@ -262,6 +262,8 @@ def _train_evaluate_export(
     finished(page, studio, page.get_by_role("button", name=re.compile(r"^Resume run ")))
     assert int(page.locator("#loss-chart").get_attribute("data-count") or 0) == 40  # one run, all its steps
     assert page.locator("#runs tbody tr").count() == 1 and "finished" in page.locator("#runs").inner_text()
+    # the figures are the run's last step, not those of an older job's events replayed over them
+    assert page.locator("[data-stat=step]").inner_text().strip() == "40"
     shot(page, shots, "10-train-done")
 
     # Evaluate: base vs tuned

@@ -174,3 +174,12 @@ def test_the_train_chart_gets_the_eval_losses_of_the_run(client: TestClient, ftf
     assert [p["step"] for p in points] == [1, 2, 3]
     assert [(e["step"], e["eval_loss"]) for e in evals] == [(2, 2.4), (3, 2.3)]
     assert "eval loss" in page  # the legend names the second line
+
+
+def test_verdict_sentences_show_their_bold_as_bold_and_escape_the_rest() -> None:
+    from finetuneflow.web.ui.views import bold
+
+    assert str(bold("answers **the same** as <b>base</b>")) == (
+        "answers <strong>the same</strong> as &lt;b&gt;base&lt;/b&gt;"
+    )
+    assert str(bold(None)) == ""

@@ -96,7 +96,7 @@
       if (m.eval_loss !== undefined && m.eval_loss !== null && newEval(p.done, m.eval_loss)) {
         evalByStep.set(p.done, { step: p.done, loss: m.eval_loss });
       }
-      showStats({ step: p.done, total: p.total, ...m });
+      if (!p.replay) showStats({ step: p.done, total: p.total, ...m });
       redraw();
     });
   });

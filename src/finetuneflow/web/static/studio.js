@@ -265,7 +265,8 @@ function attach(panel) {
         if (p.total) field("progress").value = p.done / p.total;
         if (p.message) field("message").textContent = p.message;
       }
-      document.dispatchEvent(new CustomEvent("ftf:progress", { detail: p }));
+      // a finished job's replay redraws its points but must not overwrite the final figures
+      document.dispatchEvent(new CustomEvent("ftf:progress", { detail: { ...p, replay: wasDone } }));
     } else if (!wasDone && ["started", "requeued", "retry"].includes(event.kind)) {
       field("status").textContent = event.kind === "started" ? "running" : "queued";
     }

@@ -23,6 +23,7 @@ from finetuneflow.web.ui import steps, views
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parents[1] / "templates"))
 TEMPLATES.env.filters["basename"] = lambda value: Path(str(value or "")).name
+TEMPLATES.env.filters["bold"] = views.bold
 router = APIRouter(include_in_schema=False)
 
 

@@ -4,9 +4,12 @@ never from the browser: a reload, another tab or a restarted server renders the 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from markupsafe import Markup, escape
 
 from finetuneflow import api, paths
 from finetuneflow.api import projects as papi
@@ -25,6 +28,11 @@ STEPS = (
     ("export", "Export"),
 )
 DATASET = "default"  # the wizard builds and trains one dataset per project, as `ftf` does by default
+
+
+def bold(text: Any) -> Markup:
+    """``text`` HTML-escaped, its Markdown ``**bold**`` (the verdict sentences use it) as <strong>."""
+    return Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(str(text or "")))))
 
 
 def projects() -> list[dict[str, Any]]:
