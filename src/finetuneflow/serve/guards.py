@@ -47,17 +47,23 @@ class Guard:
         return f"the request body is over this server's limit of {self.limit} bytes"
 
     def _counting(self, receive: Receive) -> Receive:
-        seen = 0
+        return limited_receive(receive, self.limit, self._too_large())
 
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, self._too_large())  # answered by the error handlers
-            return message
 
-        return counted
+def limited_receive(receive: Receive, limit: int, message: str) -> Receive:
+    """``receive`` that counts the body it reads and raises HTTP 413 with ``message`` past
+    ``limit`` bytes (a chunked body declares no length): the app's error handlers answer it."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        event = await receive()
+        seen += len(event.get("body", b""))
+        if seen > limit:
+            raise HTTPException(413, message)
+        return event
+
+    return counted
 
 
 async def _send_error(send: Send, status: int, body: dict[str, Any]) -> None:

@@ -13,9 +13,9 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from finetuneflow.serve.guards import limited_receive
 from finetuneflow.web.errors import error_body
 
 TOKEN_COOKIE = "ftf_token"  # a browser's EventSource cannot send headers; it sends cookies
@@ -78,17 +78,8 @@ class BodyLimit:
         return f"the request body is over the limit of {self.limit} bytes (setting max_request_bytes)"
 
     def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:  # FastAPI turns any other error while reading a body into a 400
-                raise HTTPException(413, self._message())
-            return message
-
-        return counted
+        # an HTTPException: FastAPI turns any other error while reading a body into a 400
+        return limited_receive(receive, self.limit, self._message())
 
 
 class RateLimit:
