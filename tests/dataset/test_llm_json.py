@@ -176,3 +176,9 @@ def test_an_empty_examples_list_is_a_problem_not_silence() -> None:
     assert validate_pairs({"examples": []}) == ([], ['the "examples" list in the output is empty'])
     assert validate_pairs([]) == ([], ['the "examples" list in the output is empty'])
     assert validate_pairs({"answer": 1})[1] == ['no "examples" list in the output']
+
+
+def test_numbers_with_leading_zeros_are_read_not_a_crash() -> None:
+    """A small model wrote `01` (JSONDecodeError: Extra data) and the generation step crashed."""
+    value = parse_llm_json('{"examples": [{"question": "Step 01?", "n": 01, "x": -007.50}]')[0]
+    assert value["examples"][0]["n"] == 1 and value["examples"][0]["x"] == -7.5

@@ -252,7 +252,11 @@ class _Scanner:
         if _CUT_NUMBER_TAIL.fullmatch(self.text, self.pos):
             self.pos = len(self.text)
             return _MISSING, False
-        return json.loads(m.group()), True
+        text = m.group()
+        try:
+            return json.loads(text), True
+        except ValueError:  # a leading zero ("01"): not JSON, but a plain number all the same
+            return (float(text) if any(c in text for c in ".eE") else int(text)), True
 
     def word(self) -> tuple[Any, bool]:
         m = _WORD_RE.match(self.text, self.pos)
