@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -17,6 +18,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from finetuneflow.errors import ConfigError
 
 T = TypeVar("T")
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a setting naming an environment variable may hold
 
 
 def setting(default: Any, help: str) -> Any:  # noqa: A002 - 'help' reads best at call sites

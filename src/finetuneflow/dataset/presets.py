@@ -14,12 +14,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from finetuneflow.config import setting
+from finetuneflow.config import ENV_NAME, setting
 
 GENERIC_KEY_ENV = "FTF_PROVIDER_API_KEY"  # honoured for every preset, after the preset's own variable
 LOCAL_CONCURRENCY = 2
 CLOUD_CONCURRENCY = 8
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class ProviderConfig:
             out.append(f"base_url: {self.base_url!r} must start with http:// or https:// and name a host")
         if not self.model.strip():
             out.append("model: required (the name the server knows it by; `ftf provider test` lists them)")
-        if self.api_key_env and not _ENV_NAME.fullmatch(self.api_key_env):
+        if self.api_key_env and not ENV_NAME.fullmatch(self.api_key_env):
             # never echo the value: a common slip is pasting the key itself here
             out.append(
                 "api_key_env: must be the *name* of an environment variable (letters, digits, '_'), "

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 
 from finetuneflow.api.serving import ServingSettings
-from finetuneflow.config import section, setting
+from finetuneflow.config import ENV_NAME, section, setting
 
 DEFAULT_PORT = 8765  # the `ftf` provider preset's (dataset generation by a project's own model)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -32,7 +30,7 @@ class ServeConfig:
         out = [f"model.{p}" for p in self.model.problems()]
         if not 0 < self.port < 65536:
             out.append("port: must be 1-65535")
-        if not _ENV_NAME.fullmatch(self.api_key_env):
+        if not ENV_NAME.fullmatch(self.api_key_env):
             out.append(f"api_key_env: {self.api_key_env!r} is not an environment variable name")
         if self.max_request_bytes < 1024:
             out.append("max_request_bytes: must be >= 1024")

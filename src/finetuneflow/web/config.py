@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from finetuneflow.config import setting
+from finetuneflow.config import ENV_NAME, setting
 
 DEFAULT_PORT = 8770  # beside `ftf serve`'s 8765, so both can run at once
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -31,7 +29,7 @@ class WebConfig:
         out = []
         if not 0 <= self.port < 65536:
             out.append("port: must be 0-65535 (0: a free port)")
-        if not _ENV_NAME.fullmatch(self.token_env):
+        if not ENV_NAME.fullmatch(self.token_env):
             out.append(f"token_env: {self.token_env!r} is not an environment variable name")
         if self.max_upload_mb <= 0:
             out.append("max_upload_mb: must be positive")
