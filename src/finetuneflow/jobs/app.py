@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from finetuneflow.errors import JobCancelled, ProviderError
 from finetuneflow.jobs.config import JobsConfig
@@ -47,6 +49,32 @@ def make_app(cfg: JobsConfig) -> Celery:
         app.conf.broker_transport_options = {"visibility_timeout": cfg.visibility_timeout_s}
     app.task(name=TASK, bind=True)(_task(cfg))
     return app
+
+
+def declare_queues(cfg: JobsConfig, queues: Sequence[str], attempts: int = 5) -> None:
+    """Create ``queues`` on the embedded broker before anything consumes or sends to them.
+
+    kombu's SQLAlchemy transport creates a queue's row on first use (query, then insert) under a
+    lock that holds only within one process, so two processes starting at once (``ftf worker``
+    starts one per queue) race, and the loser's consumer dies with an IntegrityError while the
+    worker process stays up (seen in a test run: no job was ever taken). Declared here first, a
+    lost race is retried; once the rows exist every later declare finds them. Redis needs none.
+    """
+    if not cfg.broker().startswith("sqla+"):
+        return
+    from kombu import Connection, Queue
+
+    for attempt in range(attempts):
+        try:
+            with Connection(cfg.broker()) as conn:
+                channel = conn.default_channel
+                for name in queues:
+                    Queue(name, channel=channel).declare()
+            return
+        except (IntegrityError, OperationalError):  # the other process won the insert, or held the lock
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def _task(cfg: JobsConfig) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from finetuneflow.jobs.app import TASK, make_app
+from finetuneflow.jobs.app import TASK, declare_queues, make_app
 from finetuneflow.jobs.config import JobsConfig
 from finetuneflow.jobs.runners import QUEUES, RUNNERS
 from finetuneflow.state import jobs as log
@@ -21,7 +21,9 @@ from finetuneflow.state.repo import find_project, get_or_create_project
 
 @cache
 def _app(broker: str) -> Celery:
-    return make_app(JobsConfig(broker_url=broker))
+    cfg = JobsConfig(broker_url=broker)
+    declare_queues(cfg, sorted({"default", *QUEUES.values()}))  # a worker may be starting now too
+    return make_app(cfg)
 
 
 def submit(step: str, project: str, args: dict[str, Any], cfg: JobsConfig | None = None) -> int:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from finetuneflow.config import to_dict
-from finetuneflow.jobs.app import make_app
+from finetuneflow.jobs.app import declare_queues, make_app
 from finetuneflow.jobs.client import reap
 from finetuneflow.jobs.config import JobsConfig
 
@@ -28,6 +28,7 @@ def run_worker(cfg: JobsConfig, queues: Sequence[str] = QUEUES, loglevel: str = 
         raise ValueError(
             f"unknown queue(s) {', '.join(sorted(unknown)) or '(none)'}; known: {', '.join(QUEUES)}"
         )
+    declare_queues(cfg, QUEUES)  # before any child or consumer races to create them
     if len(queues) > 1:  # one process per queue: train must not share its slot with data work
         return _children(cfg, queues, loglevel)
     queue = queues[0]

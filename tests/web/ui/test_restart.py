@@ -8,10 +8,13 @@ the restart go to ``tests/web/ui/artifacts/``."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from .conftest import Studio, start_studio, stop_studio, studio_env
 from .test_browser import JOB_S, ready, shot, wait_job
 
 PROJECT = "restart"
-STEPS = 120  # the tiny model takes ~0.1 s a step here: the run outlasts a server restart
+STEPS = 120  # enough to see points arrive while the server is down (the worker pauses over the restart)
 # Every ftf:progress event the page dispatches (what the chart draws from), tagged with the page
 # load it happened in: a reload replays the log, and only the live page's share is compared.
 # Kept in sessionStorage, written synchronously, so the page's own reload at the end loses nothing.
@@ -58,6 +61,16 @@ def worker(ftf_home: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def paused(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """SIGSTOP a process and its children (its own session: one process group), SIGCONT after."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def _ran(client: httpx.Client, response: httpx.Response) -> None:
@@ -143,19 +156,23 @@ def _restart_mid_run(
     while len(_metrics(home, run_id)) < min(down_at + 3, STEPS) and time.monotonic() < deadline:
         assert worker.poll() is None, "the worker died with the server"
         time.sleep(0.2)
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(studio.url + "/", timeout=2)  # really down
-    shown_while_down = int(page.locator("#loss-chart").get_attribute("data-count") or 0)
-    assert shown_while_down < len(_metrics(home, run_id)), "the page got points with no server"
+    # Hold the worker while the server restarts, so the run is still going when the page re-attaches
+    # however fast this machine trains (a CI machine once finished all steps during the restart).
+    # A pause of seconds is far inside the jobs' stale_after_s, so nothing is reaped.
+    with paused(worker):
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(studio.url + "/", timeout=2)  # really down
+        shown_while_down = int(page.locator("#loss-chart").get_attribute("data-count") or 0)
+        assert shown_while_down < len(_metrics(home, run_id)), "the page got points with no server"
 
-    studio = start_studio(home, tmp_path / "studio-2.log", "--no-worker", port=port)
-    started.append(studio)
-    page.wait_for_function(
-        f"document.getElementById('loss-chart').dataset.count > {shown_while_down}", timeout=JOB_S * 1000
-    )
-    status = page.locator("[data-job-field=status]").inner_text()
-    assert status == "running", f"the run ended before the page re-attached ({status}): give it more steps"
-    shot(page, shots, "restart-2-reattached")
+        studio = start_studio(home, tmp_path / "studio-2.log", "--no-worker", port=port)
+        started.append(studio)
+        page.wait_for_function(
+            f"document.getElementById('loss-chart').dataset.count > {shown_while_down}", timeout=JOB_S * 1000
+        )
+        status = page.locator("[data-job-field=status]").inner_text()
+        assert status == "running", f"the run ended before the page re-attached ({status})"
+        shot(page, shots, "restart-2-reattached")
     assert wait_job(page, studio) == "finished"
     live_url = page.url
     page.wait_for_timeout(1000)  # the page reloads itself once its job is done; then a fresh load
