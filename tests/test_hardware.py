@@ -45,3 +45,29 @@ def test_core_share_sees_another_process_spinning() -> None:
     finally:
         spinner.kill()
     assert busy is not None and busy >= 0.7  # the spinner's core at least (other load only adds)
+
+
+def test_evaluation_threads_leave_a_spinning_core_and_events_still_arrive() -> None:
+    import subprocess
+    import sys
+
+    import torch
+
+    from finetuneflow.evaluate.step import _adapting
+    from finetuneflow.events import Emitter, Event
+
+    cores = hardware.available_cores()
+    if hardware._cpu_jiffies() is None or cores < 2:
+        pytest.skip("needs /proc/stat and two cores: one to spin, one left free")
+    before = torch.get_num_threads()
+    seen: list[Event] = []
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        torch.set_num_threads(cores)
+        emit = Emitter("evaluate", _adapting(hardware.CoreShare(cores, every_s=0.5), seen.append))
+        assert torch.get_num_threads() <= cores - 1  # settled before the first answer
+        emit("answers", 1, 2, message="a batch")
+    finally:
+        spinner.kill()
+        torch.set_num_threads(before)
+    assert [e.stage for e in seen] == ["answers"]

@@ -75,6 +75,16 @@ class CoreShare:
         all_busy = (j1[0] - j0[0]) / tick / (t1 - t0)  # ticks of every CPU: busy cores
         return max(0.0, all_busy - (own1 - own0) / (t1 - t0))
 
+    def settle(self, sample_s: float = 0.3) -> int:
+        """Decide now, from a short look at the load, so the first seconds of work do not run
+        oversubscribed; returns the count (later :meth:`adapt` calls keep ``every_s``)."""
+        every, self.every_s = self.every_s, sample_s
+        time.sleep(sample_s)
+        try:
+            return self.adapt()
+        finally:
+            self.every_s = every
+
     def adapt(self) -> int:
         """Set torch's threads to the cores left free (at least one); returns the count."""
         busy = self.others_busy()

@@ -64,7 +64,11 @@ class EvalConfig:
         0.5, "Share of the prompt's free room memories may fill (as chat's memory_share)."
     )
     batch_size: int = setting(4, "Packed rows per forward pass when computing losses.")
-    threads: int = setting(0, "CPU threads for torch (0 = all available cores).")
+    threads: int = setting(
+        0,
+        "CPU threads for torch (0 = the cores other processes leave free, re-checked as the load "
+        "changes; N = exactly N).",
+    )
 
     def problems(self) -> list[str]:
         """Every invalid value, each naming its key and the fix."""
