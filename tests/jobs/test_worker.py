@@ -105,7 +105,7 @@ def test_cancel_stops_a_running_job(
     proc = worker("train")
     job_id = jobs.submit("train", project, _train_args(tiny_model, steps=100_000))
     wait_for(
-        lambda: log.get(job_id)["progress"] > 0, 120, "training to start", proc, tmp_path / "worker-0.log"
+        lambda: log.get(job_id)["progress"] > 0, 300, "training to start", proc, tmp_path / "worker-0.log"
     )
     assert jobs.cancel(job_id) == "running"
     wait_for(lambda: _done(job_id), 60, "the job to stop", proc, tmp_path / "worker-0.log")
