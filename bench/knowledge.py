@@ -114,11 +114,12 @@ def score(answers: list[str], refs: list[str]) -> dict[str, float]:
 def train_run(dataset: Path, runs: Path, name: str, cfg: Any) -> tuple[Path, dict[str, Any], float]:
     from finetuneflow.train.step import train
 
+    start = time.time()
+
     def show(event: Any) -> None:
         if event.stage in ("note", "recipe", "eta", "recall", "early_stop"):
-            print(f"  [{name}] {event.message}", flush=True)
+            print(f"  [{name} {time.time() - start:5.0f} s] {event.message}", flush=True)
 
-    start = time.time()
     summary = train(dataset, runs / name, cfg, on_event=show)
     return runs / name, summary, time.time() - start
 
