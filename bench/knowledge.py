@@ -291,13 +291,15 @@ def run_curve(
         print(f"trained {summary['steps']} steps in {seconds:.0f} s; measuring every checkpoint", flush=True)
         start = time.time()
         rows = kc.with_recall(kc.measure_checkpoints(run_dir, *heldout, ask, score), curve(run_dir))
-        params = kc.count_params(Path(json.loads((run_dir / "config.json").read_text())["model_dir"]))
+        params, embedding = kc.count_params(
+            Path(json.loads((run_dir / "config.json").read_text())["model_dir"])
+        )
     lr = summary["recipe"]["learning_rate"]
     title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}, "
              f"probe every {every} steps (stopping rules off)")  # fmt: skip
     kc.print_table(rows)
-    meta = {"model": args.model, "params": params, "learning_rate": lr, "lora_r": cfg.lora.r,
-            "max_steps": steps, "every": every, "train_seconds": round(seconds),
+    meta = {"model": args.model, "params": params, "embedding_params": embedding, "learning_rate": lr,
+            "lora_r": cfg.lora.r, "max_steps": steps, "every": every, "train_seconds": round(seconds),
             "measure_seconds": round(time.time() - start), "threads": cfg.threads,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}  # fmt: skip
     written = [kc.write_csv(rows, out / f"{stem}.csv"), kc.plot(rows, out / f"{stem}.png", title),
@@ -316,7 +318,7 @@ def size_plot(out: Path | None) -> None:
     table = kc.size_table(curves)
     kc.print_size_table(table)
     title = "Knowledge goal against model size: the best checkpoints of each curve (--curve, LoRA r16)"
-    print(f"\nwrote {kc.plot_size(table, folder / 'knowledge_size.png', title)}")
+    print(f"\nwrote {kc.plot_size(table, curves, folder / 'knowledge_size.png', title)}")
 
 
 def report(results: dict[str, Any], sets: dict[str, Any]) -> None:

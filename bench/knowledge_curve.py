@@ -129,17 +129,22 @@ def curve_name(model: str, default: str) -> str:
     return "knowledge_curve" if model == default else f"knowledge_curve_{model.replace('/', '_')}"
 
 
-def count_params(model_dir: Path) -> int:
-    """Parameters stored in a model folder's safetensors files (tied weights stored once)."""
+def count_params(model_dir: Path) -> tuple[int, int]:
+    """(all, token-embedding) parameters stored in a model folder's safetensors files (tied weights
+    stored once). The two models here differ mostly in vocabulary: Gemma 3's 262k-token embedding
+    is 168M of its 268M, SmolLM2's 49k-token one 28M of its 135M."""
     from math import prod
 
     from safetensors import safe_open
 
-    total = 0
+    total = embed = 0
     for file in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(file), "pt") as fh:
-            total += sum(prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118 - not a dict
-    return total
+            for key in fh.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                n = prod(fh.get_slice(key).get_shape())
+                total += n
+                embed += n if "embed_tokens" in key else 0
+    return total, embed
 
 
 def write_meta(path: Path, meta: dict[str, Any]) -> Path:
@@ -186,7 +191,8 @@ def size_table(curves: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
     for meta, rows in sorted(curves, key=lambda c: c[0]["params"]):
         base = next(r for r in rows if r["step"] == 0)
         for pick, r in picks(rows).items():
-            table.append({"model": meta["model"], "params": meta["params"], "pick": pick,
+            table.append({"model": meta["model"], "params": meta["params"], "body": meta["params"] - meta.get(
+                              "embedding_params", 0), "pick": pick,
                           "step": int(r["step"]), "recall_f1": r["recall_f1"], "heldout_f1": r["heldout_f1"],
                           "heldout_gain": r["heldout_f1"] - base["heldout_f1"],
                           "base_heldout": base["heldout_f1"],
@@ -194,16 +200,21 @@ def size_table(curves: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> lis
     return table
 
 
-def plot_size(table: list[dict[str, Any]], path: Path, title: str) -> Path:
+Curve = tuple[dict[str, Any], list[dict[str, Any]]]  # (its .json, its rows)
+
+
+def plot_size(table: list[dict[str, Any]], curves: list[Curve], path: Path, title: str) -> Path:
     """Left: recall and held-out F1 of the picked checkpoints against parameters (targets dashed);
-    right: their general-text perplexity change (the +10% limit dashed). Points are labelled with
-    their step."""
+    middle: their general-text perplexity change (the +10% limit dashed); right: every checkpoint's
+    F1 against its perplexity change, one colour per model, the target region shaded. Points are
+    labelled with their step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 6), dpi=110)
+    fig, (left, right, trade) = plt.subplots(1, 3, figsize=(16, 6), dpi=100)
+    _plot_tradeoff(trade, curves)
     styles = {"inside": ("o", "-"), "first": ("^", ":"), "best": ("s", "--")}
     for pick, label in PICKS.items():
         rows = [r for r in table if r["pick"] == pick]
@@ -227,10 +238,12 @@ def plot_size(table: list[dict[str, Any]], path: Path, title: str) -> Path:
     left.plot([x for x, _ in targets], [t for _, t in targets], "_", color="#55A868", markersize=28,
               markeredgewidth=2, label="held-out target (base + 0.15)")  # fmt: skip
     right.axhline(10, color="#C44E52", linestyle="--", linewidth=1, label="forgetting limit +10%")
-    models = sorted({(r["params"], r["model"]) for r in table})
+    models = sorted({(r["params"], r["body"], r["model"]) for r in table})
+    ticks = [f"{m}\n{p / 1e6:.0f}M ({b / 1e6:.0f}M without embeddings)" for p, b, m in models]
+    right.set_yscale("symlog", linthresh=20)  # +10% and +1000% both readable
     for ax in (left, right):
         ax.set_xlabel("parameters (millions)")
-        ax.set_xticks([p / 1e6 for p, _ in models], [f"{m}\n{p / 1e6:.0f}M" for p, m in models], fontsize=8)
+        ax.set_xticks([p / 1e6 for p, _, _ in models], ticks, fontsize=7)
         ax.margins(x=0.25)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     left.set_ylabel("token F1 (step labelled)")
@@ -243,10 +256,42 @@ def plot_size(table: list[dict[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
+def _plot_tradeoff(ax: Any, curves: list[Curve]) -> None:
+    """Recall (solid) and held-out (dashed) F1 against general-text perplexity change, per model."""
+    colours = ["#4C72B0", "#DD8452", "#8172B3", "#937860"]
+    for (meta, rows), colour in zip(sorted(curves, key=lambda c: c[0]["params"]), colours, strict=False):
+        xs = [100 * r["general_change"] for r in rows]
+        ax.plot(xs, [r["recall_f1"] for r in rows], "o-", color=colour,
+                label=f"{meta['model']} ({meta['params'] / 1e6:.0f}M): recall")  # fmt: skip
+        ax.plot(xs, [r["heldout_f1"] for r in rows], "s--", color=colour, alpha=0.7, label="held-out")
+        for r, x in zip(rows, xs, strict=True):
+            ax.annotate(f"{int(r['step'])}", (x, r["recall_f1"]), fontsize=7, textcoords="offset points",
+                        xytext=(3, 3))  # fmt: skip
+    ax.axvline(10, color="#C44E52", linestyle="--", linewidth=1)
+    ax.axhline(0.6, color="#4C72B0", linestyle="--", linewidth=1)
+    low, high = min(-10, ax.get_xlim()[0]), ax.get_xlim()[1]
+    ax.axvspan(
+        low, 10, ymin=0.6 / 1.05, ymax=1, color="#55A868", alpha=0.12, label="target: recall, forgetting"
+    )
+    ax.set_xlim(low, high)
+    ax.set_xscale("symlog", linthresh=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("general-text perplexity change (%)")
+    ax.set_ylabel("token F1 (step labelled)")
+    ax.set_title("every checkpoint: F1 against forgetting", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+
+
 def print_size_table(table: list[dict[str, Any]]) -> None:
     print("\n| model (params) | checkpoint | step | recall F1 | held-out F1 (over base) | general ppl |")
     print("|---|---|---|---|---|---|")
-    for r in table:
-        print(f"| {r['model']} ({r['params'] / 1e6:.0f}M) | {PICKS[r['pick']]} | {r['step']} | "
-              f"{r['recall_f1']:.2f} | {r['heldout_f1']:.2f} ({r['heldout_gain']:+.2f}) | "
-              f"{r['general_change']:+.1%} |")  # fmt: skip
+    for model, params in sorted({(r["model"], r["params"]) for r in table}, key=lambda m: m[1]):
+        name = f"{model} ({params / 1e6:.0f}M)"
+        for pick, label in PICKS.items():
+            r = next((r for r in table if r["model"] == model and r["pick"] == pick), None)
+            if r is None:  # e.g. no trained checkpoint stayed inside the forgetting limit
+                print(f"| {name} | {label} | none | | | |")
+                continue
+            heldout = f"{r['heldout_f1']:.2f} ({r['heldout_gain']:+.2f})"
+            cells = [str(r["step"]), f"{r['recall_f1']:.2f}", heldout, f"{r['general_change']:+.1%}"]
+            print(f"| {name} | {label} | {' | '.join(cells)} |")
