@@ -149,3 +149,27 @@ def test_lora_without_peft_input_casts_computes_the_same_under_autocast(tiny_mod
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], atol=0, rtol=0)
+
+
+def test_our_training_attention_keeps_gemma3s_sliding_window(tmp_path: Path) -> None:
+    """Gemma 3's local layers see only the last ``sliding_window`` tokens: with packed examples
+    longer than that, ours (training) must give transformers' eager numbers, window included."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from finetuneflow.train.attention import register
+
+    register()
+    cfg = Gemma3TextConfig(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=8, max_position_embeddings=128,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(cfg).save_pretrained(tmp_path / "gemma")
+    ids = torch.randint(0, 300, (1, 40))
+    pos = torch.cat([torch.arange(25), torch.arange(15)]).unsqueeze(0)  # both examples past the window
+    out = []
+    for attention, training in (("eager", False), ("ftf_eager", True)):
+        model = load_causal_lm(tmp_path / "gemma", attention=attention).train(training)
+        out.append(model(input_ids=ids, position_ids=pos, use_cache=False).logits.detach())
+    torch.testing.assert_close(out[0], out[1], atol=1e-5, rtol=1e-5)

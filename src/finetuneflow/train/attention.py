@@ -59,7 +59,9 @@ def ftf_eager_attention(
     import torch
 
     positions = kwargs.get("position_ids")
-    if module.training and positions is not None and query.shape[2] == key.shape[2] and not dropout:
+    window = kwargs.get("sliding_window")  # Gemma 3's local layers: rows past it need the mask path
+    blocks_fit = (not window or query.shape[2] <= window) and query.shape[2] == key.shape[2]
+    if module.training and blocks_fit and positions is not None and not dropout:
         return packed_causal_attention(query, key, value, positions, scaling), None
     groups = query.shape[1] // key.shape[1]  # grouped-query attention: repeat the kv heads
     if groups > 1:
