@@ -11,10 +11,17 @@ How time is attributed (self CPU time of every profiled op, so nothing counts tw
    autograd node (matched by the profiler's sequence numbers), so RoPE's backward is RoPE's;
 3. what is left (residual adds, embedding, views, the autograd engine) is "other".
 The first optimizer step is not profiled (kernel selection, first-touch page faults).
+
+``--ab ARM`` profiles ours without and with one change (``ARMS``), alternating ``--rounds`` times in
+one run, and prints both profiles, each arm's final loss and the median wall time per step of each:
+- ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` over the LoRA parameters (``loop.FUSED_ADAMW``);
+- ``compile``: ``torch.compile`` of every decoder layer (inductor's CPU backend; an experiment kept
+  here, not in the product: see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -145,6 +152,43 @@ def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str]]:
     return parts, ops, casts
 
 
+def _fused_adamw(on: bool, model: Any) -> None:
+    from finetuneflow.train import loop
+
+    loop.FUSED_ADAMW = on
+
+
+def _compile_layers(on: bool, model: Any) -> None:
+    if not on or model is None:
+        return
+    backbone = model.get_base_model().model  # PeftModel -> LlamaForCausalLM -> LlamaModel
+    for layer in backbone.layers:
+        layer.compile(dynamic=True)
+
+
+# arm name -> (apply before the model is built (model None), and to the built model)
+ARMS: dict[str, Callable[[bool, Any], None]] = {"fused_adamw": _fused_adamw, "compile": _compile_layers}
+
+
+def profile_ab(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root: Path, arm: str | None,
+               rounds: int) -> None:  # fmt: skip
+    """One profile, or with ``arm`` the profiles without and with it, alternating ``rounds`` times."""
+    if arm is None:
+        print_profile(run_child("profile", job, root, "profile"))
+        return
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for rnd in range(1, rounds + 1):
+        for on in (False, True):
+            result = run_child("profile", {**job, "arm": arm, "on": on}, root, f"profile-{arm}-{on}-{rnd}")
+            print(f"round {rnd}, {arm} {'on' if on else 'off'}: final loss {result['final_loss']:.6f}, "
+                  f"untimed (load, compile, first step, eval, save) {result['outside_s']:.1f} s")  # fmt: skip
+            print_profile(result)
+            seconds[on].append(result["seconds"] / result["steps"])
+    off, on_ = statistics.median(seconds[False]), statistics.median(seconds[True])
+    print(f"{arm}: median wall per profiled step off {off:.3f} s, on {on_:.3f} s -> on/off {on_ / off:.3f} "
+          f"({rounds} round(s) in one run; a shared box: noisy)")  # fmt: skip
+
+
 def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     """Train ``job['steps']`` + 2 steps with our step; profile all but the first and the last."""
     import torch
@@ -159,8 +203,14 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     clock: dict[str, float] = {}
     built = train_step.build_model
 
+    arm = ARMS[job["arm"]] if job.get("arm") else None
+    if arm:
+        arm(bool(job["on"]), None)
+
     def build(*args: Any, **kwargs: Any) -> Any:
         out = built(*args, **kwargs)
+        if arm:
+            arm(bool(job["on"]), out.model)
         stack.append(labelled(out.model))
         stack[-1].__enter__()
         return out
@@ -176,6 +226,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
             prof.stop()
 
     stack: list[Any] = []
+    wall = time.perf_counter()
     train_step.build_model = build  # train() builds the model (LoRA attached): label it there
     cfg = TrainConfig(
         base_model=job["model"], max_len=512, batch_size=2, grad_accum=max(1, job["batch"] // 2),
@@ -193,6 +244,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
         "steps": steps, "seconds": clock["seconds"], "parts_us": dict(parts),
         "top_ops_us": dict(ops.most_common(15)), "casts_us": dict(casts.most_common(8)),
         "tokens_per_s": summary["tokens_per_s"], "threads": torch.get_num_threads(),
+        "final_loss": summary["final_loss"], "outside_s": time.perf_counter() - wall - clock["seconds"],
     }  # fmt: skip
 
 
