@@ -19,8 +19,7 @@ loss on every token, linear schedule, seed 42, ``logging_steps=10`` to the conso
   unless ``max_length=None`` (no example here is over 423 tokens, so nothing is truncated either way).
 - ``packing``: the same with ``packing=True`` (best-fit decreasing into ``max_length=512`` rows,
   which turns padding-free on): a step is ``--batch`` packed rows, flattened into one.
-  Measured against ``padding_free`` once (2026-12-03, one thread, AMX machine, a shared box, one round,
-  ``--engines trl_best --tokens 4096``): see ``BEST`` below.
+  Measured against ``padding_free`` once: see ``BEST`` below.
 
 Real tokens: the attention-mask sum of every batch passed to ``training_step`` (padding-free
 batches have no mask and no padding: every token); seconds: ``train_runtime`` of
@@ -35,8 +34,12 @@ from pathlib import Path
 from typing import Any
 
 CONFIGS = ("defaults", "padding_free", "packing")
-# TRL's best CPU configuration, the peer ``trl_best`` runs: padding_free vs packing measured in one
-# run (see the module docstring); the faster is kept.
+# TRL's best CPU configuration, the peer ``trl_best`` runs. Measured 2026-12-03 (AMX Xeon, 1 thread,
+# a heavily loaded 2-core box: load average 4-5; two back-to-back runs of ``bench/train.py --engines
+# trl_best --rounds 1 --tokens 4096 --trl-best X``): padding_free 36.1 real tok/s (74.7 after its first
+# step) at 5.75 GiB peak RSS; packing 34.1 tok/s (one 3958-token step, first-step costs included) at
+# 9.51 GiB: bfd packs 8 rows of 512 into one 4k flattened row whose per-example mask SDPA materialises.
+# padding_free is kept: faster here and 0.6x the memory.
 BEST = "padding_free"
 
 
