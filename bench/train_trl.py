@@ -38,7 +38,7 @@ CONFIGS = ("defaults", "padding_free", "packing")
 # a heavily loaded 2-core box: load average 4-5; two back-to-back runs of ``bench/train.py --engines
 # trl_best --rounds 1 --tokens 4096 --trl-best X``): padding_free 36.1 real tok/s (74.7 after its first
 # step) at 5.75 GiB peak RSS; packing 34.1 tok/s (one 3958-token step, first-step costs included) at
-# 9.51 GiB: bfd packs 8 rows of 512 into one 4k flattened row whose per-example mask SDPA materialises.
+# 9.51 GiB (bfd packs a step's 8 rows of 512 into one ~4k-token flattened row).
 # padding_free is kept: faster here and 0.6x the memory.
 BEST = "padding_free"
 
