@@ -11,10 +11,19 @@ How time is attributed (self CPU time of every profiled op, so nothing counts tw
    autograd node (matched by the profiler's sequence numbers), so RoPE's backward is RoPE's;
 3. what is left (residual adds, embedding, views, the autograd engine) is "other".
 The first optimizer step is not profiled (kernel selection, first-touch page faults).
+
+``--ab ARM`` profiles ours without and with one change (``ARMS``), alternating ``--rounds`` times in
+one run, and prints both profiles, each arm's final loss and its median wall time per step, with the
+profiler and on as many steps after them without it (the profiler's per-op cost favours the arm that
+runs fewer ops):
+- ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` over the LoRA parameters (``loop.FUSED_ADAMW``);
+- ``compile``: ``torch.compile`` of every decoder layer (inductor's CPU backend; an experiment kept
+  here, not in the product: see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -145,8 +154,52 @@ def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str]]:
     return parts, ops, casts
 
 
+def _fused_adamw(on: bool, model: Any) -> None:
+    from finetuneflow.train import loop
+
+    loop.FUSED_ADAMW = on
+
+
+def _compile_layers(on: bool, model: Any) -> None:
+    if not on or model is None:
+        return
+    backbone = model.get_base_model().model  # PeftModel -> LlamaForCausalLM -> LlamaModel
+    for layer in backbone.layers:
+        layer.compile(dynamic=True)
+
+
+# arm name -> (apply before the model is built (model None), and to the built model)
+ARMS: dict[str, Callable[[bool, Any], None]] = {"fused_adamw": _fused_adamw, "compile": _compile_layers}
+
+
+def profile_ab(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root: Path, arm: str | None,
+               rounds: int) -> None:  # fmt: skip
+    """One profile, or with ``arm`` the profiles without and with it, alternating ``rounds`` times."""
+    if arm is None:
+        print_profile(run_child("profile", job, root, "profile"))
+        return
+    seconds: dict[tuple[str, bool], list[float]] = {}
+    for rnd in range(1, rounds + 1):
+        for on in (False, True):
+            result = run_child("profile", {**job, "arm": arm, "on": on}, root, f"profile-{arm}-{on}-{rnd}")
+            print(f"round {rnd}, {arm} {'on' if on else 'off'}: final loss {result['final_loss']:.6f}, "
+                  f"{result['plain_seconds'] / result['steps']:.2f} s per unprofiled step, untimed (load, "
+                  f"compile, first step, eval, save) {result['outside_s']:.1f} s")  # fmt: skip
+            print_profile(result)
+            seconds.setdefault(("profiled", on), []).append(result["seconds"] / result["steps"])
+            seconds.setdefault(("unprofiled", on), []).append(result["plain_seconds"] / result["steps"])
+    for clock in ("unprofiled", "profiled"):
+        off, on_ = (statistics.median(seconds[(clock, on)]) for on in (False, True))
+        print(f"{arm}: median wall per {clock} step off {off:.3f} s, on {on_:.3f} s "
+              f"-> on/off {on_ / off:.3f} ({rounds} round(s) in one run; a shared box: noisy)")  # fmt: skip
+
+
 def child_profile(job: dict[str, Any]) -> dict[str, Any]:
-    """Train ``job['steps']`` + 2 steps with our step; profile all but the first and the last."""
+    """Train ``job['steps']`` + 2 steps with our step; profile all but the first and the last.
+
+    With an A/B arm, ``job['steps']`` more steps follow the profiled ones, timed without the
+    profiler (its per-op cost favours whichever arm runs fewer ops); a compiled model is not
+    labelled (the labels' hooks would break its graphs)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -159,10 +212,18 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     clock: dict[str, float] = {}
     built = train_step.build_model
 
+    arm = ARMS[job["arm"]] if job.get("arm") else None
+    if arm:
+        arm(bool(job["on"]), None)
+    plain = steps if arm else 0  # unprofiled steps timed after the profiled ones
+
     def build(*args: Any, **kwargs: Any) -> Any:
         out = built(*args, **kwargs)
-        stack.append(labelled(out.model))
-        stack[-1].__enter__()
+        if arm:
+            arm(bool(job["on"]), out.model)
+        if job.get("arm") != "compile":
+            stack.append(labelled(out.model))
+            stack[-1].__enter__()
         return out
 
     def on_event(event: Event) -> None:
@@ -174,12 +235,16 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
         elif event.done == 1 + steps:
             clock["seconds"] = time.perf_counter() - clock["start"]
             prof.stop()
+            clock["plain"] = time.perf_counter()
+        if plain and event.done == 1 + steps + plain:
+            clock["plain_seconds"] = time.perf_counter() - clock["plain"]
 
     stack: list[Any] = []
+    wall = time.perf_counter()
     train_step.build_model = build  # train() builds the model (LoRA attached): label it there
     cfg = TrainConfig(
         base_model=job["model"], max_len=512, batch_size=2, grad_accum=max(1, job["batch"] // 2),
-        max_steps=steps + 2, epochs=100.0, learning_rate=2e-4, eval_every=steps + 2,
+        max_steps=steps + plain + 2, epochs=100.0, learning_rate=2e-4, eval_every=steps + plain + 2,
         threads=job["threads"], lora=LoraSettings(r=16, alpha=32),
     )  # fmt: skip
     try:
@@ -193,11 +258,13 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
         "steps": steps, "seconds": clock["seconds"], "parts_us": dict(parts),
         "top_ops_us": dict(ops.most_common(15)), "casts_us": dict(casts.most_common(8)),
         "tokens_per_s": summary["tokens_per_s"], "threads": torch.get_num_threads(),
+        "final_loss": summary["final_loss"], "plain_seconds": clock.get("plain_seconds", 0.0),
+        "outside_s": time.perf_counter() - wall - clock["seconds"] - clock.get("plain_seconds", 0.0),
     }  # fmt: skip
 
 
 def print_profile(result: dict[str, Any]) -> None:
-    parts, total = result["parts_us"], sum(result["parts_us"].values())
+    parts, total = result["parts_us"], max(1, sum(result["parts_us"].values()))
     per_step = result["seconds"] / result["steps"]
     print(f"profile of {result['steps']} optimizer step(s) after the first, {result['threads']} thread(s): "
           f"{per_step:.2f} s per step wall, {total / 1e6 / result['steps']:.2f} s of profiled op time "

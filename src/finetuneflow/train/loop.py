@@ -27,6 +27,12 @@ from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
 from finetuneflow.train.config import TrainConfig
 
+# AdamW's fused kernel (one pass over each parameter for the whole update) on a CPU or CUDA device,
+# unsharded; the same maths as the per-parameter loop within float rounding (tests/train/test_step.py
+# trains both). A module switch so that the bench's A/B (bench/train.py --profile --ab fused_adamw)
+# and that test can run the loop path.
+FUSED_ADAMW = True
+
 
 @dataclass
 class Loop:
@@ -81,7 +87,8 @@ def make_optimizer(
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    fused = FUSED_ADAMW and not sharded and device.split(":")[0] in ("cpu", "cuda")
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
     scaler: Any = None
     if dtype == torch.float16:  # fp16's narrow range underflows small gradients without scaling
         if sharded:
