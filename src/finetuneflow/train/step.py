@@ -153,6 +153,7 @@ def train(
     )  # fmt: skip
     if cfg.threads == 0 and device == "cpu" and dist.world == 1:  # "all cores": those left free
         loop.cores = hardware.CoreShare(threads)
+        loop.cores.settle()  # the first step too: a step beside a busy core on all of them ran 2.7x slower
     state = _start_state(loop, resume)
     status = run(loop, state)
     if sharded:  # the trained weights, whole, into rank 0's CPU memory (every rank helps gather)
