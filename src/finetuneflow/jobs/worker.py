@@ -33,6 +33,10 @@ def run_worker(cfg: JobsConfig, queues: Sequence[str] = QUEUES, loglevel: str = 
         return _children(cfg, queues, loglevel)
     queue = queues[0]
     stop = threading.Event()
+    # The first reap runs here, before Celery forks its pool: a fork while the reaper thread was
+    # importing (its first reap loads the database driver) left the child waiting forever on that
+    # module's import lock, holding a job it never started (seen in a clean-clone test run).
+    _reap_once(cfg)
     reaper = threading.Thread(target=_reap_every, args=(cfg, stop), name="ftf-reaper", daemon=True)
     reaper.start()
     app = make_app(cfg)
@@ -46,15 +50,17 @@ def run_worker(cfg: JobsConfig, queues: Sequence[str] = QUEUES, loglevel: str = 
 
 
 def _reap_every(cfg: JobsConfig, stop: threading.Event) -> None:
-    """Reap lost jobs now (a restarted worker picks up what its predecessor left) and then every
-    heartbeat."""
-    while True:
-        try:
-            reap(cfg)
-        except Exception as err:  # a busy or unreachable database: try again next beat
-            print(f"ftf worker: reaping lost jobs failed: {err}", file=sys.stderr)
-        if stop.wait(cfg.heartbeat_s):
-            return
+    """Reap lost jobs every heartbeat until ``stop``."""
+    while not stop.wait(cfg.heartbeat_s):
+        _reap_once(cfg)
+
+
+def _reap_once(cfg: JobsConfig) -> None:
+    """Reap lost jobs now (a restarted worker picks up what its predecessor left)."""
+    try:
+        reap(cfg)
+    except Exception as err:  # a busy or unreachable database: try again next beat
+        print(f"ftf worker: reaping lost jobs failed: {err}", file=sys.stderr)
 
 
 def _children(cfg: JobsConfig, queues: Sequence[str], loglevel: str) -> int:
