@@ -110,8 +110,8 @@ def child_ours(job: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig(
         base_model=job["model"],
         max_len=ROW_LEN,
-        batch_size=min(job["batch"], MICRO_BATCH),
-        grad_accum=max(1, job["batch"] // MICRO_BATCH),
+        batch_size=min(job["batch"], job["micro"]),
+        grad_accum=max(1, job["batch"] // job["micro"]),
         max_steps=job["steps"],
         epochs=float(job["epochs"]),
         learning_rate=LEARNING_RATE,
@@ -335,6 +335,12 @@ def parse_args() -> argparse.Namespace:
     work.add_argument("--steps", type=int, default=0, help="ours' steps; TRL's matched to the same tokens")
     work.add_argument("--epochs", type=float, default=0, help="passes over the rows for each engine")
     parser.add_argument("--batch", type=int, default=8, help="rows per step (ours: packed)")
+    parser.add_argument(
+        "--micro",
+        type=int,
+        default=MICRO_BATCH,
+        help=f"ours' rows per micro-batch (default {MICRO_BATCH}, TrainConfig's; a GPU fills with more)",
+    )
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="default name or a local HF folder")
@@ -409,7 +415,8 @@ def main() -> None:
             f"{args.rounds} round(s)",
             flush=True,
         )
-        job = {"model": str(model), "dataset": str(dataset), "batch": args.batch, "threads": args.threads}
+        job = {"model": str(model), "dataset": str(dataset), "batch": args.batch, "threads": args.threads,
+               "micro": args.micro}  # fmt: skip
         if args.profile:
             profile_ab(run_child, {**job, "steps": args.profile}, root, args.ab, args.rounds)
             return

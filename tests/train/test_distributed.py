@@ -20,6 +20,8 @@ from finetuneflow.train.step import train
 from .helpers import chat_dataset
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+# these tests are of the CPU (gloo) path: on a machine with fewer GPUs than ranks, auto would pick CUDA
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
 
 
 def _free_port() -> int:
@@ -41,10 +43,10 @@ def test_two_processes_match_one(tiny_model: Path, tmp_path: Path) -> None:
     ds = chat_dataset(tmp_path / "ds", n=16)
     cfg = TrainConfig(
         base_model=str(tiny_model), max_len=64, batch_size=4, max_steps=4, epochs=10,
-        learning_rate=5e-3, precision="fp32", threads=1, eval_every=2,
+        learning_rate=5e-3, precision="fp32", threads=1, eval_every=2, device="cpu",
     )  # fmt: skip
     single = train(ds, tmp_path / "single", cfg)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
     args = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", str(WORKER), str(ds), str(tmp_path / "ddp"),
@@ -75,7 +77,7 @@ def test_ftf_train_under_torchrun_records_one_run(tiny_model: Path, ftf_home: Pa
     for args in (["ingest", str(QUICKSTART / "data"), "-p", "dp", *model], ["dataset", "build", "-p", "dp"]):
         assert runner.invoke(app, args).exit_code == 0
     ftf = Path(sys.executable).with_name("ftf")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
     args = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", str(ftf), "train", "-p", "dp", "--model", str(tiny_model),
@@ -87,3 +89,16 @@ def test_ftf_train_under_torchrun_records_one_run(tiny_model: Path, ftf_home: Pa
     runs = api.list_runs("dp")
     assert len(runs) == 1 and runs[0]["status"] == "finished"
     assert rf.read_json(Path(ftf_home) / "projects/dp/runs" / runs[0]["id"] / rf.CONFIG)["world_size"] == 2
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from finetuneflow.errors import TrainingError
+    from finetuneflow.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(TrainingError, match=r"2 processes on this machine but 1 GPU\(s\).*nproc_per_node 1"):
+        distributed.init("cuda")  # rank 0 too: it would otherwise wait in NCCL for a rank that failed

@@ -166,6 +166,9 @@ def test_four_bit_loader_runs_on_this_machine(tiny_model: Path) -> None:
     model = attach_lora(load_4bit(tiny_model, "cpu"), _cfg(tiny_model))
     kinds = {type(m).__name__ for m in model.modules()}
     assert "Linear4bit" in kinds
+    # the unquantized rest in the compute dtype (an fp32 one doubled the saved activations), norms fp32
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert {p.dtype for n, p in model.named_parameters() if "norm" in n} == {torch.float32}
     ids = torch.randint(0, 300, (1, 16))
     labels = ids.clone()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -237,5 +240,5 @@ def test_attention_kernel_is_eager_only_for_short_rows_on_a_cpu(tiny_model: Path
     assert attention_kernel(_cfg(tiny_model, max_len=4096), "cpu") == "sdpa"
     assert attention_kernel(_cfg(tiny_model), "cuda") == "sdpa"
     assert attention_kernel(_cfg(tiny_model, attention="sdpa"), "cpu") == "sdpa"
-    train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model))
+    train(chat_dataset(tmp_path / "ds"), tmp_path / "run", _cfg(tiny_model, device="cpu"))
     assert rf.read_json(tmp_path / "run" / rf.CONFIG)["attention"] == "ftf_eager"

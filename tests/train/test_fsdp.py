@@ -23,11 +23,11 @@ from finetuneflow.train.distributed import Dist
 from finetuneflow.train.step import train, use_fsdp
 
 from .helpers import chat_dataset
-from .test_distributed import WORKER, _free_port
+from .test_distributed import CPU_ONLY, WORKER, _free_port
 
 
 def _torchrun(ds: Path, run_dir: Path, cfg: TrainConfig, *extra: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
     args = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", str(WORKER), str(ds), str(run_dir), json.dumps(to_dict(cfg)), *extra,
@@ -41,7 +41,7 @@ def _cfg(tiny_model: Path, **kw: object) -> TrainConfig:
     # micro-batch each step, and the one eval row leaves rank 1 none (it runs a filler)
     base = dict(
         base_model=str(tiny_model), max_len=64, batch_size=1, grad_accum=3, max_steps=4, epochs=10,
-        learning_rate=5e-3, precision="fp32", threads=1, eval_every=2, parallel="fsdp",
+        learning_rate=5e-3, precision="fp32", threads=1, eval_every=2, parallel="fsdp", device="cpu",
         checkpoints=CheckpointSettings(every=2, keep_last=3),
     )  # fmt: skip
     base.update(kw)
@@ -103,7 +103,7 @@ def test_accelerate_launch_use_fsdp_shards_with_the_default_config(tiny_model: P
     ds = chat_dataset(tmp_path / "ds", n=16)
     cfg = _cfg(tiny_model, parallel="auto")
     single = train(ds, tmp_path / "single", cfg)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
     accelerate = Path(sys.executable).with_name("accelerate")
     args = [
         str(accelerate), "launch", "--num_processes=2", "--num_machines=1", "--use_fsdp",

@@ -65,7 +65,7 @@ def build_model(
     attention = attention_kernel(cfg, device)
     where = load_on or device
     if method == "qlora":
-        model = load_4bit(model_dir, device, attention)
+        model = load_4bit(model_dir, device, attention, compute_dtype)
     elif method == "lora" and compute_dtype is not None:
         model = load_causal_lm(model_dir, where, compute_dtype, attention)
         _norms_to_fp32(model)
@@ -131,8 +131,10 @@ def _norms_to_fp32(model: Any) -> None:
             p.data = p.data.float()
 
 
-def load_4bit(model_dir: Path, device: str, attention: str = "sdpa") -> Any:
-    """The base quantized to 4-bit NF4 on load (bitsandbytes), compute in bf16, norms kept fp32.
+def load_4bit(model_dir: Path, device: str, attention: str = "sdpa", compute_dtype: Any = None) -> Any:
+    """The base quantized to 4-bit NF4 on load (bitsandbytes), compute in bf16 (or ``compute_dtype``);
+    the weights left unquantized (embeddings, head) in that dtype too, as a LoRA base is, norms in
+    fp32 (half the memory of an fp32 rest; on an H200, ``bench/gpu.py``, the same losses).
 
     Raises:
         ImportError: bitsandbytes is not installed.
@@ -140,16 +142,17 @@ def load_4bit(model_dir: Path, device: str, attention: str = "sdpa") -> Any:
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    dtype = compute_dtype if compute_dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     quant = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=dtype,
     )
     model: Any = AutoModelForCausalLM.from_pretrained(
         str(model_dir),
         quantization_config=quant,
-        dtype=torch.float32,
+        dtype=dtype,
         device_map={"": device},
         attn_implementation=attention,
         use_safetensors=True,
@@ -157,6 +160,7 @@ def load_4bit(model_dir: Path, device: str, attention: str = "sdpa") -> Any:
     )
     for p in model.parameters():  # what peft's prepare_model_for_kbit_training does, minus its casts
         p.requires_grad_(False)
+    _norms_to_fp32(model)  # the 4-bit weights are stored 2-D (packed bytes): only norms are 1-D
     return model
 
 
