@@ -202,6 +202,9 @@ def main() -> None:
     parser.add_argument("--replay", type=float, default=None, help="replay share (default: the setting's)")
     parser.add_argument("--every", type=int, default=0, help="recall probe every N steps (0 = 10 / 12)")
     parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
+    parser.add_argument(
+        "--modules", default="", help="LoRA target modules of the knowledge run (q_proj,... ; default all)"
+    )
     parser.add_argument("--skip-style", action="store_true", help="only base and the knowledge goal")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument(
@@ -250,6 +253,8 @@ def main() -> None:
     knowledge = replace(knowledge, recall=recall_cfg)
     if args.rank:
         knowledge = replace(knowledge, lora=replace(knowledge.lora, r=args.rank, alpha=2 * args.rank))
+    if args.modules:
+        knowledge = replace(knowledge, lora=replace(knowledge.lora, target_modules=args.modules))
     if args.curve:
         run_curve(knowledge, facts, heldout, args)
         return

@@ -9,9 +9,9 @@ layout (``chat/train.jsonl`` plus an 8-row ``chat/eval.jsonl``). Batch 8, 512 to
 
 1. ours: ``finetuneflow.train.step.train(dataset_dir, run_dir, TrainConfig(...))`` with its defaults
    (packed 512-token rows with position-id resets, bf16 autocast where the CPU has native bf16,
-   LM head on supervised tokens only, no gradient checkpointing, 2 rows per micro-batch) except:
+   LM head on supervised tokens only, no gradient checkpointing, 1 row per micro-batch) except:
    ``base_model`` = the folder, ``max_len=512``, ``grad_accum`` so that a step is ``--batch`` packed
-   rows like TRL's (8 = 2 x 4: the same step, in micro-batches of our default size),
+   rows like TRL's (8 = 1 x 8: the same step, in micro-batches of our default size; ``--micro``),
    ``max_steps`` from the token budget (``epochs``
    set high enough that max_steps decides), ``threads``, ``eval_every=max_steps`` (one eval and
    checkpoint, after the last step, outside the clock) and
@@ -84,7 +84,7 @@ TARGET_BEST = 2.0  # ours / TRL's best CPU configuration, real tokens/s
 TARGET_MEMORY = 0.5  # ours / TRL defaults, peak RSS
 TARGET_CEILING = 0.65  # ours / the bf16 matmul ceiling
 ROW_LEN = 512
-MICRO_BATCH = 2  # TrainConfig's default rows per micro-batch; --batch must be a multiple of it
+MICRO_BATCH = 1  # TrainConfig's default rows per micro-batch; --batch must be a multiple of it
 LEARNING_RATE = 2e-4
 LORA_R, LORA_ALPHA = 16, 32
 FLOP_PER_TOKEN_PER_PARAM = 4  # LoRA step: forward 2N + backward (input grads only) 2N

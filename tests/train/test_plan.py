@@ -231,7 +231,7 @@ def test_dataset_dir_of_a_project_folder(tmp_path: Path) -> None:
 
 
 def test_micro_benchmark_measures_tokens_per_s_memory_and_an_eta(tiny_model: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, batch_size=2, epochs=2, threads=1)
+    cfg = TrainConfig(base_model=str(tiny_model), max_len=64, batch_size=2, grad_accum=2, epochs=2, threads=1)
     dataset = tiny_dataset(tmp_path / "ds")
     measured = micro_benchmark(dataset, cfg, steps=3)
     assert measured.steps == 3 and measured.warmup_skipped

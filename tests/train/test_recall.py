@@ -53,7 +53,9 @@ def _run(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, f1s:
         precision="fp32", threads=1, learning_rate=1e-2, batch_size=2, grad_accum=1,
         recall=RecallSettings(every=2, patience=2, questions=2, max_new_tokens=4, replay=0.0),
     )  # fmt: skip
-    return train(_dataset(tmp_path / "ds"), tmp_path / "run", cfg) | {"probed": seen}
+    events: list[Any] = []
+    summary = train(_dataset(tmp_path / "ds"), tmp_path / "run", cfg, events.append)
+    return summary | {"probed": seen, "eta": [e.message for e in events if e.stage == "eta"]}
 
 
 def _trained(run_dir: Path) -> dict[str, Any]:
@@ -72,6 +74,9 @@ def test_recall_early_stopping_keeps_the_best_checkpoint(
     summary = _run(tmp_path, tiny_model, monkeypatch, [0.1, 0.3, 0.6, 0.5, 0.55, 0.9])
     # probes at steps 0, 2, 4, 6, 8: the best is step 4; two probes without a better F1 stop the run
     assert summary["probed"] == [0, 2, 4, 6, 8]
+    # the ETA is said before the start (priors), then again with the base's probe timed
+    assert len(summary["eta"]) == 2 and "s a probe" in summary["eta"][0]
+    assert "a probe took 0 s here" in summary["eta"][1] and "10 steps" in summary["eta"][1]
     assert summary["status"] == "early_stopped" and summary["best_step"] == 4 and summary["steps"] == 8
     assert summary["recall_f1"] == 0.6 and "did not improve" in summary["stop_reason"]
     best = load_file(str(tmp_path / "run" / "checkpoints" / "step-000004" / "weights.safetensors"))

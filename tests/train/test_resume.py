@@ -34,7 +34,7 @@ train(__import__("pathlib").Path(ds), __import__("pathlib").Path(run), cfg, lamb
 
 def _cfg(tiny_model: Path, **kw: object) -> TrainConfig:
     base = dict(
-        base_model=str(tiny_model), max_len=64, batch_size=2, max_steps=24, epochs=10,
+        base_model=str(tiny_model), max_len=64, batch_size=2, grad_accum=2, max_steps=24, epochs=10,
         learning_rate=5e-3, precision="fp32", threads=1, eval_every=4,
         checkpoints=CheckpointSettings(every=3, keep_last=2),
     )  # fmt: skip

@@ -91,10 +91,14 @@ class TrainConfig:
     max_len: int = setting(512, "Tokens per packed row; longer examples are truncated (and counted).")
     epochs: float = setting(3.0, "Passes over the training rows (fractions allowed).")
     max_steps: int = setting(0, "Stop after this many optimizer steps (0 = no limit; epochs decide).")
-    # 2 x 2 rather than 4 x 1: the same step, half the activation memory, the same tokens/s on a CPU
-    # (measured with SmolLM2-135M, 512-token rows, bf16: 2.5 vs 4.3 GiB peak, 311 vs 317 tok/s).
-    batch_size: int = setting(2, "Packed rows per micro-batch (rows in memory at once).")
-    grad_accum: int = setting(2, "Micro-batches per optimizer step (step = batch_size x grad_accum rows).")
+    # 1 x 4 rather than 2 x 2 or 4 x 1: the same step, the least activation memory, the same tokens/s
+    # on a CPU (SmolLM2-135M, 512-token rows, bf16, one thread: 1 x 8 vs 2 x 4 rows peaked at 2.07 vs
+    # 3.03 GiB at 168 vs 165 tok/s, bench/train.py --micro; earlier 2 x 2 vs 4 x 1: 2.5 vs 4.3 GiB).
+    # A GPU wants more rows at once: on an H200, 8 rows ran 2.7x faster than 2 (README "On a GPU").
+    batch_size: int = setting(
+        1, "Packed rows per micro-batch (rows in memory at once; raise it on a GPU as memory allows)."
+    )
+    grad_accum: int = setting(4, "Micro-batches per optimizer step (step = batch_size x grad_accum rows).")
     learning_rate: float = setting(
         0.0, "Peak AdamW learning rate (0 = sized to the model and goal; 2e-4 for style on big models)."
     )

@@ -14,6 +14,8 @@ checkpoint (highest F1 within the guard) is what the run keeps.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -65,6 +67,8 @@ class RecallProbe:
     tokenizer: Any
     settings: RecallSettings
     every: int
+    retell: Callable[[float], None] | None = None
+    """Called with the seconds the base's probe took: the up-front ETA, redone with a measured probe."""
 
     @classmethod
     def build(
@@ -98,7 +102,10 @@ class RecallProbe:
 
     def track(self, loop: Any, state: ckpt.LoopState, log: rf.MetricsLog | None) -> bool:
         """Probe now, update the best step (saving a checkpoint for it); True when the run should stop."""
+        start = time.perf_counter()
         f1, guard = self.measure(loop)
+        if state.step == 0 and self.retell is not None:
+            self.retell(time.perf_counter() - start)
         if state.guard_base is None:
             state.guard_base = guard
         change = _change(state.guard_base, guard)

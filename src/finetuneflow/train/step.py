@@ -11,6 +11,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,9 @@ def train(
         else None
     )
     if probe is not None:
-        emit("eta", message=_eta_line(prep, cfg, len(plan), probe, built, device))
+        eta = partial(_eta_line, prep, cfg, len(plan), probe, built, device)
+        emit("eta", message=eta(None))
+        probe.retell = lambda seconds: emit("eta", message=eta(seconds))
     loop = Loop(
         built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
         loss_fn, sharded, probe,
@@ -180,20 +183,29 @@ def _base_params(built: Built) -> int:
 
 
 def _eta_line(
-    prep: Prepared, cfg: TrainConfig, steps: int, probe: RecallProbe, built: Built, device: str
+    prep: Prepared,
+    cfg: TrainConfig,
+    steps: int,
+    probe: RecallProbe,
+    built: Built,
+    device: str,
+    probe_s: float | None,
 ) -> str:
-    """What the knowledge goal will cost at most, said before it starts (a prior; the loop's own ETA
-    follows from measured steps)."""
+    """What the knowledge goal will cost at most, said before it starts (priors), and again once the
+    base's probe has been timed (``probe_s``); the loop's own ETA follows from measured steps."""
     params = _base_params(built)
     cores = cfg.threads or hardware.available_cores()
     speed = rcp.estimated_tokens_per_s(params, cores, hardware.cpu_has_bf16(), device.startswith("cuda"))
     rows_tokens = sum(r.real_tokens for r in prep.train_rows) / max(1, len(prep.train_rows))
     tokens = steps * cfg.batch_size * cfg.grad_accum * rows_tokens
-    one = rcp.probe_seconds(params, len(probe.questions), cfg.recall.max_new_tokens, speed)
-    seconds = rcp.eta_seconds(tokens, speed, steps // probe.every + 1, one)
+    prior = rcp.probe_seconds(params, len(probe.questions), cfg.recall.max_new_tokens, speed)
+    one = prior if probe_s is None else probe_s
+    probes = steps // probe.every + 1
+    seconds = rcp.eta_seconds(tokens, speed, probes, one)
+    timed = f"~{one:.0f} s a probe" if probe_s is None else f"a probe took {one:.0f} s here"
     return (
-        f"knowledge goal: at most {steps} steps (~{tokens:,.0f} tokens) and {steps // probe.every + 1} "
-        f"recall probes; up to ~{seconds / 60:.0f} min at an estimated {speed:.0f} tokens/s "
+        f"knowledge goal: at most {steps} steps (~{tokens:,.0f} tokens) and {probes} recall probes "
+        f"({timed}); up to ~{seconds / 60:.0f} min at an estimated {speed:.0f} tokens/s "
         "(the probe usually stops it sooner)"
     )
 
