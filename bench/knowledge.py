@@ -29,7 +29,8 @@ for word (open book: the model can copy it) and those whose notes do not.
 Curve (``--curve``, :mod:`knowledge_curve`): one knowledge run with its stopping rules off, the
 recall probe's F1, held-out F1 and general-text perplexity at every probe step, as CSV and PNG.
 ``--model gemma3-270m`` (``make bench-models`` installs it) runs the bench or the curve on another
-base; ``--size-plot`` draws every model's curve against its parameter count.
+base; ``--size-plot`` draws every model's curve against its parameter count. ``--rank R`` and
+``--modules q_proj,...`` change the knowledge run's LoRA (fewer adapted weights; README has the curves).
 """
 
 from __future__ import annotations
@@ -300,11 +301,13 @@ def run_curve(
             Path(json.loads((run_dir / "config.json").read_text())["model_dir"])
         )
     lr = summary["recipe"]["learning_rate"]
-    title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}, "
+    modules = "" if cfg.lora.target_modules == "all-linear" else f" on {cfg.lora.target_modules}"
+    title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}{modules}, "
              f"probe every {every} steps (stopping rules off)")  # fmt: skip
     kc.print_table(rows)
     meta = {"model": args.model, "params": params, "embedding_params": embedding, "learning_rate": lr,
-            "lora_r": cfg.lora.r, "max_steps": steps, "every": every, "train_seconds": round(seconds),
+            "lora_r": cfg.lora.r, "lora_modules": cfg.lora.target_modules, "max_steps": steps,
+            "every": every, "train_seconds": round(seconds),
             "measure_seconds": round(time.time() - start), "threads": cfg.threads,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}  # fmt: skip
     written = [kc.write_csv(rows, out / f"{stem}.csv"), kc.plot(rows, out / f"{stem}.png", title),

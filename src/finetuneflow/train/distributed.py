@@ -57,17 +57,18 @@ def init(device: str) -> Dist:
     if device.startswith("cuda"):
         import torch
 
-        _one_gpu_each(torch.cuda.device_count())
+        _one_gpu_each(dist, torch.cuda.device_count())
         torch.cuda.set_device(dist.local_rank)  # NCCL and FSDP's device mesh use the current device
     if not td.is_initialized():
         td.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return dist
 
 
-def _one_gpu_each(gpus: int) -> None:
+def _one_gpu_each(dist: Dist, gpus: int) -> None:
     """Every rank of this machine needs a GPU of its own (two NCCL ranks cannot share one): say so
-    on every rank before any joins the group, rather than fail in set_device or hang in NCCL."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    on every rank before any joins the group, rather than fail in set_device or hang in NCCL.
+    torchrun and accelerate set LOCAL_WORLD_SIZE; without it only the ranks past the GPUs know."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0")) or dist.local_rank + 1
     if local > gpus:
         raise TrainingError(
             f"{local} processes on this machine but {gpus} GPU(s): start one process per GPU "
