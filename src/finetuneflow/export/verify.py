@@ -7,7 +7,7 @@ artefact, and we compare
 
 - logits: max |difference| and top-1 agreement over every position of every prompt, against a
   per-format threshold (F32 exact up to float summation order, F16 <= 0.1, BF16 <= 0.5, quantized
-  types by top-1 agreement);
+  types by top-1 agreement, where a near-tie of the trained model's may go either way);
 - stopping: the artefact's end-of-turn ids must include the trained tokenizer's, and greedy decoding
   of each prompt must produce the same tokens up to where it stops (quantized: it must also stop
   where the trained model stops, a few tokens either way being allowed).
@@ -48,6 +48,13 @@ THRESHOLDS: dict[str, tuple[float | None, float]] = {
     "q4_1": (None, 0.65),
 }
 QUANTIZED_DEFAULT = (None, 0.6)  # K-quants from llama.cpp and anything else lossy
+# Top-1 agreement counts a flip as agreement where the trained model's own logits put the artefact's
+# pick within this much of its top-1: a near-tie, which either choice answers up to the format's
+# rounding. Exact types: twice their logit limit. Quantized: well under their error. On the demo's
+# model q8_0 logits were off by up to 1.25 (median 0.45 per position), and all 11 of 102 positions
+# that flipped were near-ties under 0.1 (the chat template's tokens, before any answer).
+NEAR_TIE: dict[str, float] = {"q8_0": 0.25, "q5_0": 0.5, "q5_1": 0.5, "q4_0": 0.75, "q4_1": 0.75}
+QUANTIZED_NEAR_TIE = 0.75
 
 
 @dataclass
@@ -72,12 +79,14 @@ class Verdict:
     stops: str  # how the stop behaviour compared, in words
     passed: bool
     problems: list[str] = field(default_factory=list)
+    near_ties: int = 0  # positions whose flip was a near-tie of the trained model's (NEAR_TIE)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "max_abs_diff": round(self.max_abs_diff, 6),
             "top1_agreement": round(self.top1_agreement, 4),
+            "near_ties": self.near_ties,
             "greedy_match": round(self.greedy_match, 4),
             "stops": self.stops,
             "passed": self.passed,
@@ -140,16 +149,21 @@ def greedy(
 
 def check(ref: Reference, fn: LogitsFn, kind: str, artefact_stop_ids: set[int]) -> Verdict:
     """Compare an artefact's LogitsFn against the reference; ``kind`` picks the thresholds."""
-    max_diff, agree, total = 0.0, 0, 0
+    limit_diff, min_agree = THRESHOLDS.get(kind, QUANTIZED_DEFAULT)
+    tie = 2 * limit_diff if limit_diff is not None else NEAR_TIE.get(kind, QUANTIZED_NEAR_TIE)
+    max_diff, agree, total, ties = 0.0, 0, 0, 0
     for ids, want in zip(ref.prompts, ref.logits, strict=True):
         got = fn(ids)
         if got.shape != want.shape:
             return Verdict(kind, float("inf"), 0.0, 0.0, "not compared", False,
                            [f"logits shape {got.shape} != trained model's {want.shape}"])  # fmt: skip
         max_diff = max(max_diff, float(np.abs(got - want).max()))
-        agree += int((got.argmax(-1) == want.argmax(-1)).sum())
+        picks = got.argmax(-1)
+        # how far below its own top-1 the trained model put the artefact's pick (0 where they agree)
+        behind = want.max(-1) - want[np.arange(len(picks)), picks]
+        agree += int((behind <= tie).sum())
+        ties += int(((behind <= tie) & (picks != want.argmax(-1))).sum())
         total += len(ids)
-    limit_diff, min_agree = THRESHOLDS.get(kind, QUANTIZED_DEFAULT)
     top1 = agree / max(total, 1)
     problems = []
     if limit_diff is not None and max_diff > limit_diff:
@@ -158,7 +172,7 @@ def check(ref: Reference, fn: LogitsFn, kind: str, artefact_stop_ids: set[int]) 
         problems.append(f"top-1 agreement {top1:.3f} < {min_agree} required for {kind}")
     stops, match, stop_problems = _compare_stops(ref, fn, kind, artefact_stop_ids)
     problems += stop_problems
-    return Verdict(kind, max_diff, top1, match, stops, not problems, problems)
+    return Verdict(kind, max_diff, top1, match, stops, not problems, problems, ties)
 
 
 def _compare_stops(
