@@ -147,10 +147,17 @@ def greedy(
     return out
 
 
+def near_tie(kind: str) -> float:
+    """How close (in the trained model's logits) two tokens may be for an artefact of ``kind`` to
+    rightly pick either: twice the logit limit for exact types, NEAR_TIE for quantized ones."""
+    limit = THRESHOLDS.get(kind, QUANTIZED_DEFAULT)[0]
+    return 2 * limit if limit is not None else NEAR_TIE.get(kind, QUANTIZED_NEAR_TIE)
+
+
 def check(ref: Reference, fn: LogitsFn, kind: str, artefact_stop_ids: set[int]) -> Verdict:
     """Compare an artefact's LogitsFn against the reference; ``kind`` picks the thresholds."""
     limit_diff, min_agree = THRESHOLDS.get(kind, QUANTIZED_DEFAULT)
-    tie = 2 * limit_diff if limit_diff is not None else NEAR_TIE.get(kind, QUANTIZED_NEAR_TIE)
+    tie = near_tie(kind)
     max_diff, agree, total, ties = 0.0, 0, 0, 0
     for ids, want in zip(ref.prompts, ref.logits, strict=True):
         got = fn(ids)
@@ -198,7 +205,7 @@ def _compare_stops(
         if split is None and len(got) >= len(want):
             matched += 1
         elif tolerance is not None:  # exact types: only a near-tie may choose the other token
-            if not _near_tie(ref, i, split, tolerance):
+            if not _near_tie(ref, i, split, near_tie(kind)):
                 problems.append(f"greedy tokens differ from the trained model's: {got[:8]} vs {want[:8]}")
             continue  # either way the paths part here: nothing to compare after
         if ref_stops and not (got and got[-1] in ref.stop_ids):
@@ -209,12 +216,12 @@ def _compare_stops(
     return words, share, problems
 
 
-def _near_tie(ref: Reference, prompt: int, step: int | None, tolerance: float) -> bool:
-    """True when the trained model's choice at ``step`` won by less than twice the logit tolerance,
+def _near_tie(ref: Reference, prompt: int, step: int | None, width: float) -> bool:
+    """True when the trained model's choice at ``step`` won by at most ``width`` (:func:`near_tie`),
     so an artefact within tolerance may rightly pick the runner-up."""
     if step is None or prompt >= len(ref.margins) or step >= len(ref.margins[prompt]):
         return False
-    return ref.margins[prompt][step] <= 2 * tolerance
+    return ref.margins[prompt][step] <= width
 
 
 def require(verdict: Verdict, what: str) -> dict[str, Any]:
