@@ -302,8 +302,8 @@ def run_curve(
         )
     lr = summary["recipe"]["learning_rate"]
     modules = "" if cfg.lora.target_modules == "all-linear" else f" on {cfg.lora.target_modules}"
-    title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}{modules}, "
-             f"probe every {every} steps (stopping rules off)")  # fmt: skip
+    title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}{modules},"
+             f"{chr(10) if modules else ' '}probe every {every} steps (stopping rules off)")  # fmt: skip
     kc.print_table(rows)
     meta = {"model": args.model, "params": params, "embedding_params": embedding, "learning_rate": lr,
             "lora_r": cfg.lora.r, "lora_modules": cfg.lora.target_modules, "max_steps": steps,
