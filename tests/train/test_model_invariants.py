@@ -121,12 +121,18 @@ def test_packed_blocks_are_where_positions_restart() -> None:
     assert blocks([3, 4, 5]) == [(0, 3)]  # a row that starts mid-example is still one block
 
 
-def test_lora_without_peft_input_casts_computes_the_same_under_autocast(tiny_model: Path) -> None:
+def test_lora_without_peft_input_casts_computes_the_same_under_autocast(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """build_model turns off peft's cast of a LoRA layer's input to fp32 under autocast, where
     autocast casts it back to bf16 for the matmul: the loss and adapter gradients must not move by a
-    bit (with the default dropout 0; LoRA dropout would draw its masks on a bf16 tensor instead)."""
+    bit (with the default dropout 0; LoRA dropout would draw its masks on a bf16 tensor instead).
+    peft's own forward is what runs where the fused layer does not apply (LoRA dropout, DoRA)."""
     from finetuneflow.models.loss import summed_loss
+    from finetuneflow.train import model_setup
     from finetuneflow.train.model_setup import build_model
+
+    monkeypatch.setattr(model_setup.lora_fused, "fuse", lambda model: 0)  # peft's path, not ours
 
     ids = torch.randint(0, 300, (2, 24))
     batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(24).repeat(2, 1)}
