@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ATTRIBUTE = "_ftf_fused"  # set on the layers fuse() has wrapped
+ATTRIBUTE = "_ftf_fused_lora"  # set on the layers fuse() has wrapped
 
 
 def fuse(model: Any) -> int:

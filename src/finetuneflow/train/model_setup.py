@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetuneflow.models import lora_fused
+from finetuneflow.models import lora_fused, norm_fused
 from finetuneflow.models.load import load_causal_lm
 from finetuneflow.models.lora import lora_config
 from finetuneflow.train.config import TrainConfig
@@ -90,6 +90,7 @@ def build_model(
         if compute_dtype is not None:
             _no_lora_input_casts(model)
         lora_fused.fuse(model)  # base + adapter in one autograd function (models/lora_fused.py)
+    norm_fused.fuse(model)  # RMSNorm that writes the compute dtype (models/norm_fused.py)
     return Built(model, method, notes, attention)
 
 
