@@ -2,13 +2,13 @@
 no (rows x heads x len x len) mask or probabilities in memory, and a matmul fallback for the rest.
 
 Training (the module in train mode, ``position_ids`` given, no KV cache): a packed row holds
-several examples whose positions restart at 0; each example is one causal block, so attention runs
-per block through torch's fused SDPA kernel with ``is_causal`` (a flash kernel on CPU: fp32
-accumulation, nothing quadratic saved for the backward). The dense block-diagonal mask, its
-additions, the fp32 softmax copies and the softmax backward's elementwise passes were ~half of a
-SmolLM2-135M step at 512-token rows (``bench/train.py --profile``); blocks also skip the
-cross-example work. The numbers are eager's up to bf16 rounding (eager rounds the probabilities
-to bf16; the kernel keeps them in fp32).
+several examples whose positions restart at 0; each example is one causal block. Blocks of up to
+``MATMUL_MAX_LEN`` tokens attend by batched matmuls (the query heads of one kv head stacked, scale
+and causal mask inside ``baddbmm``, torch's softmax kernel), longer ones through torch's flash
+SDPA kernel with ``is_causal`` (fp32 accumulation, nothing quadratic saved). The dense
+block-diagonal mask, its additions, the fp32 softmax copies and the softmax backward's elementwise
+passes were ~half of a SmolLM2-135M step at 512-token rows (``bench/train.py --profile``); blocks
+also skip the cross-example work. The numbers are eager's up to bf16 rounding.
 
 Anything else (evaluation, generation with a cache or padding): transformers' eager attention,
 except that one autograd function does the softmax in fp32 and saves only the 16-bit
@@ -17,6 +17,7 @@ probabilities (2 bytes per element instead of eager's 6). Registered as ``"ftf_e
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 NAME = "ftf_eager"
@@ -81,11 +82,12 @@ def blocks(positions: list[int]) -> list[tuple[int, int]]:
     return list(zip(starts, [*starts[1:], len(positions)], strict=True))
 
 
-# Examples up to this many tokens attend by matmuls + an fp32 softmax (``_block_by_matmul``); longer
-# ones by torch's flash kernel. On one AMX core (bf16, 9 query / 3 kv heads of 64), forward and
-# backward of one causal block: 0.44 vs 1.41 ms at 48 tokens, 1.44 vs 3.2 at 128, 3.41 vs 4.29 at
-# 256, 10.1 vs 8.5 at 400: the CPU flash kernel's backward has a large fixed cost per block.
-MATMUL_MAX_LEN = 256
+# Examples up to this many tokens attend by matmuls (``_block_by_matmul``); longer ones by torch's
+# flash kernel, whose backward has a large fixed cost per call on a CPU. Forward and backward of one
+# causal block on one AMX core (bf16, 9 query / 3 kv heads of 64): 0.99 vs 3.04 ms at 128 tokens,
+# 3.4 vs 4.5 at 256, 7.0 vs 8.6 at 384, 9.7 vs 10.5 at 448, 13.8 vs 13.8 at 512; the matmul path
+# keeps its (heads x t x t) probabilities for the backward (4.7 MB a layer at 512), flash none.
+MATMUL_MAX_LEN = 448
 
 
 def packed_causal_attention(query: Any, key: Any, value: Any, position_ids: Any, scaling: float) -> Any:
@@ -121,19 +123,29 @@ def _block(query: Any, key: Any, value: Any, scaling: float) -> Any:
 
 
 def _block_by_matmul(query: Any, key: Any, value: Any, scaling: float) -> Any:
-    """Eager attention's numbers for one causal block, with the query heads that share a key/value
-    head stacked into one batched matmul (no repeated keys) and the softmax of ``Softmax16``."""
+    """Eager attention's numbers for one causal block (scores in the compute dtype, softmax in
+    fp32 inside torch's kernel, probabilities in the compute dtype), with the query heads that
+    share a key/value head stacked into one batched matmul (no repeated keys) and the scale and
+    causal mask applied by that matmul (``baddbmm``)."""
     import torch
 
     _, heads, t, dim = query.shape
     kv = key.shape[1]
     groups = heads // kv
     stacked = query.reshape(kv, groups * t, dim)  # heads g*j .. g*j+g-1 share kv head j
-    scores = torch.bmm(stacked, key[0].transpose(1, 2)).float().mul_(scaling)  # (kv, g*t, t)
-    future = torch.ones(t, t, dtype=torch.bool, device=query.device).triu_(1).repeat(groups, 1)
-    probs = _SOFTMAX().apply(scores.masked_fill_(future, float("-inf")), query.dtype)
+    mask = _causal_mask(t, groups, query.dtype, str(query.device))
+    probs = torch.softmax(torch.baddbmm(mask, stacked, key[0].transpose(1, 2), alpha=scaling), dim=-1)
     out = torch.bmm(probs, value[0])  # (kv, g*t, D)
     return out.view(heads, t, dim).transpose(0, 1).unsqueeze(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_mask(t: int, groups: int, dtype: Any, device: str) -> Any:
+    """(groups * t, t): 0 where a query may look, -inf at the keys after it; one per query head."""
+    import torch
+
+    future = torch.full((t, t), float("-inf"), dtype=dtype, device=device).triu_(1)
+    return future.repeat(groups, 1)
 
 
 _CACHE: dict[str, Any] = {}
