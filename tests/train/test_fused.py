@@ -63,33 +63,24 @@ def _loss_and_grads(
     return loss.detach(), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
 
 
+CASES = [  # (fusion, method): full fine-tuning trains the norms' weights, so their gradients count too
+    ("head", "lora"),
+    ("lora", "lora"),
+    ("norms", "lora"),
+    ("norms", "full"),
+]
+
+
+@pytest.mark.parametrize(("fusion", "method"), CASES, ids=[f"{f}-{m}" for f, m in CASES])
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
-def test_fused_head_gives_the_plain_heads_loss_and_gradients(
-    tiny_model: Path, dtype: Any, monkeypatch: pytest.MonkeyPatch
+def test_each_fusion_gives_the_plain_paths_loss_and_gradients(
+    tiny_model: Path, fusion: str, method: str, dtype: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plain_loss, plain_n, plain = _loss_and_grads(tiny_model, dtype, monkeypatch)
-    fused_loss, fused_n, fused = _loss_and_grads(tiny_model, dtype, monkeypatch, head=True)
+    plain_loss, plain_n, plain = _loss_and_grads(tiny_model, dtype, monkeypatch, method=method)
+    fused_loss, fused_n, fused = _loss_and_grads(
+        tiny_model, dtype, monkeypatch, method=method, **{fusion: True}
+    )
     assert fused_n == plain_n == 2 * (40 - 40 // 3)  # targets are the labels shifted by one: 27 a row
-    _same(plain_loss, plain, fused_loss, fused, 1e-5 if dtype is None else BF16_TOLERANCE)
-
-
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
-def test_fused_lora_layers_give_peft_s_loss_and_gradients(
-    tiny_model: Path, dtype: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    plain_loss, _, plain = _loss_and_grads(tiny_model, dtype, monkeypatch)
-    fused_loss, _, fused = _loss_and_grads(tiny_model, dtype, monkeypatch, lora=True)
-    _same(plain_loss, plain, fused_loss, fused, 1e-5 if dtype is None else BF16_TOLERANCE)
-
-
-@pytest.mark.parametrize("method", ["lora", "full"])
-@pytest.mark.parametrize("dtype", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
-def test_fused_norms_give_the_plain_norms_loss_and_gradients(
-    tiny_model: Path, dtype: Any, method: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Full fine-tuning trains the norms' weights too: their gradients are compared as well."""
-    plain_loss, _, plain = _loss_and_grads(tiny_model, dtype, monkeypatch, method=method)
-    fused_loss, _, fused = _loss_and_grads(tiny_model, dtype, monkeypatch, norms=True, method=method)
     assert any("norm" in name for name in plain) == (method == "full")
     _same(plain_loss, plain, fused_loss, fused, 1e-5 if dtype is None else BF16_TOLERANCE)
 

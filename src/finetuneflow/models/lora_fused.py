@@ -16,6 +16,7 @@ peft's own forward, checked on every call so that toggling adapters keeps workin
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 ATTRIBUTE = "_ftf_fused_lora"  # set on the layers fuse() has wrapped
@@ -66,16 +67,8 @@ def _single_plain_adapter(layer: Any) -> str | None:
     return str(name)
 
 
-_CACHE: dict[str, Any] = {}
-
-
+@functools.cache  # built on first use: importing this module does not import torch
 def _function() -> Any:
-    if "fn" not in _CACHE:
-        _CACHE["fn"] = _make_function()
-    return _CACHE["fn"]
-
-
-def _make_function() -> Any:
     import torch
 
     class LoraLinear(torch.autograd.Function):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from finetuneflow.models.chat import IGNORE, Row
@@ -90,16 +91,8 @@ def fused_head_loss(states: Any, weight: Any, targets: Any) -> Any:
     return _head_function().apply(states, weight, targets)
 
 
+@functools.cache  # built on first use: importing this module does not import torch
 def _head_function() -> Any:
-    if "head" not in _FUNCTIONS:
-        _FUNCTIONS["head"] = _make_head_function()
-    return _FUNCTIONS["head"]
-
-
-_FUNCTIONS: dict[str, Any] = {}
-
-
-def _make_head_function() -> Any:
     import torch
 
     class FusedHeadLoss(torch.autograd.Function):

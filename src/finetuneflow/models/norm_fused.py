@@ -15,6 +15,7 @@ Norms of any other formula (Gemma's ``1 + weight``) keep their own forward.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -62,16 +63,8 @@ def _forward(self: Any, hidden_states: Any) -> Any:
     return _function().apply(hidden_states, self.weight, float(self.variance_epsilon))
 
 
-_CACHE: dict[str, Any] = {}
-
-
+@functools.cache  # built on first use: importing this module does not import torch
 def _function() -> Any:
-    if "fn" not in _CACHE:
-        _CACHE["fn"] = _make_function()
-    return _CACHE["fn"]
-
-
-def _make_function() -> Any:
     import torch
 
     class RMSNorm(torch.autograd.Function):

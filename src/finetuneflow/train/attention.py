@@ -23,6 +23,7 @@ from typing import Any
 NAME = "ftf_eager"
 
 
+@functools.cache  # built on first use: importing this module does not import torch
 def _softmax_function() -> Any:
     import torch
 
@@ -71,7 +72,7 @@ def ftf_eager_attention(
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask
-    probs = _SOFTMAX().apply(scores, query.dtype)
+    probs = _softmax_function().apply(scores, query.dtype)
     probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
@@ -146,15 +147,6 @@ def _causal_mask(t: int, groups: int, dtype: Any, device: str) -> Any:
 
     future = torch.full((t, t), float("-inf"), dtype=dtype, device=device).triu_(1)
     return future.repeat(groups, 1)
-
-
-_CACHE: dict[str, Any] = {}
-
-
-def _SOFTMAX() -> Any:  # noqa: N802 - reads like the class it returns
-    if "fn" not in _CACHE:
-        _CACHE["fn"] = _softmax_function()
-    return _CACHE["fn"]
 
 
 def register() -> str:
