@@ -1,5 +1,6 @@
-"""What every request passes before a route sees it: the API token, the body size limit and the
-rate limit on writes. Plain ASGI middleware, so streamed bodies and event streams pass untouched."""
+"""What every request passes before a route sees it: the API token, the body size limit, the
+rate limit on writes and an address without NUL characters. Plain ASGI middleware, so streamed
+bodies and event streams pass untouched."""
 
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ class TokenGuard:
             return True
         cookie = SimpleCookie(headers.get("cookie", "")).get(TOKEN_COOKIE)
         return cookie is not None and hmac.compare_digest(cookie.value.encode(), self.token)
+
+
+class NulGuard:
+    """A NUL character in the address (path or query, raw or as ``%00``) is answered 400: no name
+    or filter of ours holds one, and PostgreSQL cannot even compare a text with one (SQLite can,
+    so without this the same request would answer differently by backend)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        address = scope.get("raw_path", b"") + b"?" + scope.get("query_string", b"")
+        if scope["type"] == "http" and (b"\x00" in address or b"%00" in address or "\x00" in scope["path"]):
+            await send_error(send, 400, "the address holds a NUL character (%00); remove it", "nul_character")
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -164,3 +164,14 @@ def test_resume_and_downloads_refuse_what_they_must(
     for sneaky in ("leak", "../../project.json", "%2e%2e/%2e%2e/project.json", "nothing.md"):
         _error(client.get(f"{p}/exports/{run}/files/{sneaky}"), 404, "not_found")
     assert [f["path"] for f in client.get(f"{p}/exports").json()[0]["files"]] == ["report.md"]
+
+
+def test_a_nul_character_is_a_clear_400_on_every_backend(client: TestClient, project: str) -> None:
+    """PostgreSQL cannot compare or store a text holding NUL (a generated filter found the 500)."""
+    assert client.post("/api/projects", json={"name": project}).status_code == 201
+    examples = f"/api/projects/{project}/datasets/default/examples"
+    for query in ({"split": "tr\x00ain"}, {"search": "\x00"}):
+        assert "NUL" in _error(client.get(examples, params=query), 400, "nul_character")
+    assert client.get(examples, params={"search": "plain"}).status_code != 400  # the guard's control
+    renamed = client.post("/api/projects", json={"name": "a\x00b"})
+    assert renamed.status_code < 500  # a body with NUL: refused (name rules or the database), never a 500

@@ -61,3 +61,16 @@ def test_no_operation_answers_5xx_or_off_its_schema(fixture_project: str) -> Non
             case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
         call()
+
+
+def test_an_edit_holding_a_nul_character_round_trips(fixture_project: str) -> None:
+    """NUL is refused in addresses (PostgreSQL cannot compare a text with one), but an example's
+    messages are JSON, which holds it on both backends: the edit is kept exactly."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(WebConfig()))
+    examples = f"/api/projects/{fixture_project}/datasets/default/examples"
+    first = client.get(examples).json()["items"][0]
+    answer = client.patch(f"{examples}/{first['id']}", json={"answer": "fine\x00print"})
+    assert answer.status_code == 200, answer.text
+    assert client.get(f"{examples}/{first['id']}").json()["answer"] == "fine\x00print"
