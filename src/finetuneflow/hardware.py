@@ -121,6 +121,15 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def compute_dtype(device_type: str, otherwise: Any) -> Any:
+    """The dtype matmuls run in right now: autocast's where it is on for ``device_type``, else
+    ``otherwise`` (what the caller's own tensors would give). For hand-written autograd functions,
+    which autocast does not cast for."""
+    import torch
+
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else otherwise
+
+
 def autocast_dtype(device: str, precision: str) -> Any:
     """The autocast dtype for ``precision`` ('auto', 'bf16', 'fp16', 'fp32'), or None for none."""
     import torch

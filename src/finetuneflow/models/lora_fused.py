@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from finetuneflow.hardware import compute_dtype
+
 ATTRIBUTE = "_ftf_fused_lora"  # set on the layers fuse() has wrapped
 
 
@@ -74,8 +76,7 @@ def _function() -> Any:
     class LoraLinear(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, x: Any, weight: Any, a: Any, b: Any, scale: float) -> Any:
-            device = x.device.type
-            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+            dtype = compute_dtype(x.device.type, weight.dtype)
             flat = x.reshape(-1, x.shape[-1]).to(dtype)
             w, a16, scaled_b = weight.to(dtype), a.to(dtype), (b * scale).to(dtype)
             down = flat @ a16.T  # (tokens, r)

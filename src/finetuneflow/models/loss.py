@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from finetuneflow.hardware import compute_dtype
 from finetuneflow.models.chat import IGNORE, Row
 
 
@@ -98,8 +99,7 @@ def _head_function() -> Any:
     class FusedHeadLoss(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, states: Any, weight: Any, targets: Any) -> Any:
-            device = states.device.type
-            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+            dtype = compute_dtype(states.device.type, weight.dtype)
             x, w = states.to(dtype), weight.to(dtype)
             rows = min(x.shape[0], max(8, FUSED_CHUNK_LOGITS // w.shape[0]))
             grad = torch.empty_like(x) if ctx.needs_input_grad[0] else None

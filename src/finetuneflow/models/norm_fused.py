@@ -19,6 +19,8 @@ import functools
 import inspect
 from typing import Any
 
+from finetuneflow.hardware import compute_dtype
+
 ATTRIBUTE = "_ftf_fused_norm"  # set on the norms fuse() has wrapped
 
 
@@ -70,11 +72,8 @@ def _function() -> Any:
     class RMSNorm(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, x: Any, weight: Any, eps: float) -> Any:
-            device = x.device.type
-            autocast = torch.is_autocast_enabled(device)
-            dtype = (
-                torch.get_autocast_dtype(device) if autocast else torch.promote_types(weight.dtype, x.dtype)
-            )
+            # what its consumers' matmuls read; without autocast what the plain norm returns
+            dtype = compute_dtype(x.device.type, torch.promote_types(weight.dtype, x.dtype))
             wide = x.to(torch.float32, copy=True)  # never x itself: it is written in place
             scale = torch.rsqrt(wide.square().mean(-1, keepdim=True).add_(eps))  # (..., 1) fp32
             out = wide.mul_(scale).mul_(weight).to(dtype)
