@@ -52,7 +52,7 @@ defaults' peak memory, and >= 65% of the ceiling. Numbers on a shared box are no
     python bench/train.py [--rounds 2] [--threads 1] [--tokens 16384 | --steps N | --epochs E]
                           [--batch 8] [--seed 0] [--model NAME_OR_PATH] [--quick] [--keep]
                           [--engines ours,trl,trl_best] [--trl-best padding_free|packing]
-                          [--profile [STEPS] [--ab fused_adamw|compile]]
+                          [--profile [STEPS] [--ab fused_adamw|compile|query_parts]]
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ profiler and on as many steps after them without it (the profiler's per-op cost 
 runs fewer ops):
 - ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` over the LoRA parameters (``loop.FUSED_ADAMW``);
 - ``compile``: ``torch.compile`` of every decoder layer (inductor's CPU backend; an experiment kept
-  here, not in the product: see docs/ARCHITECTURE.md).
+  here, not in the product: see docs/ARCHITECTURE.md);
+- ``query_parts``: attention's matmul blocks in query parts (``attention.QUERY_ROWS``) or whole.
 """
 
 from __future__ import annotations
@@ -168,8 +169,19 @@ def _compile_layers(on: bool, model: Any) -> None:
         layer.compile(dynamic=True)
 
 
+def _query_parts(on: bool, model: Any) -> None:
+    from finetuneflow.train import attention
+
+    if not on:  # each arm is a fresh process: on is the module's own setting
+        attention.QUERY_ROWS = 1 << 30  # every matmul block whole
+
+
 # arm name -> (apply before the model is built (model None), and to the built model)
-ARMS: dict[str, Callable[[bool, Any], None]] = {"fused_adamw": _fused_adamw, "compile": _compile_layers}
+ARMS: dict[str, Callable[[bool, Any], None]] = {
+    "fused_adamw": _fused_adamw,
+    "compile": _compile_layers,
+    "query_parts": _query_parts,
+}
 
 
 def profile_ab(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root: Path, arm: str | None,

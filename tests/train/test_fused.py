@@ -151,15 +151,22 @@ def test_fused_lora_covers_plain_layers_and_leaves_the_rest_to_peft(tiny_model: 
     assert all(lora_fused._single_plain_adapter(m) is None for m in model.modules() if hasattr(m, "lora_A"))
 
 
-@pytest.mark.parametrize("matmul_max", [0, 10**6], ids=["flash-kernel", "matmul"])
+@pytest.mark.parametrize(
+    ("matmul_max", "query_rows"),
+    [(0, 128), (10**6, 128), (10**6, 4)],
+    ids=["flash-kernel", "matmul", "matmul-parts"],
+)
 def test_packed_attention_blocks_match_masked_attention_by_either_kernel(
-    matmul_max: int, monkeypatch: pytest.MonkeyPatch
+    matmul_max: int, query_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both per-example kernels (flash for long examples, matmuls for short) against dense
-    attention with the block-diagonal causal mask and repeated kv heads: outputs and gradients."""
+    """Both per-example kernels (flash for long examples, matmuls for short, whole or in query
+    parts: 16 tokens in parts of 4, 9 in 3 parts of 3) against dense attention with the
+    block-diagonal causal mask and repeated kv heads: outputs and gradients."""
     from finetuneflow.train import attention
 
     monkeypatch.setattr(attention, "MATMUL_MAX_LEN", matmul_max)
+    monkeypatch.setattr(attention, "QUERY_ROWS", query_rows)
+    monkeypatch.setattr(attention, "SPLIT_FROM", 0)
     torch.manual_seed(0)
     lengths = [[5, 9, 2], [16]]  # two packed rows, one with three examples
     positions = torch.tensor([[p for n in row for p in range(n)] for row in lengths])

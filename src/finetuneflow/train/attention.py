@@ -18,6 +18,8 @@ probabilities (2 bytes per element instead of eager's 6). Registered as ``"ftf_e
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from typing import Any
 
 NAME = "ftf_eager"
@@ -85,10 +87,22 @@ def blocks(positions: list[int]) -> list[tuple[int, int]]:
 
 # Examples up to this many tokens attend by matmuls (``_block_by_matmul``); longer ones by torch's
 # flash kernel, whose backward has a large fixed cost per call on a CPU. Forward and backward of one
-# causal block on one AMX core (bf16, 9 query / 3 kv heads of 64): 0.99 vs 3.04 ms at 128 tokens,
-# 3.4 vs 4.5 at 256, 7.0 vs 8.6 at 384, 9.7 vs 10.5 at 448, 13.8 vs 13.8 at 512; the matmul path
-# keeps its (heads x t x t) probabilities for the backward (4.7 MB a layer at 512), flash none.
-MATMUL_MAX_LEN = 448
+# causal block on one core (bf16, 9 query / 3 kv heads of 64), matmuls in query parts against flash,
+# AMD EPYC with AVX-512 BF16: 1.7 vs 5.5 ms at 160 tokens, 5.3 vs 8.5 at 256, 8.8 vs 22.6 at 448,
+# 10.5 vs 29.0 at 512, 25.5 vs 42.8 at 768. The matmul path keeps its probabilities for the
+# backward (~6 MB a layer at 768 tokens), flash none: the bound keeps that in proportion.
+MATMUL_MAX_LEN = 768
+
+# Blocks longer than SPLIT_FROM tokens go in query parts of about QUERY_ROWS positions. A causal
+# block's later queries need more keys than its earlier ones: each part's scores stop at its last
+# query (448 tokens in 4 parts: 5/8 of the full square) and each part's probabilities stay nearer
+# the cache. Alone, same machine: 448 tokens whole 15.8 ms, in parts of 96, 128 or 160 rows 9.4,
+# 8.8, 8.7; but 128 tokens in two parts 1.38 against 1.15 whole, and in a step (packed rows, the
+# heads interleaved) blocks of 150-200 tokens lost in parts. In the bench's step (examples of
+# 48-423 tokens, ``bench/train.py --profile 2 --ab query_parts``, 2 rounds) attention's matmuls
+# took ~210 ms less per step, ~1% of it; the larger gain is the longer examples kept off flash.
+QUERY_ROWS = 128
+SPLIT_FROM = 256
 
 
 def packed_causal_attention(query: Any, key: Any, value: Any, position_ids: Any, scaling: float) -> Any:
@@ -127,25 +141,34 @@ def _block_by_matmul(query: Any, key: Any, value: Any, scaling: float) -> Any:
     """Eager attention's numbers for one causal block (scores in the compute dtype, softmax in
     fp32 inside torch's kernel, probabilities in the compute dtype), with the query heads that
     share a key/value head stacked into one batched matmul (no repeated keys) and the scale and
-    causal mask applied by that matmul (``baddbmm``)."""
+    causal mask applied by that matmul (``baddbmm``). The queries go in parts of about
+    ``QUERY_ROWS`` positions, each against the keys up to its last position."""
     import torch
 
     _, heads, t, dim = query.shape
     kv = key.shape[1]
     groups = heads // kv
-    stacked = query.reshape(kv, groups * t, dim)  # heads g*j .. g*j+g-1 share kv head j
-    mask = _causal_mask(t, groups, query.dtype, str(query.device))
-    probs = torch.softmax(torch.baddbmm(mask, stacked, key[0].transpose(1, 2), alpha=scaling), dim=-1)
-    out = torch.bmm(probs, value[0])  # (kv, g*t, D)
-    return out.view(heads, t, dim).transpose(0, 1).unsqueeze(0)
+    parts = math.ceil(t / QUERY_ROWS) if t > SPLIT_FROM else 1
+    cuts = [t * i // parts for i in range(parts + 1)]
+    spans = list(itertools.pairwise(cuts))
+    outs = []
+    for (lo, hi), q in zip(spans, query[0].split([hi - lo for lo, hi in spans], dim=1), strict=True):
+        stacked = q.reshape(kv, groups * (hi - lo), dim)  # heads g*j .. g*j+g-1 share kv head j
+        mask = _causal_mask(lo, hi, groups, query.dtype, str(query.device))
+        keys = key[0, :, :hi].transpose(1, 2)
+        probs = torch.softmax(torch.baddbmm(mask, stacked, keys, alpha=scaling), dim=-1)
+        outs.append(torch.bmm(probs, value[0, :, :hi]).view(heads, hi - lo, dim))  # (kv, g*rows, D)
+    out = outs[0] if parts == 1 else torch.cat(outs, dim=1)
+    return out.transpose(0, 1).unsqueeze(0)
 
 
-@functools.lru_cache(maxsize=64)
-def _causal_mask(t: int, groups: int, dtype: Any, device: str) -> Any:
-    """(groups * t, t): 0 where a query may look, -inf at the keys after it; one per query head."""
+@functools.lru_cache(maxsize=128)
+def _causal_mask(lo: int, hi: int, groups: int, dtype: Any, device: str) -> Any:
+    """(groups * (hi - lo), hi) for the queries at positions lo..hi-1: 0 where a query may look,
+    -inf at the keys after it; one copy per query head of the group."""
     import torch
 
-    future = torch.full((t, t), float("-inf"), dtype=dtype, device=device).triu_(1)
+    future = torch.full((hi - lo, hi), float("-inf"), dtype=dtype, device=device).triu_(lo + 1)
     return future.repeat(groups, 1)
 
 

@@ -115,8 +115,8 @@ def attention_kernel(cfg: TrainConfig, device: str) -> str:
 
     On a CPU, torch's fused SDPA kernel with the block-diagonal mask of packed rows took 37% of a
     SmolLM2-135M step (512-token rows, bf16); plain matmuls + softmax ran the whole step ~30%
-    faster (387 vs 293 tok/s). ``ftf_eager`` (train/attention.py) now trains with SDPA's causal
-    kernel per packed example (no mask at all) and keeps the matmul path for evaluation.
+    faster (387 vs 293 tok/s). ``ftf_eager`` (train/attention.py) now trains per packed example
+    (no mask at all): batched matmuls up to 768 tokens, SDPA's causal kernel beyond.
     GPUs keep SDPA (flash kernels); ``attention='eager'`` and ``'sdpa'`` force either.
     """
     if cfg.attention != "auto":
