@@ -50,3 +50,37 @@ def test_a_confident_flip_still_counts_against_the_artefact() -> None:
     verdict = verify.check(ref, _fn(flipped), "q8_0", {STOP})
     assert verdict.top1_agreement == 2 / 3 and verdict.near_ties == 0
     assert not verdict.passed and "top-1 agreement 0.667 < 0.9" in verdict.problems[0]
+
+
+def _talker(first: tuple[float, float]) -> verify.LogitsFn:
+    """After the prompt [1, 2, 3]: ``first`` = (stop, token 0) logits at the first generated step,
+    then token 0 for ever (a turn that never ends once it goes on)."""
+
+    def run(ids: list[int]) -> np.ndarray:
+        rows = np.full((len(ids), 5), -5.0, dtype=np.float32)
+        rows[:, 0] = 5.0
+        if len(ids) >= 3:
+            rows[2, STOP], rows[2, 0] = first
+        return rows
+
+    return run
+
+
+def test_a_quantized_artefact_may_go_on_where_the_trained_model_barely_stopped() -> None:
+    prompt, margins = [1, 2, 3], list[list[float]]()
+    trained = _talker((5.0, 4.9))  # stop wins by 0.1: a near tie
+    turn = verify.greedy(trained, prompt, {STOP}, margins=margins)
+    ref = verify.Reference([prompt], [trained(prompt)], [turn], {STOP}, margins)
+    assert turn == [STOP]
+    verdict = verify.check(ref, _talker((4.9, 5.0)), "q8_0", {STOP})  # goes on, never stops
+    assert verdict.passed, verdict.problems
+
+
+def test_a_quantized_artefact_that_runs_on_where_the_trained_model_surely_stopped_fails() -> None:
+    prompt, margins = [1, 2, 3], list[list[float]]()
+    trained = _talker((5.0, 2.0))  # stop wins by 3
+    turn = verify.greedy(trained, prompt, {STOP}, margins=margins)
+    ref = verify.Reference([prompt], [trained(prompt)], [turn], {STOP}, margins)
+    verdict = verify.check(ref, _talker((4.9, 5.0)), "q8_0", {STOP})
+    assert not verdict.passed
+    assert "the trained model ends its turn on a prompt where the artefact does not" in verdict.problems
