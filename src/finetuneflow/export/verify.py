@@ -205,12 +205,11 @@ def _compare_stops(
         split = next((k for k, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), None)
         if split is None and len(got) >= len(want):
             matched += 1
-        elif tolerance is not None:  # exact types: only a near-tie may choose the other token
-            if not _near_tie(ref, i, split, near_tie(kind)):
-                problems.append(f"greedy tokens differ from the trained model's: {got[:8]} vs {want[:8]}")
-            continue  # either way the paths part here: nothing to compare after
         elif _near_tie(ref, i, split, near_tie(kind)):
-            continue  # quantized, the runner-up of a near tie: a different turn, its length not comparable
+            continue  # the runner-up of the trained model's near tie: another turn, nothing to compare
+        elif tolerance is not None:  # exact types: only a near-tie may choose the other token
+            problems.append(f"greedy tokens differ from the trained model's: {got[:8]} vs {want[:8]}")
+            continue  # the paths part here: nothing to compare after
         if ref_stops and not (got and got[-1] in ref.stop_ids):
             problems.append("the trained model ends its turn on a prompt where the artefact does not")
     share = matched / max(len(ref.prompts), 1)
