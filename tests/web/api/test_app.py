@@ -175,3 +175,11 @@ def test_a_nul_character_is_a_clear_400_on_every_backend(client: TestClient, pro
     assert client.get(examples, params={"search": "plain"}).status_code != 400  # the guard's control
     renamed = client.post("/api/projects", json={"name": "a\x00b"})
     assert renamed.status_code < 500  # a body with NUL: refused (name rules or the database), never a 500
+
+
+def test_an_offset_past_any_database_integer_is_a_clear_400(client: TestClient, project: str) -> None:
+    """2**63 overflowed PostgreSQL's bigint (a 500 there); every paged list refuses it up front."""
+    for path in (f"/api/projects/{project}/chunks", f"/api/projects/{project}/datasets/default/examples"):
+        answer = client.get(path, params={"offset": 2**63})
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"]["message"].startswith("query.offset:"), answer.text

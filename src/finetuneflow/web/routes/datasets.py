@@ -10,7 +10,7 @@ from finetuneflow.api import projects as papi
 from finetuneflow.api import review
 from finetuneflow.config import from_dict
 from finetuneflow.web.routes import queued
-from finetuneflow.web.routes.projects import NAME, Project
+from finetuneflow.web.routes.projects import NAME, Offset, Project
 from finetuneflow.web.schemas.common import ERRORS, JobRef
 from finetuneflow.web.schemas.datasets import (
     ApproveMany,
@@ -75,7 +75,7 @@ def list_examples(
     min_rating: Annotated[int | None, Query(ge=1, le=5)] = None,
     search: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """A page of the pool (default: every status but deleted), searchable."""
     page = review.list_examples(project, dataset, status=status, origin=origin, split=split,
