@@ -10,7 +10,10 @@ How time is attributed (self CPU time of every profiled op, so nothing counts tw
    ``record_function`` label; a backward op inherits the label of the forward op that made its
    autograd node (matched by the profiler's sequence numbers), so RoPE's backward is RoPE's;
 3. what is left (residual adds, embedding, views, the autograd engine) is "other".
-The first optimizer step is not profiled (kernel selection, first-touch page faults).
+The first optimizer step is not profiled (kernel selection, first-touch page faults). Without
+``--ab``, one more step runs without the profiler and times each matrix product (forward and
+backward) by its input shapes: the GFLOP/s each shape reaches inside the step (the profiler's own
+rates for shapes with large outputs are too low; see ``child_profile``).
 
 ``--ab ARM`` profiles ours without and with one change (``ARMS``), alternating ``--rounds`` times in
 one run, and prints both profiles, each arm's final loss and its median wall time per step, with the
@@ -24,6 +27,8 @@ runs fewer ops):
 
 from __future__ import annotations
 
+import functools
+import math
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -155,6 +160,63 @@ def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str]]:
     return parts, ops, casts
 
 
+def _product_flop(name: str, args: tuple[Any, ...]) -> tuple[str, int]:
+    """(op and input shapes, FLOPs) of one matrix product; FLOPs 0 when the shapes do not say."""
+    mats = [a for a in args if hasattr(a, "shape") and a.dim() >= 2]
+    if name in ("addmm", "addmm_", "baddbmm") and len(mats) == 3:
+        mats = mats[1:]  # the accumulated input first
+    if len(mats) != 2:
+        return name, 0
+    (*batch, m, k), n = mats[0].shape, mats[1].shape[-1]
+    shapes = "x".join(str(tuple(a.shape)) for a in mats)
+    return f"{name} {shapes}", 2 * m * k * n * math.prod(batch)
+
+
+@functools.cache  # built on first use: importing this module does not import torch
+def _clock_mode() -> Any:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    names = {"mm", "addmm", "addmm_", "bmm", "baddbmm"}
+
+    class MatmulClock(TorchDispatchMode):  # type: ignore[misc]
+        """Wall time of every matrix product the dispatcher runs (forward and backward), by input
+        shapes. On a CPU each op finishes before it returns, so a perf_counter around it is the
+        op's own time; no profiler runs, whose bookkeeping slowed the ops with large fresh outputs
+        (``child_profile``). Every op passes through Python here: the step slows, the products not."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: Counter[str] = Counter()
+            self.calls: Counter[str] = Counter()
+            self.flop: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            name = func.overloadpacket.__name__
+            if name not in names:
+                return func(*args, **(kwargs or {}))
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            seconds = time.perf_counter() - start
+            key, flop = _product_flop(name, args)
+            self.seconds[key] += seconds
+            self.calls[key] += 1
+            self.flop[key] += flop
+            return out
+
+    return MatmulClock
+
+
+def clock_rows(clock: Any, top: int = 14) -> list[tuple[str, int, float, int]]:
+    """(shapes, calls, seconds, FLOPs) of the products that took longest, then one row for the rest."""
+    ranked = [key for key, _ in clock.seconds.most_common()]
+    rows = [(key, clock.calls[key], clock.seconds[key], clock.flop[key]) for key in ranked[:top]]
+    rest = ranked[top:]
+    if rest:
+        rows.append((f"({len(rest)} other shapes)", sum(clock.calls[k] for k in rest),
+                     sum(clock.seconds[k] for k in rest), sum(clock.flop[k] for k in rest)))  # fmt: skip
+    return rows
+
+
 def _fused_adamw(on: bool, model: Any) -> None:
     from finetuneflow.train import loop
 
@@ -208,6 +270,10 @@ def profile_ab(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], ro
 
 def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     """Train ``job['steps']`` + 2 steps with our step; profile all but the first and the last.
+    Without an A/B arm one more step follows the profiled ones, unprofiled, with every matrix
+    product timed on its own (``MatmulClock``): the profiler's bookkeeping slows the ops that write
+    large fresh outputs (in one run with ``record_shapes`` the MLP's 576 -> 1536 products read 121
+    GFLOP/s inside the profiler and 184-198 outside it), so their in-step rates come from here.
 
     With an A/B arm, ``job['steps']`` more steps follow the profiled ones, timed without the
     profiler (its per-op cost favours whichever arm runs fewer ops); a compiled model is not
@@ -228,6 +294,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     if arm:
         arm(bool(job["on"]), None)
     plain = steps if arm else 0  # unprofiled steps timed after the profiled ones
+    extra = 0 if arm else 1  # without an arm: one step after the profiled ones, its products clocked
 
     def build(*args: Any, **kwargs: Any) -> Any:
         out = built(*args, **kwargs)
@@ -250,13 +317,23 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
             clock["plain"] = time.perf_counter()
         if plain and event.done == 1 + steps + plain:
             clock["plain_seconds"] = time.perf_counter() - clock["plain"]
+        if not plain and event.done == 1 + steps:  # the last step: its products timed, no profiler
+            stack.append(matmuls)
+            matmuls.__enter__()
+            clock["clocked"] = time.perf_counter()
+        elif not plain and event.done == 2 + steps:
+            clock["clocked"] = time.perf_counter() - clock["clocked"]
+            stack.remove(matmuls)
+            matmuls.__exit__(None, None, None)
 
     stack: list[Any] = []
+    matmuls = _clock_mode()()
     wall = time.perf_counter()
     train_step.build_model = build  # train() builds the model (LoRA attached): label it there
     cfg = TrainConfig(
         base_model=job["model"], max_len=512, batch_size=2, grad_accum=max(1, job["batch"] // 2),
-        max_steps=steps + plain + 2, epochs=100.0, learning_rate=2e-4, eval_every=steps + plain + 2,
+        max_steps=steps + plain + extra + 2, epochs=100.0, learning_rate=2e-4,
+        eval_every=steps + plain + extra + 2,
         threads=job["threads"], lora=LoraSettings(r=16, alpha=32),
     )  # fmt: skip
     try:
@@ -271,6 +348,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
         "top_ops_us": dict(ops.most_common(15)), "casts_us": dict(casts.most_common(8)),
         "tokens_per_s": summary["tokens_per_s"], "threads": torch.get_num_threads(),
         "final_loss": summary["final_loss"], "plain_seconds": clock.get("plain_seconds", 0.0),
+        "clocked": clock_rows(matmuls) if not plain else [], "clocked_s": clock.get("clocked", 0.0),
         "outside_s": time.perf_counter() - wall - clock["seconds"] - clock.get("plain_seconds", 0.0),
     }  # fmt: skip
 
@@ -284,6 +362,14 @@ def print_profile(result: dict[str, Any]) -> None:
     for part in sorted(parts, key=lambda p: (ORDER.index(p) if p in ORDER else len(ORDER), -parts[p])):
         share, ms = parts[part] / total, parts[part] / 1e3 / result["steps"]
         print(f"  {part:<24} {ms:9.1f} ms/step  {share:6.1%}  {'#' * round(40 * share)}")
+    if result.get("clocked"):
+        products = sum(row[2] for row in result["clocked"])
+        print(f"  the next step without the profiler, each matrix product timed (the rate each shape "
+              f"reaches inside the step): {products:.2f} s of the step's {result['clocked_s']:.2f} s "
+              f"(the clock slows every other op, not the products)")  # fmt: skip
+    for key, calls, seconds, flop in result.get("clocked", []):
+        rate = f"{flop / seconds / 1e9:6.1f} GFLOP/s" if flop and seconds else ""
+        print(f"    {key:<60} {seconds * 1e3:9.1f} ms  {calls:5d} calls  {rate}")
     for title, key in (("top ops by self time", "top_ops_us"), ("casts, by what they ran for", "casts_us")):
         print(f"  {title}:")
         for name, us in result[key].items():
