@@ -16,14 +16,16 @@ from starlette.concurrency import run_in_threadpool
 from finetuneflow.state import jobs as log
 
 RETRY_MS = 2000  # how long a disconnected EventSource waits before it reconnects
+MAX_SEQ = 2**31 - 1  # job_events.seq is a 32-bit column: a larger number overflows PostgreSQL's query
 
 
 def start_after(last_event_id: str | None, after: int | None) -> int:
     """The seq to resume after: ``Last-Event-ID`` (what a reconnecting EventSource sends, so it
     wins over the ``?after=`` of the URL it reconnects to), else ``after``, else 0. An id that is not
-    a seq restarts from the beginning rather than skipping anything."""
+    a seq (not digits, or past ``MAX_SEQ``) restarts from the beginning rather than skipping anything."""
     if last_event_id is not None and last_event_id.strip().isdigit():
-        return int(last_event_id.strip())
+        seq = int(last_event_id.strip())
+        return seq if seq <= MAX_SEQ else 0
     return max(after or 0, 0)
 
 

@@ -94,6 +94,22 @@ def test_last_event_id_and_after_resume_exactly_after_the_seen_event(
     assert client.get("/api/jobs/987654/events").status_code == 404
 
 
+def test_a_seq_past_the_column_is_a_400_or_a_restart_never_a_broken_stream(
+    client: TestClient, project: str
+) -> None:
+    """2**63 overflowed PostgreSQL's integer inside the stream (after its 200 was sent)."""
+    job_id = _job(project)
+    _progress(job_id, 1)
+    log.append(job_id, "finished", {}, status="finished")
+    url = f"/api/jobs/{job_id}/events"
+    answer = client.get(url, params={"after": 2**63})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"].startswith("query.after:"), answer.text
+    # a Last-Event-ID no seq can have is not a seq: the stream restarts from the first event
+    with client.stream("GET", url, headers={"Last-Event-ID": str(2**63)}) as r:
+        assert [s for s, _ in _events(_parse(r.iter_lines()))] == [1, 2, 3, 4]
+
+
 def test_a_quiet_job_gets_keep_alives_then_its_end(database: str, project: str) -> None:
     job_id = _job(project)
     finisher = threading.Timer(1.5, lambda: log.append(job_id, "finished", {}, status="finished"))

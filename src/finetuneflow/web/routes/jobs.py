@@ -12,7 +12,7 @@ from finetuneflow.state import jobs as log
 from finetuneflow.web.routes import Config
 from finetuneflow.web.schemas.common import ERRORS
 from finetuneflow.web.schemas.jobs import JobCancelled, JobDetail, JobPublic
-from finetuneflow.web.sse import job_stream, start_after
+from finetuneflow.web.sse import MAX_SEQ, job_stream, start_after
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=ERRORS)
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
@@ -49,7 +49,9 @@ def cancel_job(job_id: JobId) -> dict[str, Any]:
 def job_events(
     job_id: JobId,
     cfg: Config,
-    after: Annotated[int | None, Query(ge=0, description="Send the events after this seq")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="Send the events after this seq")] = (
+        None
+    ),
     last_event_id: Annotated[str | None, Header(description="What EventSource sends on reconnect")] = None,
 ) -> StreamingResponse:
     """The job's events as server-sent events, from the start (or after ``Last-Event-ID`` /
