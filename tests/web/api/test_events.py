@@ -76,13 +76,18 @@ def test_each_event_is_an_sse_event_and_the_stream_ends_when_done(client: TestCl
     assert third["data"]["payload"] == {"done": 0, "message": "step 0"} and third["data"]["seq"] == 3
 
 
+def _finished_events_url(project: str, progress: int) -> str:
+    """The events URL of a job that queued, started, made ``progress`` steps and finished."""
+    job_id = _job(project)
+    _progress(job_id, progress)
+    log.append(job_id, "finished", {}, status="finished")
+    return f"/api/jobs/{job_id}/events"
+
+
 def test_last_event_id_and_after_resume_exactly_after_the_seen_event(
     client: TestClient, project: str
 ) -> None:
-    job_id = _job(project)
-    _progress(job_id, 3)
-    log.append(job_id, "finished", {}, status="finished")
-    url = f"/api/jobs/{job_id}/events"
+    url = _finished_events_url(project, 3)
     with client.stream("GET", url, headers={"Last-Event-ID": "3"}) as r:
         assert [s for s, _ in _events(_parse(r.iter_lines()))] == [4, 5, 6]
     with client.stream("GET", url + "?after=5") as r:
@@ -90,7 +95,7 @@ def test_last_event_id_and_after_resume_exactly_after_the_seen_event(
     # an EventSource reconnects to the URL it opened (?after=0) sending Last-Event-ID: the header wins
     with client.stream("GET", url + "?after=0", headers={"Last-Event-ID": "4"}) as r:
         assert [s for s, _ in _events(_parse(r.iter_lines()))] == [5, 6]
-    assert client.get(f"/api/jobs/{job_id}/events?after=-1").status_code == 400
+    assert client.get(url + "?after=-1").status_code == 400
     assert client.get("/api/jobs/987654/events").status_code == 404
 
 
@@ -98,10 +103,7 @@ def test_a_seq_past_the_column_is_a_400_or_a_restart_never_a_broken_stream(
     client: TestClient, project: str
 ) -> None:
     """2**63 overflowed PostgreSQL's integer inside the stream (after its 200 was sent)."""
-    job_id = _job(project)
-    _progress(job_id, 1)
-    log.append(job_id, "finished", {}, status="finished")
-    url = f"/api/jobs/{job_id}/events"
+    url = _finished_events_url(project, 1)
     answer = client.get(url, params={"after": 2**63})
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["message"].startswith("query.after:"), answer.text
