@@ -17,6 +17,7 @@ def plot_losses(metrics: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
@@ -26,6 +27,7 @@ def plot_losses(metrics: list[dict[str, Any]], path: Path) -> None:
     if evals:
         ax.plot(*zip(*evals, strict=True), "o-", label="eval loss", color="#DD8452")
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no "2.5" ticks
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title("Training curve")
     ax.grid(alpha=0.3)
