@@ -183,3 +183,20 @@ def test_verdict_sentences_show_their_bold_as_bold_and_escape_the_rest() -> None
         "answers <strong>the same</strong> as &lt;b&gt;base&lt;/b&gt;"
     )
     assert str(bold(None)) == ""
+
+
+
+def test_an_empty_answer_says_so_and_an_unasked_model_shows_no_score() -> None:
+    from finetuneflow.web.ui.pages import TEMPLATES
+
+    rows = [{"question": "What is E21?", "reference": "cold gel", "base": {"answer": "", "f1": 0.0},
+             "tuned": {"answer": "<b>cold</b> gel", "f1": 1.0}},
+            {"question": "Unscored?", "reference": "yes", "base": None, "tuned": None}]  # fmt: skip
+    page = TEMPLATES.env.get_template("steps/evaluate.html").render(
+        steps=views.STEPS, step="evaluate", project="demo", title="Evaluate", run_id="r1", runs=[],
+        evaluation={"sets": {"heldout": {"label": "Held-out", "rows": rows}}},
+    )  # fmt: skip
+    answers = page.split('class="answers"')[1].split("</table>")[0]
+    assert '<em class="muted">(empty answer)</em> <small>F1 0.00</small>' in answers
+    assert "&lt;b&gt;cold&lt;/b&gt; gel <small>F1 1.00</small>" in answers  # answers stay escaped
+    assert answers.count("F1 ") == 2  # no bare "F1 " for the models that were not asked
