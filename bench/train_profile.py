@@ -294,7 +294,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     if arm:
         arm(bool(job["on"]), None)
     plain = steps if arm else 0  # unprofiled steps timed after the profiled ones
-    extra = 0 if arm else 1  # without an arm: one step after the profiled ones, its products clocked
+    after = plain or 1  # steps after the profiled ones: the A/B's timed ones, or one with a clock
 
     def build(*args: Any, **kwargs: Any) -> Any:
         out = built(*args, **kwargs)
@@ -315,16 +315,14 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
             clock["seconds"] = time.perf_counter() - clock["start"]
             prof.stop()
             clock["plain"] = time.perf_counter()
-        if plain and event.done == 1 + steps + plain:
-            clock["plain_seconds"] = time.perf_counter() - clock["plain"]
-        if not plain and event.done == 1 + steps:  # the last step: its products timed, no profiler
-            stack.append(matmuls)
-            matmuls.__enter__()
-            clock["clocked"] = time.perf_counter()
-        elif not plain and event.done == 2 + steps:
-            clock["clocked"] = time.perf_counter() - clock["clocked"]
-            stack.remove(matmuls)
-            matmuls.__exit__(None, None, None)
+            if not plain:  # the next step: its products timed, no profiler
+                stack.append(matmuls)
+                matmuls.__enter__()
+        elif event.done == 1 + steps + after:
+            clock["plain_seconds" if plain else "clocked"] = time.perf_counter() - clock["plain"]
+            if not plain:
+                stack.remove(matmuls)
+                matmuls.__exit__(None, None, None)
 
     stack: list[Any] = []
     matmuls = _clock_mode()()
@@ -332,8 +330,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     train_step.build_model = build  # train() builds the model (LoRA attached): label it there
     cfg = TrainConfig(
         base_model=job["model"], max_len=512, batch_size=2, grad_accum=max(1, job["batch"] // 2),
-        max_steps=steps + plain + extra + 2, epochs=100.0, learning_rate=2e-4,
-        eval_every=steps + plain + extra + 2,
+        max_steps=steps + after + 2, epochs=100.0, learning_rate=2e-4, eval_every=steps + after + 2,
         threads=job["threads"], lora=LoraSettings(r=16, alpha=32),
     )  # fmt: skip
     try:
