@@ -71,6 +71,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from finetuneflow import allocator
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_data import make_rows, n_tokens  # noqa: E402  (bench/ is not a package)
 from train_profile import ARMS, child_profile, profile_ab  # noqa: E402
@@ -180,6 +182,7 @@ def child_main(kind: str, job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     result = CHILDREN[kind](job)
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    result["allocator"] = os.path.basename(allocator.in_use())
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():  # on a GPU the limit is GPU memory, not RSS
         result["peak_gpu"] = torch.cuda.max_memory_allocated()
@@ -199,6 +202,8 @@ def run_child(kind: str, job: dict[str, Any], root: Path, tag: str) -> dict[str,
     threads = str(job["threads"] or len(os.sched_getaffinity(0)))  # 0: ours decides, from all cores
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    if kind in ("ours", "profile") or (kind == "trl" and job.get("peer_allocator") == "ours"):
+        env = allocator.preload_env(env) or env  # what `ftf train` starts itself with
     log = out / "log.txt"
     with log.open("w") as fh:
         proc = subprocess.run(
@@ -270,7 +275,7 @@ def report(name: str, r: dict[str, Any], ceiling_tps: float) -> None:
     print(
         f"  {name:<12} {r['tokens']:7d} real tokens in {r['seconds']:7.1f} s = {tps:7.1f} tok/s "
         f"({tps / ceiling_tps:5.1%} of ceiling), {r['steps']} steps, "
-        f"peak RSS {r['peak_rss'] / GIB:5.2f} GiB"
+        f"peak RSS {r['peak_rss'] / GIB:5.2f} GiB, malloc: {r['allocator']}"
         + (f", peak GPU memory {r['peak_gpu'] / GIB:5.2f} GiB" if r.get("peak_gpu") else "")
         + "\n"
         f"               after step 1: {after_first}; untimed (load, tokenize, eval, save): "
@@ -377,6 +382,12 @@ def parse_args() -> argparse.Namespace:
         choices=sorted(ARMS),
         help="with --profile: profile ours without and with this change, alternating --rounds times",
     )
+    parser.add_argument(
+        "--peer-allocator",
+        choices=("system", "ours"),
+        default="system",
+        help="TRL's malloc: glibc's as shipped (default), or the one `ftf train` preloads (jemalloc)",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -416,7 +427,7 @@ def main() -> None:
             flush=True,
         )
         job = {"model": str(model), "dataset": str(dataset), "batch": args.batch, "threads": args.threads,
-               "micro": args.micro}  # fmt: skip
+               "micro": args.micro, "peer_allocator": args.peer_allocator}  # fmt: skip
         if args.profile:
             profile_ab(run_child, {**job, "steps": args.profile}, root, args.ab, args.rounds)
             return

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from conftest import QUICKSTART
 
-from finetuneflow import api, jobs, paths
+from finetuneflow import allocator, api, jobs, paths
 from finetuneflow.config import to_dict
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.state import jobs as log
+from finetuneflow.state import runs as rf
 from finetuneflow.train.config import TrainConfig
 from jobs.helpers import wait_for
 
@@ -74,6 +75,9 @@ def test_a_training_job_killed_mid_run_resumes_from_its_checkpoint(
     assert [p.name for p in (run_dir.parent).iterdir()] == [run_dir.name]  # one run folder
     assert [e["kind"] for e in log.events(job_id)].count("finished") == 1  # one final result
     assert [r["status"] for r in api.list_runs(project)] == ["finished"]
+    # the worker started itself again with jemalloc, and the run folder says what it trained with
+    used = rf.read_json(run_dir / rf.CONFIG)["allocator"]
+    assert ("jemalloc" in used) if allocator.find_jemalloc() else used == "system"
 
 
 @pytest.mark.parametrize("broker", ["embedded"], indirect=True)  # the reaper: the same for both

@@ -8,8 +8,11 @@ answers at once.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
+from finetuneflow import allocator
 from finetuneflow.cli import (
     chat,
     classify,
@@ -36,6 +39,16 @@ for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, 
     group.register(app)
 
 
+# The commands that train start again with jemalloc preloaded (finetuneflow/allocator.py).
+PRELOAD_COMMANDS = ("train", "worker")
+
+
 def main() -> None:
     """The ``ftf`` console script."""
+    if sys.argv[1:2] and sys.argv[1] in PRELOAD_COMMANDS:
+        try:
+            allocator.reexec()
+        except ValueError as err:  # FTF_ALLOCATOR names no allocator
+            print(f"ftf: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
     app()

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from finetuneflow import hardware
+from finetuneflow import allocator, hardware
 from finetuneflow.config import to_dict
 from finetuneflow.errors import TrainingError
 from finetuneflow.events import Emitter, EventSink
@@ -132,7 +132,8 @@ def train(
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
-                      "threads": threads, "world_size": dist.world, "recipe": recipe.to_dict(),
+                      "threads": threads, "allocator": allocator.in_use(), "world_size": dist.world,
+                      "recipe": recipe.to_dict(),
                       "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
     loss_fn = (
         fsdp.shard(built.model, device, dist.world, cfg.loss_chunk)

@@ -1,0 +1,87 @@
+"""``ftf train`` and ``ftf worker`` start again with jemalloc preloaded (finetuneflow/allocator.py);
+``FTF_ALLOCATOR`` chooses, and a wrong value is a clear error. Real processes, real exec."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetuneflow import allocator
+
+JEMALLOC = allocator.find_jemalloc()
+needs_jemalloc = pytest.mark.skipif(
+    JEMALLOC is None or not sys.platform.startswith("linux"),
+    reason="no jemalloc on this machine (Debian/Ubuntu: apt-get install libjemalloc2)",
+)
+
+# Runs the ftf console script's entry point as `ftf <args>` and prints the malloc in use at the end.
+PROBE = """
+import sys
+sys.argv = ["ftf", *sys.argv[1:]]
+from finetuneflow import allocator, cli
+try:
+    cli.main()
+finally:
+    print("MALLOC", allocator.in_use(), flush=True)
+"""
+
+
+def _ftf(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    ours = ("LD_PRELOAD", allocator.MARK, allocator.CHOICE)
+    clean = {k: v for k, v in os.environ.items() if k not in ours}
+    command = [sys.executable, "-c", PROBE, *args]
+    return subprocess.run(command, env={**clean, **env}, capture_output=True, text=True, timeout=120)
+
+
+def _malloc(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in done.stdout.splitlines() if line.startswith("MALLOC ")]
+    assert len(lines) == 1, done.stdout + done.stderr  # one process printed: it replaced itself once
+    return lines[0].removeprefix("MALLOC ")
+
+
+@needs_jemalloc
+def test_train_and_worker_start_again_with_jemalloc() -> None:
+    for command in ("train", "worker"):
+        done = _ftf(command, "--help")
+        assert done.returncode == 0, done.stderr
+        assert "jemalloc" in os.path.basename(_malloc(done)), command
+
+
+def test_other_commands_and_the_system_choice_keep_glibc_malloc() -> None:
+    assert _malloc(_ftf("ingest", "--help")) == "system"
+    assert _malloc(_ftf("train", "--help", FTF_ALLOCATOR="system")) == "system"
+
+
+def test_a_wrong_choice_is_a_clear_error_before_anything_runs() -> None:
+    done = _ftf("train", "--help", FTF_ALLOCATOR="tcmalloc-please")
+    assert done.returncode == 2
+    assert "FTF_ALLOCATOR='tcmalloc-please'" in done.stderr and "'system'" in done.stderr
+    assert "Usage" not in done.stdout  # the command itself never ran
+
+
+@needs_jemalloc
+def test_a_library_path_is_preloaded_as_given_and_never_twice(tmp_path: Path) -> None:
+    assert JEMALLOC is not None
+    done = _ftf("train", "--help", FTF_ALLOCATOR=JEMALLOC)
+    assert os.path.samefile(_malloc(done), JEMALLOC)
+    env = allocator.preload_env({"FTF_ALLOCATOR": JEMALLOC, "LD_PRELOAD": "/opt/x/libfoo.so"})
+    assert env is not None and env["LD_PRELOAD"] == f"{JEMALLOC}:/opt/x/libfoo.so"
+    assert allocator.preload_env({"LD_PRELOAD": JEMALLOC}) is None  # already there: nothing to add
+    assert allocator.preload_env({"FTF_ALLOCATOR": "system"}) is None
+
+
+def test_find_jemalloc_looks_only_where_it_is_told(tmp_path: Path) -> None:
+    assert allocator.find_jemalloc(dirs=(str(tmp_path),)) in (None, *_prefix_copies())
+    (tmp_path / "libjemalloc.so.2").write_bytes(b"")
+    found = allocator.find_jemalloc(dirs=(str(tmp_path),))
+    assert found is not None and (found == str(tmp_path / "libjemalloc.so.2") or found in _prefix_copies())
+
+
+def _prefix_copies() -> tuple[str, ...]:
+    """A jemalloc inside this interpreter's own prefix (a conda environment) comes first."""
+    copies = (Path(sys.prefix, "lib", name) for name in allocator.JEMALLOC)
+    return tuple(str(path) for path in copies if path.is_file())
