@@ -33,8 +33,10 @@ each engine E passes over the rows (one epoch of 256 rows takes ~4 min for ours 
 defaults here).
 
 Each engine runs in its own subprocess (one torch thread by default, ``--threads``; OMP/MKL threads set
-to match), alternating ours, TRL defaults, TRL best for ``--rounds`` (``--engines`` runs a subset); each
-child reports its own peak RSS (``ru_maxrss``, model load included; on a GPU also
+to match; ours' with jemalloc preloaded when the machine has it, as ``ftf train`` starts itself,
+TRL's with glibc's malloc as shipped unless ``--peer-allocator ours``; each names its malloc),
+alternating ours, TRL defaults, TRL best for ``--rounds`` (``--engines`` runs a subset); each child
+reports its own peak RSS (``ru_maxrss``, model load included; on a GPU also
 ``torch.cuda.max_memory_allocated``, which the memory ratios then compare). Each round also times an n x
 n matmul (2048, bf16 where the CPU has native bf16, else fp32) in a child with the same threads: its
 GFLOP/s over ~4·N FLOP per trained token (forward 2N, backward through the frozen weights 2N; the LoRA
