@@ -12,7 +12,6 @@ import sys
 
 import typer
 
-from finetuneflow import allocator
 from finetuneflow.cli import (
     chat,
     classify,
@@ -46,6 +45,8 @@ PRELOAD_COMMANDS = ("train", "worker")
 def main() -> None:
     """The ``ftf`` console script."""
     if sys.argv[1:2] and sys.argv[1] in PRELOAD_COMMANDS:
+        from finetuneflow import allocator  # here: `ftf --help` imports no module outside cli/
+
         try:
             allocator.reexec()
         except ValueError as err:  # FTF_ALLOCATOR names no allocator
