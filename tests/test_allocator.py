@@ -64,7 +64,7 @@ def test_a_wrong_choice_is_a_clear_error_before_anything_runs() -> None:
 
 
 @needs_jemalloc
-def test_a_library_path_is_preloaded_as_given_and_never_twice(tmp_path: Path) -> None:
+def test_a_library_path_is_preloaded_as_given_and_never_twice() -> None:
     assert JEMALLOC is not None
     done = _ftf("train", "--help", FTF_ALLOCATOR=JEMALLOC)
     assert os.path.samefile(_malloc(done), JEMALLOC)

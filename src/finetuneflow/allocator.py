@@ -34,7 +34,8 @@ def choice(env: Mapping[str, str] | None = None) -> str:
 
     Raises ValueError naming the variable and the accepted values."""
     value = (os.environ if env is None else env).get(CHOICE, "").strip() or "auto"
-    if value in ("auto", "system") or (value.endswith(".so") or ".so." in value) and Path(value).is_file():
+    library = value.endswith(".so") or ".so." in value
+    if value in ("auto", "system") or (library and Path(value).is_file()):
         return value
     raise ValueError(
         f"{CHOICE}={value!r}: expected 'auto' (jemalloc when found), 'system' (glibc's malloc) "
@@ -88,10 +89,9 @@ def reexec() -> None:
     env = preload_env(os.environ)
     if env is None:
         return
-    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        os.execve(sys.executable, argv, env)
+    try:  # orig_argv: the interpreter's own flags (-X, -W, -u under torchrun) start again too
+        os.execve(sys.executable, sys.orig_argv, env)
     except OSError:  # exec refused (a sandbox, a vanished interpreter): keep going as we are
         return
