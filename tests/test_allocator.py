@@ -85,3 +85,48 @@ def _prefix_copies() -> tuple[str, ...]:
     """A jemalloc inside this interpreter's own prefix (a conda environment) comes first."""
     copies = (Path(sys.prefix, "lib", name) for name in allocator.JEMALLOC)
     return tuple(str(path) for path in copies if path.is_file())
+
+
+# Prints jemalloc's decay time for freed pages (new arenas', arena 0's) before, inside and after
+# keep_freed_pages(), and whether it applied.
+DECAY_PROBE = """
+import ctypes
+from finetuneflow import allocator
+control = allocator._mallctl()
+def decay():
+    if control is None:
+        return None
+    names = (b"arenas.dirty_decay_ms", b"arena.0.dirty_decay_ms")
+    return [allocator._read(control, name, ctypes.c_ssize_t) for name in names]
+before = decay()
+with allocator.keep_freed_pages() as applied:
+    inside = decay()
+    blocks = [bytearray(32 << 20) for _ in range(4)]  # 128 MB used and freed while pages are kept
+    del blocks
+print("DECAY", before, inside, decay(), applied)
+"""
+
+
+def _decay(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    done = subprocess.run([sys.executable, "-c", DECAY_PROBE], env={**clean, **env}, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return next(line for line in done.stdout.splitlines() if line.startswith("DECAY "))
+
+
+@needs_jemalloc
+def test_jemalloc_keeps_freed_pages_while_training_and_gets_its_decay_back() -> None:
+    assert JEMALLOC is not None
+    assert _decay(LD_PRELOAD=JEMALLOC) == "DECAY [10000, 10000] [-1, -1] [10000, 10000] True"
+
+
+@needs_jemalloc
+def test_a_users_malloc_conf_decay_is_left_alone() -> None:
+    assert JEMALLOC is not None
+    done = _decay(LD_PRELOAD=JEMALLOC, MALLOC_CONF="dirty_decay_ms:2500")
+    assert done == "DECAY [2500, 2500] [2500, 2500] [2500, 2500] False"
+
+
+def test_keep_freed_pages_does_nothing_under_glibc_malloc() -> None:
+    assert _decay() == "DECAY None None None False"

@@ -159,7 +159,8 @@ def train(
         loop.cores = hardware.CoreShare(threads)
         loop.cores.settle()  # the first step too: a step beside a busy core on all of them ran 2.7x slower
     state = _start_state(loop, resume)
-    status = run(loop, state)
+    with allocator.keep_freed_pages():  # jemalloc: no page faults on reused activations
+        status = run(loop, state)
     if sharded:  # the trained weights, whole, into rank 0's CPU memory (every rank helps gather)
         fsdp.gather_trained(loss_fn, keep=dist.main)
     summary = _summary(status, state, loop.total, built.method) | {"run_dir": str(run_dir)}
