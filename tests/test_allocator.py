@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,6 +92,7 @@ def _prefix_copies() -> tuple[str, ...]:
 # keep_freed_pages(), and whether it applied.
 DECAY_PROBE = """
 import ctypes
+import json
 from finetuneflow import allocator
 control = allocator._mallctl()
 def decay():
@@ -103,30 +105,32 @@ with allocator.keep_freed_pages() as applied:
     inside = decay()
     blocks = [bytearray(32 << 20) for _ in range(4)]  # 128 MB used and freed while pages are kept
     del blocks
-print("DECAY", before, inside, decay(), applied)
+print("DECAY", json.dumps([before, inside, decay(), applied]))
 """
 
 
-def _decay(**env: str) -> str:
+def _decay(**env: str) -> list[object]:
     clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     done = subprocess.run([sys.executable, "-c", DECAY_PROBE], env={**clean, **env}, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return next(line for line in done.stdout.splitlines() if line.startswith("DECAY "))
+    line = next(line for line in done.stdout.splitlines() if line.startswith("DECAY "))
+    return list(json.loads(line.removeprefix("DECAY ")))
 
 
 @needs_jemalloc
 def test_jemalloc_keeps_freed_pages_while_training_and_gets_its_decay_back() -> None:
     assert JEMALLOC is not None
-    assert _decay(LD_PRELOAD=JEMALLOC) == "DECAY [10000, 10000] [-1, -1] [10000, 10000] True"
+    before, inside, after, applied = _decay(LD_PRELOAD=JEMALLOC)
+    assert isinstance(before, list) and -1 not in before  # jemalloc's own decay (10 s by default)
+    assert inside == [-1, -1] and after == before and applied is True
 
 
 @needs_jemalloc
 def test_a_users_malloc_conf_decay_is_left_alone() -> None:
     assert JEMALLOC is not None
-    done = _decay(LD_PRELOAD=JEMALLOC, MALLOC_CONF="dirty_decay_ms:2500")
-    assert done == "DECAY [2500, 2500] [2500, 2500] [2500, 2500] False"
+    assert _decay(LD_PRELOAD=JEMALLOC, MALLOC_CONF="dirty_decay_ms:2500") == [[2500, 2500]] * 3 + [False]
 
 
 def test_keep_freed_pages_does_nothing_under_glibc_malloc() -> None:
-    assert _decay() == "DECAY None None None False"
+    assert _decay() == [None, None, None, False]
