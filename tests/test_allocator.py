@@ -93,6 +93,7 @@ def _prefix_copies() -> tuple[str, ...]:
 DECAY_PROBE = """
 import ctypes
 import json
+import threading
 from finetuneflow import allocator
 control = allocator._mallctl()
 def decay():
@@ -101,11 +102,19 @@ def decay():
     names = (b"arenas.dirty_decay_ms", b"arena.0.dirty_decay_ms")
     return [allocator._read(control, name, ctypes.c_ssize_t) for name in names]
 before = decay()
-with allocator.keep_freed_pages() as applied:
-    inside = decay()
+def churn():
     blocks = [bytearray(32 << 20) for _ in range(4)]  # 128 MB used and freed while pages are kept
     del blocks
+with allocator.keep_freed_pages() as applied:
+    inside = decay()
+    churn()
+    threads = [threading.Thread(target=churn) for _ in range(6)]  # threads may open new arenas
+    [thread.start() for thread in threads]
+    [thread.join() for thread in threads]
+names = allocator._arena_names(control) if control else []
+every = [allocator._read(control, name, ctypes.c_ssize_t) for name in names]
 print("DECAY", json.dumps([before, inside, decay(), applied]))
+print("ARENAS", json.dumps([value for value in every if value is not None]))
 """
 
 
@@ -114,8 +123,11 @@ def _decay(**env: str) -> list[object]:
     done = subprocess.run([sys.executable, "-c", DECAY_PROBE], env={**clean, **env}, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    line = next(line for line in done.stdout.splitlines() if line.startswith("DECAY "))
-    return list(json.loads(line.removeprefix("DECAY ")))
+    printed = [line for line in done.stdout.splitlines() if line.startswith(("DECAY ", "ARENAS "))]
+    lines = dict(line.split(" ", 1) for line in printed)
+    arenas = json.loads(lines["ARENAS"])
+    assert -1 not in arenas, arenas  # no arena, old or opened meanwhile, keeps pages afterwards
+    return list(json.loads(lines["DECAY"]))
 
 
 @needs_jemalloc

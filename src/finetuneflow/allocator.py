@@ -125,16 +125,24 @@ def keep_freed_pages() -> Iterator[bool]:
     if mallctl is None or DECAY in os.environ.get("MALLOC_CONF", ""):
         yield False
         return
-    arenas = _read(mallctl, b"arenas.narenas", ctypes.c_uint) or 0
-    names = [f"arena.{i}.{DECAY}".encode() for i in range(arenas)] + [f"arenas.{DECAY}".encode()]
-    before = {name: _read(mallctl, name, ctypes.c_ssize_t) for name in names}  # arenas.*: new arenas
+    default = f"arenas.{DECAY}".encode()  # what arenas created from now on start with
+    before = {name: _read(mallctl, name, ctypes.c_ssize_t) for name in [*_arena_names(mallctl), default]}
     changed = {name: old for name, old in before.items() if old is not None and _write(mallctl, name, -1)}
     try:
         yield bool(changed)
     finally:
         for name, old in changed.items():
             _write(mallctl, name, old)
+        if default in changed:  # arenas made meanwhile (a new thread's) started with -1: theirs back too
+            for name in _arena_names(mallctl):
+                if name not in changed and _read(mallctl, name, ctypes.c_ssize_t) == -1:
+                    _write(mallctl, name, changed[default])
         mallctl(f"arena.{ALL_ARENAS}.purge".encode(), None, None, None, 0)
+
+
+def _arena_names(mallctl: Any) -> list[bytes]:
+    count = _read(mallctl, b"arenas.narenas", ctypes.c_uint) or 0
+    return [f"arena.{i}.{DECAY}".encode() for i in range(count)]
 
 
 def _mallctl() -> Any:
