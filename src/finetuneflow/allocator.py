@@ -130,13 +130,10 @@ def keep_freed_pages() -> Iterator[bool]:
     changed = {name: old for name, old in before.items() if old is not None and _write(mallctl, name, -1)}
     try:
         yield bool(changed)
-    finally:
-        for name, old in changed.items():
-            _write(mallctl, name, old)
-        if default in changed:  # arenas made meanwhile (a new thread's) started with -1: theirs back too
-            for name in _arena_names(mallctl):
-                if name not in changed and _read(mallctl, name, ctypes.c_ssize_t) == -1:
-                    _write(mallctl, name, changed[default])
+    finally:  # arenas opened meanwhile (a new thread's) started with -1: they get the old default
+        for name in dict.fromkeys([*changed, *_arena_names(mallctl)]):
+            if (old := changed.get(name, changed.get(default))) is not None:
+                _write(mallctl, name, old)
         mallctl(f"arena.{ALL_ARENAS}.purge".encode(), None, None, None, 0)
 
 

@@ -92,7 +92,7 @@ def evaluate(
         emit = Emitter("evaluate", _adapting(hardware.CoreShare(threads, every_s=2.0), on_event))
     amp = partial(hardware.autocast, device, hardware.autocast_dtype(device, trained["precision"]))
     emit("load", message="loading the base and the tuned model")
-    # under jemalloc (a worker's jobs) its default decay made this ~5% slower than glibc's malloc
+    # under jemalloc (a worker's jobs) its default decay made this slower than glibc's malloc
     with allocator.keep_freed_pages():
         tuned = load_tuned(run_dir, device)
         dataset = Path(run_cfg["dataset"])
