@@ -15,7 +15,7 @@
 Each part prints one table; the whole log and a JSON of the numbers go to ``--out``.
 
     python bench/gpu.py --out DIR --tokenizer SMOLLM2_FOLDER [--layers 24] [--steps 6]
-                        [--tokens 65536] [--micro 2] [--skip PART,...] [--tests PATH,...]
+                        [--tokens 65536] [--micro 0] [--skip PART,...] [--tests PATH,...]
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated of: parity,qlora,bench,tests")
     parser.add_argument("--test-seconds", type=int, default=150, help="time limit of the tests part")
     parser.add_argument("--tests", default="tests/train,tests/models", help="comma-separated test paths")
-    parser.add_argument("--micro", type=int, default=2, help="bench/train.py --micro: ours' micro-batch")
+    parser.add_argument("--micro", type=int, default=0, help="bench/train.py --micro (0 = auto)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ftf-gpu"))
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -9,9 +9,9 @@ layout (``chat/train.jsonl`` plus an 8-row ``chat/eval.jsonl``). Batch 8, 512 to
 
 1. ours: ``finetuneflow.train.step.train(dataset_dir, run_dir, TrainConfig(...))`` with its defaults
    (packed 512-token rows with position-id resets, bf16 autocast where the CPU has native bf16,
-   LM head on supervised tokens only, no gradient checkpointing, 1 row per micro-batch) except:
-   ``base_model`` = the folder, ``max_len=512``, ``grad_accum`` so that a step is ``--batch`` packed
-   rows like TRL's (8 = 1 x 8: the same step, in micro-batches of our default size; ``--micro``),
+   LM head on supervised tokens only, no gradient checkpointing, micro-batches of ``batch_size`` 0 =
+   auto: 2 rows on a CPU) except: ``base_model`` = the folder, ``max_len=512``, ``grad_accum`` so that
+   a step is ``--batch`` packed rows like TRL's (8: the same step, split by auto; ``--micro``),
    ``max_steps`` from the token budget (``epochs``
    set high enough that max_steps decides), ``threads``, ``eval_every=max_steps`` (one eval and
    checkpoint, after the last step, outside the clock) and
@@ -88,7 +88,7 @@ TARGET_BEST = 2.0  # ours / TRL's best CPU configuration, real tokens/s
 TARGET_MEMORY = 0.5  # ours / TRL defaults, peak RSS
 TARGET_CEILING = 0.65  # ours / the bf16 matmul ceiling
 ROW_LEN = 512
-MICRO_BATCH = 1  # TrainConfig's default rows per micro-batch; --batch must be a multiple of it
+MICRO_BATCH = 0  # TrainConfig's default rows per micro-batch (auto); --batch must be a multiple of it
 LEARNING_RATE = 2e-4
 LORA_R, LORA_ALPHA = 16, 32
 FLOP_PER_TOKEN_PER_PARAM = 4  # LoRA step: forward 2N + backward (input grads only) 2N
@@ -114,8 +114,8 @@ def child_ours(job: dict[str, Any]) -> dict[str, Any]:
     cfg = TrainConfig(
         base_model=job["model"],
         max_len=ROW_LEN,
-        batch_size=min(job["batch"], job["micro"]),
-        grad_accum=max(1, job["batch"] // job["micro"]),
+        batch_size=min(job["batch"], job["micro"]),  # 0: auto, TrainConfig's default
+        grad_accum=job["batch"] // max(1, min(job["batch"], job["micro"])),
         max_steps=job["steps"],
         epochs=float(job["epochs"]),
         learning_rate=LEARNING_RATE,
@@ -346,7 +346,7 @@ def parse_args() -> argparse.Namespace:
         "--micro",
         type=int,
         default=MICRO_BATCH,
-        help=f"ours' rows per micro-batch (default {MICRO_BATCH}, TrainConfig's; a GPU fills with more)",
+        help=f"ours' rows per micro-batch (default {MICRO_BATCH} = auto, TrainConfig's: 2 on a CPU)",
     )
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)

@@ -330,7 +330,7 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
     train_step.build_model = build  # train() builds the model (LoRA attached): label it there
     cfg = TrainConfig(
         base_model=job["model"], max_len=512, batch_size=job["micro"],
-        grad_accum=max(1, job["batch"] // job["micro"]),
+        grad_accum=job["batch"] // max(1, job["micro"]),
         max_steps=steps + after + 2, epochs=100.0, learning_rate=2e-4, eval_every=steps + after + 2,
         threads=job["threads"], lora=LoraSettings(r=16, alpha=32),
     )  # fmt: skip

@@ -147,7 +147,7 @@ def test_all_errors_reported_at_once() -> None:
     with pytest.raises(ConfigError) as err:
         from_dict(
             TrainConfig,
-            {"max_len": 8, "batch_size": 0, "learning_rate": 3.0, "lora": {"dropout": 1.5}},
+            {"max_len": 8, "batch_size": -1, "learning_rate": 3.0, "lora": {"dropout": 1.5}},
         )
     keys = {e.split(":")[0] for e in err.value.errors}
     assert {"max_len", "batch_size", "learning_rate", "lora.dropout"} <= keys

@@ -31,8 +31,8 @@ def test_a_key_reads_one_part_of_the_file(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        settings(TrainConfig, None, batch_size=0, lora={"r": 0}, epochs="x")
+        settings(TrainConfig, None, batch_size=-1, lora={"r": 0}, epochs="x")
     assert len(err.value.errors) == 1 and "epochs" in err.value.errors[0]  # types first, then values
     with pytest.raises(ConfigError) as err:
-        settings(TrainConfig, None, batch_size=0, lora={"r": 0})
+        settings(TrainConfig, None, batch_size=-1, lora={"r": 0})
     assert {e.split(":")[0] for e in err.value.errors} == {"batch_size", "lora.r"}

@@ -74,6 +74,19 @@ def test_out_of_memory_halves_the_micro_batch_and_gets_the_same_result(
     assert any(m.get("event") == "oom" for m in rf.read_metrics(tmp_path / "backed"))
 
 
+def test_auto_micro_batch_trains_as_one_row_at_a_time_does_and_says_its_split(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    ds = chat_dataset(tmp_path / "ds")
+    one = train(ds, tmp_path / "one", _cfg(tiny_model, batch_size=1, grad_accum=4))
+    auto = train(ds, tmp_path / "auto", _cfg(tiny_model, batch_size=0, grad_accum=4))
+    assert [rf.read_json(tmp_path / r / rf.CONFIG)["micro_batch"] for r in ("one", "auto")] == [1, 2]
+    assert rf.read_json(tmp_path / "auto" / rf.CONFIG)["train"]["batch_size"] == 0  # resume compares it
+    losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("one", "auto")]
+    assert len(losses[0]) == one["steps"] == auto["steps"] == 3
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
 def test_out_of_memory_at_one_row_stops_with_a_plan(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,17 @@ import pytest
 from finetuneflow.config import to_dict
 from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import LoraSettings, TrainConfig
-from finetuneflow.train.memory import GIB, Hardware, dims, estimate_memory, lora_params, param_count, probe
+from finetuneflow.train.memory import (
+    GIB,
+    HEADROOM,
+    Hardware,
+    auto_micro_rows,
+    dims,
+    estimate_memory,
+    lora_params,
+    param_count,
+    probe,
+)
 from finetuneflow.train.plan import apply_changes, dataset_dir_of, micro_benchmark, recommend
 from train.test_step import tiny_dataset
 
@@ -173,6 +184,25 @@ def test_a_big_batch_is_rescued_by_checkpointing_and_accumulation() -> None:
 def test_a_config_that_fits_is_left_alone() -> None:
     plan = recommend(SMOLLM2_135M, TrainConfig(), cpu(20))
     assert plan.fits and plan.changes == {} and plan.precision == "bf16"
+    assert "micro-batch: 2 of a step's 4 rows at once (batch_size 0 = auto)" in plan.reasons
+
+
+def test_auto_micro_batch_takes_two_rows_on_a_cpu_and_the_whole_step_on_a_gpu_where_they_fit() -> None:
+    auto = TrainConfig(precision="bf16")  # batch_size 0 (auto), grad_accum 4: a step is 4 rows
+    assert (auto.batch_size, auto.step_rows) == (0, 4)
+
+    def need(hw: Hardware, rows: int) -> float:  # GiB free that `rows` at once need
+        split = replace(auto, batch_size=rows, grad_accum=4 // rows)
+        return estimate_memory(SMOLLM2_135M, split, hw).total / HEADROOM / GIB
+
+    assert auto_micro_rows(SMOLLM2_135M, auto, cpu(20)) == 2
+    assert auto_micro_rows(SMOLLM2_135M, auto, cpu((need(cpu(20), 1) + need(cpu(20), 2)) / 2)) == 1
+    assert auto_micro_rows(SMOLLM2_135M, auto, cuda(40)) == 4
+    assert auto_micro_rows(SMOLLM2_135M, auto, cuda((need(cuda(40), 2) + need(cuda(40), 4)) / 2)) == 2
+    assert auto_micro_rows(SMOLLM2_135M, replace(auto, grad_accum=3), cpu(20)) == 1  # 2 does not divide 3
+    assert auto_micro_rows(SMOLLM2_135M, replace(auto, batch_size=3), cpu(1)) == 3  # a set size is kept
+    two = replace(auto, batch_size=2, grad_accum=2)
+    assert estimate_memory(SMOLLM2_135M, auto, cpu(20)) == estimate_memory(SMOLLM2_135M, two, cpu(20))
 
 
 def test_qlora_on_a_cpu_becomes_lora_with_the_reason() -> None:

@@ -91,14 +91,19 @@ class TrainConfig:
     max_len: int = setting(512, "Tokens per packed row; longer examples are truncated (and counted).")
     epochs: float = setting(3.0, "Passes over the training rows (fractions allowed).")
     max_steps: int = setting(0, "Stop after this many optimizer steps (0 = no limit; epochs decide).")
-    # 1 x 4 rather than 2 x 2 or 4 x 1: the same step, the least activation memory, the same tokens/s
-    # on a CPU (SmolLM2-135M, 512-token rows, bf16, one thread: 1 x 8 vs 2 x 4 rows peaked at 2.07 vs
-    # 3.03 GiB at 168 vs 165 tok/s, bench/train.py --micro; earlier 2 x 2 vs 4 x 1: 2.5 vs 4.3 GiB).
-    # A GPU wants more rows at once: on an H200, 8 rows ran 2.7x faster than 2 (README "On a GPU").
+    # A step is 4 rows; auto runs them 2 at a time on a CPU: after the fusions and kept pages 2 rows
+    # ran +3.4% on one thread and +11% on two (in-process A/B, SmolLM2-135M, 512-token rows, bf16,
+    # 2026-12-06) for ~0.4 GiB; earlier 1 x 8 vs 2 x 4 peaked at 2.07 vs 3.03 GiB, so the memory
+    # estimate decides (train/memory.py: auto_micro_rows). A GPU wants more rows at once (an H200
+    # ran 8 rows 2.7x faster than 2, README "On a GPU"): auto runs the whole step there if it fits.
     batch_size: int = setting(
-        1, "Packed rows per micro-batch (rows in memory at once; raise it on a GPU as memory allows)."
+        0,
+        "Packed rows per micro-batch, the rows in memory at once (0 = auto: a step's rows run 2 at a "
+        "time on a CPU and all at once on a GPU, as far as the memory estimate allows; same maths).",
     )
-    grad_accum: int = setting(4, "Micro-batches per optimizer step (step = batch_size x grad_accum rows).")
+    grad_accum: int = setting(
+        4, "Micro-batches per optimizer step: a step is batch_size x grad_accum rows (grad_accum with 0)."
+    )
     learning_rate: float = setting(
         0.0, "Peak AdamW learning rate (0 = sized to the model and goal; 2e-4 for style on big models)."
     )
@@ -137,14 +142,20 @@ class TrainConfig:
     checkpoints: CheckpointSettings = section(CheckpointSettings, "Checkpoints, resume and early stopping.")
     recall: RecallSettings = section(RecallSettings, "The knowledge goal's recall probe and guard.")
 
+    @property
+    def step_rows(self) -> int:
+        """Packed rows per optimizer step (auto's micro-batch split does not change it)."""
+        return max(1, self.batch_size) * self.grad_accum
+
     def problems(self) -> list[str]:
         """Every invalid value, with the fix (nested sections prefixed ``lora.`` / ``checkpoints.``)."""
         out = []
         if not 32 <= self.max_len <= 131072:
             out.append(f"max_len: {self.max_len} is outside 32..131072")
-        for name in ("batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: must be >= 1")
+        if self.batch_size < 0:
+            out.append("batch_size: must be >= 0 (0 = auto)")
+        if self.grad_accum < 1:
+            out.append("grad_accum: must be >= 1")
         if self.epochs <= 0 and self.max_steps <= 0:
             out.append("epochs: must be > 0 unless max_steps is set")
         if self.max_steps < 0 or self.eval_every < 0 or self.threads < 0:

@@ -220,7 +220,7 @@ def _back_off(
             f"out of memory at step {state.step + 1} with parallel='fsdp' "
             f"({str(err).splitlines()[0][:200]}); sharded runs cannot shrink the micro-batch on one "
             "rank, so the others stop too. Lower "
-            f"batch_size (now {loop.cfg.batch_size}) or max_len (now {loop.cfg.max_len}), turn on "
+            f"batch_size (now {state.micro_size}) or max_len (now {loop.cfg.max_len}), turn on "
             "gradient_checkpointing, or use more GPUs. `ftf plan` estimates what fits."
         ) from err
     if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries:
@@ -231,7 +231,7 @@ def _back_off(
             "`ftf plan` estimates what fits."
         ) from err
     state.micro_size = max(1, state.micro_size // 2)
-    accum = -(-loop.cfg.batch_size * loop.cfg.grad_accum // state.micro_size)
+    accum = -(-loop.cfg.step_rows // state.micro_size)
     state.ooms.append({"step": state.step + 1, "micro_size": state.micro_size})
     message = (
         f"out of memory at step {state.step + 1}: continuing with {state.micro_size} row(s) per "

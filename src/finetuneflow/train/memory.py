@@ -61,6 +61,8 @@ CPU_RUNTIME = int(0.45 * GIB)  # python + torch + transformers + peft + tokenize
 CUDA_RUNTIME = int(0.6 * GIB)  # CUDA context + cuBLAS workspace + allocator reserve
 QLORA_BYTES_PER_PARAM = 0.53  # NF4: 4 bits + an fp8/fp32 absmax per 64 weights (double quantised)
 ADAM_BYTES = 8  # two fp32 moments per trained weight
+HEADROOM = 0.85  # plan for 85% of what is free: the OS, page cache and other processes need the rest
+AUTO_CPU_ROWS = 2  # batch_size 0 (auto) on a CPU: at most this many rows per micro-batch
 
 NON_GATED = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "phi", "falcon", "starcoder2", "gpt_bigcode"}
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -320,7 +322,8 @@ def estimate_memory(
     n = param_count(d)
     compute = compute_precision(cfg, hw)
     half = compute != "fp32"
-    tokens = cfg.batch_size * cfg.max_len
+    rows = auto_micro_rows(model_cfg, cfg, hw, supervised_fraction)
+    tokens = rows * cfg.max_len
     linear_w = n - d.vocab * d.hidden - d.positions * d.hidden - (2 * d.layers + 1) * d.hidden
     head_w = d.vocab * d.hidden  # the head is a linear too, tied or not
 
@@ -356,7 +359,7 @@ def estimate_memory(
         # measured with SmolLM2-135M, 2 x 512 tokens, bf16: ~9 bytes per element for transformers'
         # eager, ~5 for ours (one bf16 copy plus transients)
         per_element = EAGER_BYTES if kernel == "eager" else FTF_EAGER_BYTES
-        activations += per_element * cfg.batch_size * d.heads * cfg.max_len**2 * blocks
+        activations += per_element * rows * d.heads * cfg.max_len**2 * blocks
     supervised = min(int(tokens * supervised_fraction), cfg.loss_chunk)
     logits = int(supervised * d.vocab * LOGIT_BYTES)
     overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
@@ -375,6 +378,24 @@ def estimate_memory(
 
 EAGER_BYTES = 9
 FTF_EAGER_BYTES = 5
+
+
+def auto_micro_rows(
+    model_cfg: dict[str, Any], cfg: TrainConfig, hw: Hardware, supervised_fraction: float = 0.5
+) -> int:
+    """Rows per micro-batch: ``cfg.batch_size``, or for 0 (auto) the most of a step's rows whose
+    estimate fits ``HEADROOM`` of the free memory, up to all of them on CUDA and 2 on a CPU (where 2
+    beat 1 and more were no faster: config.py's note). Only splits that divide the step evenly."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    step = cfg.step_rows
+    cap = {"cuda": step, "cpu": AUTO_CPU_ROWS}.get(hw.device, 1)  # MPS: unmeasured, one row as before
+    budget = HEADROOM * hw.memory_available
+    for rows in range(min(cap, step), 1, -1):
+        split = dataclasses.replace(cfg, batch_size=rows, grad_accum=step // rows)
+        if step % rows == 0 and estimate_memory(model_cfg, split, hw, supervised_fraction).total <= budget:
+            return rows
+    return 1
 
 
 def _activation_bytes(d: Dims, half: bool) -> float:

@@ -28,15 +28,16 @@ from typing import Any
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.memory import (
     GIB,
+    HEADROOM,
     Hardware,
     MemoryEstimate,
+    auto_micro_rows,
     compute_precision,
     dims,
     estimate_memory,
     probe,
 )
 
-HEADROOM = 0.85  # plan for 85% of what is free: the OS, page cache and other processes need the rest
 MAX_TRUNCATED_SHARE = 0.01  # a shorter max_len may cut at most 1% of the examples
 MIN_MAX_LEN = 128
 # Smaller instruct models to suggest when nothing fits (approximate parameter counts).
@@ -145,6 +146,10 @@ def recommend(
         move(s)
     after = s.estimate()
     fits = after.total <= s.budget
+    if s.cfg.batch_size == 0:
+        rows = auto_micro_rows(model_cfg, s.cfg, hw, supervised_fraction)
+        step = s.cfg.step_rows
+        s.reasons.append(f"micro-batch: {rows} of a step's {step} rows at once (batch_size 0 = auto)")
     have = f"{_gib(s.budget)} usable ({HEADROOM:.0%} of {_gib(hw.memory_available)} free {hw.memory_kind})"
     if fits:
         s.reasons.append(f"fits: needs ~{_gib(after.total)} of {have}")
@@ -211,7 +216,8 @@ def _checkpointing(s: _Search) -> None:
 
 def _smaller_micro_batch(s: _Search) -> None:
     """Halve the rows per micro-batch and accumulate more, keeping the effective batch exact."""
-    effective = s.cfg.batch_size * s.cfg.grad_accum
+    effective = s.cfg.step_rows
+    # auto (0) already took the most rows that fit: nothing smaller to try
     sizes = [b for b in range(s.cfg.batch_size - 1, 0, -1) if effective % b == 0]
     if not sizes:
         return
@@ -358,7 +364,7 @@ def micro_benchmark(dataset_dir: Path, cfg: TrainConfig, steps: int = 3) -> Meas
     tokens, rows = int(stats["tokens"]), max(1, int(stats.get("rows", 1)))
     run_tokens = tokens * cfg.epochs if cfg.epochs > 0 else math.inf
     if cfg.max_steps > 0:  # a step sees batch x accum rows of ~tokens/rows real tokens each
-        run_tokens = min(run_tokens, cfg.max_steps * cfg.batch_size * cfg.grad_accum * tokens / rows)
+        run_tokens = min(run_tokens, cfg.max_steps * cfg.step_rows * tokens / rows)
     return Measured(
         steps=len(metrics),
         tokens_per_s=round(tokens_per_s, 1),

@@ -159,7 +159,7 @@ def goal_plan(
     tok_s = measured or estimated_tokens_per_s(params, speed["cores"], speed["bf16"], speed.get("gpu", False))
     tokens = sum(min(n, cfg.max_len) for n in lengths) * (1 + cfg.recall.replay)
     # rows pack to max_len: steps per epoch ~ tokens / (max_len x rows per step)
-    steps_per_epoch = max(1.0, tokens / (cfg.max_len * cfg.batch_size * cfg.grad_accum))
+    steps_per_epoch = max(1.0, tokens / (cfg.max_len * cfg.step_rows))
     every = cfg.recall.every or max(1, int(steps_per_epoch * KNOWLEDGE_EPOCHS) // 16)
     one = probe_seconds(params, cfg.recall.questions, cfg.recall.max_new_tokens, tok_s)
     out["tokens_per_s"] = round(tok_s, 1)

@@ -7,10 +7,11 @@ SFTTrainer defaults at 0.60x its peak memory.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from finetuneflow import allocator, hardware
 from finetuneflow.config import to_dict
 from finetuneflow.errors import TrainingError
 from finetuneflow.events import Emitter, EventSink
-from finetuneflow.models.chat import Row, encode_rows
+from finetuneflow.models.chat import IGNORE, Row, encode_rows
 from finetuneflow.models.load import load_tokenizer
 from finetuneflow.models.resolve import resolve_model
 from finetuneflow.models.schedule import lr_at
@@ -27,7 +28,7 @@ from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
-from finetuneflow.train import fsdp
+from finetuneflow.train import fsdp, memory
 from finetuneflow.train import recipe as rcp
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
@@ -72,7 +73,7 @@ def prepare(dataset_dir: Path, cfg: TrainConfig) -> Prepared:
 
 def plan_steps(n_rows: int, cfg: TrainConfig) -> int:
     """Optimizer steps for the configured epochs (or max_steps)."""
-    per_epoch = max(1, math.ceil(n_rows / (cfg.batch_size * cfg.grad_accum)))
+    per_epoch = max(1, math.ceil(n_rows / cfg.step_rows))
     steps = max(1, round(per_epoch * cfg.epochs)) if cfg.epochs > 0 else cfg.max_steps
     return min(steps, cfg.max_steps) if cfg.max_steps > 0 else steps
 
@@ -81,12 +82,12 @@ def batches(rows: list[Row], cfg: TrainConfig, total_steps: int) -> list[list[li
     """Micro-batches for every optimizer step: rows reshuffled (seeded) at each epoch boundary."""
     rng = random.Random(cfg.seed)
     order: list[Row] = []
-    need = total_steps * cfg.batch_size * cfg.grad_accum
+    need, size = total_steps * cfg.step_rows, max(1, cfg.batch_size)
     while len(order) < need:
         epoch = list(rows)
         rng.shuffle(epoch)
         order += epoch
-    micro = [order[i : i + cfg.batch_size] for i in range(0, need, cfg.batch_size)]
+    micro = [order[i : i + size] for i in range(0, need, size)]
     return [micro[i : i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
 
 
@@ -119,12 +120,14 @@ def train(
     dtype = hardware.autocast_dtype(device, cfg.precision)
     sharded = use_fsdp(cfg, dist)
     _check_fsdp(cfg, device, sharded)
+    rows = micro_rows(cfg, prep, device, dist)  # before the model takes its share of the memory
     # Sharded, the base is read into CPU memory; fully_shard moves one unit at a time to the GPU
     # and keeps this rank's shard of it, so a GPU never holds more than one whole decoder layer.
     built = build_model(prep.model_dir, cfg, device, dtype, load_on="cpu" if sharded else None)
     asked = cfg
     recipe = rcp.resolve(cfg, _base_params(built), prep.has_document_text)
-    cfg = recipe.cfg  # what the loop runs with; `asked` is what resume compares against
+    step = recipe.cfg.step_rows  # the loop's cfg below; `asked` is what resume compares against
+    cfg = replace(recipe.cfg, batch_size=rows, grad_accum=step // rows)
     for note in built.notes:
         emit("note", message=note)
     for line in recipe.notes:
@@ -133,6 +136,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
                       "threads": threads, "allocator": allocator.in_use(), "world_size": dist.world,
+                      "micro_batch": cfg.batch_size,
                       "recipe": recipe.to_dict(),
                       "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
     loss_fn = (
@@ -178,6 +182,24 @@ def train(
     return summary
 
 
+def micro_rows(cfg: TrainConfig, prep: Prepared, device: str, dist: dd.Dist) -> int:
+    """Rows per micro-batch: ``cfg.batch_size``, or for 0 (auto) what the memory estimate allows
+    on this device. Rank 0 decides for all: sharded ranks must run the same micro-batches."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    hw = memory.probe()
+    if not device.startswith("cuda"):  # e.g. device cpu on a CUDA machine: RAM is the limit
+        hw = replace(hw, device=device.split(":")[0])
+    labels = [x != IGNORE for r in prep.train_rows for x in r.labels[1:]]
+    supervised = sum(labels) / max(1, len(labels))
+    try:
+        model_cfg = json.loads((prep.model_dir / "config.json").read_text())
+        rows = memory.auto_micro_rows(model_cfg, cfg, hw, supervised)
+    except (OSError, ValueError):  # sizes the estimate cannot read: one row, the least memory
+        rows = 1
+    return int(dd.broadcast(rows, dist))
+
+
 def _base_params(built: Built) -> int:
     """The base model's parameter count (an adapter's own weights left out)."""
     trainable, total = trainable_count(built.model)
@@ -199,7 +221,7 @@ def _eta_line(
     cores = cfg.threads or hardware.available_cores()
     speed = rcp.estimated_tokens_per_s(params, cores, hardware.cpu_has_bf16(), device.startswith("cuda"))
     rows_tokens = sum(r.real_tokens for r in prep.train_rows) / max(1, len(prep.train_rows))
-    tokens = steps * cfg.batch_size * cfg.grad_accum * rows_tokens
+    tokens = steps * cfg.step_rows * rows_tokens
     prior = rcp.probe_seconds(params, len(probe.questions), cfg.recall.max_new_tokens, speed)
     one = prior if probe_s is None else probe_s
     probes = steps // probe.every + 1
