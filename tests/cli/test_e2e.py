@@ -72,7 +72,7 @@ def test_pipeline_end_to_end(tiny_model: Path, ftf_home: Path, tmp_path: Path) -
 
 
 def test_bad_setting_fails_with_the_key(tiny_model: Path) -> None:
-    result = runner.invoke(app, ["train", "-p", "x", "--lr", "5", "--batch-size", "0"])
+    result = runner.invoke(app, ["train", "-p", "x", "--lr", "5", "--batch-size", "-1"])
     assert result.exit_code == 2
     assert "learning_rate" in result.output and "batch_size" in result.output
 

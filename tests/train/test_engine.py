@@ -87,6 +87,34 @@ def test_auto_micro_batch_trains_as_one_row_at_a_time_does_and_says_its_split(
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
+def test_micro_batches_side_by_side_train_as_one_after_another(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from finetuneflow.train.side_by_side import SideBySide
+
+    ran: list[int] = []
+    real = SideBySide.accumulate
+    monkeypatch.setattr(
+        SideBySide, "accumulate", lambda self, parts, *a: ran.append(len(parts)) or real(self, parts, *a)
+    )
+    ds = chat_dataset(tmp_path / "ds")
+    side = train(ds, tmp_path / "side", _cfg(tiny_model, batch_size=0, grad_accum=4, threads=2))
+    assert ran == [2, 2, 2]  # every step: its two 2-row micro-batches at once
+    seq = train(ds, tmp_path / "seq", _cfg(tiny_model, batch_size=2, grad_accum=2, threads=2))
+    assert ran == [2, 2, 2]  # a set batch_size runs one micro-batch at a time
+    split = [
+        (c["micro_batch"], c["side_by_side"])
+        for c in (rf.read_json(tmp_path / r / rf.CONFIG) for r in ("side", "seq"))
+    ]
+    assert split == [(2, 2), (2, 1)]
+    losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("side", "seq")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and side["steps"] == seq["steps"] == 3
+    a, b = (load_file(str(tmp_path / r / rf.ADAPTER / "adapter_model.safetensors")) for r in ("side", "seq"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_out_of_memory_at_one_row_stops_with_a_plan(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,8 @@ from finetuneflow.train.memory import (
     GIB,
     HEADROOM,
     Hardware,
-    auto_micro_rows,
+    Split,
+    auto_split,
     dims,
     estimate_memory,
     lora_params,
@@ -184,25 +185,36 @@ def test_a_big_batch_is_rescued_by_checkpointing_and_accumulation() -> None:
 def test_a_config_that_fits_is_left_alone() -> None:
     plan = recommend(SMOLLM2_135M, TrainConfig(), cpu(20))
     assert plan.fits and plan.changes == {} and plan.precision == "bf16"
-    assert "micro-batch: 2 of a step's 4 rows at once (batch_size 0 = auto)" in plan.reasons
+    side = "micro-batch: 2 of a step's 4 rows at once, 2 micro-batches side by side (one core each)"
+    assert f"{side} (batch_size 0 = auto)" in plan.reasons
 
 
-def test_auto_micro_batch_takes_two_rows_on_a_cpu_and_the_whole_step_on_a_gpu_where_they_fit() -> None:
+def test_auto_micro_batch_takes_two_rows_per_core_on_a_cpu_and_the_whole_step_on_a_gpu_where_they_fit() -> (
+    None
+):
     auto = TrainConfig(precision="bf16")  # batch_size 0 (auto), grad_accum 4: a step is 4 rows
     assert (auto.batch_size, auto.step_rows) == (0, 4)
 
-    def need(hw: Hardware, rows: int) -> float:  # GiB free that `rows` at once need
-        split = replace(auto, batch_size=rows, grad_accum=4 // rows)
-        return estimate_memory(SMOLLM2_135M, split, hw).total / HEADROOM / GIB
+    def need(hw: Hardware, rows: int) -> float:  # GiB free that `rows` in memory at once need
+        held = replace(auto, batch_size=rows, grad_accum=max(1, 4 // rows))
+        return estimate_memory(SMOLLM2_135M, held, hw).total / HEADROOM / GIB
 
-    assert auto_micro_rows(SMOLLM2_135M, auto, cpu(20)) == 2
-    assert auto_micro_rows(SMOLLM2_135M, auto, cpu((need(cpu(20), 1) + need(cpu(20), 2)) / 2)) == 1
-    assert auto_micro_rows(SMOLLM2_135M, auto, cuda(40)) == 4
-    assert auto_micro_rows(SMOLLM2_135M, auto, cuda((need(cuda(40), 2) + need(cuda(40), 4)) / 2)) == 2
-    assert auto_micro_rows(SMOLLM2_135M, replace(auto, grad_accum=3), cpu(20)) == 1  # 2 does not divide 3
-    assert auto_micro_rows(SMOLLM2_135M, replace(auto, batch_size=3), cpu(1)) == 3  # a set size is kept
-    two = replace(auto, batch_size=2, grad_accum=2)
-    assert estimate_memory(SMOLLM2_135M, auto, cpu(20)) == estimate_memory(SMOLLM2_135M, two, cpu(20))
+    def between(low: float, high: float) -> Hardware:
+        return cpu((low + high) / 2)
+
+    c = cpu(20)  # 2 cores
+    assert auto_split(SMOLLM2_135M, auto, c) == Split(2, 2)  # two 2-row micro-batches side by side
+    assert auto_split(SMOLLM2_135M, auto, between(need(c, 2), need(c, 4))) == Split(2, 1)
+    assert auto_split(SMOLLM2_135M, auto, between(need(c, 1), need(c, 2))) == Split(1, 1)
+    assert auto_split(SMOLLM2_135M, auto, replace(c, cpu_cores=1)) == Split(2, 1)
+    assert auto_split(SMOLLM2_135M, replace(auto, method="full"), c) == Split(2, 1)  # full-size gradients
+    assert auto_split(SMOLLM2_135M, replace(auto, grad_accum=3), c) == Split(1, 2)  # 2 does not divide 3
+    assert auto_split(SMOLLM2_135M, replace(auto, batch_size=3), cpu(1)) == Split(3, 1)  # a set size is kept
+    assert auto_split(SMOLLM2_135M, auto, cuda(40)) == Split(4, 1)
+    g = cuda(40)
+    assert auto_split(SMOLLM2_135M, auto, cuda((need(g, 2) + need(g, 4)) / 2)) == Split(2, 1)
+    held = replace(auto, batch_size=4, grad_accum=1)  # what two 2-row micro-batches hold at once
+    assert estimate_memory(SMOLLM2_135M, auto, c) == estimate_memory(SMOLLM2_135M, held, c)
 
 
 def test_qlora_on_a_cpu_becomes_lora_with_the_reason() -> None:

@@ -134,8 +134,9 @@ class TrainConfig:
         "device); auto = fsdp when `accelerate launch --use_fsdp` asked for it, else ddp.",
     )
     threads: int = setting(
-        0, "CPU threads for torch (0 = the available cores other processes leave free, re-checked as "
-        "the load changes; N = exactly N)."
+        0,
+        "CPU threads for torch (0 = the available cores other processes leave free, re-checked as "
+        "the load changes; N = exactly N).",
     )
     seed: int = setting(42, "Seed for row order, adapter init and dropout: same seed, same run.")
     lora: LoraSettings = section(LoraSettings, "The LoRA adapter (method lora or qlora).")

@@ -26,6 +26,7 @@ from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
 from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.side_by_side import SideBySide
 
 # AdamW's fused kernel (one pass over each parameter for the whole update) on a CPU or CUDA device,
 # unsharded; the same maths as the per-parameter loop within float rounding (tests/train/test_step.py
@@ -57,6 +58,8 @@ class Loop:
     probe: Any = None
     # hardware.CoreShare when threads is 0 (all cores) on a CPU: torch's threads follow the load
     cores: Any = None
+    side: int = 1  # micro-batches at once, one core each (train/side_by_side.py), up to torch's threads
+    pool: SideBySide | None = None  # its threads, while run() runs
 
     @property
     def total(self) -> int:
@@ -105,11 +108,21 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
     cfg, log = loop.cfg, rf.MetricsLog(loop.run_dir / rf.METRICS) if loop.dist.main else None
     warmup = max(1, int(loop.total * cfg.warmup_ratio))
     eval_every = loop.probe.every if loop.probe else cfg.eval_every or max(1, loop.total // 5)
-    session_start, session_steps = time.time(), 0
     if loop.probe and state.step == 0:  # the base's recall and general loss: the baseline, step 0
         loop.probe.track(loop, state, log)
         _save(loop, state)
     loop.model.train()
+    loop.pool = SideBySide(loop.side) if loop.side > 1 and not loop.sharded and not loop.scaler else None
+    try:
+        return _steps(loop, state, log, warmup, eval_every)
+    finally:
+        if loop.pool:
+            loop.pool.close()
+            loop.pool = None
+
+
+def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup: int, eval_every: int) -> str:
+    cfg, session_start, session_steps = loop.cfg, time.time(), 0
     while state.step < loop.total:
         rows = [r for micro in loop.plan[state.step] for r in micro]
         threads = loop.cores.adapt() if loop.cores else None
@@ -165,8 +178,12 @@ def _optimizer_step(
     amp = partial(hardware.autocast, loop.device.split(":")[0], loop.dtype)
     for attempt in range(loop.cfg.checkpoints.oom_retries + 1):
         try:
+            parts = loop.microbatches(rows, state.micro_size)
+            if loop.pool and len(parts) > 1 and torch.get_num_threads() > 1:  # a core each
+                local = loop.pool.accumulate(parts, loop.loss_fn, loop.params, 1 / n_sup, amp, loop.device)
+                break
             local = 0.0
-            for part, weight in loop.microbatches(rows, state.micro_size):
+            for part, weight in parts:
                 with amp():
                     loss_sum, _ = loop.loss_fn(rows_to_tensors(part, loop.device))
                 scaled = loss_sum * (weight / n_sup)

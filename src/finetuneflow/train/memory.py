@@ -286,7 +286,7 @@ class MemoryEstimate:
     overhead: int  # runtime: libraries, CUDA context, tokenizer, packed rows
     params: int  # parameters of the base model
     trainable_params: int
-    tokens: int  # tokens per micro-batch (batch_size x max_len)
+    tokens: int  # tokens in memory at once (rows per micro-batch x side by side x max_len)
     compute: str  # "bf16", "fp16" or "fp32"
 
     @property
@@ -322,7 +322,8 @@ def estimate_memory(
     n = param_count(d)
     compute = compute_precision(cfg, hw)
     half = compute != "fp32"
-    rows = auto_micro_rows(model_cfg, cfg, hw, supervised_fraction)
+    split = auto_split(model_cfg, cfg, hw, supervised_fraction)
+    rows = split.rows * split.side  # the rows in memory at once
     tokens = rows * cfg.max_len
     linear_w = n - d.vocab * d.hidden - d.positions * d.hidden - (2 * d.layers + 1) * d.hidden
     head_w = d.vocab * d.hidden  # the head is a linear too, tied or not
@@ -380,22 +381,37 @@ EAGER_BYTES = 9
 FTF_EAGER_BYTES = 5
 
 
-def auto_micro_rows(
+@dataclass(frozen=True)
+class Split:
+    """How a step's rows run: ``rows`` per micro-batch, ``side`` micro-batches at once (CPU threads)."""
+
+    rows: int
+    side: int = 1
+
+
+def auto_split(
     model_cfg: dict[str, Any], cfg: TrainConfig, hw: Hardware, supervised_fraction: float = 0.5
-) -> int:
-    """Rows per micro-batch: ``cfg.batch_size``, or for 0 (auto) the most of a step's rows whose
-    estimate fits ``HEADROOM`` of the free memory, up to all of them on CUDA and 2 on a CPU (where 2
-    beat 1 and more were no faster: config.py's note). Only splits that divide the step evenly."""
+) -> Split:
+    """``cfg.batch_size`` rows one micro-batch at a time, or for 0 (auto): the most of a step's rows
+    per micro-batch whose estimate fits ``HEADROOM`` of the free memory, up to all of them on CUDA
+    and ``AUTO_CPU_ROWS`` on a CPU (only splits that divide the step), and on a CPU as many
+    micro-batches side by side as there are cores (``hw.cpu_cores``: the run's threads) and as
+    memory allows (train/side_by_side.py; LoRA only: a full fine-tune's per-micro-batch gradients
+    are the model's size)."""
     if cfg.batch_size:
-        return cfg.batch_size
+        return Split(cfg.batch_size)
     step = cfg.step_rows
+
+    def fits(rows: int) -> bool:
+        split = dataclasses.replace(cfg, batch_size=rows, grad_accum=max(1, step // rows))
+        need = estimate_memory(model_cfg, split, hw, supervised_fraction).total
+        return need <= HEADROOM * hw.memory_available
+
     cap = {"cuda": step, "cpu": AUTO_CPU_ROWS}.get(hw.device, 1)  # MPS: unmeasured, one row as before
-    budget = HEADROOM * hw.memory_available
-    for rows in range(min(cap, step), 1, -1):
-        split = dataclasses.replace(cfg, batch_size=rows, grad_accum=step // rows)
-        if step % rows == 0 and estimate_memory(model_cfg, split, hw, supervised_fraction).total <= budget:
-            return rows
-    return 1
+    rows = next((r for r in range(min(cap, step), 1, -1) if step % r == 0 and fits(r)), 1)
+    threads = hw.cpu_cores if hw.device == "cpu" and cfg.method != "full" else 1
+    side = next((k for k in range(min(threads, step // rows), 1, -1) if fits(rows * k)), 1)
+    return Split(rows, side)
 
 
 def _activation_bytes(d: Dims, half: bool) -> float:

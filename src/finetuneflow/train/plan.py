@@ -31,7 +31,7 @@ from finetuneflow.train.memory import (
     HEADROOM,
     Hardware,
     MemoryEstimate,
-    auto_micro_rows,
+    auto_split,
     compute_precision,
     dims,
     estimate_memory,
@@ -147,9 +147,10 @@ def recommend(
     after = s.estimate()
     fits = after.total <= s.budget
     if s.cfg.batch_size == 0:
-        rows = auto_micro_rows(model_cfg, s.cfg, hw, supervised_fraction)
-        step = s.cfg.step_rows
-        s.reasons.append(f"micro-batch: {rows} of a step's {step} rows at once (batch_size 0 = auto)")
+        split = auto_split(model_cfg, s.cfg, hw, supervised_fraction)
+        side = f", {split.side} micro-batches side by side (one core each)" if split.side > 1 else ""
+        rows = f"{split.rows} of a step's {s.cfg.step_rows} rows at once"
+        s.reasons.append(f"micro-batch: {rows}{side} (batch_size 0 = auto)")
     have = f"{_gib(s.budget)} usable ({HEADROOM:.0%} of {_gib(hw.memory_available)} free {hw.memory_kind})"
     if fits:
         s.reasons.append(f"fits: needs ~{_gib(after.total)} of {have}")

@@ -120,14 +120,14 @@ def train(
     dtype = hardware.autocast_dtype(device, cfg.precision)
     sharded = use_fsdp(cfg, dist)
     _check_fsdp(cfg, device, sharded)
-    rows = micro_rows(cfg, prep, device, dist)  # before the model takes its share of the memory
+    split = split_step(cfg, prep, device, threads, dist)  # before the model takes its share of memory
     # Sharded, the base is read into CPU memory; fully_shard moves one unit at a time to the GPU
     # and keeps this rank's shard of it, so a GPU never holds more than one whole decoder layer.
     built = build_model(prep.model_dir, cfg, device, dtype, load_on="cpu" if sharded else None)
     asked = cfg
     recipe = rcp.resolve(cfg, _base_params(built), prep.has_document_text)
     step = recipe.cfg.step_rows  # the loop's cfg below; `asked` is what resume compares against
-    cfg = replace(recipe.cfg, batch_size=rows, grad_accum=step // rows)
+    cfg = replace(recipe.cfg, batch_size=split.rows, grad_accum=step // split.rows)
     for note in built.notes:
         emit("note", message=note)
     for line in recipe.notes:
@@ -136,7 +136,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
                       "threads": threads, "allocator": allocator.in_use(), "world_size": dist.world,
-                      "micro_batch": cfg.batch_size,
+                      "micro_batch": split.rows, "side_by_side": split.side,
                       "recipe": recipe.to_dict(),
                       "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
     loss_fn = (
@@ -157,7 +157,7 @@ def train(
         probe.retell = lambda seconds: emit("eta", message=eta(seconds))
     loop = Loop(
         built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
-        loss_fn, sharded, probe,
+        loss_fn, sharded, probe, side=split.side,
     )  # fmt: skip
     if cfg.threads == 0 and device == "cpu" and dist.world == 1:  # "all cores": those left free
         loop.cores = hardware.CoreShare(threads)
@@ -182,22 +182,23 @@ def train(
     return summary
 
 
-def micro_rows(cfg: TrainConfig, prep: Prepared, device: str, dist: dd.Dist) -> int:
-    """Rows per micro-batch: ``cfg.batch_size``, or for 0 (auto) what the memory estimate allows
-    on this device. Rank 0 decides for all: sharded ranks must run the same micro-batches."""
+def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist: dd.Dist) -> memory.Split:
+    """Rows per micro-batch and micro-batches side by side: ``cfg.batch_size`` one at a time, or
+    for 0 (auto) what the memory estimate allows on this device and ``threads``. Rank 0 decides for
+    all: sharded ranks must run the same micro-batches; ranks run theirs one at a time."""
     if cfg.batch_size:
-        return cfg.batch_size
-    hw = memory.probe()
+        return memory.Split(cfg.batch_size)
+    hw = replace(memory.probe(), cpu_cores=1 if dist.active else threads)
     if not device.startswith("cuda"):  # e.g. device cpu on a CUDA machine: RAM is the limit
         hw = replace(hw, device=device.split(":")[0])
     labels = [x != IGNORE for r in prep.train_rows for x in r.labels[1:]]
     supervised = sum(labels) / max(1, len(labels))
     try:
         model_cfg = json.loads((prep.model_dir / "config.json").read_text())
-        rows = memory.auto_micro_rows(model_cfg, cfg, hw, supervised)
+        split = memory.auto_split(model_cfg, cfg, hw, supervised)
     except (OSError, ValueError):  # sizes the estimate cannot read: one row, the least memory
-        rows = 1
-    return int(dd.broadcast(rows, dist))
+        split = memory.Split(1)
+    return memory.Split(*dd.broadcast((split.rows, split.side), dist))
 
 
 def _base_params(built: Built) -> int:
