@@ -40,7 +40,8 @@ def scaling(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root:
             with busy_core(busy):
                 r = run_child("ours", {**job, "threads": threads}, root, name)
             tps[(str(threads), busy)] = r["tokens"] / r["seconds"]
-            print(f"  {name:<14} {tps[(str(threads), busy)]:7.1f} real tok/s  ({r['note']})", flush=True)
+            speed = f"{tps[(str(threads), busy)]:7.1f} real tok/s, peak RSS {r['peak_rss'] / 1024**3:.2f} GiB"
+            print(f"  {name:<14} {speed}  ({r['note']})", flush=True)
     for busy, target in ((False, TARGET_QUIET), (True, TARGET_BUSY)):
         ratio = tps[("0", busy)] / tps[("1", busy)]
         verdict = "met" if ratio >= target else "NOT met"
