@@ -5,7 +5,8 @@ a barrier, and the small ones (norms, RoPE, the adapters' thin products) split b
 ran a step ~1.5x as fast as one. Two micro-batches at once, each on its own core with torch's ops
 single-threaded, ran 1.62-1.75x (SmolLM2-135M, 512-token rows, bf16, AMD EPYC, 2026-12-06; see
 README "Both cores"). torch runs an op on the thread that calls it when it has one thread, and
-releases the GIL inside ops, so Python threads are enough.
+releases the GIL inside ops, so Python threads are enough. With more cores than micro-batches at
+once, each thread gets its share of torch's threads (only two cores were measured).
 
 Each thread takes its micro-batch's gradients with ``torch.autograd.grad`` (autocast is per
 thread, so each enters its own); the caller then adds them into ``.grad`` in micro-batch order,
@@ -42,18 +43,22 @@ class SideBySide:
         device: str,
     ) -> float:
         """Forward and backward of every (rows, weight) part, ``workers`` at a time, gradients of
-        ``params`` (loss x weight x ``scale``) added into ``.grad``; returns the weighted loss sum."""
+        ``params`` (loss x weight x ``scale``) added into ``.grad``; returns the weighted loss sum.
+        torch's threads are shared out: on two cores each part runs single-threaded."""
         import torch
 
+        threads = torch.get_num_threads()
+        each = max(1, threads // self.workers)
+
         def one(part: tuple[list[Row], float]) -> tuple[tuple[Any, ...], float]:
+            torch.set_num_threads(each)  # this thread's own OpenMP setting (each thread has one)
             rows, weight = part
             with amp():
                 loss_sum, _ = loss_fn(rows_to_tensors(rows, device))
             grads = torch.autograd.grad(loss_sum * (weight * scale), params, allow_unused=True)
             return grads, weight * float(loss_sum.detach())
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # each op on its caller's core: the threads are the parallelism
+        torch.set_num_threads(each)  # the default for threads torch has not seen yet
         try:
             results = list(self._pool.map(one, parts))
         finally:
