@@ -56,15 +56,26 @@ def _kill_when(run_dir: Path, ds: Path, cfg: TrainConfig, step: int) -> None:
     assert not (run_dir / rf.SUMMARY).exists()
 
 
-def test_killed_run_resumes_to_the_same_final_loss(tiny_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "split",
+    [
+        {},
+        {"batch_size": 0, "grad_accum": 4, "threads": 2},
+    ],  # the same 4-row step; auto: two 2-row halves side by side
+    ids=["one-at-a-time", "side-by-side"],
+)
+def test_killed_run_resumes_to_the_same_final_loss(
+    tiny_model: Path, tmp_path: Path, split: dict[str, int]
+) -> None:
     ds = chat_dataset(tmp_path / "ds")
-    cfg = _cfg(tiny_model)
+    cfg = _cfg(tiny_model, **split)
     whole = train(ds, tmp_path / "whole", cfg)
     run_dir = tmp_path / "killed"
     _kill_when(run_dir, ds, cfg, step=9)
     done = ckpt.latest(run_dir)
     assert done is not None and int(done.name.split("-")[1]) >= 9
     resumed = train(ds, run_dir, cfg, resume=True)
+    assert rf.read_json(run_dir / rf.CONFIG)["side_by_side"] == (2 if split else 1)
     assert resumed["steps"] == whole["steps"] == 24
     assert resumed["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-4)
     assert resumed["eval_loss"] == pytest.approx(whole["eval_loss"], rel=1e-4)
