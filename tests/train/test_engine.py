@@ -115,6 +115,40 @@ def test_micro_batches_side_by_side_train_as_one_after_another(
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_out_of_memory_side_by_side_goes_one_micro_batch_at_a_time_first(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    ds = chat_dataset(tmp_path / "ds")
+    cfg = _cfg(tiny_model, batch_size=0, grad_accum=4, threads=2)  # two 2-row micro-batches at once
+    plain = train(ds, tmp_path / "plain", cfg)
+    real = loop_module.summed_loss
+
+    def crowded(model: Any, batch: dict[str, Any], chunk: int = 4096) -> Any:
+        if threading.current_thread().name.startswith("ftf-micro"):  # "two at once do not fit"
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2 GB")
+        return real(model, batch, chunk)
+
+    monkeypatch.setattr(loop_module, "summed_loss", crowded)
+    events: list[Any] = []
+    backed = train(ds, tmp_path / "backed", cfg, events.append)
+    assert backed["oom_backoffs"] == [{"step": 1, "micro_size": 2, "one_at_a_time": True}]
+    assert backed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+    said = [e.message for e in events if e.stage == "oom"]
+    assert said == ["out of memory at step 1: continuing with one micro-batch at a time"]
+
+
+def test_dropout_or_checkpointing_keeps_micro_batches_one_at_a_time(tiny_model: Path, tmp_path: Path) -> None:
+    ds = chat_dataset(tmp_path / "ds")
+    for name, kw in (
+        ("drop", {"lora": LoraSettings(dropout=0.1)}),
+        ("ckpt", {"gradient_checkpointing": True}),
+    ):
+        train(ds, tmp_path / name, _cfg(tiny_model, batch_size=0, grad_accum=4, threads=2, max_steps=1, **kw))
+        assert rf.read_json(tmp_path / name / rf.CONFIG)["side_by_side"] == 1, name  # masks, RNG state
+
+
 def test_out_of_memory_at_one_row_stops_with_a_plan(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

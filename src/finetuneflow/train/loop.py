@@ -240,6 +240,15 @@ def _back_off(
             f"batch_size (now {state.micro_size}) or max_len (now {loop.cfg.max_len}), turn on "
             "gradient_checkpointing, or use more GPUs. `ftf plan` estimates what fits."
         ) from err
+    if loop.pool and attempt < loop.cfg.checkpoints.oom_retries:  # first: one micro-batch at a time
+        loop.pool.close()
+        loop.pool = None
+        state.ooms.append({"step": state.step + 1, "micro_size": state.micro_size, "one_at_a_time": True})
+        message = f"out of memory at step {state.step + 1}: continuing with one micro-batch at a time"
+        loop.emit("oom", message=message, micro_size=state.micro_size)
+        if log:
+            log.write(step=state.step + 1, event="oom", micro_size=state.micro_size, message=message)
+        return
     if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries:
         raise TrainingError(
             f"out of memory at step {state.step + 1} even with {state.micro_size} row(s) per "

@@ -396,8 +396,9 @@ def auto_split(
     per micro-batch whose estimate fits ``HEADROOM`` of the free memory, up to all of them on CUDA
     and ``AUTO_CPU_ROWS`` on a CPU (only splits that divide the step), and on a CPU as many
     micro-batches side by side as there are cores (``hw.cpu_cores``: the run's threads) and as
-    memory allows (train/side_by_side.py; LoRA only: a full fine-tune's per-micro-batch gradients
-    are the model's size)."""
+    memory allows (train/side_by_side.py; LoRA without dropout or gradient checkpointing only: a
+    full fine-tune's per-micro-batch gradients are the model's size, and the others would make the
+    run depend on the threads' timing)."""
     if cfg.batch_size:
         return Split(cfg.batch_size)
     step = cfg.step_rows
@@ -409,7 +410,8 @@ def auto_split(
 
     cap = {"cuda": step, "cpu": AUTO_CPU_ROWS}.get(hw.device, 1)  # MPS: unmeasured, one row as before
     rows = next((r for r in range(min(cap, step), 1, -1) if step % r == 0 and fits(r)), 1)
-    threads = hw.cpu_cores if hw.device == "cpu" and cfg.method != "full" else 1
+    alone = cfg.method == "full" or cfg.gradient_checkpointing or cfg.lora.dropout > 0  # side_by_side.safe
+    threads = 1 if alone or hw.device != "cpu" else hw.cpu_cores
     side = next((k for k in range(min(threads, step // rows), 1, -1) if fits(rows * k)), 1)
     return Split(rows, side)
 

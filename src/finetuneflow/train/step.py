@@ -28,7 +28,7 @@ from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
-from finetuneflow.train import fsdp, memory
+from finetuneflow.train import fsdp, memory, side_by_side
 from finetuneflow.train import recipe as rcp
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
@@ -128,6 +128,7 @@ def train(
     recipe = rcp.resolve(cfg, _base_params(built), prep.has_document_text)
     step = recipe.cfg.step_rows  # the loop's cfg below; `asked` is what resume compares against
     cfg = replace(recipe.cfg, batch_size=split.rows, grad_accum=step // split.rows)
+    side = split.side if side_by_side.safe(built.model, cfg) else 1
     for note in built.notes:
         emit("note", message=note)
     for line in recipe.notes:
@@ -136,7 +137,7 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
                       "threads": threads, "allocator": allocator.in_use(), "world_size": dist.world,
-                      "micro_batch": split.rows, "side_by_side": split.side,
+                      "micro_batch": split.rows, "side_by_side": side,
                       "recipe": recipe.to_dict(),
                       "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
     loss_fn = (
@@ -157,7 +158,7 @@ def train(
         probe.retell = lambda seconds: emit("eta", message=eta(seconds))
     loop = Loop(
         built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
-        loss_fn, sharded, probe, side=split.side,
+        loss_fn, sharded, probe, side=side,
     )  # fmt: skip
     if cfg.threads == 0 and device == "cpu" and dist.world == 1:  # "all cores": those left free
         loop.cores = hardware.CoreShare(threads)
@@ -188,6 +189,8 @@ def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist
     all: sharded ranks must run the same micro-batches; ranks run theirs one at a time."""
     if cfg.batch_size:
         return memory.Split(cfg.batch_size)
+    if not dist.main:  # one probe: another rank's would open a CUDA context on GPU 0 too
+        return memory.Split(*dd.broadcast(None, dist))
     hw = replace(memory.probe(), cpu_cores=1 if dist.active else threads)
     if not device.startswith("cuda"):  # e.g. device cpu on a CUDA machine: RAM is the limit
         hw = replace(hw, device=device.split(":")[0])
