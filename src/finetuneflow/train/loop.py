@@ -112,7 +112,7 @@ def run(loop: Loop, state: ckpt.LoopState) -> str:
         loop.probe.track(loop, state, log)
         _save(loop, state)
     loop.model.train()
-    loop.pool = SideBySide(loop.side) if loop.side > 1 and not loop.sharded and not loop.scaler else None
+    loop.pool = SideBySide(loop.side) if loop.side > 1 else None  # step.py: CPU, LoRA, one process
     try:
         return _steps(loop, state, log, warmup, eval_every)
     finally:
@@ -243,11 +243,7 @@ def _back_off(
     if loop.pool and attempt < loop.cfg.checkpoints.oom_retries:  # first: one micro-batch at a time
         loop.pool.close()
         loop.pool = None
-        state.ooms.append({"step": state.step + 1, "micro_size": state.micro_size, "one_at_a_time": True})
-        message = f"out of memory at step {state.step + 1}: continuing with one micro-batch at a time"
-        loop.emit("oom", message=message, micro_size=state.micro_size)
-        if log:
-            log.write(step=state.step + 1, event="oom", micro_size=state.micro_size, message=message)
+        _said_oom(loop, state, log, "one micro-batch at a time", one_at_a_time=True)
         return
     if state.micro_size == 1 or attempt == loop.cfg.checkpoints.oom_retries:
         raise TrainingError(
@@ -258,11 +254,14 @@ def _back_off(
         ) from err
     state.micro_size = max(1, state.micro_size // 2)
     accum = -(-loop.cfg.step_rows // state.micro_size)
-    state.ooms.append({"step": state.step + 1, "micro_size": state.micro_size})
-    message = (
-        f"out of memory at step {state.step + 1}: continuing with {state.micro_size} row(s) per "
-        f"micro-batch and {accum} accumulation steps (same effective batch)"
-    )
+    how = f"{state.micro_size} row(s) per micro-batch and {accum} accumulation steps (same effective batch)"
+    _said_oom(loop, state, log, how)
+
+
+def _said_oom(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, how: str, **entry: Any) -> None:
+    """Record a back-off in the state (the summary's ``oom_backoffs``), the events and the metrics."""
+    state.ooms.append({"step": state.step + 1, "micro_size": state.micro_size, **entry})
+    message = f"out of memory at step {state.step + 1}: continuing with {how}"
     loop.emit("oom", message=message, micro_size=state.micro_size)  # a log line, not a bar
     if log:
         log.write(step=state.step + 1, event="oom", micro_size=state.micro_size, message=message)

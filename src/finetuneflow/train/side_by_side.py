@@ -23,17 +23,15 @@ from typing import Any
 
 from finetuneflow.models.chat import Row
 from finetuneflow.models.loss import rows_to_tensors
-from finetuneflow.train.config import TrainConfig
 
 
-def safe(model: Any, cfg: TrainConfig) -> bool:
-    """Whether the model's steps can run side by side: no dropout drawing masks (from the one
-    shared generator, in whichever order the threads reach it: the run would depend on timing) and
-    no gradient checkpointing (it saves and restores that generator's state around each block)."""
+def safe(model: Any) -> bool:
+    """Whether the model's steps can run side by side: no dropout module drawing masks (from the one
+    shared generator, in whichever order the threads reach it: the run would depend on timing).
+    The settings that rule it out (LoRA dropout, gradient checkpointing, full) are memory.auto_split's."""
     from torch import nn
 
-    drops = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
-    return not drops and not cfg.gradient_checkpointing
+    return not any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
 
 
 class SideBySide:

@@ -128,7 +128,7 @@ def train(
     recipe = rcp.resolve(cfg, _base_params(built), prep.has_document_text)
     step = recipe.cfg.step_rows  # the loop's cfg below; `asked` is what resume compares against
     cfg = replace(recipe.cfg, batch_size=split.rows, grad_accum=step // split.rows)
-    side = split.side if side_by_side.safe(built.model, cfg) else 1
+    side = split.side if side_by_side.safe(built.model) else 1
     for note in built.notes:
         emit("note", message=note)
     for line in recipe.notes:
