@@ -105,12 +105,15 @@ def _head_function() -> Any:
             grad = torch.empty_like(x) if ctx.needs_input_grad[0] else None
             total = torch.zeros((), dtype=torch.float32, device=states.device)
             # one fp32 buffer for all chunks: a fresh 32 MB tensor per chunk would come from mmap and
-            # pay its page faults again every time (the matmuls keep their own outputs: writing
-            # into a given ``out=`` took a slower kernel)
+            # pay its page faults again every time (a bf16 product keeps its own output: writing
+            # into a given ``out=`` took a slower kernel; an fp32 one is written in place)
             high = torch.empty(rows, w.shape[0], dtype=torch.float32, device=x.device)
             for i in range(0, x.shape[0], rows):
                 n = min(rows, x.shape[0] - i)
-                logits = high[:n].copy_(x[i : i + n] @ w.T)  # a plain head's logits, in fp32
+                if dtype == torch.float32:  # the product is already the fp32 logits: no copy pass
+                    logits = torch.mm(x[i : i + n], w.T, out=high[:n])
+                else:
+                    logits = high[:n].copy_(x[i : i + n] @ w.T)  # a plain head's logits, in fp32
                 wanted = targets[i : i + n, None]
                 top = logits.amax(dim=-1, keepdim=True)
                 picked = logits.gather(1, wanted)
