@@ -33,8 +33,10 @@ STYLE_LR = 2e-4
 KNOWLEDGE_LR_AT_135M = 1e-3
 _ANCHOR_PARAMS = 135e6
 # A rough CPU training speed before anything is measured: a LoRA step costs ~4 x params FLOP per
-# token, and our packed bf16 loop reaches ~35% of a core's ~450 GFLOP/s (FACTS.md), fp32 ~80 GFLOP/s.
-_FLOP_PER_CORE = 450e9 * 0.35
+# token. Measured on SmolLM2-135M, one thread (bench/train.py, 2026-12-06): bf16 on AVX-512 BF16
+# ~245 real tok/s (~132 GFLOP/s; AMX cores run faster), fp32 on an AVX2-only core ~107 (~58).
+_BF16_FLOP_PER_CORE = 150e9
+_FP32_FLOP_PER_CORE = 58e9
 
 
 @dataclass
@@ -102,7 +104,7 @@ def resolve(cfg: TrainConfig, params: int, has_document_text: bool) -> Recipe:
 def estimated_tokens_per_s(params: int, cores: int, bf16: bool, gpu: bool = False) -> float:
     """A prior for training speed before a micro-benchmark has measured it (CPU only; GPUs are
     assumed 50x one core, a floor rather than a promise)."""
-    flops = _FLOP_PER_CORE * max(1, cores) * (1.0 if bf16 else 0.18) * (50 if gpu else 1)
+    flops = (_BF16_FLOP_PER_CORE if bf16 else _FP32_FLOP_PER_CORE) * max(1, cores) * (50 if gpu else 1)
     return flops / (4 * max(params, 1))
 
 
