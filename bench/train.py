@@ -23,8 +23,8 @@ layout (``chat/train.jsonl`` plus an 8-row ``chat/eval.jsonl``). Batch 8, 512 to
    longest row of the batch), and
 3. TRL best: its best CPU configuration (bf16 autocast where the CPU has native bf16, else fp32; no
    gradient checkpointing, ``padding_free`` or ``packing``, whichever ran faster here; ``--trl-best``
-   picks). Both in ``bench/train_trl.py``,
-   which says what each sets and how its real tokens and seconds are counted.
+   picks). Both in ``bench/train_trl.py``, which says what each sets and how its real tokens and
+   seconds are counted.
 
 Equal work: ``--tokens`` (default 16384) is a budget of real (non-padding) tokens; ours' steps are
 the budget over the mean real tokens of 8 packed rows, TRL's the budget over 8 mean-length
@@ -40,7 +40,7 @@ defaults, TRL best for ``--rounds`` (``--engines`` runs a subset); each child re
 (``ru_maxrss``, model load included; on a GPU also ``torch.cuda.max_memory_allocated``, which the memory
 ratios then compare). Each round also times an n x n matmul (2048, bf16 where the CPU has native bf16,
 else fp32) in a child with the same threads, before the round and again right after ours (on a shared host
-the best rate moved 81-94 GFLOP/s between runs minutes apart: the round takes the higher, the stricter
+the best rate moved 75-94 GFLOP/s between runs minutes apart: the round takes the higher, the stricter
 ceiling): its GFLOP/s over ~4·N FLOP per trained token (forward 2N, backward through the frozen weights
 2N; the LoRA matrices are tiny; N = the model's parameters, from the safetensors headers) is the tokens/s
 ceiling, and each engine's fraction of it is printed. Also printed, not judged: tokens/s after the first
@@ -456,14 +456,13 @@ def main() -> None:
         }  # fmt: skip
         results: dict[str, list[dict[str, Any]]] = {k: [] for k in jobs if k in args.engines}
         ceilings = []
+        ceiling_job = {**job, "matmul": args.matmul}
         for rnd in range(1, args.rounds + 1):
-            ceiling_job = {**job, "matmul": args.matmul}
             gflops = [ceiling_gflops(ceiling_job, root, f"ceiling{rnd}a")]
             for engine in results:  # ours, TRL defaults, TRL best, alternating round by round
-                results[engine].append(run_child("ours" if engine == "ours" else "trl", jobs[engine], root,
-                                                 f"{engine}{rnd}"))  # fmt: skip
-                print(f"{engine}{rnd}: {results[engine][-1]['tokens'] / results[engine][-1]['seconds']:.1f} "
-                      "real tok/s", flush=True)  # fmt: skip
+                r = run_child("ours" if engine == "ours" else "trl", jobs[engine], root, f"{engine}{rnd}")
+                results[engine].append(r)
+                print(f"{engine}{rnd}: {r['tokens'] / r['seconds']:.1f} real tok/s", flush=True)
                 if engine == "ours":  # the ceiling again right after ours; the round takes the higher
                     gflops.append(ceiling_gflops(ceiling_job, root, f"ceiling{rnd}b"))
             ceilings.append(max(gflops) * 1e9 / (FLOP_PER_TOKEN_PER_PARAM * params))

@@ -103,8 +103,10 @@ def resolve(cfg: TrainConfig, params: int, has_document_text: bool) -> Recipe:
 
 def estimated_tokens_per_s(params: int, cores: int, bf16: bool, gpu: bool = False) -> float:
     """A prior for training speed before a micro-benchmark has measured it (CPU only; GPUs are
-    assumed 50x one core, a floor rather than a promise)."""
-    flops = (_BF16_FLOP_PER_CORE if bf16 else _FP32_FLOP_PER_CORE) * max(1, cores) * (50 if gpu else 1)
+    assumed 50x one bf16 core, a floor rather than a promise; ``bf16`` is the CPU's and says
+    nothing about a GPU)."""
+    per_core = _BF16_FLOP_PER_CORE if bf16 or gpu else _FP32_FLOP_PER_CORE
+    flops = per_core * max(1, cores) * (50 if gpu else 1)
     return flops / (4 * max(params, 1))
 
 
