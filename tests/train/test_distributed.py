@@ -102,3 +102,17 @@ def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv(key, value)
     with pytest.raises(TrainingError, match=r"2 processes on this machine but 1 GPU\(s\).*nproc_per_node 1"):
         distributed.init("cuda")  # rank 0 too: it would otherwise wait in NCCL for a rank that failed
+
+
+def test_a_failure_on_rank_0_while_sizing_micro_batches_reaches_every_rank(tmp_path: Path) -> None:
+    # rank 0 alone reads the model's sizes; an unexpected error there used to leave rank 1 in the
+    # broadcast, to fail later on a closed connection (gloo) or wait out NCCL's timeout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}", str(Path(__file__).with_name("split_worker.py")),
+    ]  # fmt: skip
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0: TypeError" in done.stdout
+    assert "rank 1: TrainingError: rank 0 could not size the micro-batches (TypeError" in done.stdout

@@ -186,11 +186,27 @@ def train(
 def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist: dd.Dist) -> memory.Split:
     """Rows per micro-batch and micro-batches side by side: ``cfg.batch_size`` one at a time, or
     for 0 (auto) what the memory estimate allows on this device and ``threads``. Rank 0 decides for
-    all: sharded ranks must run the same micro-batches; ranks run theirs one at a time."""
+    all: sharded ranks must run the same micro-batches; ranks run theirs one at a time.
+
+    Raises:
+        TrainingError: on the other ranks, when rank 0 failed to decide (it raises its own error).
+    """
     if cfg.batch_size:
         return memory.Split(cfg.batch_size)
     if not dist.main:  # one probe: another rank's would open a CUDA context on GPU 0 too
-        return memory.Split(*dd.broadcast(None, dist))
+        decided = dd.broadcast(None, dist)
+        if isinstance(decided, str):
+            raise TrainingError(f"rank 0 could not size the micro-batches ({decided}); see its error")
+        return memory.Split(*decided)
+    try:
+        split = _auto_split(cfg, prep, device, threads, dist)
+    except Exception as exc:  # the other ranks wait in the broadcast: release them, then fail here
+        dd.broadcast(f"{type(exc).__name__}: {exc}", dist)
+        raise
+    return memory.Split(*dd.broadcast((split.rows, split.side), dist))
+
+
+def _auto_split(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist: dd.Dist) -> memory.Split:
     hw = replace(memory.probe(), cpu_cores=1 if dist.active else threads)
     if not device.startswith("cuda"):  # e.g. device cpu on a CUDA machine: RAM is the limit
         hw = replace(hw, device=device.split(":")[0])
@@ -198,10 +214,9 @@ def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist
     supervised = sum(labels) / max(1, len(labels))
     try:
         model_cfg = json.loads((prep.model_dir / "config.json").read_text())
-        split = memory.auto_split(model_cfg, cfg, hw, supervised)
+        return memory.auto_split(model_cfg, cfg, hw, supervised)
     except (OSError, ValueError):  # sizes the estimate cannot read: one row, the least memory
-        split = memory.Split(1)
-    return memory.Split(*dd.broadcast((split.rows, split.side), dist))
+        return memory.Split(1)
 
 
 def _base_params(built: Built) -> int:
