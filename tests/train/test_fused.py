@@ -188,3 +188,27 @@ def test_packed_attention_blocks_match_masked_attention_by_either_kernel(
     assert out.is_contiguous()
     for mine, want in zip(got, (q.grad, k.grad, v.grad), strict=True):
         torch.testing.assert_close(mine, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("row_len", [200, 512, 1024])
+def test_the_memory_estimate_counts_the_probabilities_the_packed_path_keeps(
+    row_len: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train/memory.py sizes attention by ``kept_probabilities``: at worst (examples as long as the
+    matmul path takes), the softmax outputs of every query part, summed, per head."""
+    from finetuneflow.train import attention
+
+    kept: list[int] = []
+    softmax = torch.softmax
+
+    def counting(x: torch.Tensor, dim: int) -> torch.Tensor:
+        kept.append(x.numel())
+        return softmax(x, dim=dim)
+
+    monkeypatch.setattr(torch, "softmax", counting)
+    longest = min(row_len, attention.MATMUL_MAX_LEN)
+    lengths = [longest] * (row_len // longest) + ([row_len % longest] if row_len % longest else [])
+    positions = torch.tensor([[p for n in lengths for p in range(n)]])
+    q, k, v = (torch.randn(1, heads, row_len, 8) for heads in (6, 2, 2))
+    attention.packed_causal_attention(q, k, v, positions, 0.3)
+    assert sum(kept) == 6 * attention.kept_probabilities(row_len)

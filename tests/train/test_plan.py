@@ -113,7 +113,11 @@ def test_estimate_grows_with_batch_and_length_and_shrinks_with_checkpointing_and
     assert total(apply_changes(base, {"method": "qlora"}), cuda(80)) < total(base, cuda(80))
     fp32 = estimate_memory(SMOLLM2_135M, apply_changes(base, {"precision": "fp32"}), cpu(20))
     bf16 = estimate_memory(SMOLLM2_135M, base, cpu(20))
-    assert 1.5 < fp32.activations / bf16.activations <= 2  # fp32 residual stream stays fp32 under autocast
+    # a LoRA run's base is loaded in bf16, so its residual stream is bf16 too: every saved value halves
+    assert fp32.activations / bf16.activations == pytest.approx(2)
+    full = apply_changes(base, {"method": "full"})  # fp32 weights under autocast: the residual stays fp32
+    full_fp32 = estimate_memory(SMOLLM2_135M, apply_changes(full, {"precision": "fp32"}), cpu(20))
+    assert 1.5 < full_fp32.activations / estimate_memory(SMOLLM2_135M, full, cpu(20)).activations < 2
 
 
 def test_precision_auto_follows_the_hardware() -> None:
@@ -124,31 +128,33 @@ def test_precision_auto_follows_the_hardware() -> None:
     assert estimate_memory(SMOLLM2_135M, cfg, old_gpu).compute == "fp16"
 
 
-# Peak RSS of two steps of this repo's loop (bf16 LoRA on a bf16 base, attention as chosen) on the
-# real SmolLM2-135M-Instruct, 512-token rows, one thread, measured 2026-12-01 (/tmp/cal.py in the
-# session notes: build_model + summed_loss + AdamW, random tokens, `supervised` share labelled).
+# Peak RSS of `ftf plan`'s micro-benchmark (2 steps, a fresh process) on the real SmolLM2-135M-Instruct,
+# bench/train.py's chat rows (77% of tokens supervised), one thread unless auto splits the step over
+# two: `python bench/train_memory.py`, AVX2-only AMD EPYC, 2026-12-06.
 MEASURED = [
-    (dict(precision="bf16", batch_size=2), 0.77, 3.27),  # auto = our matmul attention on a CPU
-    (dict(precision="bf16", batch_size=2, attention="eager"), 0.77, 3.69),
-    (dict(precision="bf16", batch_size=2, attention="sdpa"), 0.77, 2.57),
-    (dict(precision="bf16", batch_size=4, attention="sdpa"), 0.1, 3.55),
-    (dict(precision="bf16", batch_size=4), 0.1, 4.55),
-    (dict(precision="bf16", batch_size=4, attention="eager"), 0.1, 5.53),
-    (dict(precision="fp32", batch_size=2, attention="sdpa"), 0.1, 3.65),
-    (dict(precision="bf16", batch_size=4, gradient_checkpointing=True, attention="sdpa"), 0.1, 1.44),
-    (dict(precision="bf16", batch_size=8, attention="sdpa"), 1.0, 8.38),
+    (dict(precision="fp32", batch_size=1), 0.77, 1.90),
+    (dict(precision="fp32", batch_size=2), 0.77, 2.68),
+    (dict(precision="fp32", batch_size=4), 0.77, 4.53),
+    (dict(precision="fp32", batch_size=0, grad_accum=4), 0.77, 4.36),  # 2 rows x 2 side by side
+    (dict(precision="fp32", batch_size=2, attention="sdpa"), 0.77, 2.72),
+    (dict(precision="fp32", batch_size=2, gradient_checkpointing=True), 0.77, 1.64),
+    (dict(precision="fp32", batch_size=1, max_len=1024), 0.77, 2.76),
+    (dict(precision="fp32", batch_size=2, method="full"), 0.77, 3.92),
+    (dict(precision="fp32", batch_size=2, **{"lora.dropout": 0.05}), 0.77, 4.14),  # peft's own forward
+    (dict(precision="bf16", batch_size=1), 0.77, 1.31),
+    (dict(precision="bf16", batch_size=2), 0.77, 1.75),
 ]
 
 
 @pytest.mark.parametrize(("changes", "supervised", "gib"), MEASURED)
-def test_estimate_is_within_30_percent_of_measured_peaks(
+def test_estimate_is_within_25_percent_of_measured_peaks(
     changes: dict[str, Any], supervised: float, gib: float
 ) -> None:
     changes = dict(changes)
     model_cfg = {**SMOLLM2_135M, "num_hidden_layers": changes.pop("layers", 30)}
     cfg = apply_changes(TrainConfig(max_len=512, grad_accum=1), changes)
     estimate = estimate_memory(model_cfg, cfg, cpu(20), supervised).total / GIB
-    assert estimate == pytest.approx(gib, rel=0.3)
+    assert estimate == pytest.approx(gib, rel=0.25)
 
 
 def test_a_deliberately_too_large_configuration_gets_a_plan_instead_of_a_crash() -> None:
@@ -175,7 +181,7 @@ def test_shorter_rows_only_as_far_as_the_examples_allow() -> None:
 
 def test_a_big_batch_is_rescued_by_checkpointing_and_accumulation() -> None:
     cfg = TrainConfig(batch_size=16, max_len=512, grad_accum=2, precision="bf16")
-    plan = recommend(SMOLLM2_135M, cfg, cpu(4))
+    plan = recommend(SMOLLM2_135M, cfg, cpu(3))
     assert plan.fits and plan.after.total <= plan.budget < plan.before.total
     assert plan.changes["gradient_checkpointing"] is True
     assert plan.changes["batch_size"] * plan.changes["grad_accum"] == 32

@@ -16,7 +16,9 @@ class LoraSettings:
     r: int = setting(16, "LoRA rank.")
     alpha: int = setting(32, "LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rslora).")
     dropout: float = setting(
-        0.0, "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time)."
+        0.0,
+        "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time, and "
+        "peft's own forward then keeps every layer's input again: ~1.5x the activation memory).",
     )
     target_modules: str = setting("all-linear", "Modules to adapt: 'all-linear' or comma-separated names.")
     rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha / sqrt(r) (helps at high ranks).")

@@ -105,6 +105,21 @@ QUERY_ROWS = 128
 SPLIT_FROM = 256
 
 
+def kept_probabilities(row_len: int) -> int:
+    """Probabilities the packed path keeps for the backward, per head, for a ``row_len``-token row
+    at worst: examples as long as the matmul path takes (longer ones go to flash, which keeps none),
+    each in the query parts :func:`_block_by_matmul` cuts. For train/memory.py's estimate."""
+    longest = min(row_len, MATMUL_MAX_LEN)
+    full, rest = divmod(row_len, longest)
+    return full * _block_probabilities(longest) + _block_probabilities(rest)
+
+
+def _block_probabilities(t: int) -> int:
+    parts = math.ceil(t / QUERY_ROWS) if t > SPLIT_FROM else 1
+    cuts = [t * i // parts for i in range(parts + 1)]
+    return sum((hi - lo) * hi for lo, hi in itertools.pairwise(cuts))
+
+
 def packed_causal_attention(query: Any, key: Any, value: Any, position_ids: Any, scaling: float) -> Any:
     """Causal attention within each example of packed rows: (B, H, T, D) in, (B, T, H, D) out.
 

@@ -17,40 +17,54 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetuneflow.models.loss import FUSED_CHUNK_LOGITS
+from finetuneflow.train.attention import kept_probabilities
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.model_setup import attention_kernel
 
 GIB = 1024**3
 
 # --- calibration ---------------------------------------------------------------------------------
-# Measured on this repo's loop (train/loss.py: sdpa attention, LM head on supervised positions only,
-# fp32 frozen weights, LoRA r16 all-linear) with a SmolLM2-135M-shaped model (h 576, i 1536, 30 layers,
-# vocab 49,152) on the 2-core Zen5 box, one step, peak RSS of a fresh process:
-#   model + LoRA loaded                     0.98 GiB   (0.36 of it: python + torch + transformers)
-#   bf16 autocast, 2 x 512, 10% supervised  2.60 GiB
-#   bf16 autocast, 8 x 512, 10% supervised  6.84 GiB   -> 48 KB per token per layer
-#   bf16 autocast, 8 x 512, all supervised  8.78 GiB   -> ~11.4 bytes per supervised logit
-#   bf16 autocast, 4 x 1024, 10% supervised 7.06 GiB   (no T^2 term: sdpa does not keep the scores)
-#   fp32,          8 x 512, 10% supervised 10.51 GiB   -> 81 KB per token per layer
-#   bf16 + gradient checkpointing, 8 x 512  3.03 GiB   (2 x 512: 1.51 GiB)
-#   fp32 + gradient checkpointing, 2 x 512  2.11 GiB
-#   10 layers, bf16, 4 x 512: 1.53 GiB; with checkpointing 1.23 GiB (not fitted; estimated +21%, +13%)
-# End to end, `plan()` with its micro-benchmark on the real SmolLM2-135M-Instruct (256 synthetic chats of
-# 60-431 tokens, 73% supervised), bf16, 8 x 512: peak RSS 8.33 GiB measured, 8.37 GiB estimated.
-# FACTS.md reports 4.7 GiB (bf16) / 6.6 GiB (fp32) at 8 x 512 for the loop measured before the project
-# began; this repo's loop does not reproduce those (see the rows above), so the constants follow the
-# rows above. Re-measure after train/step.py changes: tests/train/test_plan.py pins the estimate
-# against these rows and against a real step on a small model.
-#
-# Values saved for backward per token per layer of a Llama block (the analysis the fit started from):
-# the residual stream and the two RMSNorms keep ~6h values in fp32 whatever the autocast dtype; the
-# linear inputs (autocast casts them once per projection, LoRA's A casts again), q/k/v/out of attention
-# and the four (i)-sized MLP tensors keep ~15h + 4i values in the compute dtype.
-FP32_VALUES_PER_H = 6.0
-COMPUTE_VALUES_PER_H = 15.0
+# Counted from this repo's loop, then checked against real runs (bench/train_memory.py: 2 steps of
+# `ftf plan`'s micro-benchmark per configuration in a fresh process, the real SmolLM2-135M-Instruct,
+# bench/train.py's chat rows packed to 512 tokens, 77% of tokens supervised; AVX2-only AMD EPYC,
+# 2026-12-06; peak RSS of the whole process):
+#   fp32, 1 / 2 / 4 rows of 512                 1.90 / 2.68 / 4.53 GiB
+#   fp32, 2 rows x 2 side by side (2 threads)   4.36 GiB
+#   fp32, 1 row of 1024                         2.76 GiB
+#   fp32, 2 rows, sdpa / checkpointing          2.72 / 1.64 GiB
+#   fp32, 2 rows, full fine-tune                3.92 GiB
+#   fp32, 2 rows, LoRA dropout 0.05             4.14 GiB
+#   bf16, 1 / 2 rows                            1.31 / 1.75 GiB
+# (tests/train/test_plan.py holds the same rows: the estimate must stay within 25% of each.)
+# The loop (train/model_setup.py) runs Llama-formula RMSNorms through models/norm_fused.py (each
+# keeps only its input) and plain LoRA linears through models/lora_fused.py (q/k/v share one saved
+# input, the rank-r products are tiny), and a LoRA run's frozen head through models/loss.py's fused
+# loss (one chunk of fp32 logits, never the (tokens x vocab) ones). Saved for the backward pass
+# per token per block, then: the two norms' inputs (the residual stream, 2h, in the weights' dtype);
+# their outputs, the query's copy and attention's output (2h + 2q) and the keys and values (2kv)
+# in the compute dtype; the MLP's gate, its SiLU, up and their product (4i). With the attention's
+# probabilities (below) that counts ~52 KB per token per block in fp32 on SmolLM2-135M for a row
+# holding one 512-token example; the runs measured 53-63 KB (their rows hold 1-3 examples):
+# ALLOCATOR_SLACK covers the difference (short-lived gradients of the block being run backward,
+# fragmentation).
+RESIDUAL_VALUES_PER_H = 2.0
+COMPUTE_VALUES_PER_H = 2.0
+COMPUTE_VALUES_PER_Q = 2.0
+COMPUTE_VALUES_PER_KV = 2.0
 COMPUTE_VALUES_PER_I = 4.0
-ALLOCATOR_SLACK = 1.1  # measured / counted: fragmentation and short-lived temporaries
-LOGIT_BYTES = 12.0  # per supervised token per vocab entry: logits, fp32 log-softmax, its gradient
+# Norms of another formula (Gemma's, LayerNorm) run transformers' own code, which also keeps fp32
+# copies of the input and the normalised input: read from transformers, not measured.
+UNFUSED_NORM_FP32_VALUES_PER_H = 4.0
+# LoRA dropout or DoRA run peft's own forward: every adapted linear keeps its own (dropped-out) input,
+# mask and sum. Measured (fp32, 2 x 512, dropout 0.05): +1.46 GiB, ~50 KB more per token per block,
+# 2.1x the inputs of the seven linears (5h + q + i values) at the slack below.
+UNFUSED_LORA_INPUT_COPIES = 2.1
+ALLOCATOR_SLACK = 1.2
+# A head the loop cannot fuse (full fine-tuning trains it) materialises the logits of one chunk of
+# supervised tokens: logits, their fp32 log-softmax and its gradient (~12 bytes per logit).
+LOGIT_BYTES = 12.0
+EAGER_BYTES = 9  # per element of transformers' eager attention probabilities (see _attention_bytes)
 # With checkpointing the forward should keep only each block's input (h fp32 values), and the backward
 # recompute one block at a time. Measured (bf16: 30 layers 0.50 MiB/token, 10 layers 0.26 MiB/token;
 # fp32 30 layers 1.13 MiB/token) it keeps more: ~a quarter of a block's activations per block, plus
@@ -206,6 +220,7 @@ class Dims:
     experts: int = 1  # MoE: MLP copies per layer, all held in memory
     active_experts: int = 1  # MoE: experts each token goes through (their activations are saved)
     positions: int = 0  # learned absolute position embeddings (GPT-2), else 0
+    fused_norms: bool = True  # Llama-formula RMSNorms, which models/norm_fused.py runs
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """Per-layer linear layers as name -> (in, out), named the Llama way."""
@@ -250,6 +265,7 @@ def dims(model_cfg: dict[str, Any]) -> Dims:
         experts=c.get("num_local_experts") or c.get("num_experts") or 1,
         active_experts=c.get("num_experts_per_tok") or 1,
         positions=c.get("n_positions", 0) if kind == "gpt2" else 0,
+        fused_norms=kind not in NON_GATED and not kind.startswith("gemma"),  # LayerNorms; 1 + weight
     )
 
 
@@ -348,21 +364,20 @@ def estimate_memory(
         trained = lora_params(d, cfg.lora.r, cfg.lora.target_modules, cfg.lora.dora)
         trainable = trained * (4 + 4 + ADAM_BYTES)  # fp32 adapter weight, gradient, two moments
 
-    per_token_layer = _activation_bytes(d, half)
+    resident = 2 if cfg.method != "full" and (half or cfg.method == "qlora") else 4  # the weights' dtype
+    peft_forward = cfg.method != "full" and (cfg.lora.dropout > 0 or cfg.lora.dora)
+    per_token_layer = _activation_bytes(d, 2 if half else 4, resident, peft_forward)
     if cfg.gradient_checkpointing:
         blocks = d.layers * CKPT_KEPT_PER_BLOCK + min(CKPT_TRANSIENT_BLOCKS, d.layers)
     else:
         blocks = d.layers
-    activations = tokens * per_token_layer * blocks
-    kernel = attention_kernel(cfg, hw.device)
-    if kernel != "sdpa":
-        # matmul attention keeps each layer's (heads x len x len) probabilities for the backward;
-        # measured with SmolLM2-135M, 2 x 512 tokens, bf16: ~9 bytes per element for transformers'
-        # eager, ~5 for ours (one bf16 copy plus transients)
-        per_element = EAGER_BYTES if kernel == "eager" else FTF_EAGER_BYTES
-        activations += per_element * rows * d.heads * cfg.max_len**2 * blocks
+    probabilities = rows * d.heads * _attention_bytes(cfg, hw, half)  # per block
+    activations = (tokens * per_token_layer + probabilities) * blocks
     supervised = min(int(tokens * supervised_fraction), cfg.loss_chunk)
-    logits = int(supervised * d.vocab * LOGIT_BYTES)
+    if cfg.method == "full":  # a trained head: transformers' linear, its logits in chunks
+        logits = int(supervised * d.vocab * LOGIT_BYTES)
+    else:  # models/loss.py's fused head: one fp32 chunk of logits and the states' gradient
+        logits = 4 * FUSED_CHUNK_LOGITS + int(tokens * supervised_fraction) * d.hidden * (2 if half else 4)
     overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
     return MemoryEstimate(
         weights=weights,
@@ -375,10 +390,6 @@ def estimate_memory(
         tokens=tokens,
         compute=compute,
     )
-
-
-EAGER_BYTES = 9
-FTF_EAGER_BYTES = 5
 
 
 @dataclass(frozen=True)
@@ -416,8 +427,32 @@ def auto_split(
     return Split(rows, side)
 
 
-def _activation_bytes(d: Dims, half: bool) -> float:
-    """Bytes saved for backward per token per block (see the calibration note at the top)."""
-    compute_bytes = 2 if half else 4
-    values = COMPUTE_VALUES_PER_H * d.hidden + COMPUTE_VALUES_PER_I * d.intermediate * d.active_experts
-    return ALLOCATOR_SLACK * (4 * FP32_VALUES_PER_H * d.hidden + compute_bytes * values)
+def _activation_bytes(d: Dims, compute_bytes: int, resident_bytes: int, peft_forward: bool) -> float:
+    """Bytes saved for backward per token per block, attention's probabilities aside (see the
+    calibration note at the top); ``peft_forward``: the LoRA layers run peft's own forward."""
+    q, kv = d.heads * d.head_dim, d.kv_heads * d.head_dim
+    compute = (
+        COMPUTE_VALUES_PER_H * d.hidden
+        + COMPUTE_VALUES_PER_Q * q
+        + COMPUTE_VALUES_PER_KV * kv
+        + COMPUTE_VALUES_PER_I * d.intermediate * d.active_experts
+    )
+    if peft_forward:
+        compute += UNFUSED_LORA_INPUT_COPIES * (5 * d.hidden + q + d.intermediate * d.active_experts)
+    unfused = 0.0 if d.fused_norms else 4 * UNFUSED_NORM_FP32_VALUES_PER_H * d.hidden
+    return ALLOCATOR_SLACK * (
+        resident_bytes * RESIDUAL_VALUES_PER_H * d.hidden + compute_bytes * compute + unfused
+    )
+
+
+def _attention_bytes(cfg: TrainConfig, hw: Hardware, half: bool) -> float:
+    """Bytes of attention probabilities one row keeps per head per block: none with SDPA (flash
+    kernels recompute them); transformers' eager keeps the whole (len x len) square (~9 bytes per
+    element measured with SmolLM2-135M, 2 x 512 tokens, bf16: scores, fp32 softmax, its copy); ours
+    keeps one compute-dtype copy of each packed example's causal block (train/attention.py)."""
+    kernel = attention_kernel(cfg, hw.device)
+    if kernel == "sdpa":
+        return 0.0
+    if kernel == "eager":
+        return float(EAGER_BYTES * cfg.max_len**2)
+    return ALLOCATOR_SLACK * (2 if half else 4) * kept_probabilities(cfg.max_len)
