@@ -356,20 +356,24 @@ class ScriptedServer:
         else:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             prompt = sum(_n_words(m.get("content")) for m in messages)
-            payload = json.dumps({
-                "id": f"chatcmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model") or self.models[0],
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply.content},
-                    "finish_reason": reply.finish_reason,
-                }],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": _n_words(reply.content),
-                    "total_tokens": prompt + _n_words(reply.content),
-                },
-            }).encode()
+            payload = json.dumps(
+                {
+                    "id": f"chatcmpl-{len(self.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model") or self.models[0],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply.content},
+                            "finish_reason": reply.finish_reason,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": _n_words(reply.content),
+                        "total_tokens": prompt + _n_words(reply.content),
+                    },
+                }
+            ).encode()
         handler.send(reply.status, payload, reply.headers)

@@ -185,7 +185,6 @@ def test_verdict_sentences_show_their_bold_as_bold_and_escape_the_rest() -> None
     assert str(bold(None)) == ""
 
 
-
 def test_an_empty_answer_says_so_and_an_unasked_model_shows_no_score() -> None:
     from finetuneflow.web.ui.pages import TEMPLATES
 
