@@ -2,15 +2,15 @@
 
 Each configuration trains ``--steps`` real optimizer steps through ``plan.micro_benchmark`` (what
 `ftf plan` runs) in a fresh process, on the default model (SmolLM2-135M-Instruct, converted once
-like ``bench/train.py``) and ``bench/train.py``'s chat workload packed into 512-token rows (one
-configuration with 1024). Printed per configuration: the estimate's parts, the estimate, the
+like ``bench/train.py``; ``--model`` another) and ``bench/train.py``'s chat workload packed into
+512-token rows (one configuration with 1024). Printed per configuration: the estimate's parts, the estimate, the
 measured peak (RSS on a CPU: the whole process, runtime included) and their ratio. The calibration
 note in ``train/memory.py`` and the table in ``tests/train/test_plan.py`` come from this output.
 
 The estimate should stay within ~30% of the peak; above 1.3 it sends people to smaller
 micro-batches than their machine takes, below 0.7 a run it called safe may run out of memory.
 
-    python bench/train_memory.py [--steps 2] [--only NAME[,NAME]] [--list]
+    python bench/train_memory.py [--steps 2] [--only NAME[,NAME]] [--model NAME_OR_PATH] [--list]
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ print("RESULT " + json.dumps({"estimate": est.to_dict(), "supervised": supervise
 """
 
 
-def run_config(name: str, changes: dict[str, Any], dataset: Path, steps: int) -> dict[str, Any]:
-    cfg = {"base_model": "smollm2-135m-instruct", "max_len": 512, "grad_accum": 1, "threads": 1, **changes}
+def run_config(name: str, changes: dict[str, Any], dataset: Path, steps: int, model: str) -> dict[str, Any]:
+    cfg = {"base_model": model, "max_len": 512, "grad_accum": 1, "threads": 1, **changes}
     if not cfg["batch_size"]:
         cfg["grad_accum"] = 4  # a step of 4 rows for auto to split
     done = subprocess.run(
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps per configuration (the peak)")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     parser.add_argument("--list", action="store_true", help="print the configurations and stop")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="default name or a local HF folder")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)
     unknown = sorted(set(names) - set(CONFIGS))
@@ -114,11 +115,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ftf-bench-memory-") as tmp:
         prepare_home(Path(tmp))
-        tokenizer = load_tokenizer(resolve_model("smollm2-135m-instruct"))
+        tokenizer = load_tokenizer(resolve_model(args.model))
         dataset, _ = write_dataset(Path(tmp), tokenizer, examples=64, seed=0)
-        print(f"model cache {MODEL_CACHE}; {len(names)} configurations, {args.steps} steps each", flush=True)
+        print(
+            f"{args.model} (cache {MODEL_CACHE}); {len(names)} configurations, {args.steps} steps each",
+            flush=True,
+        )
         for name in names:
-            show(name, run_config(name, CONFIGS[name], dataset, args.steps))
+            show(name, run_config(name, CONFIGS[name], dataset, args.steps, args.model))
 
 
 if __name__ == "__main__":
