@@ -3,9 +3,10 @@
 Each configuration trains ``--steps`` real optimizer steps through ``plan.micro_benchmark`` (what
 `ftf plan` runs) in a fresh process, on the default model (SmolLM2-135M-Instruct, converted once
 like ``bench/train.py``; ``--model`` another) and ``bench/train.py``'s chat workload packed into
-512-token rows (one configuration with 1024). Printed per configuration: the estimate's parts, the estimate, the
-measured peak (RSS on a CPU: the whole process, runtime included) and their ratio. The calibration
-note in ``train/memory.py`` and the table in ``tests/train/test_plan.py`` come from this output.
+512-token rows (one configuration with 1024). Printed per configuration: the estimate's parts,
+the estimate, the measured peak (RSS on a CPU: the whole process, runtime included) and their
+ratio. The calibration note in ``train/memory.py`` and the table in ``tests/train/test_plan.py``
+come from this output (``bench/results/train_memory_avx2.txt``).
 
 The estimate should stay within ~30% of the peak; above 1.3 it sends people to smaller
 micro-batches than their machine takes, below 0.7 a run it called safe may run out of memory.
