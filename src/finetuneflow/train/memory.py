@@ -36,6 +36,7 @@ GIB = 1024**3
 #   fp32, 2 rows, full fine-tune                3.92 GiB
 #   fp32, 2 rows, LoRA dropout 0.05             4.14 GiB
 #   bf16, 1 / 2 rows                            1.31 / 1.75 GiB
+#   Gemma 3 270M, fp32, 1 / 2 rows              2.53 / 3.29 GiB (norms of its own formula)
 # (tests/train/test_plan.py holds the same rows: the estimate must stay within 25% of each.)
 # The loop (train/model_setup.py) runs Llama-formula RMSNorms through models/norm_fused.py (each
 # keeps only its input) and plain LoRA linears through models/lora_fused.py (q/k/v share one saved
@@ -54,7 +55,8 @@ COMPUTE_VALUES_PER_Q = 2.0
 COMPUTE_VALUES_PER_KV = 2.0
 COMPUTE_VALUES_PER_I = 4.0
 # Norms of another formula (Gemma's, LayerNorm) run transformers' own code, which also keeps fp32
-# copies of the input and the normalised input: read from transformers, not measured.
+# copies of the input and the normalised input (read from transformers; Gemma 3 has more norms per
+# block than two, and its estimate reads 0.89-0.90 of the measured peak).
 UNFUSED_NORM_FP32_VALUES_PER_H = 4.0
 # LoRA dropout or DoRA run peft's own forward: every adapted linear keeps its own (dropped-out) input,
 # mask and sum. Measured (fp32, 2 x 512, dropout 0.05): +1.46 GiB, ~50 KB more per token per block,
@@ -67,8 +69,9 @@ LOGIT_BYTES = 12.0
 EAGER_BYTES = 9  # per element of transformers' eager attention probabilities (see _attention_bytes)
 # With checkpointing the forward should keep only each block's input (h fp32 values), and the backward
 # recompute one block at a time. Measured (bf16: 30 layers 0.50 MiB/token, 10 layers 0.26 MiB/token;
-# fp32 30 layers 1.13 MiB/token) it keeps more: ~a quarter of a block's activations per block, plus
-# ~3 blocks' worth of transient peak (recomputed activations, their gradients, allocator slack).
+# fp32 30 layers 1.13 MiB/token, on the loop before the fusions) it keeps more: ~a quarter of a
+# block's activations per block, plus ~3 blocks' worth of transient peak (recomputed activations,
+# their gradients, allocator slack). On today's loop that still holds (fp32, 2 x 512: 0.97x).
 CKPT_KEPT_PER_BLOCK = 0.26
 CKPT_TRANSIENT_BLOCKS = 3.0
 CPU_RUNTIME = int(0.45 * GIB)  # python + torch + transformers + peft + tokenizer + packed rows
