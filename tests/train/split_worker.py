@@ -1,7 +1,7 @@
 """One rank deciding the micro-batches while rank 0 fails: ``torchrun ... split_worker.py``.
 
-Rank 0 gets a prepared dataset whose model folder is None, so the estimate raises a TypeError (not
-one of the errors it falls back on); each rank prints what it raised."""
+Rank 0 gets a prepared dataset whose model folder is None, so reading its config.json raises a
+TypeError (not one of the errors split_step falls back on); each rank prints what it raised."""
 
 from types import SimpleNamespace
 

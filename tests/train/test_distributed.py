@@ -104,7 +104,7 @@ def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
         distributed.init("cuda")  # rank 0 too: it would otherwise wait in NCCL for a rank that failed
 
 
-def test_a_failure_on_rank_0_while_sizing_micro_batches_reaches_every_rank(tmp_path: Path) -> None:
+def test_a_failure_on_rank_0_while_sizing_micro_batches_reaches_every_rank() -> None:
     # rank 0 alone reads the model's sizes; an unexpected error there used to leave rank 1 in the
     # broadcast, to fail later on a closed connection (gloo) or wait out NCCL's timeout
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}

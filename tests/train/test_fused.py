@@ -6,6 +6,8 @@ autograd function; the fused RMSNorm (models/norm_fused.py) writes the compute d
 run the tiny model both ways and compare.
 """
 
+import itertools
+import random
 from pathlib import Path
 from typing import Any
 
@@ -190,12 +192,8 @@ def test_packed_attention_blocks_match_masked_attention_by_either_kernel(
         torch.testing.assert_close(mine, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("row_len", [200, 512, 1024])
-def test_the_memory_estimate_counts_the_probabilities_the_packed_path_keeps(
-    row_len: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """train/memory.py sizes attention by ``kept_probabilities``: at worst (examples as long as the
-    matmul path takes), the softmax outputs of every query part, summed, per head."""
+def _kept(lengths: list[int], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Probabilities the packed path's softmax calls produce for one row of ``lengths`` examples."""
     from finetuneflow.train import attention
 
     kept: list[int] = []
@@ -205,10 +203,32 @@ def test_the_memory_estimate_counts_the_probabilities_the_packed_path_keeps(
         kept.append(x.numel())
         return softmax(x, dim=dim)
 
-    monkeypatch.setattr(torch, "softmax", counting)
-    longest = min(row_len, attention.MATMUL_MAX_LEN)
-    lengths = [longest] * (row_len // longest) + ([row_len % longest] if row_len % longest else [])
-    positions = torch.tensor([[p for n in lengths for p in range(n)]])
-    q, k, v = (torch.randn(1, heads, row_len, 8) for heads in (6, 2, 2))
-    attention.packed_causal_attention(q, k, v, positions, 0.3)
-    assert sum(kept) == 6 * attention.kept_probabilities(row_len)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "softmax", counting)
+        positions = torch.tensor([[p for n in lengths for p in range(n)]])
+        q, k, v = (torch.randn(1, heads, sum(lengths), 8) for heads in (6, 2, 2))
+        attention.packed_causal_attention(q, k, v, positions, 0.3)
+    return sum(kept) // 6
+
+
+@pytest.mark.parametrize(
+    ("worst", "others"),
+    [([200], [[100, 100], [150, 50]]), ([512], [[256, 256], [300, 212]]), ([256, 44], [[300], [150, 150]])],
+)
+def test_the_memory_estimate_counts_the_probabilities_the_packed_path_keeps_at_worst(
+    worst: list[int], others: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train/memory.py sizes attention by ``kept_probabilities``: the most that the softmax outputs
+    of every example's query parts can add up to in a row, over the ways examples fill it (300
+    tokens: a 256-token example is kept whole, a 300-token one in three parts)."""
+    from finetuneflow.train.attention import kept_probabilities
+
+    row_len = sum(worst)
+    assert _kept(worst, monkeypatch) == kept_probabilities(row_len)
+    for lengths in others:
+        assert _kept(lengths, monkeypatch) < kept_probabilities(row_len)
+    generator = random.Random(row_len)
+    for _ in range(5):  # random packings never exceed it
+        cuts = sorted(generator.sample(range(1, row_len), 3))
+        lengths = [b - a for a, b in itertools.pairwise([0, *cuts, row_len])]
+        assert _kept(lengths, monkeypatch) <= kept_probabilities(row_len)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from finetuneflow.config import to_dict
+from finetuneflow.models.loss import FUSED_CHUNK_LOGITS
 from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import LoraSettings, TrainConfig
 from finetuneflow.train.memory import (
@@ -140,6 +141,8 @@ MEASURED = [
     (dict(precision="fp32", batch_size=4), 0.77, 4.53),
     (dict(precision="fp32", batch_size=0, grad_accum=4), 0.77, 4.36),  # 2 rows x 2 side by side
     (dict(precision="fp32", batch_size=2, attention="sdpa"), 0.77, 2.72),
+    (dict(precision="fp32", batch_size=1, max_len=2048), 0.77, 4.85),  # auto: SDPA and its (len x len) mask
+    (dict(precision="fp32", batch_size=2, attention="eager"), 0.77, 3.45),  # transformers' own
     (dict(precision="fp32", batch_size=2, gradient_checkpointing=True), 0.77, 1.64),
     (dict(precision="fp32", batch_size=1, max_len=1024), 0.77, 2.76),
     (dict(precision="fp32", batch_size=2, method="full"), 0.77, 3.92),
@@ -226,7 +229,9 @@ def test_auto_micro_batch_takes_two_rows_per_core_on_a_cpu_and_the_whole_step_on
     g = cuda(40)
     assert auto_split(SMOLLM2_135M, auto, cuda((need(g, 2) + need(g, 4)) / 2)) == Split(2, 1)
     held = replace(auto, batch_size=4, grad_accum=1)  # what two 2-row micro-batches hold at once
-    assert estimate_memory(SMOLLM2_135M, auto, c) == estimate_memory(SMOLLM2_135M, held, c)
+    side, one = estimate_memory(SMOLLM2_135M, auto, c), estimate_memory(SMOLLM2_135M, held, c)
+    assert replace(side, logits=one.logits) == one
+    assert side.logits - one.logits == 4 * FUSED_CHUNK_LOGITS  # each thread's chunk of fp32 logits
 
 
 def test_qlora_on_a_cpu_becomes_lora_with_the_reason() -> None:
@@ -359,3 +364,25 @@ def test_ftf_plan_json_and_table(tiny_model: Path, tmp_path: Path) -> None:
     assert "one pass teaches the format" in said and "the recall probe still keeps the best step" in said
     missing = CliRunner().invoke(app, ["plan", "-p", "p", "--dataset", "nope", "--no-benchmark"])
     assert missing.exit_code == 2 and "no dataset 'nope'" in missing.output
+
+
+def test_what_the_loop_cannot_fuse_or_pack_is_counted() -> None:
+    """The paths that keep more than a fused Llama LoRA step: each raises the estimate."""
+    base = TrainConfig(batch_size=2, max_len=1024, precision="bf16")
+    plain = total(base)
+    assert total(base, model_cfg={**SMOLLM2_135M, "model_type": "gemma3_text"}) > plain  # its own norms
+    windowed = {**SMOLLM2_135M, "sliding_window": 512}  # rows past the window: the masked path
+    assert total(base, model_cfg=windowed) > plain
+    assert total(replace(base, max_len=512), model_cfg=windowed) == total(replace(base, max_len=512))
+    assert total(base, model_cfg={**SMOLLM2_135M, "attention_dropout": 0.1}) > plain  # whole squares
+    assert total(base, model_cfg={**SMOLLM2_135M, "model_type": "phi"}) > plain  # a head with a bias
+    moe = {**SMOLLM2_135M, "num_local_experts": 4, "num_experts_per_tok": 2}
+    extra = (
+        estimate_memory(moe, base, cpu(20)).activations
+        - estimate_memory(SMOLLM2_135M, base, cpu(20)).activations
+    )
+    assert extra > 30 * 4 * 3 * 576 * 1536 * 2  # peft's merged expert weights, kept by every layer
+    # 4-bit needs CUDA: asked for on a CPU, the run trains (and is sized as) LoRA
+    assert estimate_memory(SMOLLM2_1_7B, replace(base, method="qlora"), cpu(20)) == estimate_memory(
+        SMOLLM2_1_7B, base, cpu(20)
+    )

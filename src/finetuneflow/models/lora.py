@@ -18,7 +18,7 @@ class LoraSettings:
     dropout: float = setting(
         0.0,
         "Dropout on the LoRA input (0 = off; on a CPU its random masks cost ~15% of step time, and "
-        "peft's own forward then keeps every layer's input again: ~1.5x the activation memory).",
+        "peft's own forward then keeps every layer's input again: ~1.9x the activation memory).",
     )
     target_modules: str = setting("all-linear", "Modules to adapt: 'all-linear' or comma-separated names.")
     rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha / sqrt(r) (helps at high ranks).")

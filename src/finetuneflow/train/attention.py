@@ -105,19 +105,28 @@ QUERY_ROWS = 128
 SPLIT_FROM = 256
 
 
+@functools.lru_cache(maxsize=16)
 def kept_probabilities(row_len: int) -> int:
     """Probabilities the packed path keeps for the backward, per head, for a ``row_len``-token row
-    at worst: examples as long as the matmul path takes (longer ones go to flash, which keeps none),
-    each in the query parts :func:`_block_by_matmul` cuts. For train/memory.py's estimate."""
-    longest = min(row_len, MATMUL_MAX_LEN)
-    full, rest = divmod(row_len, longest)
-    return full * _block_probabilities(longest) + _block_probabilities(rest)
+    at worst over the ways examples can fill it (longer than the matmul path takes, they go to
+    flash, which keeps none): each example's query parts as :func:`_block_by_matmul` cuts them.
+    For train/memory.py's estimate; a row of one example is not always the worst (256 tokens are
+    kept whole, 300 in three parts)."""
+    worst = [0] * (row_len + 1)
+    kept = [_block_probabilities(t) for t in range(min(row_len, MATMUL_MAX_LEN) + 1)]
+    for n in range(1, row_len + 1):
+        worst[n] = max(kept[t] + worst[n - t] for t in range(1, min(n, MATMUL_MAX_LEN) + 1))
+    return worst[row_len]
 
 
 def _block_probabilities(t: int) -> int:
+    return sum((hi - lo) * hi for lo, hi in _query_parts(t))
+
+
+def _query_parts(t: int) -> list[tuple[int, int]]:
+    """(first, end) query positions of each part of a ``t``-token causal block."""
     parts = math.ceil(t / QUERY_ROWS) if t > SPLIT_FROM else 1
-    cuts = [t * i // parts for i in range(parts + 1)]
-    return sum((hi - lo) * hi for lo, hi in itertools.pairwise(cuts))
+    return list(itertools.pairwise([t * i // parts for i in range(parts + 1)]))
 
 
 def packed_causal_attention(query: Any, key: Any, value: Any, position_ids: Any, scaling: float) -> Any:
@@ -163,9 +172,7 @@ def _block_by_matmul(query: Any, key: Any, value: Any, scaling: float) -> Any:
     _, heads, t, dim = query.shape
     kv = key.shape[1]
     groups = heads // kv
-    parts = math.ceil(t / QUERY_ROWS) if t > SPLIT_FROM else 1
-    cuts = [t * i // parts for i in range(parts + 1)]
-    spans = list(itertools.pairwise(cuts))
+    spans = _query_parts(t)
     outs = []
     for (lo, hi), q in zip(spans, query[0].split([hi - lo for lo, hi in spans], dim=1), strict=True):
         stacked = q.reshape(kv, groups * (hi - lo), dim)  # heads g*j .. g*j+g-1 share kv head j
@@ -173,7 +180,7 @@ def _block_by_matmul(query: Any, key: Any, value: Any, scaling: float) -> Any:
         keys = key[0, :, :hi].transpose(1, 2)
         probs = torch.softmax(torch.baddbmm(mask, stacked, keys, alpha=scaling), dim=-1)
         outs.append(torch.bmm(probs, value[0, :, :hi]).view(heads, hi - lo, dim))  # (kv, g*rows, D)
-    out = outs[0] if parts == 1 else torch.cat(outs, dim=1)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return out.transpose(0, 1).unsqueeze(0)
 
 

@@ -32,7 +32,8 @@ GIB = 1024**3
 #   fp32, 1 / 2 / 4 rows of 512                 1.90 / 2.68 / 4.53 GiB
 #   fp32, 2 rows x 2 side by side (2 threads)   4.36 GiB
 #   fp32, 1 row of 1024                         2.76 GiB
-#   fp32, 2 rows, sdpa / checkpointing          2.72 / 1.64 GiB
+#   fp32, 2 rows, sdpa / eager / checkpointing  2.72 / 3.45 / 1.64 GiB
+#   fp32, 1 row of 2048 (SDPA)                  4.85 GiB
 #   fp32, 2 rows, full fine-tune                3.92 GiB
 #   fp32, 2 rows, LoRA dropout 0.05             4.14 GiB
 #   bf16, 1 / 2 rows                            1.31 / 1.75 GiB
@@ -60,7 +61,8 @@ COMPUTE_VALUES_PER_I = 4.0
 UNFUSED_NORM_FP32_VALUES_PER_H = 4.0
 # LoRA dropout or DoRA run peft's own forward: every adapted linear keeps its own (dropped-out) input,
 # mask and sum. Measured (fp32, 2 x 512, dropout 0.05): +1.46 GiB, ~50 KB more per token per block,
-# 2.1x the inputs of the seven linears (5h + q + i values) at the slack below.
+# 2.1x the inputs of the seven linears (5h + q + i values) at the slack below. DoRA keeps
+# output-sized tensors instead; it is sized the same, unmeasured.
 UNFUSED_LORA_INPUT_COPIES = 2.1
 ALLOCATOR_SLACK = 1.2
 # A head the loop cannot fuse (full fine-tuning trains it) materialises the logits of one chunk of
@@ -71,7 +73,8 @@ EAGER_BYTES = 9  # per element of transformers' eager attention probabilities (s
 # recompute one block at a time. Measured (bf16: 30 layers 0.50 MiB/token, 10 layers 0.26 MiB/token;
 # fp32 30 layers 1.13 MiB/token, on the loop before the fusions) it keeps more: ~a quarter of a
 # block's activations per block, plus ~3 blocks' worth of transient peak (recomputed activations,
-# their gradients, allocator slack). On today's loop that still holds (fp32, 2 x 512: 0.97x).
+# their gradients, allocator slack). On today's loop that still holds (fp32, 2 x 512: 1.64 and 1.75
+# GiB in two runs, estimated 1.69).
 CKPT_KEPT_PER_BLOCK = 0.26
 CKPT_TRANSIENT_BLOCKS = 3.0
 CPU_RUNTIME = int(0.45 * GIB)  # python + torch + transformers + peft + tokenizer + packed rows
@@ -82,6 +85,14 @@ HEADROOM = 0.85  # plan for 85% of what is free: the OS, page cache and other pr
 AUTO_CPU_ROWS = 2  # batch_size 0 (auto) on a CPU: at most this many rows per micro-batch
 
 NON_GATED = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "phi", "falcon", "starcoder2", "gpt_bigcode"}
+# model types whose RMSNorm is Llama's formula (models/norm_fused.py checks the source when it runs;
+# a type not listed is sized as transformers' own norm, the larger)
+LLAMA_NORM_TYPES = {
+    "llama", "mistral", "mixtral", "ministral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3",
+    "granite", "granitemoe", "smollm3", "olmoe", "deepseek_v2", "deepseek_v3", "glm", "glm4",
+    "exaone4", "hunyuan_v1_dense", "ernie4_5", "seed_oss", "apertus", "arcee", "jetmoe",
+}  # fmt: skip
+HEAD_BIAS_TYPES = {"phi", "gptj"}
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -224,6 +235,10 @@ class Dims:
     active_experts: int = 1  # MoE: experts each token goes through (their activations are saved)
     positions: int = 0  # learned absolute position embeddings (GPT-2), else 0
     fused_norms: bool = True  # Llama-formula RMSNorms, which models/norm_fused.py runs
+    sliding_window: int = 0  # local attention layers' window (Gemma 3, Mistral), else 0
+    attention_dropout: float = 0.0  # the base model's own dropouts, on while it trains (GPT-2: 0.1)
+    residual_dropout: float = 0.0
+    head_bias: bool = False  # an LM head with a bias (Phi, GPT-J): models/loss.py cannot fuse it
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """Per-layer linear layers as name -> (in, out), named the Llama way."""
@@ -268,7 +283,11 @@ def dims(model_cfg: dict[str, Any]) -> Dims:
         experts=c.get("num_local_experts") or c.get("num_experts") or 1,
         active_experts=c.get("num_experts_per_tok") or 1,
         positions=c.get("n_positions", 0) if kind == "gpt2" else 0,
-        fused_norms=kind not in NON_GATED and not kind.startswith("gemma"),  # LayerNorms; 1 + weight
+        fused_norms=kind in LLAMA_NORM_TYPES,
+        sliding_window=(c.get("sliding_window") or 0) if c.get("use_sliding_window", True) else 0,
+        attention_dropout=c.get("attn_pdrop") or c.get("attention_dropout") or 0.0,
+        residual_dropout=c.get("resid_pdrop") or c.get("hidden_dropout") or 0.0,
+        head_bias=kind in HEAD_BIAS_TYPES,
     )
 
 
@@ -339,53 +358,29 @@ def estimate_memory(
     """
     d = dims(model_cfg)
     n = param_count(d)
+    if cfg.method == "qlora" and hw.device != "cuda":  # 4-bit needs CUDA: the run trains LoRA
+        cfg = dataclasses.replace(cfg, method="lora")
     compute = compute_precision(cfg, hw)
     half = compute != "fp32"
     split = auto_split(model_cfg, cfg, hw, supervised_fraction)
     rows = split.rows * split.side  # the rows in memory at once
     tokens = rows * cfg.max_len
-    linear_w = n - d.vocab * d.hidden - d.positions * d.hidden - (2 * d.layers + 1) * d.hidden
-    head_w = d.vocab * d.hidden  # the head is a linear too, tied or not
-
-    if cfg.method == "qlora":
-        # NF4 blocks; embeddings, norms and the head stay in the 16-bit compute dtype
-        weights = int(linear_w * QLORA_BYTES_PER_PARAM + 2 * (n - linear_w))
-    elif cfg.method == "lora" and half:
-        weights = 2 * n  # the frozen base is loaded in the compute dtype (train/model_setup.build_model)
-    else:
-        weights = 4 * n  # fp32 weights; autocast supplies the 16-bit compute
-        if half:
-            # autocast's 16-bit weight copies are saved for the backward: all blocks' at once, or one
-            # block's at a time under checkpointing; the head's copy always
-            copied = linear_w // d.layers if cfg.gradient_checkpointing else linear_w
-            weights += 2 * (copied + head_w)
-
     if cfg.method == "full":
         trained = n
         trainable = trained * (4 + ADAM_BYTES)  # gradient + two moments; the weight is in `weights`
     else:
         trained = lora_params(d, cfg.lora.r, cfg.lora.target_modules, cfg.lora.dora)
         trainable = trained * (4 + 4 + ADAM_BYTES)  # fp32 adapter weight, gradient, two moments
-
-    resident = 2 if cfg.method != "full" and (half or cfg.method == "qlora") else 4  # the weights' dtype
-    peft_forward = cfg.method != "full" and (cfg.lora.dropout > 0 or cfg.lora.dora)
-    per_token_layer = _activation_bytes(d, 2 if half else 4, resident, peft_forward)
-    if cfg.gradient_checkpointing:
-        blocks = d.layers * CKPT_KEPT_PER_BLOCK + min(CKPT_TRANSIENT_BLOCKS, d.layers)
-    else:
-        blocks = d.layers
-    probabilities = rows * d.heads * _attention_bytes(cfg, hw, half)  # per block
-    activations = (tokens * per_token_layer + probabilities) * blocks
-    supervised = min(int(tokens * supervised_fraction), cfg.loss_chunk)
-    if cfg.method == "full":  # a trained head: transformers' linear, its logits in chunks
-        logits = int(supervised * d.vocab * LOGIT_BYTES)
-    else:  # models/loss.py's fused head: one fp32 chunk of logits and the states' gradient
-        logits = 4 * FUSED_CHUNK_LOGITS + int(tokens * supervised_fraction) * d.hidden * (2 if half else 4)
+    supervised = int(tokens * supervised_fraction)
+    if cfg.method == "full" or d.head_bias:  # transformers' head: its logits, a chunk at a time
+        logits = int(min(supervised, cfg.loss_chunk) * d.vocab * LOGIT_BYTES)
+    else:  # models/loss.py's fused head: a chunk of fp32 logits per thread, the states' gradient
+        logits = split.side * 4 * FUSED_CHUNK_LOGITS + supervised * d.hidden * (2 if half else 4)
     overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
     return MemoryEstimate(
-        weights=weights,
+        weights=_weight_bytes(d, n, cfg, half),
         trainable=int(trainable),
-        activations=int(activations),
+        activations=int(_activations(d, cfg, hw, half, rows)),
         logits=logits,
         overhead=overhead,
         params=n,
@@ -430,32 +425,86 @@ def auto_split(
     return Split(rows, side)
 
 
-def _activation_bytes(d: Dims, compute_bytes: int, resident_bytes: int, peft_forward: bool) -> float:
-    """Bytes saved for backward per token per block, attention's probabilities aside (see the
-    calibration note at the top); ``peft_forward``: the LoRA layers run peft's own forward."""
+def _weight_bytes(d: Dims, n: int, cfg: TrainConfig, half: bool) -> int:
+    """The model's own weights as the run holds them, with autocast's 16-bit copies."""
+    linear_w = n - d.vocab * d.hidden - d.positions * d.hidden - (2 * d.layers + 1) * d.hidden
+    if cfg.method == "qlora":  # NF4 blocks; embeddings, norms and the head stay 16-bit
+        return int(linear_w * QLORA_BYTES_PER_PARAM + 2 * (n - linear_w))
+    if cfg.method == "lora" and half:
+        return 2 * n  # the frozen base is loaded in the compute dtype (train/model_setup.build_model)
+    if not half:
+        return 4 * n
+    # fp32 weights under autocast: its 16-bit copies are saved for the backward, all blocks' at
+    # once or one block's under checkpointing, and the head's (vocab x hidden) always
+    copied = linear_w // d.layers if cfg.gradient_checkpointing else linear_w
+    return 4 * n + 2 * (copied + d.vocab * d.hidden)
+
+
+def _activations(d: Dims, cfg: TrainConfig, hw: Hardware, half: bool, rows: int) -> float:
+    """What the blocks save for the backward pass, all rows in memory at once."""
+    compute_bytes = 2 if half else 4
+    resident = 2 if cfg.method != "full" and (half or cfg.method == "qlora") else 4  # the weights' dtype
+    peft_forward = cfg.method != "full" and (cfg.lora.dropout > 0 or cfg.lora.dora)
+    kernel = _attention_path(d, cfg, hw)
+    per_token = _activation_bytes(d, compute_bytes, resident, peft_forward, kernel != "packed")
+    per_row = _attention_bytes(d, cfg, kernel, compute_bytes)
+    if cfg.gradient_checkpointing:
+        blocks = d.layers * CKPT_KEPT_PER_BLOCK + min(CKPT_TRANSIENT_BLOCKS, d.layers)
+    else:
+        blocks = d.layers
+    experts = 0.0
+    if d.experts > 1 and cfg.method != "full":  # peft merges each layer's expert weights, kept
+        experts = d.layers * d.experts * (3 if d.gated else 2) * d.hidden * d.intermediate * compute_bytes
+    return (rows * cfg.max_len * per_token + rows * per_row) * blocks + experts
+
+
+def _attention_path(d: Dims, cfg: TrainConfig, hw: Hardware) -> str:
+    """How training attends: "packed" (train/attention.py per example), "masked" (a row's whole
+    square with its mask: our fallback past a sliding window, or the model's attention dropout),
+    "eager" (transformers') or "sdpa"."""
+    kernel = attention_kernel(cfg, hw.device)
+    if d.attention_dropout or kernel == "eager":
+        return "eager"
+    if kernel == "sdpa":
+        return "sdpa"
+    return "masked" if d.sliding_window and cfg.max_len > d.sliding_window else "packed"
+
+
+def _activation_bytes(
+    d: Dims, compute_bytes: int, resident_bytes: int, peft_forward: bool, repeated_kv: bool
+) -> float:
+    """Bytes saved for backward per token per block, attention's (len x len) tensors aside (see the
+    calibration note at the top); ``peft_forward``: the LoRA layers run peft's own forward;
+    ``repeated_kv``: keys and values repeated to every query head (all paths but ours)."""
     q, kv = d.heads * d.head_dim, d.kv_heads * d.head_dim
     compute = (
         COMPUTE_VALUES_PER_H * d.hidden
         + COMPUTE_VALUES_PER_Q * q
-        + COMPUTE_VALUES_PER_KV * kv
+        + COMPUTE_VALUES_PER_KV * (q if repeated_kv else kv)
         + COMPUTE_VALUES_PER_I * d.intermediate * d.active_experts
+        + (2 * d.active_experts * d.hidden if d.experts > 1 else 0)  # routed copies of the input, outputs
     )
     if peft_forward:
         compute += UNFUSED_LORA_INPUT_COPIES * (5 * d.hidden + q + d.intermediate * d.active_experts)
     unfused = 0.0 if d.fused_norms else 4 * UNFUSED_NORM_FP32_VALUES_PER_H * d.hidden
+    masks = 2 * d.hidden if d.residual_dropout else 0  # two residual dropouts' masks, a byte each
     return ALLOCATOR_SLACK * (
-        resident_bytes * RESIDUAL_VALUES_PER_H * d.hidden + compute_bytes * compute + unfused
+        resident_bytes * RESIDUAL_VALUES_PER_H * d.hidden + compute_bytes * compute + unfused + masks
     )
 
 
-def _attention_bytes(cfg: TrainConfig, hw: Hardware, half: bool) -> float:
-    """Bytes of attention probabilities one row keeps per head per block: none with SDPA (flash
-    kernels recompute them); transformers' eager keeps the whole (len x len) square (~9 bytes per
-    element measured with SmolLM2-135M, 2 x 512 tokens, bf16: scores, fp32 softmax, its copy); ours
-    keeps one compute-dtype copy of each packed example's causal block (train/attention.py)."""
-    kernel = attention_kernel(cfg, hw.device)
-    if kernel == "sdpa":
-        return 0.0
-    if kernel == "eager":
-        return float(EAGER_BYTES * cfg.max_len**2)
-    return ALLOCATOR_SLACK * (2 if half else 4) * kept_probabilities(cfg.max_len)
+def _attention_bytes(d: Dims, cfg: TrainConfig, path: str, compute_bytes: int) -> float:
+    """Bytes of (len x len) tensors one row keeps per block. SDPA: the block-diagonal mask
+    transformers builds for packed rows (the kernel recomputes the probabilities). Transformers'
+    eager: the whole square, ~9 bytes per element measured with SmolLM2-135M, 2 x 512 tokens, bf16
+    (scores, fp32 softmax, its copy), and the dropout mask with attention dropout. Our masked
+    fallback: one compute-dtype copy of the probabilities and the mask. Ours on packed rows: one
+    compute-dtype copy of each example's causal block, at worst (train/attention.py)."""
+    square = cfg.max_len**2
+    if path == "eager":
+        return d.heads * square * (EAGER_BYTES + (1 if d.attention_dropout else 0))
+    if path == "sdpa":
+        return ALLOCATOR_SLACK * compute_bytes * square
+    if path == "masked":
+        return ALLOCATOR_SLACK * compute_bytes * (d.heads + 1) * square
+    return ALLOCATOR_SLACK * compute_bytes * d.heads * kept_probabilities(cfg.max_len)

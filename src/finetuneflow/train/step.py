@@ -200,7 +200,7 @@ def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist
         return memory.Split(*decided)
     try:
         split = _auto_split(cfg, prep, device, threads, dist)
-    except Exception as exc:  # the other ranks wait in the broadcast: release them, then fail here
+    except BaseException as exc:  # the other ranks wait in the broadcast (Ctrl-C too): release them
         dd.broadcast(f"{type(exc).__name__}: {exc}", dist)
         raise
     return memory.Split(*dd.broadcast((split.rows, split.side), dist))
