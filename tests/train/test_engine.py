@@ -312,6 +312,7 @@ def test_attention_kernel_is_eager_only_for_short_rows_on_a_cpu(tiny_model: Path
 
     assert attention_kernel(_cfg(tiny_model), "cpu") == "ftf_eager"
     assert attention_kernel(_cfg(tiny_model, attention="eager"), "cpu") == "eager"
+    assert attention_kernel(_cfg(tiny_model, max_len=2048), "cpu") == "ftf_eager"
     assert attention_kernel(_cfg(tiny_model, max_len=4096), "cpu") == "sdpa"
     assert attention_kernel(_cfg(tiny_model), "cuda") == "sdpa"
     assert attention_kernel(_cfg(tiny_model, attention="sdpa"), "cpu") == "sdpa"

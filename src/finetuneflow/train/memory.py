@@ -33,7 +33,7 @@ GIB = 1024**3
 #   fp32, 2 rows x 2 side by side (2 threads)   4.36 GiB
 #   fp32, 1 row of 1024                         2.76 GiB
 #   fp32, 2 rows, sdpa / eager / checkpointing  2.72 / 3.45 / 1.64 GiB
-#   fp32, 1 row of 2048 (SDPA)                  4.85 GiB
+#   fp32, 1 row of 2048, SDPA / ours            4.85 / 4.57 GiB
 #   fp32, 2 rows, full fine-tune                3.92 GiB
 #   fp32, 2 rows, LoRA dropout 0.05             4.14 GiB
 #   bf16, 1 / 2 rows                            1.31 / 1.75 GiB
