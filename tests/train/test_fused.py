@@ -232,3 +232,28 @@ def test_the_memory_estimate_counts_the_probabilities_the_packed_path_keeps_at_w
         cuts = sorted(generator.sample(range(1, row_len), 3))
         lengths = [b - a for a, b in itertools.pairwise([0, *cuts, row_len])]
         assert _kept(lengths, monkeypatch) <= kept_probabilities(row_len)
+
+
+@pytest.mark.parametrize("cap", [30.0, None])
+def test_a_softcapped_head_trains_on_the_logits_the_model_scores(cap: float | None) -> None:
+    """Gemma 2 squashes its logits before the softmax (``final_logit_softcapping``): our loss is
+    transformers' own (its forward with labels), capped or not, with LoRA on the base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, final_logit_softcapping=cap, attn_logit_softcapping=None,
+    )  # fmt: skip
+    base = Gemma2ForCausalLM(config).eval()
+    with torch.no_grad():  # logits large enough that the cap matters
+        base.lm_head.weight.mul_(40.0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
+    ids = torch.randint(0, 128, (1, 12))
+    labels = ids.clone()
+    labels[0, :4] = -100
+    batch = {"input_ids": ids, "labels": labels, "position_ids": torch.arange(12)[None]}
+    ours, n = summed_loss(model, batch)
+    theirs = model(input_ids=ids, labels=labels).loss
+    torch.testing.assert_close(ours / n, theirs, rtol=1e-5, atol=1e-5)

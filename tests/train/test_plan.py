@@ -381,6 +381,7 @@ def test_what_the_loop_cannot_fuse_or_pack_is_counted() -> None:
     assert total(replace(base, max_len=512), model_cfg=windowed) == total(replace(base, max_len=512))
     assert total(base, model_cfg={**SMOLLM2_135M, "attention_dropout": 0.1}) > plain  # whole squares
     assert total(base, model_cfg={**SMOLLM2_135M, "model_type": "phi"}) > plain  # a head with a bias
+    assert total(base, model_cfg={**SMOLLM2_135M, "final_logit_softcapping": 30.0}) > plain  # Gemma 2
     moe = {**SMOLLM2_135M, "num_local_experts": 4, "num_experts_per_tok": 2}
     extra = (
         estimate_memory(moe, base, cpu(20)).activations

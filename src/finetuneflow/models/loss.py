@@ -47,23 +47,30 @@ def summed_loss(model: Any, batch: dict[str, Any], chunk: int = 4096) -> tuple[A
     if n == 0:  # still through the head: under FSDP every rank's backward must reach every weight
         return (hidden.sum() + head(hidden[:1, 0]).float().sum()) * 0.0, 0
     states, wanted = hidden[:, :-1][keep], targets[keep]  # (n, H), (n,)
-    if fused_head_applies(head):
+    # Gemma 2 squashes its logits (cap * tanh(logits / cap)) before the softmax; the fused head
+    # computes plain logits, so such a model takes the plain head
+    cap = float(getattr(lm.config, "final_logit_softcapping", None) or 0.0)
+    if fused_head_applies(head) and not cap:
         return fused_head_loss(states, head.weight, wanted), n
     if n <= chunk:
-        return _head_loss(head, states, wanted), n
+        return _head_loss(head, states, wanted, cap), n
     from torch.utils.checkpoint import checkpoint
 
     parts = [
-        checkpoint(_head_loss, head, states[i : i + chunk], wanted[i : i + chunk], use_reentrant=False)
+        checkpoint(_head_loss, head, states[i : i + chunk], wanted[i : i + chunk], cap, use_reentrant=False)
         for i in range(0, n, chunk)
     ]
     return sum(parts[1:], parts[0]), n
 
 
-def _head_loss(head: Any, states: Any, targets: Any) -> Any:
+def _head_loss(head: Any, states: Any, targets: Any, cap: float = 0.0) -> Any:
+    import torch
     import torch.nn.functional as F
 
-    return F.cross_entropy(head(states).float(), targets, reduction="sum")
+    logits = head(states).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits, targets, reduction="sum")
 
 
 # Supervised rows per chunk of the fused head: ~8M fp32 logits (32 MB; 170 rows of SmolLM2's 49k

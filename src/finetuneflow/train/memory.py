@@ -238,7 +238,7 @@ class Dims:
     sliding_window: int = 0  # local attention layers' window (Gemma 3, Mistral), else 0
     attention_dropout: float = 0.0  # the base model's own dropouts, on while it trains (GPT-2: 0.1)
     residual_dropout: float = 0.0
-    head_bias: bool = False  # an LM head with a bias (Phi, GPT-J): models/loss.py cannot fuse it
+    plain_head: bool = False  # a head models/loss.py cannot fuse: a bias (Phi, GPT-J), Gemma 2's cap
 
     def linears(self) -> dict[str, tuple[int, int]]:
         """Per-layer linear layers as name -> (in, out), named the Llama way."""
@@ -287,7 +287,7 @@ def dims(model_cfg: dict[str, Any]) -> Dims:
         sliding_window=(c.get("sliding_window") or 0) if c.get("use_sliding_window", True) else 0,
         attention_dropout=c.get("attn_pdrop") or c.get("attention_dropout") or 0.0,
         residual_dropout=c.get("resid_pdrop") or c.get("hidden_dropout") or 0.0,
-        head_bias=kind in HEAD_BIAS_TYPES,
+        plain_head=kind in HEAD_BIAS_TYPES or bool(c.get("final_logit_softcapping")),
     )
 
 
@@ -372,7 +372,7 @@ def estimate_memory(
         trained = lora_params(d, cfg.lora.r, cfg.lora.target_modules, cfg.lora.dora)
         trainable = trained * (4 + 4 + ADAM_BYTES)  # fp32 adapter weight, gradient, two moments
     supervised = int(tokens * supervised_fraction)
-    if cfg.method == "full" or d.head_bias:  # transformers' head: its logits, a chunk at a time
+    if cfg.method == "full" or d.plain_head:  # transformers' head: its logits, a chunk at a time
         logits = int(min(supervised, cfg.loss_chunk) * d.vocab * LOGIT_BYTES)
     else:  # models/loss.py's fused head: a chunk of fp32 logits per thread, the states' gradient
         logits = split.side * 4 * FUSED_CHUNK_LOGITS + supervised * d.hidden * (2 if half else 4)
