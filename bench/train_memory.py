@@ -56,7 +56,8 @@ from pathlib import Path
 from finetuneflow.config import from_dict
 from finetuneflow.models.resolve import resolve_model
 from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.memory import estimate_memory, probe
+from finetuneflow.train.machine import probe
+from finetuneflow.train.memory import estimate_memory
 from finetuneflow.train.plan import example_lengths, micro_benchmark
 
 dataset, cfg = Path(sys.argv[1]), from_dict(TrainConfig, json.loads(sys.argv[2]))

@@ -17,17 +17,16 @@ from finetuneflow.config import to_dict
 from finetuneflow.models.loss import FUSED_CHUNK_LOGITS
 from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import LoraSettings, TrainConfig
+from finetuneflow.train.machine import Hardware, probe
 from finetuneflow.train.memory import (
     GIB,
     HEADROOM,
-    Hardware,
     Split,
     auto_split,
     dims,
     estimate_memory,
     lora_params,
     param_count,
-    probe,
 )
 from finetuneflow.train.plan import apply_changes, dataset_dir_of, micro_benchmark, recommend
 from train.test_step import tiny_dataset

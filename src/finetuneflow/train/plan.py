@@ -2,7 +2,7 @@
 
 Reads top to bottom as the wizard's Hardware step does:
 
-1. :func:`~finetuneflow.train.memory.probe` the machine,
+1. :func:`~finetuneflow.train.machine.probe` the machine,
 2. :func:`~finetuneflow.train.memory.estimate_memory` the run from the model's config.json,
 3. :func:`recommend` changes (a dispatch chain of moves, first fit wins) with a reason for each,
 4. :func:`micro_benchmark` a few real steps for measured tokens/s and an ETA,
@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow.train.config import TrainConfig
+from finetuneflow.train.machine import Hardware, probe
 from finetuneflow.train.memory import (
     GIB,
     HEADROOM,
-    Hardware,
     MemoryEstimate,
     auto_split,
     compute_precision,
     dims,
     estimate_memory,
-    probe,
 )
 
 MAX_TRUNCATED_SHARE = 0.01  # a shorter max_len may cut at most 1% of the examples

@@ -28,7 +28,7 @@ from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
-from finetuneflow.train import fsdp, memory, side_by_side
+from finetuneflow.train import fsdp, machine, memory, side_by_side
 from finetuneflow.train import recipe as rcp
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
@@ -207,7 +207,7 @@ def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist
 
 
 def _auto_split(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist: dd.Dist) -> memory.Split:
-    hw = replace(memory.probe(), cpu_cores=1 if dist.active else threads)
+    hw = replace(machine.probe(), cpu_cores=1 if dist.active else threads)
     if not device.startswith("cuda"):  # e.g. device cpu on a CUDA machine: RAM is the limit
         hw = replace(hw, device=device.split(":")[0])
     labels = [x != IGNORE for r in prep.train_rows for x in r.labels[1:]]
