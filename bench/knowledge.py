@@ -201,6 +201,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.0, help="knowledge goal's learning rate (0 = sized)")
     parser.add_argument("--max-steps", type=int, default=0, help="knowledge goal's step ceiling (0 = goal's)")
     parser.add_argument("--replay", type=float, default=None, help="replay share (default: the setting's)")
+    parser.add_argument(
+        "--rehearsal", type=float, default=None, help="self-rehearsal share (default: the setting's)"
+    )
     parser.add_argument("--every", type=int, default=0, help="recall probe every N steps (0 = 10 / 12)")
     parser.add_argument("--rank", type=int, default=0, help="LoRA rank of the knowledge run (0 = default)")
     parser.add_argument(
@@ -251,6 +254,8 @@ def main() -> None:
     recall_cfg = replace(knowledge.recall, questions=16, every=args.every or (10 if args.quick else 12))
     if args.replay is not None:
         recall_cfg = replace(recall_cfg, replay=args.replay)
+    if args.rehearsal is not None:
+        recall_cfg = replace(recall_cfg, rehearsal=args.rehearsal)
     knowledge = replace(knowledge, recall=recall_cfg)
     if args.rank:
         knowledge = replace(knowledge, lora=replace(knowledge.lora, r=args.rank, alpha=2 * args.rank))

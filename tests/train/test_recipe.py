@@ -62,6 +62,11 @@ def test_plan_of_the_knowledge_goal_gives_budgets_that_cost_less_and_say_what_th
     assert budgets[0]["seconds"] > 12 * 20_000 / 200
     replayed = goal_plan(TrainConfig(recall=RecallSettings(replay=0.5)), SMOLLM2, True, [100] * 200, speed)
     assert replayed["budgets"][0]["seconds"] > 1.4 * budgets[0]["seconds"]  # replay rows cost time too
+    rehearsed = goal_plan(
+        TrainConfig(recall=RecallSettings(rehearsal=0.5)), SMOLLM2, True, [100] * 200, speed
+    )
+    # as many rows again, and generating the answers is paid once, even by the smallest budget
+    assert rehearsed["budgets"][-1]["seconds"] > replayed["budgets"][-1]["seconds"] + 60
     assert all(b["gives_up"] for b in budgets)
     guessed = goal_plan(
         TrainConfig(), SMOLLM2, True, [100] * 200, {"tokens_per_s": None, "cores": 2, "bf16": True}

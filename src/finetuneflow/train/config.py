@@ -59,6 +59,12 @@ class RecallSettings:
         "sample, never the text the forgetting check measures). Off by default: it also lowers the "
         "guard's perplexity and so hides forgetting from it.",
     )
+    rehearsal: float = setting(
+        0.0,
+        "Self-rehearsal: the base model's own sampled answers to general prompts (generated before the "
+        "first step, kept in the run folder) mixed into the knowledge goal's training rows, as a share "
+        "of them; training on what the model already says holds general text in place (0 = off).",
+    )
 
     def problems(self) -> list[str]:
         out = [f"{n}: must be >= 0" for n in ("every", "patience") if getattr(self, n) < 0]
@@ -68,6 +74,8 @@ class RecallSettings:
             out.append("min_delta: must be in [0, 1); max_forgetting: must be >= 0")
         if not 0 <= self.replay <= 1:
             out.append(f"replay: {self.replay} is not in [0, 1]; try 0 (off) or 0.15")
+        if not 0 <= self.rehearsal <= 1:
+            out.append(f"rehearsal: {self.rehearsal} is not in [0, 1]; try 0 (off) or 0.3")
         return out
 
 

@@ -349,7 +349,7 @@ def micro_benchmark(dataset_dir: Path, cfg: TrainConfig, steps: int = 3) -> Meas
     from finetuneflow.train.step import prepare, train
 
     # eval only after the last step; the style goal so that no recall probe runs (the knowledge
-    # goal's replay rows are ordinary text: the speed is the same)
+    # goal's replay and rehearsal rows are ordinary rows: the speed is the same)
     bench = replace(cfg, max_steps=steps, eval_every=steps + 1, goal="style")
     device = hardware.pick_device(cfg.device)
     start = time.time()

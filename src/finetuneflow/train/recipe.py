@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from finetuneflow.train import rehearsal
 from finetuneflow.train.config import TrainConfig
 
 __all__ = ["KNOWLEDGE_EPOCHS", "Recipe", "eta_seconds", "knowledge_budgets", "learning_rate_for", "resolve"]
@@ -98,6 +99,11 @@ def resolve(cfg: TrainConfig, params: int, has_document_text: bool) -> Recipe:
         )
         if cfg.recall.replay:
             notes.append(f"general-text replay: {cfg.recall.replay:.0%} of the training rows")
+        if cfg.recall.rehearsal:
+            notes.append(
+                f"self-rehearsal: the base model's own answers to general prompts, "
+                f"{cfg.recall.rehearsal:.0%} of the training examples"
+            )
     return Recipe(goal, resolved, notes)
 
 
@@ -129,11 +135,12 @@ def eta_seconds(tokens: float, tokens_per_s: float, probes: int, one_probe_s: fl
 
 
 def knowledge_budgets(
-    epoch_tokens: int, tokens_per_s: float, one_probe_s: float, probes_per_epoch: float
+    epoch_tokens: int, tokens_per_s: float, one_probe_s: float, probes_per_epoch: float, once_s: float = 0.0
 ) -> list[dict[str, Any]]:
     """What the knowledge goal costs here at its full ceiling and at smaller budgets, and what each
     smaller one gives up (from the recall curve bench/knowledge.py measured on the default model at
-    1e-3, ~8 steps an epoch: F1 0.10 after 1.5 epochs, 0.35 after 3, 0.87 after 4.5, 1.0 after 6)."""
+    1e-3, ~8 steps an epoch: F1 0.10 after 1.5 epochs, 0.35 after 3, 0.87 after 4.5, 1.0 after 6).
+    ``once_s`` is paid once whatever the budget (generating self-rehearsal answers)."""
     rows = []
     for epochs, gives_up in (
         (KNOWLEDGE_EPOCHS, "nothing: the probe stops it when recall stops improving"),
@@ -141,8 +148,8 @@ def knowledge_budgets(
         (3.0, "most of the recall: F1 0.35 after 3 epochs on the bench, answers in shape but often wrong"),
         (1.0, "nearly all of it: one pass teaches the format, not the facts"),
     ):
-        seconds = eta_seconds(epoch_tokens * epochs, tokens_per_s, math.ceil(probes_per_epoch * epochs),
-                              one_probe_s)  # fmt: skip
+        seconds = once_s + eta_seconds(epoch_tokens * epochs, tokens_per_s,
+                                       math.ceil(probes_per_epoch * epochs), one_probe_s)  # fmt: skip
         rows.append({"epochs": epochs, "seconds": round(seconds), "gives_up": gives_up})
     return rows
 
@@ -161,12 +168,15 @@ def goal_plan(
         return out
     measured = speed.get("tokens_per_s")
     tok_s = measured or estimated_tokens_per_s(params, speed["cores"], speed["bf16"], speed.get("gpu", False))
-    tokens = sum(min(n, cfg.max_len) for n in lengths) * (1 + cfg.recall.replay)
+    # replay and rehearsal add their share of examples, sized here like the dataset's own
+    tokens = sum(min(n, cfg.max_len) for n in lengths) * (1 + cfg.recall.replay + cfg.recall.rehearsal)
     # rows pack to max_len: steps per epoch ~ tokens / (max_len x rows per step)
     steps_per_epoch = max(1.0, tokens / (cfg.max_len * cfg.step_rows))
     every = cfg.recall.every or max(1, int(steps_per_epoch * KNOWLEDGE_EPOCHS) // 16)
     one = probe_seconds(params, cfg.recall.questions, cfg.recall.max_new_tokens, tok_s)
     out["tokens_per_s"] = round(tok_s, 1)
     out["speed_source"] = "measured" if measured else "estimated"
-    out["budgets"] = knowledge_budgets(int(tokens), tok_s, one, steps_per_epoch / every)
+    answers = min(round(len(lengths) * cfg.recall.rehearsal), rehearsal.MAX_ANSWERS)
+    once = probe_seconds(params, answers, rehearsal.MAX_NEW_TOKENS, tok_s) if answers else 0.0
+    out["budgets"] = knowledge_budgets(int(tokens), tok_s, one, steps_per_epoch / every, once)
     return out

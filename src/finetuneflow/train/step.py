@@ -28,7 +28,7 @@ from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
-from finetuneflow.train import fsdp, machine, memory, side_by_side
+from finetuneflow.train import fsdp, machine, memory, rehearsal, side_by_side
 from finetuneflow.train import recipe as rcp
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
@@ -133,6 +133,8 @@ def train(
         emit("note", message=note)
     for line in recipe.notes:
         emit("recipe", message=line)
+    if recipe.goal == "knowledge" and cfg.recall.rehearsal > 0 and not sharded:
+        prep = _with_rehearsal(prep, built, cfg, run_dir, resume, dist, (device, dtype), emit)
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
@@ -181,6 +183,31 @@ def train(
     dd.barrier(dist)
     dd.close(dist)
     return summary
+
+
+def _with_rehearsal(
+    prep: Prepared, built: Built, cfg: TrainConfig, run_dir: Path, resume: bool, dist: dd.Dist,
+    where: tuple[str, Any], emit: Emitter,
+) -> Prepared:  # fmt: skip
+    """``prep`` with the base model's own answers to general prompts packed into its training rows
+    (train/rehearsal.py): rank 0 generates them (or reads them back on resume), every rank gets them."""
+    count = round(len(prep.train_records) * cfg.recall.rehearsal)
+    if dist.main and not resume:  # starting over in this folder: an earlier start's answers go
+        (run_dir / rehearsal.FILE).unlink(missing_ok=True)
+    found = resume and (run_dir / rehearsal.FILE).is_file()
+    emit("rehearsal", message=f"self-rehearsal: {'reading' if found else 'generating'} the base model's "
+         f"answers to {min(count, rehearsal.MAX_ANSWERS)} general prompts")  # fmt: skip
+    extra: list[dict[str, Any]] = []
+    if dist.main:
+        extra = rehearsal.records(built.model, prep.tokenizer, count, cfg.seed, *where, run_dir)
+    extra = dd.broadcast(extra, dist)
+    if not extra:
+        return prep
+    # packed into rows of their own: the dataset's rows stay exactly what they are without rehearsal
+    rows, counts = encode_rows(prep.tokenizer, extra, cfg.max_len)
+    stats = {**prep.stats, "train": {**prep.stats["train"], "rehearsal_examples": len(extra),
+             "rehearsal_rows": counts["rows"]}}  # fmt: skip
+    return replace(prep, train_rows=prep.train_rows + rows, stats=stats)
 
 
 def split_step(cfg: TrainConfig, prep: Prepared, device: str, threads: int, dist: dd.Dist) -> memory.Split:
