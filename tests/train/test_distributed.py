@@ -116,3 +116,32 @@ def test_a_failure_on_rank_0_while_sizing_micro_batches_reaches_every_rank() -> 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0: TypeError" in done.stdout
     assert "rank 1: TrainingError: rank 0 could not size the micro-batches (TypeError" in done.stdout
+
+
+def test_self_rehearsal_under_torchrun_trains_what_one_process_trains(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from finetuneflow.train import rehearsal
+    from finetuneflow.train.config import RecallSettings
+
+    ds = chat_dataset(tmp_path / "ds", n=16)
+    cfg = TrainConfig(
+        base_model=str(tiny_model), goal="knowledge", max_len=256, batch_size=4, max_steps=2,
+        learning_rate=5e-3, precision="fp32", threads=1, device="cpu",
+        recall=RecallSettings(every=2, questions=2, max_new_tokens=4, rehearsal=0.25),
+    )  # fmt: skip
+    single = train(ds, tmp_path / "single", cfg)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}", str(WORKER), str(ds), str(tmp_path / "ddp"),
+        json.dumps(to_dict(cfg)),
+    ]  # fmt: skip
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # rank 0 generated the answers and every rank packed them: the same rows as one process
+    kept = (tmp_path / "ddp" / rehearsal.FILE).read_text()
+    assert kept and kept == (tmp_path / "single" / rehearsal.FILE).read_text()
+    ddp = rf.read_json(tmp_path / "ddp" / rf.SUMMARY)
+    assert ddp["real_tokens"] == single["real_tokens"] and ddp["data"] == single["data"]
+    assert single["data"]["train"]["rehearsal_examples"] == 4
