@@ -294,7 +294,7 @@ def run_curve(
     steps, every = args.max_steps or 64, args.every or 8
     cfg = kc.curve_config(knowledge, steps, every)
     out = args.out or kc.RESULTS
-    stem = kc.curve_name(args.model, DEFAULT_MODEL)
+    stem = kc.curve_name(args.model, DEFAULT_MODEL) + ("_rehearsal" if cfg.recall.rehearsal else "")
     with tempfile.TemporaryDirectory(prefix="ftf-knowledge-curve-") as tmp:
         dataset = Path(tmp) / "dataset"
         build_dataset(dataset, facts)
@@ -307,12 +307,17 @@ def run_curve(
         )
     lr = summary["recipe"]["learning_rate"]
     modules = "" if cfg.lora.target_modules == "all-linear" else f" on {cfg.lora.target_modules}"
-    title = (f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}{modules},"
-             f"{chr(10) if modules else ' '}probe every {every} steps (stopping rules off)")  # fmt: skip
+    shares = (("replay", cfg.recall.replay), ("self-rehearsal", cfg.recall.rehearsal))
+    mixed = "".join(f", {name} {share:.0%}" for name, share in shares if share)
+    head = (
+        f"{args.model} ({params / 1e6:.0f}M), knowledge goal, lr {lr:g}, LoRA r{cfg.lora.r}{modules}{mixed},"
+    )
+    title = f"{head}{chr(10) if modules or mixed else ' '}probe every {every} steps (stopping rules off)"
     kc.print_table(rows)
     meta = {"model": args.model, "params": params, "embedding_params": embedding, "learning_rate": lr,
             "lora_r": cfg.lora.r, "lora_modules": cfg.lora.target_modules, "max_steps": steps,
-            "every": every, "train_seconds": round(seconds),
+            "every": every, "replay": cfg.recall.replay, "rehearsal": cfg.recall.rehearsal,
+            "train_seconds": round(seconds),
             "measure_seconds": round(time.time() - start), "threads": cfg.threads,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}  # fmt: skip
     written = [kc.write_csv(rows, out / f"{stem}.csv"), kc.plot(rows, out / f"{stem}.png", title),
