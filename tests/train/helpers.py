@@ -22,6 +22,21 @@ def chat_dataset(root: Path, n: int = 12) -> Path:
     return root
 
 
+def knowledge_dataset(root: Path) -> Path:
+    """Twelve questions on four error codes (four facts, three examples each) and one document text:
+    a dataset the knowledge goal trains on."""
+    chats = [
+        {"id": str(i), "source": "manual.md", "fact": f"f{i % 4}", "messages": [
+            {"role": "user", "content": f"What does code E{i % 4} mean?"},
+            {"role": "assistant", "content": f"E{i % 4} means the lid is open."}]}
+        for i in range(12)
+    ]  # fmt: skip
+    write_jsonl(split_path(root, "chat", "train"), chats)
+    write_jsonl(split_path(root, "text", "train"), [{"id": "d", "source": "manual.md", "text": "E1: lid."}])
+    write_jsonl(split_path(root, "chat", "eval"), chats[:1])
+    return root
+
+
 def tiny_run(root: Path, model: Path, steps: int = 2) -> Path:
     """A tiny LoRA run on :func:`chat_dataset`, trained ``steps`` steps at a high learning rate (its
     B matrices clearly non-zero); returns the run folder ``root / "run"``."""

@@ -30,6 +30,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _two_ranks(ds: Path, run_dir: Path, cfg: TrainConfig) -> subprocess.CompletedProcess[str]:
+    """``cfg`` trained on ``ds`` by two gloo ranks under torchrun (ddp_worker.py)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}", str(WORKER), str(ds), str(run_dir), json.dumps(to_dict(cfg)),
+    ]  # fmt: skip
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_rows_are_shared_out_without_overlap() -> None:
     rows = list(range(7))
     shares = [my_rows(rows, Dist(rank, 3, rank)) for rank in range(3)]
@@ -46,13 +56,7 @@ def test_two_processes_match_one(tiny_model: Path, tmp_path: Path) -> None:
         learning_rate=5e-3, precision="fp32", threads=1, eval_every=2, device="cpu",
     )  # fmt: skip
     single = train(ds, tmp_path / "single", cfg)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
-    args = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}", str(WORKER), str(ds), str(tmp_path / "ddp"),
-        json.dumps(to_dict(cfg)),
-    ]  # fmt: skip
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = _two_ranks(ds, tmp_path / "ddp", cfg)
     assert done.returncode == 0, done.stderr[-3000:]
     ddp = rf.read_json(tmp_path / "ddp" / rf.SUMMARY)
     assert rf.read_json(tmp_path / "ddp" / rf.CONFIG)["world_size"] == 2
@@ -131,13 +135,7 @@ def test_self_rehearsal_under_torchrun_trains_what_one_process_trains(
         recall=RecallSettings(every=2, questions=2, max_new_tokens=4, rehearsal=0.25),
     )  # fmt: skip
     single = train(ds, tmp_path / "single", cfg)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **CPU_ONLY}
-    args = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}", str(WORKER), str(ds), str(tmp_path / "ddp"),
-        json.dumps(to_dict(cfg)),
-    ]  # fmt: skip
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = _two_ranks(ds, tmp_path / "ddp", cfg)
     assert done.returncode == 0, done.stderr[-3000:]
     # rank 0 generated the answers and every rank packed them: the same rows as one process
     kept = (tmp_path / "ddp" / rehearsal.FILE).read_text()

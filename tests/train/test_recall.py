@@ -12,22 +12,10 @@ import pytest
 from finetuneflow.evaluate.forgetting import paragraphs
 from finetuneflow.evaluate.sets import general_text
 from finetuneflow.state import runs as rf
-from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import RecallSettings, TrainConfig
 from finetuneflow.train.recall import RecallProbe, guard_paragraphs, replay_paragraphs, replay_records
 
-
-def _dataset(root: Path) -> Path:
-    chats = [
-        {"id": str(i), "source": "manual.md", "fact": f"f{i % 4}", "messages": [
-            {"role": "user", "content": f"What does code E{i % 4} mean?"},
-            {"role": "assistant", "content": f"E{i % 4} means the lid is open."}]}
-        for i in range(12)
-    ]  # fmt: skip
-    write_jsonl(split_path(root, "chat", "train"), chats)
-    write_jsonl(split_path(root, "text", "train"), [{"id": "d", "source": "manual.md", "text": "E1: lid."}])
-    write_jsonl(split_path(root, "chat", "eval"), chats[:1])
-    return root
+from .helpers import knowledge_dataset
 
 
 def _run(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, f1s: list[float],
@@ -54,7 +42,7 @@ def _run(tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, f1s:
         recall=RecallSettings(every=2, patience=2, questions=2, max_new_tokens=4, replay=0.0),
     )  # fmt: skip
     events: list[Any] = []
-    summary = train(_dataset(tmp_path / "ds"), tmp_path / "run", cfg, events.append)
+    summary = train(knowledge_dataset(tmp_path / "ds"), tmp_path / "run", cfg, events.append)
     return summary | {"probed": seen, "eta": [e.message for e in events if e.stage == "eta"]}
 
 

@@ -16,20 +16,7 @@ from finetuneflow.train import rehearsal
 from finetuneflow.train.config import RecallSettings, TrainConfig
 from finetuneflow.train.recall import guard_paragraphs
 
-
-def _dataset(root: Path) -> Path:
-    from finetuneflow.state.datasets import split_path, write_jsonl
-
-    chats = [
-        {"id": str(i), "source": "manual.md", "messages": [
-            {"role": "user", "content": f"What does code E{i % 4} mean?"},
-            {"role": "assistant", "content": f"E{i % 4} means the lid is open."}]}
-        for i in range(12)
-    ]  # fmt: skip
-    write_jsonl(split_path(root, "chat", "train"), chats)
-    write_jsonl(split_path(root, "text", "train"), [{"id": "d", "source": "manual.md", "text": "E1: lid."}])
-    write_jsonl(split_path(root, "chat", "eval"), chats[:1])
-    return root
+from .helpers import knowledge_dataset
 
 
 def _cfg(tiny_model: Path, share: float, steps: int = 2) -> TrainConfig:
@@ -79,7 +66,7 @@ def test_a_knowledge_run_trains_on_the_base_models_own_answers(tiny_model: Path,
 
     events: list[Any] = []
     run = tmp_path / "run"
-    summary = train(_dataset(tmp_path / "ds"), run, _cfg(tiny_model, 0.5), events.append)
+    summary = train(knowledge_dataset(tmp_path / "ds"), run, _cfg(tiny_model, 0.5), events.append)
     assert summary["status"] == "finished"
     kept = _file(run)
     # round(12 x 0.5) = 6 prompts asked (an answer that ends at once is dropped), in the prompts' order
@@ -104,7 +91,7 @@ def test_rehearsal_is_off_by_default_and_for_the_style_goal(tiny_model: Path, tm
     from finetuneflow.train.step import train
 
     assert RecallSettings().rehearsal == 0.0
-    train(_dataset(tmp_path / "ds"), tmp_path / "a", _cfg(tiny_model, 0.0))
+    train(knowledge_dataset(tmp_path / "ds"), tmp_path / "a", _cfg(tiny_model, 0.0))
     style = replace(_cfg(tiny_model, 0.5), goal="style", recall=RecallSettings(rehearsal=0.5))
     train(tmp_path / "ds", tmp_path / "b", style)
     assert not (tmp_path / "a" / rehearsal.FILE).exists() and not (tmp_path / "b" / rehearsal.FILE).exists()
@@ -136,7 +123,7 @@ def test_starting_over_in_a_folder_generates_afresh(tiny_model: Path, tmp_path: 
         "messages": [{"role": "user", "content": "old"}, {"role": "assistant", "content": "x"}],
     }
     (run / rehearsal.FILE).write_text(json.dumps(stale) + "\n")
-    train(_dataset(tmp_path / "ds"), run, _cfg(tiny_model, 0.25))
+    train(knowledge_dataset(tmp_path / "ds"), run, _cfg(tiny_model, 0.25))
     assert all(r["messages"][0]["content"] != "old" for r in _file(run))
 
 
