@@ -16,7 +16,7 @@ from typing import Any
 
 from finetuneflow.errors import TrainingError
 from finetuneflow.models.chat import pad_id
-from finetuneflow.models.load import load_tokenizer
+from finetuneflow.models.load import eval_mode, load_tokenizer
 from finetuneflow.models.resolve import resolve_model
 from finetuneflow.state import runs as rf
 
@@ -144,13 +144,10 @@ def scores(
     """Class probabilities [n_texts, n_classes] (fp32, on the CPU) in eval mode, no gradients."""
     import torch
 
-    was_training = model.training
-    model.eval()
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         for i in range(0, len(ids), batch_size):
             with amp():
                 logits = model(**collate(ids[i : i + batch_size], pad_id, device)).logits
             out.append(torch.softmax(logits.float(), dim=-1).cpu())
-    model.train(was_training)
     return torch.cat(out) if out else torch.zeros((0, 0))

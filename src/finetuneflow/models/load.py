@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any
 
 
+@contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """``model`` in eval mode for the block (no dropout: generation, scoring), then back in the mode
+    it was in, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def load_tokenizer(model_dir: Path) -> Any:
     """The tokenizer saved with a model or adapter folder."""
     from transformers import AutoTokenizer

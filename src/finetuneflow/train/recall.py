@@ -24,6 +24,7 @@ from typing import Any
 from finetuneflow import hardware
 from finetuneflow.models.chat import Row, encode_rows
 from finetuneflow.models.generate import generate_replies
+from finetuneflow.models.load import eval_mode
 from finetuneflow.models.loss import mean_loss
 from finetuneflow.state import runs as rf
 from finetuneflow.text.questions import Question, sample
@@ -85,19 +86,15 @@ class RecallProbe:
 
     def measure(self, loop: Any) -> tuple[float, float | None]:
         """(mean answer F1 on the probe, loss on the guard text or None) for the model as it is now."""
-        model = loop.model
-        was_training = model.training
-        model.eval()
         amp = partial(hardware.autocast, loop.device.split(":")[0], loop.dtype)
-        with amp():
-            answers = generate_replies(
-                model, self.tokenizer, [q.prompt for q in self.questions], self.settings.max_new_tokens
-            )
+        with eval_mode(loop.model) as model:
+            with amp():
+                answers = generate_replies(
+                    model, self.tokenizer, [q.prompt for q in self.questions], self.settings.max_new_tokens
+                )
+            guard = mean_loss(model, self.guard_rows, loop.device, 4, amp) if self.guard_rows else None
         pairs = zip(answers, self.questions, strict=True)
         f1 = sum(max(token_f1(a, r) for r in q.references) for a, q in pairs)
-        guard = mean_loss(model, self.guard_rows, loop.device, 4, amp) if self.guard_rows else None
-        if was_training:
-            model.train()
         return f1 / max(1, len(self.questions)), guard
 
     def track(self, loop: Any, state: ckpt.LoopState, log: rf.MetricsLog | None) -> bool:

@@ -17,12 +17,14 @@ ones, and the folder shows what the model rehearsed.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
 from finetuneflow.models.generate import Sampling, generate_replies
+from finetuneflow.models.load import eval_mode
 
 __all__ = ["FILE", "MAX_ANSWERS", "prompts", "records"]
 
@@ -63,15 +65,9 @@ def _generate(
     pool = prompts()
     asked = [pool[i % len(pool)] for i in range(count)]
     sampling = Sampling(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, top_p=1.0, seed=seed)
-    was_training = model.training
-    model.eval()
-    try:
-        with _adapters_off(model), hardware.autocast(device.split(":")[0], dtype):
-            conversations = [[{"role": "user", "content": p}] for p in asked]
-            answers = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS, BATCH, sampling)
-    finally:
-        if was_training:
-            model.train()
+    conversations = [[{"role": "user", "content": p}] for p in asked]
+    with eval_mode(model), _adapters_off(model), hardware.autocast(device.split(":")[0], dtype):
+        answers = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS, BATCH, sampling)
     pairs = [(p, a) for p, a in zip(asked, answers, strict=True) if a]  # an empty answer teaches nothing
     return [
         {
@@ -85,7 +81,5 @@ def _generate(
 def _adapters_off(model: Any) -> Any:
     """The base model's own behaviour: peft's context that disables the adapters, or nothing for a
     full fine-tune (whose weights are still the base's before the first step)."""
-    from contextlib import nullcontext
-
     disable = getattr(model, "disable_adapter", None)
     return disable() if callable(disable) else nullcontext()
