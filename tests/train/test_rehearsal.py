@@ -145,10 +145,10 @@ def test_a_trained_adapter_is_off_while_the_answers_are_generated(
     base = load_causal_lm(tiny_model)
     with_adapter = rehearsal._generate(tuned.model, tuned.tokenizer, 4, 7, "cpu", None)
     assert with_adapter == rehearsal._generate(base, tuned.tokenizer, 4, 7, "cpu", None)
-    from finetuneflow.models.generate import Sampling, generate_replies
+    from finetuneflow.models.generate import DECODE_BATCH, Sampling, generate_replies
 
     convs = [[{"role": "user", "content": p}] for p in rehearsal.prompts()[:4]]
     adapted = generate_replies(
-        tuned.model, tuned.tokenizer, convs, 160, 16, Sampling(temperature=1.0, seed=7)
+        tuned.model, tuned.tokenizer, convs, 160, DECODE_BATCH, Sampling(temperature=1.0, seed=7)
     )
     assert adapted != [r["messages"][1]["content"] for r in with_adapter]  # the adapter does change them

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from finetuneflow.config import setting
+from finetuneflow.models.generate import DECODE_BATCH
 
 MEMORY_MODES = ("auto", "on", "off")
 
@@ -32,7 +33,11 @@ class EvalConfig:
         "general questions, base vs tuned.",
     )
     max_new_tokens: int = setting(64, "Longest generated answer, in tokens.")
-    gen_batch: int = setting(8, "Questions answered at once in one batched greedy generation.")
+    gen_batch: int = setting(
+        DECODE_BATCH,
+        "Questions answered at once in one batched greedy generation (fewer when their prompts are "
+        "long: models/generate.py batches).",
+    )
     seed: int = setting(0, "Seed of the question samples and of the bootstrap behind the verdict.")
     resamples: int = setting(2000, "Bootstrap resamples of the per-question F1 differences (the verdict).")
     confidence: float = setting(

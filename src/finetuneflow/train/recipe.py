@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from finetuneflow.models.generate import DECODE_BATCH
 from finetuneflow.train import rehearsal
 from finetuneflow.train.config import TrainConfig
 
@@ -116,16 +117,17 @@ def estimated_tokens_per_s(params: int, cores: int, bf16: bool, gpu: bool = Fals
     return flops / (4 * max(params, 1))
 
 
-DECODE_STEP_TOKENS = 16  # training tokens one decoding step of a batch of 8 costs (probe_seconds)
+DECODE_STEP_TOKENS = 27  # training tokens one decoding step of a DECODE_BATCH costs (probe_seconds)
 
 
 def probe_seconds(params: int, questions: int, max_new_tokens: int, tokens_per_s: float) -> float:
-    """One recall probe: batched greedy decoding, 8 answers per batch; a decoding step of a batch
-    costs about as much as training ~16 tokens: little arithmetic, but every weight read and the
-    per-step overhead of generate() (SmolLM2-135M, bf16, AVX-512 BF16 CPU: 84 ms a step against
-    168 training tokens/s on one thread, 66 ms against ~290 on two). The run retells its ETA with
-    the base's probe timed (train/recall.py ``retell``)."""
-    batches = math.ceil(questions / 8)
+    """One recall probe: batched greedy decoding, ``DECODE_BATCH`` answers per batch; a decoding
+    step of 8 answers costs about as much as training ~16 tokens: little arithmetic, but every
+    weight read and the per-step overhead of generate() (SmolLM2-135M, bf16, AVX-512 BF16 CPU: 84
+    ms a step against 168 training tokens/s on one thread, 66 ms against ~290 on two), and a step
+    of 24 about 1.7x that (2026-12-06, two threads: 98 against 57 ms in bf16, 149 against 90 in
+    fp32). The run retells its ETA with the base's probe timed (train/recall.py ``retell``)."""
+    batches = math.ceil(questions / DECODE_BATCH)
     return batches * max_new_tokens * DECODE_STEP_TOKENS / max(tokens_per_s, 1e-9) * (1 + params / 2e9)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
-from finetuneflow.models.generate import Sampling, generate_replies
+from finetuneflow.models.generate import DECODE_BATCH, Sampling, generate_replies
 from finetuneflow.models.load import eval_mode
 
 __all__ = ["FILE", "MAX_ANSWERS", "prompts", "records"]
@@ -31,7 +31,6 @@ __all__ = ["FILE", "MAX_ANSWERS", "prompts", "records"]
 FILE = "rehearsal.jsonl"
 MAX_ANSWERS = 96  # generated at most; more rehearsal rows cycle through them (generation costs minutes)
 MAX_NEW_TOKENS = 160  # ~125 words: long enough to be ordinary prose, short enough to generate quickly
-BATCH = 16  # answers per decoding batch: a decoding step of 16 costs little more than one of 8
 
 
 def prompts() -> list[str]:
@@ -67,7 +66,7 @@ def _generate(
     sampling = Sampling(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, top_p=1.0, seed=seed)
     conversations = [[{"role": "user", "content": p}] for p in asked]
     with eval_mode(model), _adapters_off(model), hardware.autocast(device.split(":")[0], dtype):
-        answers = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS, BATCH, sampling)
+        answers = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS, DECODE_BATCH, sampling)
     pairs = [(p, a) for p, a in zip(asked, answers, strict=True) if a]  # an empty answer teaches nothing
     return [
         {
