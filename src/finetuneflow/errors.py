@@ -77,6 +77,10 @@ class FinishedRunError(TrainingError):
     """The run folder already holds a finished run; it is never overwritten."""
 
 
+class RunInUse(RuntimeError):
+    """A run cannot be deleted now: a queued or live job uses it (the message names the job)."""
+
+
 class ClassifyDataError(ValueError):
     """The labelled CSV cannot be used; the message names the file, the rows and the fix."""
 

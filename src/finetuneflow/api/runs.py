@@ -1,7 +1,9 @@
-"""Finished runs: find them, list them, evaluate and export them (chat with them: ``api/chat.py``)."""
+"""Finished runs: find them, list them, evaluate, export and delete them (chat with them:
+``api/chat.py``)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,9 +12,10 @@ from sqlalchemy import select
 
 from finetuneflow import paths
 from finetuneflow.api._common import jsonable, project_id
+from finetuneflow.errors import RunInUse
 from finetuneflow.events import EventSink
+from finetuneflow.state import jobs, schema, session_scope
 from finetuneflow.state import runs as rf
-from finetuneflow.state import schema, session_scope
 from finetuneflow.state.jobs import tracked
 from finetuneflow.state.repo import find_project
 
@@ -26,8 +29,12 @@ def run_dir(project: str, run_id: str) -> Path:
     """Folder of a run. Raises LookupError if it does not exist."""
     path = rf.run_folder(paths.project_dir(project), run_id)
     if not path.is_dir():
-        raise LookupError(f"no run {run_id!r} in project {project!r}; see `ftf runs --project {project}`")
+        raise _missing(project, run_id)
     return path
+
+
+def _missing(project: str, run_id: str) -> LookupError:
+    return LookupError(f"no run {run_id!r} in project {project!r}; see `ftf runs --project {project}`")
 
 
 def latest_run(project: str, kind: str | None = rf.CAUSAL) -> str:
@@ -174,3 +181,60 @@ def export(
         results = export_step(folder, target, config or ExportConfig(), sink)
         done(jsonable({k: v.get("path") for k, v in results.items()}))
     return {"path": str(target), **results}
+
+
+def delete_run(project: str, run_id: str) -> dict[str, Any]:
+    """Delete a run: its row, its folder (weights, checkpoints, metrics, evaluation) and its
+    exports (the folder and the zip). Chats held with it keep their history, which names it.
+
+    The folders are first renamed out of the way, then the row goes, then the files: a crash at any
+    point leaves either the whole run or no run that lists, never a listed run without its files.
+    Returns what went: ``{"run_id", "bytes"}``.
+
+    Raises:
+        LookupError: no such project or run, or an id that cannot name a folder.
+        RunInUse: a queued job, or a running one whose process still beats, names the run (its
+            training, an evaluation or an export); a run left ``running`` by a killed process goes.
+    """
+    rf.check_run_id(run_id)
+    root = paths.project_dir(project)
+    trash = root / "runs" / f".deleting-{run_id}"
+    moved: list[tuple[Path, Path]] = []  # (where it was, where it is now)
+    try:
+        with session_scope() as s:
+            proj = find_project(s, project)
+            run = s.get(schema.Run, run_id)
+            if run is None or run.project_id != proj.id:
+                raise _missing(project, run_id)
+            if job := jobs.using_run(proj.id, run_id, LIVE_HEARTBEAT_S):
+                raise RunInUse(
+                    f"run {run_id!r} is in use by job {job['id']} ({job['step']}, {job['status']}); "
+                    f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
+                )
+            for path in _run_paths(root, run_id):
+                if path.exists() or path.is_symlink():
+                    trash.mkdir(parents=True, exist_ok=True)
+                    moved.append((path, path.rename(trash / f"{path.parent.name}-{path.name}")))
+            s.delete(run)
+    except BaseException:
+        for path, now in reversed(moved):  # the row stays: so do its files
+            now.rename(path)
+        raise
+    freed = sum(_size(now) for _, now in moved)
+    shutil.rmtree(trash, ignore_errors=True)
+    return {"run_id": run_id, "bytes": freed}
+
+
+# A running job whose heartbeat is older than this is taken for dead (jobs beat every 10 s; a
+# worker's own setting may be slower, hence the margin).
+LIVE_HEARTBEAT_S = 120.0
+
+
+def _run_paths(root: Path, run_id: str) -> list[Path]:
+    return [root / "runs" / run_id, root / "exports" / run_id, root / "exports" / f"{run_id}.zip"]
+
+
+def _size(path: Path) -> int:
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())

@@ -1,4 +1,5 @@
-"""``ftf chat``, ``ftf runs`` and ``ftf model``: chat with a model, list runs, fetch a base model."""
+"""``ftf chat``, ``ftf runs`` and ``ftf model``: chat with a model, list and delete runs, fetch a base
+model."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``chat``, ``runs`` and ``model`` to ``app``."""
+    """Add ``chat``, the ``runs`` group and ``model`` to ``app``."""
     app.command("chat", cls=Command)(chat)
-    app.command("runs")(runs)
+    app.add_typer(runs_app, name="runs")
     app.command("model")(model_prepare)
 
 
@@ -81,10 +82,16 @@ def _typed_lines(prompt: str = "you> ") -> Iterator[str]:
         yield line
 
 
-def runs(project: Project = "default") -> None:
+runs_app = typer.Typer(help="List the runs of a project, or delete one.", invoke_without_command=True)
+
+
+@runs_app.callback()
+def runs(ctx: typer.Context, project: Project = "default") -> None:
     """List the runs of a project (causal and classification), newest first, with their score."""
     from finetuneflow import api
 
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         rows = api.list_runs(project)
     except LookupError as err:
@@ -94,6 +101,29 @@ def runs(project: Project = "default") -> None:
     for r in rows:
         table.add_row(r["id"], r["kind"], r["status"], r["dataset"], r["base_model"], _score(r))
     console.print(table)
+
+
+@runs_app.command("delete")
+def runs_delete(
+    run: Annotated[str, typer.Argument(help="The run's id (`ftf runs` lists them).")],
+    project: Project = "default",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+) -> None:
+    """Delete a run with its weights, checkpoints, metrics, evaluation and exports.
+
+    Refused while a job uses it (its training, an evaluation or an export: `ftf jobs list`)."""
+    from finetuneflow import api
+    from finetuneflow.errors import RunInUse
+
+    if not yes:
+        typer.confirm(f"Delete run {run} of {project!r} with its checkpoints and exports?", abort=True)
+    try:
+        gone = api.delete_run(project, run)
+    except (LookupError, RunInUse) as err:
+        fail(err)
+    size = gone["bytes"]
+    freed = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{-(-size // 1024)} KiB"
+    console.print(f"deleted run {run} ({freed} freed)")
 
 
 def _score(run: dict[str, Any]) -> str:

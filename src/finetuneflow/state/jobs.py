@@ -134,13 +134,32 @@ def mark_lost(job_id: int, timeout_s: float) -> None:
     (still ``running``: nobody else will end it) fails with it; ``ftf train --resume`` reopens it."""
     error = f"lost: no heartbeat for {timeout_s:g} s (its process was killed or its machine is gone)"
     append(job_id, "lost", {"error": error}, status="failed", error=error)
-    params = get(job_id)["params"] or {}
-    run_id = params.get("run_id") or (params.get("args") or {}).get("run_id")
+    run_id = run_of(get(job_id)["params"])
     if run_id:
         with session_scope() as s:
             run = s.get(schema.Run, run_id)
             if run is not None and run.status == "running":
                 run.status, run.summary = "failed", {"error": error, "resumable": True}
+
+
+def run_of(params: dict[str, Any] | None) -> str | None:
+    """The run a job's parameters name: the CLI's ``run_id``, or the queued step's ``args``'."""
+    params = params or {}
+    return params.get("run_id") or (params.get("args") or {}).get("run_id")
+
+
+def using_run(project_id: int, run_id: str, live_s: float) -> dict[str, Any] | None:
+    """A job that names run ``run_id`` and may still touch it: queued, or running with a
+    heartbeat within ``live_s`` seconds (an older one's process is gone). None if there is none."""
+    cutoff = _now() - timedelta(seconds=live_s)
+    with session_scope() as s:
+        active = schema.Job.status.in_(("queued", "running"))
+        rows = s.scalars(select(schema.Job).where(schema.Job.project_id == project_id, active)).all()
+        for job in rows:
+            dead = job.status == "running" and _aware(job.heartbeat_at or job.updated_at) < cutoff
+            if run_of(job.params) == run_id and not dead:
+                return summary(job)
+    return None
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """Every error the REST API answers, in one shape: ``{"error": {"message", "type", "code"}}``.
 
 FineTuneFlow's own errors map to 4xx by what they mean (a bad setting or input 400, an unknown
-name 404, a file we cannot read 415, a finished run in the way 409); anything else is a 500 whose
-message names the error type only, so no internal detail (a path, a key) leaks into a response.
+name 404, a file we cannot read 415, a finished run in the way or a run a job still uses 409);
+anything else is a 500 whose message names the error type only, so no internal detail (a path, a
+key) leaks into a response.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from finetuneflow.api.memory_port import MemoryUnavailable
-from finetuneflow.errors import ConfigError, FinishedRunError, ProviderError, ReaderError, RequestRejected
+from finetuneflow.errors import (
+    ConfigError,
+    FinishedRunError,
+    ProviderError,
+    ReaderError,
+    RequestRejected,
+    RunInUse,
+)
 
 log = logging.getLogger("finetuneflow.web")
 
@@ -99,6 +107,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestRejected, _mapped(400, "request_rejected"))
     app.add_exception_handler(ReaderError, _mapped(415, "unreadable_file"))
     app.add_exception_handler(FinishedRunError, _mapped(409, "run_finished"))
+    app.add_exception_handler(RunInUse, _mapped(409, "run_in_use"))
     app.add_exception_handler(MemoryUnavailable, _mapped(503, "memory_unavailable"))
     app.add_exception_handler(ProviderError, _provider)
     app.add_exception_handler(LookupError, _mapped(404, "not_found"))

@@ -96,3 +96,19 @@ def test_upload_ingest_build_review_train_evaluate_export_download(
     assert got.status_code == 200 and "lora" in got.text.lower()
     for sneaky in ("../../../ftf.db", "..%2F..%2Fproject.json", "/etc/passwd"):
         assert client.get(f"{p}/exports/{run_id}/files/{sneaky}").status_code == 404
+
+    # a job that names the run keeps it (409); once none does, it goes with its exports
+    from finetuneflow.api._common import project_id
+    from finetuneflow.state import jobs
+
+    waiting = jobs.create(project_id(project), "export", {"args": {"run_id": run_id}}, queue="nowhere")
+    busy = client.delete(f"{p}/runs/{run_id}")
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "run_in_use", busy.text
+    assert f"ftf jobs cancel {waiting}" in busy.json()["error"]["message"]
+    assert client.post(f"/api/jobs/{waiting}/cancel").json()["status"] == "cancelled"
+    gone = client.delete(f"{p}/runs/{run_id}")
+    assert gone.status_code == 200 and gone.json()["run_id"] == run_id and gone.json()["bytes"] > 0
+    assert client.get(f"{p}/runs").json() == [] and client.get(f"{p}/exports").json() == []
+    assert client.get(f"{p}/runs/{run_id}").status_code == 404
+    assert client.delete(f"{p}/runs/{run_id}").status_code == 404
+    assert client.delete(f"{p}/runs/..%2F..%2Fftf.db").status_code == 404

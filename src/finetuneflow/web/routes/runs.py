@@ -1,4 +1,4 @@
-"""Runs of a project: list, show, metrics, train and resume (jobs), the training plan,
+"""Runs of a project: list, show, delete, metrics, train and resume (jobs), the training plan,
 evaluations (a job, then the stored comparison) and exports (a job, then safe downloads)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from finetuneflow.web.schemas.runs import (
     ExportCreate,
     ExportPublic,
     PlanCreate,
+    RunDeleted,
     RunDetail,
     RunPublic,
     TrainCreate,
@@ -49,6 +50,12 @@ def train(project: Project, body: TrainCreate) -> dict[str, Any]:
 @router.get("/runs/{run_id}", response_model=RunDetail)
 def show_run(project: Project, run_id: RunId) -> dict[str, Any]:
     return papi.show_run(project, run_id)
+
+
+@router.delete("/runs/{run_id}", response_model=RunDeleted)
+def delete_run(project: Project, run_id: RunId) -> dict[str, Any]:
+    """Delete the run with its checkpoints, evaluation and exports; 409 while a job still uses it."""
+    return api.delete_run(project, run_id)
 
 
 @router.get("/runs/{run_id}/metrics", response_model=list[dict[str, Any]])

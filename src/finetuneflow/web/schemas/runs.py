@@ -62,3 +62,8 @@ class ExportedFile(BaseModel):
 class ExportPublic(BaseModel):
     run_id: str
     files: list[ExportedFile]
+
+
+class RunDeleted(BaseModel):
+    run_id: str
+    bytes: int = Field(description="Bytes its folder and exports held")

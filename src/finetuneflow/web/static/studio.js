@@ -19,6 +19,7 @@ const ROUTES = {
   plan: (p) => `/api/projects/${enc(p)}/plan`,
   runs: (p) => `/api/projects/${enc(p)}/runs`,
   resume: (p, run) => `/api/projects/${enc(p)}/runs/${enc(run)}/resume`,
+  run: (p, run) => `/api/projects/${enc(p)}/runs/${enc(run)}`,
   evaluate: (p, run) => `/api/projects/${enc(p)}/runs/${enc(run)}/evaluations`,
   exportRun: (p, run) => `/api/projects/${enc(p)}/runs/${enc(run)}/exports`,
   cancel: (id) => `/api/jobs/${id}/cancel`,
@@ -179,6 +180,19 @@ const ACTIONS = {
   },
   async resume(button) {
     followJob(await call("POST", ROUTES.resume(project(), button.dataset.run)), { run: button.dataset.run });
+  },
+  async "delete-run"(button) {
+    const run = button.dataset.run;
+    if (!confirm(`Delete run ${run} with its checkpoints, evaluation and exports? This cannot be undone.`)) return;
+    const gone = await call("DELETE", ROUTES.run(project(), run));
+    button.closest("tr").remove();
+    const url = new URL(location.href);
+    if (url.searchParams.get("run") === run) {  // a reload must not ask for the run that is gone
+      url.searchParams.delete("run");
+      history.replaceState(null, "", url);
+    }
+    const freed = gone.bytes >= 2 ** 20 ? `${(gone.bytes / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(gone.bytes / 1024)} KiB`;
+    say(`Run ${run} deleted (${freed} freed).`, "info");
   },
   async evaluate(button) {
     const answers = Number(document.getElementById("eval-answers").value || 8);

@@ -1,0 +1,100 @@
+"""``api.delete_run`` (``ftf runs delete``, ``DELETE /api/.../runs/{id}``): the row, the run folder
+and its exports go together; a run a live or queued job uses stays; a failure puts back what moved."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from recorded import recorded_run
+from typer.testing import CliRunner
+
+from finetuneflow import api, paths
+from finetuneflow.errors import RunInUse
+
+PROJECT, RUN = "p", "20261206-120000-ab12"
+
+
+def _job(status: str, params: dict[str, object], beat_age_s: float = 0.0) -> int:
+    from finetuneflow.state import jobs, schema, session_scope
+
+    job_id = jobs.create(1, "evaluate", params, queue="default" if status == "queued" else None)
+    with session_scope() as s:
+        s.get(schema.Job, job_id).heartbeat_at = datetime.now(UTC) - timedelta(seconds=beat_age_s)
+    return job_id
+
+
+def _leftovers(project: str = PROJECT) -> list[str]:
+    root = paths.project_dir(project)
+    return sorted(p.name for sub in ("runs", "exports") for p in (root / sub).iterdir())
+
+
+def test_the_row_the_folder_and_the_exports_go(ftf_home: Path) -> None:
+    recorded_run(PROJECT, RUN)
+    recorded_run(PROJECT, "other")
+    gone = api.delete_run(PROJECT, RUN)
+    assert gone == {"run_id": RUN, "bytes": 1000 + len('{"step": 1}\n') + len("report") + 100}
+    assert [r["id"] for r in api.list_runs(PROJECT)] == ["other"]
+    assert _leftovers() == ["other", "other", "other.zip"]  # no trash folder left behind
+    with pytest.raises(LookupError, match="no run"):
+        api.delete_run(PROJECT, RUN)
+
+
+def test_unknown_and_malformed_ids_and_other_projects(ftf_home: Path) -> None:
+    recorded_run(PROJECT, RUN)
+    recorded_run("q", "theirs")
+    for bad in ("nope", "../q", "..", ".deleting-x", "theirs"):  # theirs: a run of another project
+        with pytest.raises(LookupError):
+            api.delete_run(PROJECT, bad)
+    with pytest.raises(LookupError, match="no project"):
+        api.delete_run("missing", RUN)
+    assert [r["id"] for r in api.list_runs("q")] == ["theirs"] and len(_leftovers()) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "params"),
+    [("queued", {"args": {"run_id": RUN}}), ("running", {"run_id": RUN})],
+)
+def test_a_job_that_uses_the_run_keeps_it(ftf_home: Path, status: str, params: dict[str, object]) -> None:
+    recorded_run(PROJECT, RUN)
+    job = _job(status, params)
+    with pytest.raises(RunInUse, match=f"job {job} .*ftf jobs cancel {job}"):
+        api.delete_run(PROJECT, RUN)
+    assert [r["id"] for r in api.list_runs(PROJECT)] == [RUN] and len(_leftovers()) == 3
+
+
+def test_a_run_whose_process_died_can_go(ftf_home: Path) -> None:
+    recorded_run(PROJECT, RUN, status="running")  # its training was killed: the row still says running
+    _job("running", {"run_id": RUN}, beat_age_s=3600)  # and its job stopped beating an hour ago
+    _job("running", {"run_id": "another-run"})  # a live job of another run is no obstacle
+    assert api.delete_run(PROJECT, RUN)["run_id"] == RUN
+    assert api.list_runs(PROJECT) == []
+
+
+def test_a_failure_midway_puts_everything_back(ftf_home: Path) -> None:
+    folder = recorded_run(PROJECT, RUN)
+    blocker = folder.parent / f".deleting-{RUN}" / f"exports-{RUN}.zip"  # the zip cannot move onto it
+    blocker.mkdir(parents=True)
+    (blocker / "x").write_text("x")
+    with pytest.raises(OSError):
+        api.delete_run(PROJECT, RUN)
+    assert [r["id"] for r in api.list_runs(PROJECT)] == [RUN]
+    assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size == 1000
+    root = paths.project_dir(PROJECT)
+    assert (root / "exports" / RUN / "report.md").is_file() and (root / "exports" / f"{RUN}.zip").is_file()
+
+
+def test_cli_asks_first_and_says_what_went(ftf_home: Path) -> None:
+    from finetuneflow.cli import app
+
+    recorded_run(PROJECT, RUN)
+    runner = CliRunner()
+    kept = runner.invoke(app, ["runs", "delete", RUN, "--project", PROJECT], input="n\n")
+    assert kept.exit_code != 0 and [r["id"] for r in api.list_runs(PROJECT)] == [RUN]
+    listed = runner.invoke(app, ["runs", "--project", PROJECT])
+    assert listed.exit_code == 0 and RUN in listed.output
+    done = runner.invoke(app, ["runs", "delete", RUN, "--project", PROJECT], input="y\n")
+    assert done.exit_code == 0 and f"deleted run {RUN}" in done.output, done.output
+    again = runner.invoke(app, ["runs", "delete", RUN, "-p", PROJECT, "--yes"])
+    assert again.exit_code != 0 and "no run" in again.output
