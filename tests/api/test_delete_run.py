@@ -49,6 +49,7 @@ def test_unknown_and_malformed_ids_and_other_projects(ftf_home: Path) -> None:
             api.delete_run(PROJECT, bad)
     with pytest.raises(LookupError, match="no project"):
         api.delete_run("missing", RUN)
+    assert not (ftf_home / "projects" / "missing").exists()  # asking made no folder
     assert [r["id"] for r in api.list_runs("q")] == ["theirs"] and len(_leftovers()) == 3
 
 
@@ -98,3 +99,12 @@ def test_cli_asks_first_and_says_what_went(ftf_home: Path) -> None:
     assert done.exit_code == 0 and f"deleted run {RUN}" in done.output, done.output
     again = runner.invoke(app, ["runs", "delete", RUN, "-p", PROJECT, "--yes"])
     assert again.exit_code != 0 and "no run" in again.output
+
+
+def test_a_delete_killed_midway_is_finished_by_the_next(ftf_home: Path) -> None:
+    folder = recorded_run(PROJECT, RUN)
+    trash = folder.parent / f".deleting-{RUN}"
+    trash.mkdir()
+    folder.rename(trash / f"runs-{RUN}")  # moved aside, then the process was killed: the row stays
+    assert api.delete_run(PROJECT, RUN)["bytes"] == 1000 + len('{"step": 1}\n') + len("report") + 100
+    assert api.list_runs(PROJECT) == [] and _leftovers() == []

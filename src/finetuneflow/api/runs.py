@@ -187,8 +187,9 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
     """Delete a run: its row, its folder (weights, checkpoints, metrics, evaluation) and its
     exports (the folder and the zip). Chats held with it keep their history, which names it.
 
-    The folders are first renamed out of the way, then the row goes, then the files: a crash at any
-    point leaves either the whole run or no run that lists, never a listed run without its files.
+    The files are first moved into ``runs/.deleting-<id>/``, then the row goes, then that folder: an
+    error before the row is gone moves them back. A process killed between the moves and the row's
+    removal (milliseconds) leaves them there, and the next delete of the run moves them back first.
     Returns what went: ``{"run_id", "bytes"}``.
 
     Raises:
@@ -197,8 +198,6 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
             training, an evaluation or an export); a run left ``running`` by a killed process goes.
     """
     rf.check_run_id(run_id)
-    root = paths.project_dir(project)
-    trash = root / "runs" / f".deleting-{run_id}"
     moved: list[tuple[Path, Path]] = []  # (where it was, where it is now)
     try:
         with session_scope() as s:
@@ -211,16 +210,19 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
                     f"run {run_id!r} is in use by job {job['id']} ({job['step']}, {job['status']}); "
                     f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
                 )
-            for path in _run_paths(root, run_id):
+            trash = paths.project_dir(project) / "runs" / f".deleting-{run_id}"
+            for path, aside in _run_paths(trash.parent.parent, trash, run_id):
+                if aside.exists() and not path.exists():  # an earlier delete was killed midway
+                    aside.rename(path)
                 if path.exists() or path.is_symlink():
-                    trash.mkdir(parents=True, exist_ok=True)
-                    moved.append((path, path.rename(trash / f"{path.parent.name}-{path.name}")))
+                    trash.mkdir(exist_ok=True)
+                    moved.append((path, path.rename(aside)))
             s.delete(run)
     except BaseException:
-        for path, now in reversed(moved):  # the row stays: so do its files
-            now.rename(path)
+        for path, aside in reversed(moved):  # the row stays: so do its files
+            aside.rename(path)
         raise
-    freed = sum(_size(now) for _, now in moved)
+    freed = sum(_size(aside) for _, aside in moved)
     shutil.rmtree(trash, ignore_errors=True)
     return {"run_id": run_id, "bytes": freed}
 
@@ -230,8 +232,10 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
 LIVE_HEARTBEAT_S = 120.0
 
 
-def _run_paths(root: Path, run_id: str) -> list[Path]:
-    return [root / "runs" / run_id, root / "exports" / run_id, root / "exports" / f"{run_id}.zip"]
+def _run_paths(root: Path, trash: Path, run_id: str) -> list[tuple[Path, Path]]:
+    """(where each of the run's paths is, where a delete moves it) in the project at ``root``."""
+    found = [root / "runs" / run_id, root / "exports" / run_id, root / "exports" / f"{run_id}.zip"]
+    return [(path, trash / f"{path.parent.name}-{path.name}") for path in found]
 
 
 def _size(path: Path) -> int:

@@ -23,11 +23,11 @@ from finetuneflow.records import Message
 # tokenizers without a real limit report int(1e30) as model_max_length
 _NO_LIMIT = 10**9
 STREAM_TIMEOUT_S = 600.0  # a stuck generation thread ends the stream with an error, never a hang
-# Answers decoded at once by generate_replies (the recall probe's, rehearsal's). One decoding step
-# reads every weight whatever the batch, so wider batches cost little more per step: 48 answers of
-# 48 tokens, SmolLM2-135M on two cores (AMD EPYC, AVX-512 BF16): 16.6 s in batches of 8, 11.4 of
-# 16, 9.4 of 24 (bf16; fp32 26.0, 16.9, 14.3). The probe's 24 questions are one batch; wider ones
-# would pad more, and their prompts' key/value caches grow with the batch.
+# Answers decoded at once by generate_replies (the recall probe's, rehearsal's, `ftf evaluate`'s).
+# One decoding step reads every weight whatever the batch, so wider batches cost little more per
+# step: 48 answers of 48 tokens, SmolLM2-135M on two cores (AMD EPYC, AVX-512 BF16): 16.6 s in
+# batches of 8, 11.4 of 16, 9.4 of 24 (bf16; fp32 26.0, 16.9, 14.3). The probe's 24 questions are
+# one batch; wider ones would pad more, and their prompts' key/value caches grow with the batch.
 DECODE_BATCH = 24
 
 
