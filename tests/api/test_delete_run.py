@@ -65,25 +65,36 @@ def test_a_job_that_uses_the_run_keeps_it(ftf_home: Path, status: str, params: d
     assert [r["id"] for r in api.list_runs(PROJECT)] == [RUN] and len(_leftovers()) == 3
 
 
-def test_a_run_whose_process_died_can_go(ftf_home: Path) -> None:
+def test_a_run_whose_process_died_can_go_and_its_job_is_not_sent_again(ftf_home: Path) -> None:
+    from finetuneflow.state import jobs
+
     recorded_run(PROJECT, RUN, status="running")  # its training was killed: the row still says running
-    _job("running", {"run_id": RUN}, beat_age_s=3600)  # and its job stopped beating an hour ago
-    _job("running", {"run_id": "another-run"})  # a live job of another run is no obstacle
+    dead = _job("running", {"args": {"run_id": RUN}}, beat_age_s=3600)  # its job stopped beating
+    other = _job("running", {"run_id": "another-run"})  # a live job of another run is no obstacle
     assert api.delete_run(PROJECT, RUN)["run_id"] == RUN
     assert api.list_runs(PROJECT) == []
+    # marked lost now, so a reaper never sends it again to train the deleted run back
+    assert jobs.get(dead)["status"] == "failed" and jobs.get(other)["status"] == "running"
+    assert jobs.stale(60) == []
 
 
-def test_a_failure_midway_puts_everything_back(ftf_home: Path) -> None:
+def test_a_failure_midway_puts_everything_back(ftf_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetuneflow.api import runs
+
     folder = recorded_run(PROJECT, RUN)
-    blocker = folder.parent / f".deleting-{RUN}" / f"exports-{RUN}.zip"  # the zip cannot move onto it
-    blocker.mkdir(parents=True)
-    (blocker / "x").write_text("x")
+    root = paths.project_dir(PROJECT)
+    stuck = root / "exports" / "stuck.bin"  # a third path whose move fails, after two have moved
+    stuck.write_bytes(b"s")
+    listed = runs._run_paths
+    monkeypatch.setattr(
+        runs, "_run_paths", lambda *a: [*listed(*a)[:2], (stuck, root / "gone" / "x"), *listed(*a)[2:]]
+    )
     with pytest.raises(OSError):
         api.delete_run(PROJECT, RUN)
     assert [r["id"] for r in api.list_runs(PROJECT)] == [RUN]
     assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size == 1000
-    root = paths.project_dir(PROJECT)
     assert (root / "exports" / RUN / "report.md").is_file() and (root / "exports" / f"{RUN}.zip").is_file()
+    assert sorted(_leftovers()) == sorted([RUN, RUN, f"{RUN}.zip", "stuck.bin"])  # nothing left aside
 
 
 def test_cli_asks_first_and_says_what_went(ftf_home: Path) -> None:
@@ -99,12 +110,15 @@ def test_cli_asks_first_and_says_what_went(ftf_home: Path) -> None:
     assert done.exit_code == 0 and f"deleted run {RUN}" in done.output, done.output
     again = runner.invoke(app, ["runs", "delete", RUN, "-p", PROJECT, "--yes"])
     assert again.exit_code != 0 and "no run" in again.output
+    recorded_run(PROJECT, "other")  # the group's --project counts for the subcommand too
+    grouped = runner.invoke(app, ["runs", "-p", PROJECT, "delete", "other", "--yes"])
+    assert grouped.exit_code == 0 and api.list_runs(PROJECT) == [], grouped.output
 
 
 def test_a_delete_killed_midway_is_finished_by_the_next(ftf_home: Path) -> None:
     folder = recorded_run(PROJECT, RUN)
-    trash = folder.parent / f".deleting-{RUN}"
-    trash.mkdir()
-    folder.rename(trash / f"runs-{RUN}")  # moved aside, then the process was killed: the row stays
+    folder.rename(folder.with_name(f".deleting-{RUN}"))  # moved aside, then killed: the row stays
+    stale = paths.project_dir(PROJECT) / "exports" / f".deleting-{RUN}.zip"
+    stale.write_bytes(b"old")  # left by an older delete of a run of the same id, which went whole
     assert api.delete_run(PROJECT, RUN)["bytes"] == 1000 + len('{"step": 1}\n') + len("report") + 100
     assert api.list_runs(PROJECT) == [] and _leftovers() == []

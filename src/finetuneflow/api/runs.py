@@ -187,43 +187,52 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
     """Delete a run: its row, its folder (weights, checkpoints, metrics, evaluation) and its
     exports (the folder and the zip). Chats held with it keep their history, which names it.
 
-    The files are first moved into ``runs/.deleting-<id>/``, then the row goes, then that folder: an
-    error before the row is gone moves them back. A process killed between the moves and the row's
-    removal (milliseconds) leaves them there, and the next delete of the run moves them back first.
-    Returns what went: ``{"run_id", "bytes"}``.
+    Each path is first renamed beside itself (``.deleting-<name>``: the same folder, so the same
+    file system), then the row goes, then the renamed paths: an error before the row is gone
+    renames them back, and a delete killed in that window (milliseconds) is finished by the next.
+    One killed after the row went leaves its ``.deleting-`` paths for nothing to list or clean.
+    A job left ``running`` by a dead process that names the run is marked lost first, so that no
+    reaper sends it again to train the run back. Returns what went: ``{"run_id", "bytes"}``.
 
     Raises:
         LookupError: no such project or run, or an id that cannot name a folder.
         RunInUse: a queued job, or a running one whose process still beats, names the run (its
-            training, an evaluation or an export); a run left ``running`` by a killed process goes.
+            training, an evaluation or an export).
+        OSError: a path could not be moved (the run is left whole).
     """
     rf.check_run_id(run_id)
+    with session_scope() as s:
+        proj = find_project(s, project)
+        run = s.get(schema.Run, run_id)
+        if run is None or run.project_id != proj.id:
+            raise _missing(project, run_id)
+        pid = proj.id
+    live, dead = jobs.naming_run(pid, run_id, LIVE_HEARTBEAT_S)
+    if live:
+        job = live[0]
+        raise RunInUse(
+            f"run {run_id!r} is in use by job {job['id']} ({job['step']}, {job['status']}); "
+            f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
+        )
+    for job in dead:
+        jobs.mark_lost(job["id"], LIVE_HEARTBEAT_S)
     moved: list[tuple[Path, Path]] = []  # (where it was, where it is now)
     try:
         with session_scope() as s:
-            proj = find_project(s, project)
-            run = s.get(schema.Run, run_id)
-            if run is None or run.project_id != proj.id:
-                raise _missing(project, run_id)
-            if job := jobs.using_run(proj.id, run_id, LIVE_HEARTBEAT_S):
-                raise RunInUse(
-                    f"run {run_id!r} is in use by job {job['id']} ({job['step']}, {job['status']}); "
-                    f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
-                )
-            trash = paths.project_dir(project) / "runs" / f".deleting-{run_id}"
-            for path, aside in _run_paths(trash.parent.parent, trash, run_id):
-                if aside.exists() and not path.exists():  # an earlier delete was killed midway
-                    aside.rename(path)
+            for path, aside in _run_paths(paths.project_dir(project), run_id):
+                _tidy(path, aside)
                 if path.exists() or path.is_symlink():
-                    trash.mkdir(exist_ok=True)
                     moved.append((path, path.rename(aside)))
-            s.delete(run)
+            run = s.get(schema.Run, run_id)
+            if run is not None:
+                s.delete(run)
     except BaseException:
         for path, aside in reversed(moved):  # the row stays: so do its files
             aside.rename(path)
         raise
     freed = sum(_size(aside) for _, aside in moved)
-    shutil.rmtree(trash, ignore_errors=True)
+    for _, aside in moved:
+        _remove(aside)
     return {"run_id": run_id, "bytes": freed}
 
 
@@ -232,10 +241,26 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
 LIVE_HEARTBEAT_S = 120.0
 
 
-def _run_paths(root: Path, trash: Path, run_id: str) -> list[tuple[Path, Path]]:
-    """(where each of the run's paths is, where a delete moves it) in the project at ``root``."""
+def _run_paths(root: Path, run_id: str) -> list[tuple[Path, Path]]:
+    """(each of the run's paths in the project at ``root``, where a delete renames it)."""
     found = [root / "runs" / run_id, root / "exports" / run_id, root / "exports" / f"{run_id}.zip"]
-    return [(path, trash / f"{path.parent.name}-{path.name}") for path in found]
+    return [(path, path.with_name(f".deleting-{path.name}")) for path in found]
+
+
+def _tidy(path: Path, aside: Path) -> None:
+    """What an earlier, killed delete left: moved back while the row stands, else removed."""
+    if aside.exists() or aside.is_symlink():
+        if path.exists() or path.is_symlink():
+            _remove(aside)
+        else:
+            aside.rename(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _size(path: Path) -> int:

@@ -90,7 +90,8 @@ def runs(ctx: typer.Context, project: Project = "default") -> None:
     """List the runs of a project (causal and classification), newest first, with their score."""
     from finetuneflow import api
 
-    if ctx.invoked_subcommand is not None:
+    if ctx.invoked_subcommand is not None:  # `ftf runs -p P delete RUN`: the subcommand's project
+        ctx.obj = {"project": project}
         return
     try:
         rows = api.list_runs(project)
@@ -105,8 +106,11 @@ def runs(ctx: typer.Context, project: Project = "default") -> None:
 
 @runs_app.command("delete")
 def runs_delete(
+    ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="The run's id (`ftf runs` lists them).")],
-    project: Project = "default",
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Project name (else the group's, else 'default').")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
     """Delete a run with its weights, checkpoints, metrics, evaluation and exports.
@@ -115,11 +119,12 @@ def runs_delete(
     from finetuneflow import api
     from finetuneflow.errors import RunInUse
 
+    project = project or (ctx.obj or {}).get("project") or "default"
     if not yes:
         typer.confirm(f"Delete run {run} of {project!r} with its checkpoints and exports?", abort=True)
     try:
         gone = api.delete_run(project, run)
-    except (LookupError, RunInUse) as err:
+    except (LookupError, RunInUse, OSError) as err:  # OSError: a file could not move; the run is whole
         fail(err)
     size = gone["bytes"]
     freed = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{-(-size // 1024)} KiB"

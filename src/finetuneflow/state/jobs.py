@@ -33,6 +33,7 @@ HEARTBEAT_S = 10.0  # foreground jobs; a worker passes its own setting
 DONE = ("finished", "failed", "cancelled")
 
 _attached: ContextVar[int | None] = ContextVar("ftf_job", default=None)
+Summary = dict[str, Any]  # a job's row as :func:`summary` gives it
 
 
 def create(project_id: int | None, step: str, params: dict[str, Any], queue: str | None = None) -> int:
@@ -148,18 +149,21 @@ def run_of(params: dict[str, Any] | None) -> str | None:
     return params.get("run_id") or (params.get("args") or {}).get("run_id")
 
 
-def using_run(project_id: int, run_id: str, live_s: float) -> dict[str, Any] | None:
-    """A job that names run ``run_id`` and may still touch it: queued, or running with a
-    heartbeat within ``live_s`` seconds (an older one's process is gone). None if there is none."""
+def naming_run(project_id: int, run_id: str, live_s: float) -> tuple[list[Summary], list[Summary]]:
+    """The unfinished jobs that name run ``run_id``, as (live, dead): queued ones and running ones
+    whose heartbeat is within ``live_s`` seconds are live; a running one with an older heartbeat
+    is dead (its process is gone, though a reaper may still send it again)."""
     cutoff = _now() - timedelta(seconds=live_s)
+    live: list[Summary] = []
+    dead: list[Summary] = []
     with session_scope() as s:
         active = schema.Job.status.in_(("queued", "running"))
         rows = s.scalars(select(schema.Job).where(schema.Job.project_id == project_id, active)).all()
         for job in rows:
-            dead = job.status == "running" and _aware(job.heartbeat_at or job.updated_at) < cutoff
-            if run_of(job.params) == run_id and not dead:
-                return summary(job)
-    return None
+            if run_of(job.params) == run_id:
+                gone = job.status == "running" and _aware(job.heartbeat_at or job.updated_at) < cutoff
+                (dead if gone else live).append(summary(job))
+    return live, dead
 
 
 @contextmanager

@@ -184,7 +184,9 @@ const ACTIONS = {
   async "delete-run"(button) {
     const run = button.dataset.run;
     if (!confirm(`Delete run ${run} with its checkpoints, evaluation and exports? This cannot be undone.`)) return;
-    const gone = await call("DELETE", ROUTES.run(project(), run));
+    button.disabled = true;  // one request per click: a second delete of the same run would race it
+    let gone;
+    try { gone = await call("DELETE", ROUTES.run(project(), run)); } finally { button.disabled = false; }
     button.closest("tr").remove();
     const url = new URL(location.href);
     if (url.searchParams.get("run") === run) {  // a reload must not ask for the run that is gone
