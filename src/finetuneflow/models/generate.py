@@ -203,11 +203,11 @@ def generate_replies(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
     decoding = _decoding(sampling or Sampling())  # seeded once: the batches draw in turn
     texts = [prompt_text(tokenizer, m) for m in conversations]
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    prompts = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     answers: list[str] = []
-    for start, end in batches(lengths, batch_size):
-        enc = tokenizer(
-            texts[start:end], add_special_tokens=False, return_tensors="pt", padding=True, padding_side="left"
+    for start, end in batches([len(ids) for ids in prompts], batch_size):
+        enc = tokenizer.pad(
+            {"input_ids": prompts[start:end]}, padding=True, padding_side="left", return_tensors="pt"
         ).to(model.device)  # input_ids, attention_mask: (batch, longest prompt)
         with torch.no_grad():
             out = model.generate(
