@@ -5,6 +5,11 @@ that keeps one core busy (a Python spin loop), and prints the ratios.
 
 Targets (printed, never asserted; issue 16): default / one thread >= 1.7x quiet, and >= 1.0x busy
 (never slower than one thread when another process holds a core).
+
+Also printed, not judged: the machine's own two-core scaling for this step, two one-thread runs at
+once in two processes (nothing shared: no GIL, no allocator, no barrier) over one alone. On the AMD
+kind it moved 1.75-1.86x between minutes (``bench/results/train_threads_amd.txt`` run 9): the
+default's quiet ratio is read against it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,3 +53,23 @@ def scaling(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"default threads / 1 thread, {'busy' if busy else 'quiet'}: {ratio:.2f}x; "
               f"target >= {target}x: {verdict}")  # fmt: skip
+    pair = two_at_once(run_child, {**job, "threads": 1}, root)
+    share = tps[("0", False)] / tps[("1", False)] / pair
+    print(
+        f"two one-thread runs at once, two processes (the machine's own scaling, not judged): "
+        f"{pair:.2f}x one alone; the default's quiet ratio is {share:.0%} of it"
+    )
+
+
+def two_at_once(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root: Path) -> float:
+    """Tokens/s of two copies of ``job`` run at once in two processes, over one copy alone."""
+    alone = run_child("ours", job, root, "alone-1")
+    with ThreadPoolExecutor(2) as pool:  # the threads only wait on their subprocess
+        pair = list(pool.map(lambda i: run_child("ours", job, root, f"pair-1-{i}"), range(2)))
+    speed = [r["tokens"] / r["seconds"] for r in pair]
+    print(
+        f"  alone-1        {alone['tokens'] / alone['seconds']:7.1f} real tok/s; at once: "
+        f"{speed[0]:.1f} + {speed[1]:.1f}",
+        flush=True,
+    )
+    return sum(speed) / (alone["tokens"] / alone["seconds"])
