@@ -81,6 +81,10 @@ class RunInUse(RuntimeError):
     """A run cannot be deleted now: a queued or live job uses it (the message names the job)."""
 
 
+class ProjectInUse(RuntimeError):
+    """A project cannot be deleted now: a queued or live job works in it (the message names the job)."""
+
+
 class ClassifyDataError(ValueError):
     """The labelled CSV cannot be used; the message names the file, the rows and the fix."""
 

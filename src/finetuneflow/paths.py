@@ -52,9 +52,14 @@ def check_project_name(name: str) -> str:
     return name
 
 
+def project_path(name: str) -> Path:
+    """Where project ``name``'s folder is (nothing created)."""
+    return home() / "projects" / check_project_name(name)
+
+
 def project_dir(name: str) -> Path:
     """The folder of project ``name`` with its standard sub-folders."""
-    root = home() / "projects" / check_project_name(name)
+    root = project_path(name)
     for sub in ("raw", "datasets", "runs", "exports"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root

@@ -42,6 +42,7 @@ from finetuneflow.api.memory import (
     remember_exchange,
     teach,
 )
+from finetuneflow.api.projects import delete_project
 from finetuneflow.api.runs import delete_run, evaluate, export, latest_run, list_runs, run_dir
 from finetuneflow.api.serving import open_server
 from finetuneflow.api.training import resume, train
@@ -52,6 +53,7 @@ __all__ = [
     "chat",
     "correct",
     "dataset_from_chats",
+    "delete_project",
     "delete_run",
     "exchange_log",
     "evaluate",

@@ -32,13 +32,20 @@ def open_memory(project: str, config: MemoryConfig | None = None, create: bool =
     Raises LookupError for an unknown project unless ``create``."""
     from finetuneflow import paths
 
-    if not create:
-        project_id(project)
+    try:
+        pid: int | None = project_id(project)
+    except LookupError:
+        if not create:
+            raise
+        pid = None
     cfg = config or MemoryConfig()
     key = (database_url(), str(paths.home()), project, astuple(cfg))
-    if key not in _OPEN:
-        _OPEN[key] = Memory(project, cfg)
-    return _OPEN[key]
+    opened = _OPEN.get(key)
+    # a project deleted and made again under its name (here or in another process) has a new id:
+    # the memory opened for the old one would write under that id
+    if opened is None or opened.project_id != pid:
+        opened = _OPEN[key] = Memory(project, cfg)
+    return opened
 
 
 def close_memories() -> None:

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from finetuneflow import paths
+from finetuneflow.api._aside import beside, refuse_if_used, set_aside, size
 from finetuneflow.api._common import project_id
 from finetuneflow.api.runs import list_runs, run_dir
+from finetuneflow.errors import ProjectInUse
 from finetuneflow.state import runs as rf
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import find_project, get_or_create_project
@@ -39,6 +41,33 @@ def create_project(name: str) -> dict[str, Any]:
     paths.check_project_name(name)
     with session_scope() as s:
         return _project(s, get_or_create_project(s, name))
+
+
+def delete_project(name: str) -> dict[str, Any]:
+    """Delete a project and everything in it: its folder (uploads, datasets, runs, exports, memory
+    index) and its rows (files, chunks, examples, runs, jobs and their events, chats, memories).
+    Base models (shared by every project) stay. Returns what went: ``{"project", "bytes"}``.
+
+    The folder is set aside, then the row goes (the database cascades to the rest), then the
+    folder (``api/_aside.py``: a failure puts it back; a delete killed midway is finished by the
+    next). A job left ``running`` by a dead process is marked lost first.
+
+    Raises:
+        LookupError: no such project (asking creates nothing).
+        ValueError: a name that cannot be a project's.
+        ProjectInUse: a queued job, or a running one whose process still beats, works in it.
+        OSError: the folder could not be moved (the project is left whole).
+    """
+    folder = paths.project_path(name)
+    with session_scope() as s:
+        pid = find_project(s, name).id
+    refuse_if_used(pid, f"project {name!r}", ProjectInUse)
+    with set_aside([beside(folder)]) as asides, session_scope() as s:
+        project = s.get(schema.Project, pid)
+        if project is not None:
+            s.delete(project)
+        freed = sum(size(aside) for aside in asides)
+    return {"project": name, "bytes": freed}
 
 
 def show_project(name: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from finetuneflow import paths
+from finetuneflow.api._aside import beside, refuse_if_used, set_aside, size
 from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.errors import RunInUse
 from finetuneflow.events import EventSink
-from finetuneflow.state import jobs, schema, session_scope
 from finetuneflow.state import runs as rf
+from finetuneflow.state import schema, session_scope
 from finetuneflow.state.jobs import tracked
 from finetuneflow.state.repo import find_project
 
@@ -187,12 +187,11 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
     """Delete a run: its row, its folder (weights, checkpoints, metrics, evaluation) and its
     exports (the folder and the zip). Chats held with it keep their history, which names it.
 
-    Each path is first renamed beside itself (``.deleting-<name>``: the same folder, so the same
-    file system), then the row goes, then the renamed paths: an error before the row is gone
-    renames them back, and a delete killed in that window (milliseconds) is finished by the next.
-    One killed after the row went leaves its ``.deleting-`` paths for nothing to list or clean.
-    A job left ``running`` by a dead process that names the run is marked lost first, so that no
-    reaper sends it again to train the run back. Returns what went: ``{"run_id", "bytes"}``.
+    The paths are set aside, then the row goes, then the paths (``api/_aside.py``: a failure
+    puts everything back; a delete killed midway is finished by the next). One killed after the
+    row went leaves its ``.deleting-`` paths for nothing to list or clean. A job left ``running``
+    by a dead process that names the run is marked lost first, so that no reaper sends it again
+    to train the run back. Returns what went: ``{"run_id", "bytes"}``.
 
     Raises:
         LookupError: no such project or run, or an id that cannot name a folder.
@@ -207,63 +206,19 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
         if run is None or run.project_id != proj.id:
             raise _missing(project, run_id)
         pid = proj.id
-    live, dead = jobs.naming_run(pid, run_id, LIVE_HEARTBEAT_S)
-    if live:
-        job = live[0]
-        raise RunInUse(
-            f"run {run_id!r} is in use by job {job['id']} ({job['step']}, {job['status']}); "
-            f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
-        )
-    for job in dead:
-        jobs.mark_lost(job["id"], LIVE_HEARTBEAT_S)
-    moved: list[tuple[Path, Path]] = []  # (where it was, where it is now)
-    try:
-        with session_scope() as s:
-            for path, aside in _run_paths(paths.project_dir(project), run_id):
-                _tidy(path, aside)
-                if path.exists() or path.is_symlink():
-                    moved.append((path, path.rename(aside)))
-            run = s.get(schema.Run, run_id)
-            if run is not None:
-                s.delete(run)
-    except BaseException:
-        for path, aside in reversed(moved):  # the row stays: so do its files
-            aside.rename(path)
-        raise
-    freed = sum(_size(aside) for _, aside in moved)
-    for _, aside in moved:
-        _remove(aside)
+    refuse_if_used(pid, f"run {run_id!r}", RunInUse, run_id)
+    with set_aside(_run_paths(paths.project_dir(project), run_id)) as asides, session_scope() as s:
+        run = s.get(schema.Run, run_id)
+        if run is not None:
+            s.delete(run)
+        freed = sum(size(aside) for aside in asides)
     return {"run_id": run_id, "bytes": freed}
-
-
-# A running job whose heartbeat is older than this is taken for dead (jobs beat every 10 s; a
-# worker's own setting may be slower, hence the margin).
-LIVE_HEARTBEAT_S = 120.0
 
 
 def _run_paths(root: Path, run_id: str) -> list[tuple[Path, Path]]:
     """(each of the run's paths in the project at ``root``, where a delete renames it)."""
-    found = [root / "runs" / run_id, root / "exports" / run_id, root / "exports" / f"{run_id}.zip"]
-    return [(path, path.with_name(f".deleting-{path.name}")) for path in found]
-
-
-def _tidy(path: Path, aside: Path) -> None:
-    """What an earlier, killed delete left: moved back while the row stands, else removed."""
-    if aside.exists() or aside.is_symlink():
-        if path.exists() or path.is_symlink():
-            _remove(aside)
-        else:
-            aside.rename(path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _size(path: Path) -> int:
-    if path.is_symlink() or path.is_file():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return [
+        beside(root / "runs" / run_id),
+        beside(root / "exports" / run_id),
+        beside(root / "exports" / f"{run_id}.zip"),
+    ]

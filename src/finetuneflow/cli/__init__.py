@@ -21,6 +21,7 @@ from finetuneflow.cli import (
     ingest,
     jobs,
     memory,
+    projects,
     provider,
     serve,
     train,
@@ -34,7 +35,21 @@ app = typer.Typer(
 )
 
 # `ftf --help` lists the commands in this order, then the groups (dataset, provider, tensors, ...).
-for group in (ingest, dataset, provider, train, evaluate, export, chat, memory, serve, classify, jobs, ui):
+for group in (
+    ingest,
+    dataset,
+    provider,
+    train,
+    evaluate,
+    export,
+    chat,
+    memory,
+    serve,
+    classify,
+    jobs,
+    projects,
+    ui,
+):
     group.register(app)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console, fail, opt, settings
+from finetuneflow.cli.common import Command, ConfigFile, Project, RunId, console, fail, freed, opt, settings
 
 
 def register(app: typer.Typer) -> None:
@@ -126,9 +126,7 @@ def runs_delete(
         gone = api.delete_run(project, run)
     except (LookupError, RunInUse, OSError) as err:  # OSError: a file could not move; the run is whole
         fail(err)
-    size = gone["bytes"]
-    freed = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{-(-size // 1024)} KiB"
-    console.print(f"deleted run {run} ({freed} freed)")
+    console.print(f"deleted run {run} ({freed(gone['bytes'])} freed)")
 
 
 def _score(run: dict[str, Any]) -> str:

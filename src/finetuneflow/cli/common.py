@@ -53,6 +53,11 @@ Background = Annotated[
 _FIELD = "config field "  # the help an `opt` option carries until `Command` shows the real one
 
 
+def freed(size: int) -> str:
+    """Bytes a delete freed, as people read them (KiB rounded up: a small delete never says 0)."""
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{-(-size // 1024)} KiB"
+
+
 def fail(err: Exception) -> NoReturn:
     """Print ``error: <err>`` and exit with status 2: the user can fix it, nothing crashed."""
     console.print(f"[red]error:[/red] {escape(str(err))}")

@@ -149,10 +149,13 @@ def run_of(params: dict[str, Any] | None) -> str | None:
     return params.get("run_id") or (params.get("args") or {}).get("run_id")
 
 
-def naming_run(project_id: int, run_id: str, live_s: float) -> tuple[list[Summary], list[Summary]]:
-    """The unfinished jobs that name run ``run_id``, as (live, dead): queued ones and running ones
-    whose heartbeat is within ``live_s`` seconds are live; a running one with an older heartbeat
-    is dead (its process is gone, though a reaper may still send it again)."""
+def unfinished(
+    project_id: int, live_s: float, run_id: str | None = None
+) -> tuple[list[Summary], list[Summary]]:
+    """The project's unfinished jobs (those that name run ``run_id``, when given), as (live, dead):
+    queued ones and running ones whose heartbeat is within ``live_s`` seconds are live; a running
+    one with an older heartbeat is dead (its process is gone, though a reaper may still send it
+    again)."""
     cutoff = _now() - timedelta(seconds=live_s)
     live: list[Summary] = []
     dead: list[Summary] = []
@@ -160,7 +163,7 @@ def naming_run(project_id: int, run_id: str, live_s: float) -> tuple[list[Summar
         active = schema.Job.status.in_(("queued", "running"))
         rows = s.scalars(select(schema.Job).where(schema.Job.project_id == project_id, active)).all()
         for job in rows:
-            if run_of(job.params) == run_id:
+            if run_id is None or run_of(job.params) == run_id:
                 gone = job.status == "running" and _aware(job.heartbeat_at or job.updated_at) < cutoff
                 (dead if gone else live).append(summary(job))
     return live, dead

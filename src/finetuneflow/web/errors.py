@@ -20,6 +20,7 @@ from finetuneflow.api.memory_port import MemoryUnavailable
 from finetuneflow.errors import (
     ConfigError,
     FinishedRunError,
+    ProjectInUse,
     ProviderError,
     ReaderError,
     RequestRejected,
@@ -108,6 +109,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ReaderError, _mapped(415, "unreadable_file"))
     app.add_exception_handler(FinishedRunError, _mapped(409, "run_finished"))
     app.add_exception_handler(RunInUse, _mapped(409, "run_in_use"))
+    app.add_exception_handler(ProjectInUse, _mapped(409, "project_in_use"))
     app.add_exception_handler(MemoryUnavailable, _mapped(503, "memory_unavailable"))
     app.add_exception_handler(ProviderError, _provider)
     app.add_exception_handler(LookupError, _mapped(404, "not_found"))

@@ -14,6 +14,7 @@ import pytest
 from conftest import QUICKSTART
 from fastapi.testclient import TestClient
 
+from finetuneflow import paths
 from finetuneflow.config import to_dict
 from finetuneflow.train.config import TrainConfig
 
@@ -112,3 +113,18 @@ def test_upload_ingest_build_review_train_evaluate_export_download(
     assert client.get(f"{p}/runs/{run_id}").status_code == 404
     assert client.delete(f"{p}/runs/{run_id}").status_code == 404
     assert client.delete(f"{p}/runs/..%2F..%2Fftf.db").status_code == 404
+
+    # the whole project: kept (409) while a job waits in it, then gone with its rows and folder
+    waiting = jobs.create(project_id(project), "build", {"args": {}}, queue="nowhere")
+    busy = client.delete(p)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "project_in_use", busy.text
+    assert f"ftf jobs cancel {waiting}" in busy.json()["error"]["message"]
+    assert client.post(f"/api/jobs/{waiting}/cancel").json()["status"] == "cancelled"
+    gone = client.delete(p)
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["project"] == project and gone.json()["bytes"] > 0
+    assert project not in [x["name"] for x in client.get("/api/projects").json()]
+    assert client.get(p).status_code == 404 and client.delete(p).status_code == 404
+    assert client.get(f"/api/jobs/{waiting}").status_code == 404  # its jobs went with it (the cascade)
+    assert not paths.project_path(project).exists()
+    assert client.delete("/api/projects/..%2Fmodels").status_code in (404, 422)

@@ -21,6 +21,7 @@ from finetuneflow.web.schemas.projects import (
     FilePublic,
     IngestCreate,
     ProjectCreate,
+    ProjectDeleted,
     ProjectPublic,
 )
 
@@ -56,6 +57,13 @@ def create_project(body: ProjectCreate) -> dict[str, Any]:
 @router.get("/{project}", response_model=ProjectPublic)
 def show_project(project: Project) -> dict[str, Any]:
     return papi.show_project(project)
+
+
+@router.delete("/{project}", response_model=ProjectDeleted)
+def delete_project(project: Project) -> dict[str, Any]:
+    """Delete the project with everything in it (files, datasets, runs, exports, chats, memory);
+    409 while a job works in it."""
+    return papi.delete_project(project)
 
 
 @router.get("/{project}/files", response_model=list[FilePublic])

@@ -20,6 +20,11 @@ class DatasetSummary(BaseModel):
     counts: dict[str, Any]
 
 
+class ProjectDeleted(BaseModel):
+    project: str
+    bytes: int = Field(description="Bytes its folder held (uploads, datasets, runs, exports, memory)")
+
+
 class ProjectPublic(BaseModel):
     name: str
     created_at: str

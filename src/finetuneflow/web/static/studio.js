@@ -11,6 +11,7 @@ const enc = encodeURIComponent;
 // Every REST path the studio uses, in one place.
 const ROUTES = {
   projects: () => "/api/projects",
+  project: (p) => `/api/projects/${enc(p)}`,
   files: (p) => `/api/projects/${enc(p)}/files`,
   ingest: (p) => `/api/projects/${enc(p)}/ingest`,
   build: (p) => `/api/projects/${enc(p)}/datasets`,
@@ -33,6 +34,10 @@ function say(message, kind = "error") {
   el.textContent = message;
   el.className = `alert ${kind}`;
   el.hidden = !message;
+}
+
+function freed(bytes) {  // what a delete freed, as `ftf` says it (KiB rounded up)
+  return bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`;
 }
 
 async function call(method, path, body) {
@@ -193,8 +198,16 @@ const ACTIONS = {
       url.searchParams.delete("run");
       history.replaceState(null, "", url);
     }
-    const freed = gone.bytes >= 2 ** 20 ? `${(gone.bytes / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(gone.bytes / 1024)} KiB`;
-    say(`Run ${run} deleted (${freed} freed).`, "info");
+    say(`Run ${run} deleted (${freed(gone.bytes)} freed).`, "info");
+  },
+  async "delete-project"(button) {
+    const name = button.dataset.project;
+    if (!confirm(`Delete project ${name} with all its files, datasets, runs, exports, chats and memory? This cannot be undone.`)) return;
+    button.disabled = true;  // one request per click
+    let gone;
+    try { gone = await call("DELETE", ROUTES.project(name)); } finally { button.disabled = false; }
+    button.closest("tr").remove();
+    say(`Project ${name} deleted (${freed(gone.bytes)} freed).`, "info");
   },
   async evaluate(button) {
     const answers = Number(document.getElementById("eval-answers").value || 8);

@@ -1,0 +1,85 @@
+"""Deleting what a project holds without losing it halfway (a run, or the whole project).
+
+Each path is first renamed beside itself (``.deleting-<name>``: the same folder, so the same file
+system, and a name no project or run can take), then the rows go, then the renamed paths: an error
+before the rows are gone renames them back, and a delete killed in that window (milliseconds) is
+finished by the next one, which finds its ``.deleting-`` paths (:func:`_tidy`). Nothing is deleted
+while a job uses it: a queued job, or a running one whose process still beats, refuses the delete;
+a running one that stopped beating is marked lost first, so that no reaper sends it again to write
+back what is being deleted.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from finetuneflow.state import jobs
+
+# A running job whose heartbeat is older than this is taken for dead (jobs beat every 10 s; a
+# worker's own setting may be slower, hence the margin).
+LIVE_HEARTBEAT_S = 120.0
+
+
+def refuse_if_used(project_id: int, what: str, error: type[Exception], run_id: str | None = None) -> None:
+    """Raise ``error`` naming the first live job of the project (of run ``run_id`` when given);
+    mark the dead ones lost."""
+    live, dead = jobs.unfinished(project_id, LIVE_HEARTBEAT_S, run_id)
+    if live:
+        job = live[0]
+        raise error(
+            f"{what} is in use by job {job['id']} ({job['step']}, {job['status']}); "
+            f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
+        )
+    for job in dead:
+        jobs.mark_lost(job["id"], LIVE_HEARTBEAT_S)
+
+
+def beside(path: Path) -> tuple[Path, Path]:
+    """(``path``, where a delete renames it)."""
+    return path, path.with_name(f".deleting-{path.name}")
+
+
+@contextmanager
+def set_aside(pairs: list[tuple[Path, Path]]) -> Iterator[list[Path]]:
+    """Rename each existing path of ``pairs`` (path, aside) to its aside, then run the body (which
+    deletes the rows; it gets the asides): if the body fails, everything moves back; if it
+    succeeds, the asides are removed."""
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for path, aside in pairs:
+            _tidy(path, aside)
+            if path.exists() or path.is_symlink():
+                moved.append((path, path.rename(aside)))
+        yield [aside for _, aside in moved]
+    except BaseException:
+        for path, aside in reversed(moved):  # the rows stay: so do their files
+            aside.rename(path)
+        raise
+    for _, aside in moved:
+        _remove(aside)
+
+
+def size(path: Path) -> int:
+    """Bytes in a file or a folder (links counted as themselves, never followed)."""
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _tidy(path: Path, aside: Path) -> None:
+    """What an earlier, killed delete left: moved back while the row stands, else removed."""
+    if aside.exists() or aside.is_symlink():
+        if path.exists() or path.is_symlink():
+            _remove(aside)
+        else:
+            aside.rename(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
