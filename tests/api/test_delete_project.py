@@ -156,3 +156,25 @@ def test_a_project_made_again_under_the_name_has_its_own_memory(ftf_home: Path) 
     ]
     assert api.recall("q", "When is the office closed?", config=cfg) == []  # not written under p's old id
     close_memories()
+
+
+def test_a_job_queued_while_the_folder_moves_puts_it_back(
+    ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.state import jobs
+
+    folder = recorded_run("p", RUN)
+    first = jobs.unfinished
+    queued: list[int] = []
+
+    def check_then_queue(*args: object, **kwargs: object) -> object:
+        found = first(*args, **kwargs)  # type: ignore[arg-type]
+        if not queued:  # a job arrives right after the first look
+            queued.append(_job("p", "queued"))
+        return found
+
+    monkeypatch.setattr(jobs, "unfinished", check_then_queue)
+    with pytest.raises(ProjectInUse, match="in use by job"):
+        api.delete_project("p")
+    assert queued and _names() == ["p"] and (folder / "metrics.jsonl").is_file()
+    assert not (ftf_home / "projects" / ".deleting-p").exists()

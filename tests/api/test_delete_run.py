@@ -122,3 +122,24 @@ def test_a_delete_killed_midway_is_finished_by_the_next(ftf_home: Path) -> None:
     stale.write_bytes(b"old")  # left by an older delete of a run of the same id, which went whole
     assert api.delete_run(PROJECT, RUN)["bytes"] == 1000 + len('{"step": 1}\n') + len("report") + 100
     assert api.list_runs(PROJECT) == [] and _leftovers() == []
+
+
+def test_a_job_queued_while_the_paths_move_puts_them_back(
+    ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.state import jobs
+
+    recorded_run(PROJECT, RUN)
+    first = jobs.unfinished
+    queued: list[int] = []
+
+    def check_then_queue(*args: object, **kwargs: object) -> object:
+        found = first(*args, **kwargs)  # type: ignore[arg-type]
+        if not queued:  # a job naming the run arrives right after the first look
+            queued.append(_job("queued", {"args": {"run_id": RUN}}))
+        return found
+
+    monkeypatch.setattr(jobs, "unfinished", check_then_queue)
+    with pytest.raises(RunInUse):
+        api.delete_run(PROJECT, RUN)
+    assert queued and [r["id"] for r in api.list_runs(PROJECT)] == [RUN] and len(_leftovers()) == 3

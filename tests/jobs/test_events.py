@@ -125,6 +125,20 @@ def test_a_queued_job_is_cancelled_at_once(database: str) -> None:
     assert _kinds(job_id) == ["queued", "cancel", "cancelled"]
 
 
+def test_a_delivery_of_a_job_deleted_with_its_project_is_skipped(database: str) -> None:
+    from finetuneflow.api import projects as papi
+    from finetuneflow.api._common import project_id
+    from finetuneflow.jobs.app import run_job
+
+    papi.create_project("gone")
+    job_id = log.create(project_id("gone"), "build", {"project": "gone", "args": {}}, queue="default")
+    jobs.cancel(job_id)  # a queued job would keep the project; its broker message may still come
+    api.delete_project("gone")  # the job's row went with it (the database cascades)
+    with pytest.raises(LookupError):
+        log.get(job_id)
+    assert run_job(job_id, FAST) == "skipped"  # the broker's message for it is dropped quietly
+
+
 def test_a_delivery_that_cannot_read_its_job_is_retried_not_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

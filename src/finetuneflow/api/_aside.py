@@ -37,6 +37,24 @@ def refuse_if_used(project_id: int, what: str, error: type[Exception], run_id: s
         jobs.mark_lost(job["id"], LIVE_HEARTBEAT_S)
 
 
+@contextmanager
+def deleting(
+    project_id: int,
+    what: str,
+    error: type[Exception],
+    pairs: list[tuple[Path, Path]],
+    run_id: str | None = None,
+) -> Iterator[list[Path]]:
+    """:func:`refuse_if_used`, then :func:`set_aside` of ``pairs`` around the body (which deletes
+    the rows), checking the jobs again once the paths are aside: a job queued while they moved
+    puts them back. One queued after that finds no project (the database refuses the job's row)
+    or no run (its step fails with "no run"), never half a deletion."""
+    refuse_if_used(project_id, what, error, run_id)
+    with set_aside(pairs) as asides:
+        refuse_if_used(project_id, what, error, run_id)
+        yield asides
+
+
 def beside(path: Path) -> tuple[Path, Path]:
     """(``path``, where a delete renames it)."""
     return path, path.with_name(f".deleting-{path.name}")

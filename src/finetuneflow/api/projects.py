@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from finetuneflow import paths
-from finetuneflow.api._aside import beside, refuse_if_used, set_aside, size
+from finetuneflow.api._aside import beside, deleting, size
 from finetuneflow.api._common import project_id
 from finetuneflow.api.runs import list_runs, run_dir
 from finetuneflow.errors import ProjectInUse
@@ -61,8 +61,7 @@ def delete_project(name: str) -> dict[str, Any]:
     folder = paths.project_path(name)
     with session_scope() as s:
         pid = find_project(s, name).id
-    refuse_if_used(pid, f"project {name!r}", ProjectInUse)
-    with set_aside([beside(folder)]) as asides, session_scope() as s:
+    with deleting(pid, f"project {name!r}", ProjectInUse, [beside(folder)]) as asides, session_scope() as s:
         project = s.get(schema.Project, pid)
         if project is not None:
             s.delete(project)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from finetuneflow import paths
-from finetuneflow.api._aside import beside, refuse_if_used, set_aside, size
+from finetuneflow.api._aside import beside, deleting, size
 from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.errors import RunInUse
 from finetuneflow.events import EventSink
@@ -206,8 +206,8 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
         if run is None or run.project_id != proj.id:
             raise _missing(project, run_id)
         pid = proj.id
-    refuse_if_used(pid, f"run {run_id!r}", RunInUse, run_id)
-    with set_aside(_run_paths(paths.project_dir(project), run_id)) as asides, session_scope() as s:
+    pairs = _run_paths(paths.project_dir(project), run_id)
+    with deleting(pid, f"run {run_id!r}", RunInUse, pairs, run_id) as asides, session_scope() as s:
         run = s.get(schema.Run, run_id)
         if run is not None:
             s.delete(run)
