@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # also run ids a caller chooses
 
 
 def home() -> Path:

@@ -143,3 +143,10 @@ def test_a_job_queued_while_the_paths_move_puts_them_back(
     with pytest.raises(RunInUse):
         api.delete_run(PROJECT, RUN)
     assert queued and [r["id"] for r in api.list_runs(PROJECT)] == [RUN] and len(_leftovers()) == 3
+
+
+def test_a_run_id_a_caller_chooses_is_one_every_client_can_name(ftf_home: Path) -> None:
+    for bad in ("my run", "a/b", ".hidden", "x" * 65, "naïve"):  # the REST API could not name these
+        with pytest.raises(ValueError, match="invalid run id"):
+            api.train(PROJECT, run_id=bad)
+    assert not (ftf_home / "projects" / PROJECT).exists()  # refused before anything was made

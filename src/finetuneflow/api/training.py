@@ -26,12 +26,15 @@ def train(
     """Fine-tune on a built dataset; returns the run summary (with ``run_id``).
 
     Under ``torchrun``/``accelerate launch`` every rank calls this; rank 0 picks the run id and
-    records the run, the others only train.
+    records the run, the others only train. A ``run_id`` given must be one every client can name
+    (1-64 letters, digits, ``.``, ``_`` or ``-``; ValueError otherwise).
     """
     from finetuneflow.train import distributed as dd
     from finetuneflow.train.config import TrainConfig
 
     cfg: TrainConfig = config or TrainConfig()
+    if run_id is not None:
+        rf.check_new_run_id(run_id)
     dataset_dir = paths.project_dir(project) / "datasets" / dataset
     if not (dataset_dir / "manifest.json").exists():
         raise LookupError(f"project {project!r} has no dataset {dataset!r}; run `ftf dataset build` first")

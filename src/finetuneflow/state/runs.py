@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from finetuneflow import paths
 from finetuneflow.errors import FinishedRunError
 
 CONFIG = "config.json"
@@ -33,6 +34,17 @@ CLASSIFY = "classify"
 def new_run_id() -> str:
     """Sortable and unique: 20261121-143005-3fa2."""
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def check_new_run_id(run_id: str) -> str:
+    """A run id a caller chose for a new run: one every client can name (the REST API takes the
+    project names' rule). Raises ValueError otherwise."""
+    if not paths.PROJECT_NAME.match(run_id):
+        raise ValueError(
+            f"invalid run id {run_id!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return run_id
 
 
 def check_run_id(run_id: str) -> str:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from python_multipart.exceptions import MultipartParseError
 from starlette.concurrency import run_in_threadpool
 
-from finetuneflow import api
+from finetuneflow import api, paths
 from finetuneflow.api import projects as papi
 from finetuneflow.config import from_dict
 from finetuneflow.ingest.config import IngestConfig
@@ -26,7 +26,7 @@ from finetuneflow.web.schemas.projects import (
 )
 
 router = APIRouter(prefix="/api/projects", tags=["projects"], responses=ERRORS)
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME = paths.PROJECT_NAME.pattern
 Project = Annotated[str, Path(pattern=NAME, description="Project name")]
 # bounded: an offset past PostgreSQL's bigint (2**63) was a 500 there (schemathesis found it)
 Offset = Annotated[int, Query(ge=0, le=10**9, description="Items to skip")]

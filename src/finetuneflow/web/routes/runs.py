@@ -14,7 +14,7 @@ from finetuneflow.config import from_dict
 from finetuneflow.state import runs as rf
 from finetuneflow.web.errors import ApiError
 from finetuneflow.web.routes import queued
-from finetuneflow.web.routes.projects import Project
+from finetuneflow.web.routes.projects import NAME, Project
 from finetuneflow.web.schemas.common import ERRORS, JobRef
 from finetuneflow.web.schemas.runs import (
     EvaluationCreate,
@@ -28,7 +28,7 @@ from finetuneflow.web.schemas.runs import (
 )
 
 router = APIRouter(prefix="/api/projects/{project}", tags=["runs"], responses=ERRORS)
-RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Run id")]
+RunId = Annotated[str, Path(pattern=NAME, description="Run id")]
 
 
 @router.get("/runs", response_model=list[RunPublic])
