@@ -166,3 +166,25 @@ def test_a_delivery_that_cannot_read_its_job_is_retried_not_dropped(
     Task.request.retries = FAST.max_retries
     with pytest.raises(OperationalError):
         run_job(1, FAST, Task())  # type: ignore[arg-type]
+
+
+def test_a_heartbeat_that_cannot_be_written_once_beats_on(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    job_id = log.create(None, "dataset", {})
+    written = log._set
+    failures: list[int] = []
+
+    def locked_once(job: int, **values: object) -> None:
+        if not failures and "heartbeat_at" in values:
+            failures.append(job)
+            raise RuntimeError("database is locked")
+        written(job, **values)
+
+    with log.heartbeat(job_id, 0.05):
+        monkeypatch.setattr(log, "_set", locked_once)
+        first = log.get(job_id)["heartbeat_at"]
+        time.sleep(0.5)
+    assert failures == [job_id] and log.get(job_id)["heartbeat_at"] > first  # the thread lived on

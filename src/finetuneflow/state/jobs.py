@@ -12,6 +12,7 @@ beat stopped (their process was killed) so they are marked or re-queued, never l
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from finetuneflow.errors import JobCancelled
 from finetuneflow.events import Event, EventSink
 from finetuneflow.state import schema, session_scope
+
+_log = logging.getLogger("finetuneflow.jobs")
 
 MIN_UPDATE_S = 2.0  # progress without a message or metrics: at most this often into the log
 CANCEL_CHECK_S = 1.0  # how often a running step looks for a cancel request
@@ -187,7 +190,11 @@ def heartbeat(job_id: int, every_s: float) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(every_s):
-            _set(job_id, heartbeat_at=_now())
+            try:
+                _set(job_id, heartbeat_at=_now())
+            except Exception as err:  # a locked or unreachable database: beat again next time, or
+                # the thread dies here and the reaper takes a healthy job for lost
+                _log.warning("job %s: heartbeat not written (%s); trying again in %g s", job_id, err, every_s)
 
     _set(job_id, heartbeat_at=_now())
     thread = threading.Thread(target=beat, name=f"ftf-job-{job_id}-heartbeat", daemon=True)

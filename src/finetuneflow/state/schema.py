@@ -103,7 +103,9 @@ class Example(Base):
     source: Mapped[str] = mapped_column(Text, default="")  # the source file (splits keep a file on one side)
     edited: Mapped[bool] = mapped_column(Boolean, default=False)  # a person changed it: rebuilds keep it
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True)
+    chunk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     messages: Mapped[list[Any] | None] = mapped_column(nullable=True)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -121,7 +123,9 @@ class LLMCall(Base):
     dataset: Mapped[str] = mapped_column(String(64), index=True)
     key: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of (purpose, model, prompt)
     purpose: Mapped[str] = mapped_column(String(16))  # generate | repair | judge | heldout | preview
-    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True)
+    chunk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     model: Mapped[str] = mapped_column(Text)
     request: Mapped[dict[str, Any]] = mapped_column(default=dict)
     response: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -243,7 +247,7 @@ class MemoryItem(Base):
         ForeignKey("chunks.id", ondelete="SET NULL"), nullable=True, index=True
     )
     exchange_id: Mapped[int | None] = mapped_column(
-        ForeignKey("chat_exchanges.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("chat_exchanges.id", ondelete="SET NULL"), nullable=True, index=True
     )
     corrects: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the item this one corrects
     superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)  # its correction
