@@ -53,8 +53,9 @@ def test_the_project_its_rows_and_its_folder_go(ftf_home: Path) -> None:
     gone = api.delete_project("p")
     assert gone["project"] == "p" and gone["bytes"] >= 1000 + 100 + 50
     assert _names() == ["q"] and [r["id"] for r in api.list_runs("q")] == ["theirs"]
-    assert _rows("runs") == before[0] - 1 and _rows("jobs") == before[1] - 1  # the database cascaded
-    assert _rows("job_events") < before[2]
+    assert _rows("runs") == before[0] - 1  # the database cascaded
+    assert (_rows("jobs"), _rows("job_events")) == before[1:]  # the job history stays, detached
+    assert jobs.get(done)["project_id"] is None and jobs.get(done)["status"] == "finished"
     assert sorted(p.name for p in (ftf_home / "projects").iterdir()) == ["q"]  # nothing left aside
     with pytest.raises(LookupError, match="no project"):
         api.delete_project("p")
@@ -85,12 +86,15 @@ def test_a_dead_job_does_not_keep_it(ftf_home: Path) -> None:
     from finetuneflow.state import jobs
 
     recorded_run("p", RUN, status="running")  # its training was killed
-    _job("p", "running", beat_age_s=3600)  # and its job stopped beating
+    dead = _job("p", "running", beat_age_s=3600)  # and its job stopped beating
     assert api.delete_project("p")["project"] == "p"
-    assert _names() == [] and jobs.stale(60) == []
+    assert _names() == [] and jobs.get(dead)["status"] == "failed"  # no reaper sends it again
+    assert jobs.stale(60) == []
 
 
-def test_a_failure_midway_puts_everything_back(ftf_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folder_that_cannot_move_leaves_the_project_whole(
+    ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = recorded_run("p", RUN)
     monkeypatch.setattr(papi, "beside", lambda path: (path, ftf_home / "gone" / "x"))  # the move fails
     with pytest.raises(OSError):

@@ -175,3 +175,17 @@ def test_bad_settings_are_refused_before_loading_anything(chat_project: str) -> 
     with pytest.raises(ConfigError) as err:
         open_chat(chat_project, settings=bad)
     assert [e.split(":")[0] for e in err.value.errors] == ["sampling.temperature", "memories", "memory_share"]
+
+
+def test_a_chat_whose_project_was_deleted_logs_nothing_into_another(chat_project: str) -> None:
+    from finetuneflow.api import projects as papi
+    from finetuneflow.api.chat import ChatSettings, open_chat
+    from finetuneflow.models.generate import Sampling
+
+    chat = open_chat(chat_project, memory=False, settings=ChatSettings(sampling=Sampling(max_new_tokens=2)))
+    chat.ask("Hello?")
+    api.delete_project(chat_project)
+    papi.create_project("other")  # SQLite gives it the deleted project's id
+    with pytest.raises(LookupError, match="was deleted while this chat was open"):
+        chat.ask("Still there?")
+    assert api.exchange_log("other") == []

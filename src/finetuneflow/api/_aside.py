@@ -2,8 +2,11 @@
 
 Each path is first renamed beside itself (``.deleting-<name>``: the same folder, so the same file
 system, and a name no project or run can take), then the rows go, then the renamed paths: an error
-before the rows are gone renames them back, and a delete killed in that window (milliseconds) is
-finished by the next one, which finds its ``.deleting-`` paths (:func:`_tidy`). Nothing is deleted
+before the rows are gone renames them back. A delete killed in that window (the rows' delete and
+commit: the files are measured after it) is finished by the next delete of the same run or
+project, which finds its ``.deleting-`` paths (:func:`_tidy`); until then the run or project is
+listed without its files. One killed after the commit leaves ``.deleting-`` paths that nothing
+lists or cleans (a sweep at start-up would: not built). Nothing is deleted
 while a job uses it: a queued job, or a running one whose process still beats, refuses the delete;
 a running one that stopped beating is marked lost first, so that no reaper sends it again to write
 back what is being deleted.
@@ -44,15 +47,15 @@ def deleting(
     error: type[Exception],
     pairs: list[tuple[Path, Path]],
     run_id: str | None = None,
-) -> Iterator[list[Path]]:
+) -> Iterator[dict[str, int]]:
     """:func:`refuse_if_used`, then :func:`set_aside` of ``pairs`` around the body (which deletes
     the rows), checking the jobs again once the paths are aside: a job queued while they moved
     puts them back. One queued after that finds no project (the database refuses the job's row)
-    or no run (its step fails with "no run"), never half a deletion."""
+    or no run (its step fails with "no run"), never half a deletion. Yields what set_aside does."""
     refuse_if_used(project_id, what, error, run_id)
-    with set_aside(pairs) as asides:
+    with set_aside(pairs) as freed:
         refuse_if_used(project_id, what, error, run_id)
-        yield asides
+        yield freed
 
 
 def beside(path: Path) -> tuple[Path, Path]:
@@ -61,30 +64,37 @@ def beside(path: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def set_aside(pairs: list[tuple[Path, Path]]) -> Iterator[list[Path]]:
+def set_aside(pairs: list[tuple[Path, Path]]) -> Iterator[dict[str, int]]:
     """Rename each existing path of ``pairs`` (path, aside) to its aside, then run the body (which
-    deletes the rows; it gets the asides): if the body fails, everything moves back; if it
-    succeeds, the asides are removed."""
+    deletes the rows): if the body fails, everything moves back; if it succeeds, the asides are
+    measured (the yielded dict's ``bytes``, filled after the body: no walk of the files while the
+    rows' transaction is open) and removed."""
     moved: list[tuple[Path, Path]] = []
+    freed = {"bytes": 0}
     try:
         for path, aside in pairs:
             _tidy(path, aside)
             if path.exists() or path.is_symlink():
                 moved.append((path, path.rename(aside)))
-        yield [aside for _, aside in moved]
+        yield freed
     except BaseException:
         for path, aside in reversed(moved):  # the rows stay: so do their files
             aside.rename(path)
         raise
+    freed["bytes"] = sum(size(aside) for _, aside in moved)
     for _, aside in moved:
         _remove(aside)
 
 
 def size(path: Path) -> int:
-    """Bytes in a file or a folder (links counted as themselves, never followed)."""
-    if path.is_symlink() or path.is_file():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes in a file or a folder (links counted as themselves, never followed); what cannot be
+    read counts 0 (the delete is done by then: the count is a report)."""
+    try:
+        if path.is_symlink() or path.is_file():
+            return path.lstat().st_size
+        return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    except OSError:
+        return 0
 
 
 def _tidy(path: Path, aside: Path) -> None:

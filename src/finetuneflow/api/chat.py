@@ -212,6 +212,11 @@ class ChatSession:
             seconds=round(seconds, 3),
         )
         with session_scope() as s:
+            project = s.get(schema.Project, self.project_id)
+            if project is None or project.name != self.project:  # deleted, its id maybe given again
+                raise LookupError(
+                    f"project {self.project!r} was deleted while this chat was open; nothing logged"
+                )
             s.add(row)
             s.flush()
             return row.id

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from finetuneflow import paths
-from finetuneflow.api._aside import beside, deleting, size
+from finetuneflow.api._aside import beside, deleting
 from finetuneflow.api._common import project_id
 from finetuneflow.api.runs import list_runs, run_dir
 from finetuneflow.errors import ProjectInUse
@@ -45,8 +45,10 @@ def create_project(name: str) -> dict[str, Any]:
 
 def delete_project(name: str) -> dict[str, Any]:
     """Delete a project and everything in it: its folder (uploads, datasets, runs, exports, memory
-    index) and its rows (files, chunks, examples, runs, jobs and their events, chats, memories).
-    Base models (shared by every project) stay. Returns what went: ``{"project", "bytes"}``.
+    index) and its rows (files, chunks, examples, runs, chats, memories). Its jobs stay in the
+    job history, detached from it. Base models (shared by every project), exports written
+    elsewhere (``ftf export --out``) and models registered in Ollama stay. Returns what went:
+    ``{"project", "bytes"}``.
 
     The folder is set aside, then the row goes (the database cascades to the rest), then the
     folder (``api/_aside.py``: a failure puts it back; a delete killed midway is finished by the
@@ -61,12 +63,14 @@ def delete_project(name: str) -> dict[str, Any]:
     folder = paths.project_path(name)
     with session_scope() as s:
         pid = find_project(s, name).id
-    with deleting(pid, f"project {name!r}", ProjectInUse, [beside(folder)]) as asides, session_scope() as s:
+    with deleting(pid, f"project {name!r}", ProjectInUse, [beside(folder)]) as freed, session_scope() as s:
+        # its jobs stay as history, detached: deleted, their ids would be given again by SQLite,
+        # and a follower of an old job or a stale broker message would land on a new one
+        s.execute(update(schema.Job).where(schema.Job.project_id == pid).values(project_id=None))
         project = s.get(schema.Project, pid)
         if project is not None:
             s.delete(project)
-        freed = sum(size(aside) for aside in asides)
-    return {"project": name, "bytes": freed}
+    return {"project": name, "bytes": freed["bytes"]}
 
 
 def show_project(name: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from finetuneflow import paths
-from finetuneflow.api._aside import beside, deleting, size
+from finetuneflow.api._aside import beside, deleting
 from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.errors import RunInUse
 from finetuneflow.events import EventSink
@@ -207,12 +207,11 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
             raise _missing(project, run_id)
         pid = proj.id
     pairs = _run_paths(paths.project_dir(project), run_id)
-    with deleting(pid, f"run {run_id!r}", RunInUse, pairs, run_id) as asides, session_scope() as s:
+    with deleting(pid, f"run {run_id!r}", RunInUse, pairs, run_id) as freed, session_scope() as s:
         run = s.get(schema.Run, run_id)
         if run is not None:
             s.delete(run)
-        freed = sum(size(aside) for aside in asides)
-    return {"run_id": run_id, "bytes": freed}
+    return {"run_id": run_id, "bytes": freed["bytes"]}
 
 
 def _run_paths(root: Path, run_id: str) -> list[tuple[Path, Path]]:

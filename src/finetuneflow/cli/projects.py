@@ -36,8 +36,9 @@ def projects_delete(
     name: Annotated[str, typer.Argument(help="The project's name (`ftf projects` lists them).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
-    """Delete a project with everything in it: uploads, chunks, datasets, runs, exports, chats and
-    memory. Base models stay. Refused while a job works in it (`ftf jobs list`)."""
+    """Delete a project with everything in its folder and its records: uploads, chunks, datasets,
+    runs, exports, chats and memory. Base models, exports written elsewhere (--out) and models
+    registered in Ollama stay; its jobs stay in `ftf jobs list`. Refused while a job works in it."""
     from finetuneflow import api
     from finetuneflow.errors import ProjectInUse
 

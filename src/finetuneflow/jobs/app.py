@@ -86,10 +86,10 @@ def _task(cfg: JobsConfig) -> Any:
 
 def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
     """Run queued job ``job_id`` here and record how it ended; returns its final status (or
-    ``skipped`` for a delivery of a job that is done, running elsewhere, or gone with its project)."""
+    ``skipped`` for a delivery of a job that is done, running elsewhere, or has no row)."""
     try:
         job = log.get(job_id)
-    except LookupError:  # deleted with its project (api.delete_project) before a worker took it
+    except LookupError:  # no such row: a database reset under a broker that kept its messages
         return "skipped"
     except RETRYABLE as err:  # the database is unreachable or locked: keep the message, not lose it
         if task is not None and task.request.retries < cfg.max_retries:

@@ -183,3 +183,16 @@ def test_an_offset_past_any_database_integer_is_a_clear_400(client: TestClient, 
         answer = client.get(path, params={"offset": 2**63})
         assert answer.status_code == 400, (path, answer.text)
         assert answer.json()["error"]["message"].startswith("query.offset:"), answer.text
+
+
+def test_a_delete_whose_files_cannot_move_is_a_409_that_says_why(
+    client: TestClient, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.api import projects as papi
+
+    assert client.post("/api/projects", json={"name": "stuck"}).status_code == 201
+    monkeypatch.setattr(papi, "beside", lambda path: (path, ftf_home / "no-such-folder" / "x"))
+    answer = client.delete("/api/projects/stuck")
+    assert answer.status_code == 409 and answer.json()["error"]["code"] == "delete_failed", answer.text
+    assert "nothing was deleted" in answer.json()["error"]["message"]
+    assert client.get("/api/projects/stuck").status_code == 200

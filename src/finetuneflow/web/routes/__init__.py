@@ -4,6 +4,7 @@ queueing a step as a job."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -11,6 +12,7 @@ from fastapi import Depends, Request
 from finetuneflow import jobs as queue
 from finetuneflow.state import jobs as log
 from finetuneflow.web.config import WebConfig
+from finetuneflow.web.errors import ApiError
 
 
 def _config(request: Request) -> WebConfig:
@@ -29,3 +31,14 @@ def queued(step: str, project: str, args: dict[str, Any]) -> dict[str, Any]:
     run_id = (job["params"].get("args") or {}).get("run_id") if step == "train" else None
     return {"job_id": job_id, "step": step, "status": job["status"], "events": f"/api/jobs/{job_id}/events",
             "run_id": run_id}  # fmt: skip
+
+
+def deleted(delete: Callable[..., dict[str, Any]], *args: str) -> dict[str, Any]:
+    """``delete(*args)`` (a run's or a project's); a file that could not be moved aside is a 409
+    with its reason (nothing was deleted), not a 500 or, for a missing file, a 404."""
+    try:
+        return delete(*args)
+    except OSError as err:
+        raise ApiError(
+            409, f"could not move its files aside ({err}); nothing was deleted", "delete_failed"
+        ) from None

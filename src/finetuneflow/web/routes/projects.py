@@ -14,7 +14,7 @@ from finetuneflow.config import from_dict
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.web import uploads
 from finetuneflow.web.errors import ApiError
-from finetuneflow.web.routes import Config, queued
+from finetuneflow.web.routes import Config, deleted, queued
 from finetuneflow.web.schemas.common import ERRORS, ErrorPublic, JobRef
 from finetuneflow.web.schemas.projects import (
     ChunkPage,
@@ -63,7 +63,7 @@ def show_project(project: Project) -> dict[str, Any]:
 def delete_project(project: Project) -> dict[str, Any]:
     """Delete the project with everything in it (files, datasets, runs, exports, chats, memory);
     409 while a job works in it."""
-    return papi.delete_project(project)
+    return deleted(papi.delete_project, project)
 
 
 @router.get("/{project}/files", response_model=list[FilePublic])

@@ -13,7 +13,7 @@ from finetuneflow.api import projects as papi
 from finetuneflow.config import from_dict
 from finetuneflow.state import runs as rf
 from finetuneflow.web.errors import ApiError
-from finetuneflow.web.routes import queued
+from finetuneflow.web.routes import deleted, queued
 from finetuneflow.web.routes.projects import NAME, Project
 from finetuneflow.web.schemas.common import ERRORS, JobRef
 from finetuneflow.web.schemas.runs import (
@@ -55,7 +55,7 @@ def show_run(project: Project, run_id: RunId) -> dict[str, Any]:
 @router.delete("/runs/{run_id}", response_model=RunDeleted)
 def delete_run(project: Project, run_id: RunId) -> dict[str, Any]:
     """Delete the run with its checkpoints, evaluation and exports; 409 while a job still uses it."""
-    return api.delete_run(project, run_id)
+    return deleted(api.delete_run, project, run_id)
 
 
 @router.get("/runs/{run_id}/metrics", response_model=list[dict[str, Any]])

@@ -208,6 +208,7 @@ const ACTIONS = {
     try { gone = await call("DELETE", ROUTES.project(name)); } finally { button.disabled = false; }
     button.closest("tr").remove();
     say(`Project ${name} deleted (${freed(gone.bytes)} freed).`, "info");
+    if (!document.querySelector("tr[data-project]")) location.reload();  // the page's "no projects yet"
   },
   async evaluate(button) {
     const answers = Number(document.getElementById("eval-answers").value || 8);
