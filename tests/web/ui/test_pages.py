@@ -111,6 +111,20 @@ def test_a_reloaded_page_follows_the_projects_newest_job_of_its_step(client: Tes
     assert f"/ui/jobs/{newer}" in dashboard and f"/ui/jobs/{older}" in dashboard
 
 
+def test_a_project_made_again_under_a_deleted_ones_name_shows_none_of_its_jobs(client: TestClient) -> None:
+    from finetuneflow import api
+    from finetuneflow.api._common import project_id
+
+    old = log.create(project_id("demo"), "train", {"project": "demo", "args": {"run_id": "r-gone"}})
+    log.append(old, "done", {}, status="finished")
+    api.delete_project("demo")
+    client.post("/api/projects", json={"name": "demo"})
+    assert 'data-run="r-gone"' not in client.get("/ui/projects/demo/train").text
+    assert views.recent_jobs("demo") == []
+    assert [j["project"] for j in views.recent_jobs() if j["id"] == old] == ["demo (deleted)"]
+    assert f"/ui/jobs/{old}" in client.get("/").text  # the history stays, named as a deleted project's
+
+
 def test_exports_list_every_file_with_its_link_and_the_zip_is_served_safely(
     client: TestClient, ftf_home: Path
 ) -> None:

@@ -49,15 +49,18 @@ def project_exists(name: str) -> bool:
 
 
 def recent_jobs(project: str | None = None, step: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest jobs, of one project (and step) if given. Job params hold the project's name."""
+    """The newest jobs, of one project (and step) if given. Job params hold the project's name; a
+    job with no project id was a deleted project's (kept as history): never the jobs of a project
+    made again under that name, and named "(deleted)" in the full list."""
     found = []
     for job in log.listed(500):
         params = job.get("params") or {}
-        if project is not None and params.get("project") != project:
+        name, detached = params.get("project", ""), job["project_id"] is None and params.get("project")
+        if project is not None and (name != project or detached):
             continue
         if step is not None and job["step"] != step:
             continue
-        found.append({**job, "project": params.get("project", "")})
+        found.append({**job, "project": f"{name} (deleted)" if detached else name})
         if len(found) >= limit:
             break
     return found
