@@ -1,9 +1,9 @@
 """Every error the REST API answers, in one shape: ``{"error": {"message", "type", "code"}}``.
 
 FineTuneFlow's own errors map to 4xx by what they mean (a bad setting or input 400, an unknown
-name 404, a file we cannot read 415, a finished run in the way or a run a job still uses 409);
-anything else is a 500 whose message names the error type only, so no internal detail (a path, a
-key) leaks into a response.
+name 404, a file we cannot read 415, a finished run in the way or a run or project a job still
+uses 409); anything else is a 500 whose message names the error type only, so no internal detail
+(a path, a key) leaks into a response.
 """
 
 from __future__ import annotations

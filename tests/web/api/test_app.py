@@ -195,4 +195,5 @@ def test_a_delete_whose_files_cannot_move_is_a_409_that_says_why(
     answer = client.delete("/api/projects/stuck")
     assert answer.status_code == 409 and answer.json()["error"]["code"] == "delete_failed", answer.text
     assert "nothing was deleted" in answer.json()["error"]["message"]
+    assert str(ftf_home) not in answer.text  # no path of the state folder in a response
     assert client.get("/api/projects/stuck").status_code == 200

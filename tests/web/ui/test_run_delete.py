@@ -18,16 +18,21 @@ from .test_browser import ready, shot
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
+def _open(chromium: Any) -> tuple[Any, Any, list[str]]:
+    """A fresh context and page, and the page errors it collects."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    context.on("weberror", lambda err: errors.append(str(err.error)))
+    return context, context.new_page(), errors
+
+
 def test_a_run_is_deleted_from_the_train_step_after_a_confirmation(
     studio: Studio, chromium: Any, ftf_home: Path, shots: Path
 ) -> None:
     keep, drop = "20261206-100000-keep", "20261206-110000-drop"
     recorded_run("p", keep)
     recorded_run("p", drop)
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    context.on("weberror", lambda err: errors.append(str(err.error)))
-    page = context.new_page()
+    context, page, errors = _open(chromium)
     page.goto(studio.url + "/ui/projects/p/train")
     ready(page)
     rows = page.locator("#runs tbody tr")
@@ -61,10 +66,7 @@ def test_a_project_is_deleted_from_the_dashboard_after_a_confirmation(
 
     recorded_run("keep", "20261206-100000-keep")
     recorded_run("drop", "20261206-110000-drop")
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    context.on("weberror", lambda err: errors.append(str(err.error)))
-    page = context.new_page()
+    context, page, errors = _open(chromium)
     page.goto(studio.url + "/")
     ready(page)
     rows = page.locator("tr[data-project]")

@@ -38,7 +38,7 @@ def deleted(delete: Callable[..., dict[str, Any]], *args: str) -> dict[str, Any]
     with its reason (nothing was deleted), not a 500 or, for a missing file, a 404."""
     try:
         return delete(*args)
-    except OSError as err:
-        raise ApiError(
-            409, f"could not move its files aside ({err}); nothing was deleted", "delete_failed"
-        ) from None
+    except OSError as err:  # its reason only: the error's own text holds a path of the state folder
+        reason = err.strerror or type(err).__name__
+        message = f"could not move its files aside ({reason}); nothing was deleted"
+        raise ApiError(409, message, "delete_failed") from None
