@@ -125,6 +125,31 @@ def test_a_delete_killed_midway_is_finished_by_the_next(ftf_home: Path) -> None:
     assert list((ftf_home / "projects").iterdir()) == [] and _names() == []
 
 
+def test_a_delete_killed_after_its_commit_is_swept_by_a_listing(
+    ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.api import _aside
+    from finetuneflow.state import schema, session_scope
+    from finetuneflow.state.repo import find_project
+
+    recorded_run("p", RUN)
+    recorded_run("q", "theirs")
+    for name in ("p", "q"):  # both set aside, then killed: p after its commit, q before it
+        paths.project_path(name).rename(ftf_home / "projects" / f".deleting-{name}")
+    with session_scope() as s:
+        s.delete(find_project(s, "p"))
+    assert _names() == ["q"]  # aside just now: a listing leaves it (its delete may still need it)
+    assert {".deleting-p", ".deleting-q"} <= {p.name for p in (ftf_home / "projects").iterdir()}
+    monkeypatch.setattr(_aside, "SWEEP_AFTER_S", 0.0)
+    assert _names() == ["q"]
+    left = {p.name for p in (ftf_home / "projects").iterdir()}
+    assert ".deleting-p" not in left and ".deleting-q" in left  # q's row stands: kept for its delete
+    with session_scope() as s:
+        assert s.query(schema.Project).count() == 1
+    api.delete_project("q")  # finished by the next delete, as before
+    assert list((ftf_home / "projects").iterdir()) == [] and _names() == []
+
+
 def test_cli_lists_asks_first_and_says_what_went(ftf_home: Path) -> None:
     from finetuneflow.cli import app
 

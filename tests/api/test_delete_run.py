@@ -124,6 +124,28 @@ def test_a_delete_killed_midway_is_finished_by_the_next(ftf_home: Path) -> None:
     assert api.list_runs(PROJECT) == [] and _leftovers() == []
 
 
+def test_a_delete_killed_after_its_commit_is_swept_by_a_listing(
+    ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.api import _aside
+    from finetuneflow.state import schema, session_scope
+
+    folder = recorded_run(PROJECT, RUN)
+    recorded_run(PROJECT, "kept")
+    folder.rename(folder.with_name(f".deleting-{RUN}"))  # set aside, the row deleted, then killed
+    exports = paths.project_dir(PROJECT) / "exports"
+    (exports / f".deleting-{RUN}.zip").write_bytes(b"zip")
+    (exports / ".deleting-kept").mkdir()  # a delete of "kept" killed before its commit: its row stands
+    with session_scope() as s:
+        s.delete(s.get(schema.Run, RUN))
+    assert [r["id"] for r in api.list_runs(PROJECT)] == ["kept"]
+    aside = {f".deleting-{RUN}", f".deleting-{RUN}.zip", ".deleting-kept"}
+    assert aside <= set(_leftovers())  # aside just now: left alone
+    monkeypatch.setattr(_aside, "SWEEP_AFTER_S", 0.0)
+    assert [r["id"] for r in api.list_runs(PROJECT)] == ["kept"]
+    assert set(_leftovers()) & aside == {".deleting-kept"}
+
+
 def test_a_job_queued_while_the_paths_move_puts_them_back(
     ftf_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

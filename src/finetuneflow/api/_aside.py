@@ -5,8 +5,9 @@ system, and a name no project or run can take), then the rows go, then the renam
 before the rows are gone renames them back. A delete killed in that window (the rows' delete and
 commit: the files are measured after it) is finished by the next delete of the same run or
 project, which finds its ``.deleting-`` paths (:func:`_tidy`); until then the run or project is
-listed without its files. One killed after the commit leaves ``.deleting-`` paths that nothing
-lists or cleans (a sweep at start-up would: not built). Nothing is deleted
+listed without its files. One killed after the commit leaves ``.deleting-`` paths whose row is
+gone: the next listing of the projects (or of the project's runs) removes them (:func:`sweep`)
+once they have been aside for ``SWEEP_AFTER_S``. Nothing is deleted
 while a job uses it: a queued job, or a running one whose process still beats, refuses the delete;
 a running one that stopped beating is marked lost first, so that no reaper sends it again to write
 back what is being deleted.
@@ -15,7 +16,8 @@ back what is being deleted.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +26,14 @@ from finetuneflow.state import jobs
 # A running job whose heartbeat is older than this is taken for dead (jobs beat every 10 s; a
 # worker's own setting may be slower, hence the margin).
 LIVE_HEARTBEAT_S = 120.0
+
+PREFIX = ".deleting-"
+
+# A ``.deleting-`` path is swept only once it has been aside this long (its ctime: the rename set
+# it). A delete commits within seconds of its rename; a path renamed just now whose row a
+# listing did not see may belong to a project made and deleted again in between, whose commit
+# could still fail and need it back.
+SWEEP_AFTER_S = 600.0
 
 
 def refuse_if_used(project_id: int, what: str, error: type[Exception], run_id: str | None = None) -> None:
@@ -60,7 +70,31 @@ def deleting(
 
 def beside(path: Path) -> tuple[Path, Path]:
     """(``path``, where a delete renames it)."""
-    return path, path.with_name(f".deleting-{path.name}")
+    return path, path.with_name(f"{PREFIX}{path.name}")
+
+
+def sweep(folder: Path, names: Callable[[], set[str]]) -> int:
+    """Remove what deletes killed after their commit left in ``folder``: each ``.deleting-<name>``
+    aside for ``SWEEP_AFTER_S`` or more whose ``<name>`` is not in ``names()`` (the rows still
+    standing, read after the folder was listed). Returns how many paths went; what cannot be read
+    or removed stays for the next sweep."""
+    try:
+        leftovers = [p for p in folder.iterdir() if p.name.startswith(PREFIX)]
+    except OSError:
+        return 0
+    if not leftovers:
+        return 0
+    standing, cutoff = names(), time.time() - SWEEP_AFTER_S
+    swept = 0
+    for aside in leftovers:
+        try:
+            old = aside.lstat().st_ctime <= cutoff
+        except OSError:
+            continue
+        if old and aside.name[len(PREFIX) :] not in standing:
+            _remove(aside)
+            swept += 1
+    return swept
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from finetuneflow import paths
-from finetuneflow.api._aside import beside, deleting
+from finetuneflow.api._aside import beside, deleting, sweep
 from finetuneflow.api._common import project_id
 from finetuneflow.api.runs import list_runs, run_dir
 from finetuneflow.errors import ProjectInUse
@@ -26,10 +26,17 @@ CHUNK_KINDS = ("text", "qa", "conversation")
 
 
 def list_projects() -> list[dict[str, Any]]:
-    """Every project, oldest first, with its counts (files, chunks, examples, runs)."""
+    """Every project, oldest first, with its counts (files, chunks, examples, runs). Removes what
+    a project delete killed after its commit left (``api/_aside.py``'s :func:`sweep`)."""
+    sweep(paths.home() / "projects", _project_names)
     with session_scope() as s:
         rows = s.scalars(select(schema.Project).order_by(schema.Project.id)).all()
         return [_project(s, p) for p in rows]
+
+
+def _project_names() -> set[str]:
+    with session_scope() as s:
+        return set(s.scalars(select(schema.Project.name)).all())
 
 
 def create_project(name: str) -> dict[str, Any]:

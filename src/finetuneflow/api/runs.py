@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from finetuneflow import paths
-from finetuneflow.api._aside import beside, deleting
+from finetuneflow.api._aside import beside, deleting, sweep
 from finetuneflow.api._common import jsonable, project_id
 from finetuneflow.errors import RunInUse
 from finetuneflow.events import EventSink
@@ -73,13 +73,27 @@ def require_kind(folder: Path, kind: str, doing: str) -> None:
 
 def list_runs(project: str) -> list[dict[str, Any]]:
     """Runs of a project, newest first, with their kind and headline score: ``eval_loss`` for a
-    causal run, ``accuracy`` and ``macro_f1`` (on its eval examples) for a classification run."""
+    causal run, ``accuracy`` and ``macro_f1`` (on its eval examples) for a classification run.
+    Removes what a run delete killed after its commit left (``api/_aside.py``'s :func:`sweep`)."""
     with session_scope() as s:
-        proj = find_project(s, project)
+        pid = find_project(s, project).id
+    _sweep_runs(project, pid)
+    with session_scope() as s:
         runs = s.scalars(
-            select(schema.Run).where(schema.Run.project_id == proj.id).order_by(schema.Run.created_at.desc())
+            select(schema.Run).where(schema.Run.project_id == pid).order_by(schema.Run.created_at.desc())
         ).all()
         return [_listed(r) for r in runs]
+
+
+def _sweep_runs(project: str, pid: int) -> None:
+    def standing() -> set[str]:
+        with session_scope() as s:
+            ids = set(s.scalars(select(schema.Run.id).where(schema.Run.project_id == pid)).all())
+        return ids | {f"{i}.zip" for i in ids}
+
+    root = paths.project_path(project)
+    for folder in (root / "runs", root / "exports"):
+        sweep(folder, standing)
 
 
 def _listed(run: schema.Run) -> dict[str, Any]:
@@ -189,7 +203,7 @@ def delete_run(project: str, run_id: str) -> dict[str, Any]:
 
     The paths are set aside, then the row goes, then the paths (``api/_aside.py``: a failure
     puts everything back; a delete killed midway is finished by the next). One killed after the
-    row went leaves its ``.deleting-`` paths for nothing to list or clean. A job left ``running``
+    row went leaves its ``.deleting-`` paths, which a later :func:`list_runs` removes. A job left ``running``
     by a dead process that names the run is marked lost first, so that no reaper sends it again
     to train the run back. Returns what went: ``{"run_id", "bytes"}``.
 
