@@ -45,3 +45,18 @@ def test_nested_articles_are_read_once() -> None:
 def test_pages_without_text_raise(markup: str) -> None:
     with pytest.raises(ReaderError, match="no readable text"):
         html_record(markup)
+
+
+def test_elements_nested_past_pythons_stack_are_read() -> None:
+    # the walker recursed twice per level: ~500 levels of unclosed <div> raised RecursionError
+    deep = (
+        "<html><body>" + "<div>" * 1500 + "<p>deep text</p>" + "</div>" * 1500 + "<p>after</p></body></html>"
+    )
+    assert html_record(deep).text == "deep text\n\nafter"
+
+
+def test_a_page_the_parser_stops_in_is_refused_not_cut() -> None:
+    # libxml2 stops at 2048 levels even with huge_tree and returned the page read so far
+    deep = "<html><body><p>before</p>" + "<div>" * 3000 + "<p>deep</p>" + "</div>" * 3000 + "</body></html>"
+    with pytest.raises(ReaderError, match="the HTML parser stopped at line 1 .*Excessive depth.*close them"):
+        html_record(deep)

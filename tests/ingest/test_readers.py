@@ -320,3 +320,21 @@ def test_csv_note_lines_above_the_header_are_skipped(tmp_path: Path) -> None:
     )
     (record,) = read_file(path).records
     assert record.text == "Date: 2024-01-02; Price: 10.5" and record.line == 4
+
+
+def test_a_number_past_pythons_digit_limit_keeps_its_line(tmp_path: Path) -> None:
+    # int() refuses over 4,300 digits (ValueError, not JSONDecodeError): the whole file used to
+    # fail as an "internal error"; the number is kept as its text
+    big = "9" * 5000
+    lines = [json.dumps(QA), '{"id": ' + big + ', "text": "A plain document line."}', json.dumps(QA)]
+    result = read_file(write(tmp_path, "train.jsonl", "\n".join(lines)))
+    assert [r.line for r in result.records] == [1, 2, 3] and result.problems == []
+    whole = read_file(write(tmp_path, "one.json", '{"id": ' + big + ', "text": "A document."}'))
+    assert len(whole.records) == 1
+
+
+def test_a_csv_cell_longer_than_csvs_own_cap_is_read(tmp_path: Path) -> None:
+    # csv's default field limit (131,072 characters) used to fail the file as "malformed CSV"
+    answer = "The long answer goes on. " * 8000
+    result = read_file(write(tmp_path, "faq.csv", f'question,answer\nWhat is it?,"{answer}"\nWho?,Us.\n'))
+    assert [len(r.messages[1]["content"]) for r in result.records] == [len(answer.strip()), 3]

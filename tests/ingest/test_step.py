@@ -88,3 +88,51 @@ def test_ingest_freezes_the_heap_only_while_it_runs(tiny_model: Path, tmp_path: 
         assert 0.99 * frozen <= gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
+
+
+def test_two_files_of_one_name_in_one_ingest_fail_the_second_not_the_batch(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # the file's name is its row's key: the second used to break the batch's transaction
+    # (IntegrityError, every file of the batch lost)
+    for team, words in (("teamA", "apples are red"), ("teamB", "boats have sails")):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "notes.txt").write_text(f"{team} notes: {words} in the summer months.")
+    (tmp_path / "other.txt").write_text("Another note that has nothing to do with either team.")
+    a, b = tmp_path / "teamA" / "notes.txt", tmp_path / "teamB" / "notes.txt"
+    report = api.ingest([a, b, tmp_path / "other.txt", a], "p", cfg(tiny_model))
+    assert [(f.path, f.status) for f in report.files] == [
+        ("notes.txt", "ingested"),
+        ("notes.txt", "failed"),
+        ("other.txt", "ingested"),
+        ("notes.txt", "skipped"),
+    ]
+    assert str(a) in report.files[1].problems[0] and "rename one" in report.files[1].problems[0]
+    assert report.files[3].problems == ["given twice in this ingest; read once"]
+    with session_scope() as s:
+        texts = sorted(c.text for c in s.scalars(select(Chunk)))
+    assert len(texts) == 2 and texts[1].startswith("teamA notes")
+
+
+def test_a_file_replacing_an_earlier_one_of_its_name_says_so(tiny_model: Path, tmp_path: Path) -> None:
+    for team in ("teamA", "teamB"):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "notes.txt").write_text(f"{team} notes about the cabinet and its warranty.")
+    first = api.ingest([tmp_path / "teamA" / "notes.txt"], "p", cfg(tiny_model)).files[0]
+    assert first.status == "ingested" and first.notes == []
+    second = api.ingest([tmp_path / "teamB" / "notes.txt"], "p", cfg(tiny_model)).files[0]
+    assert second.status == "ingested"
+    assert any("replaces the earlier file of this name" in note for note in second.notes), second.notes
+
+
+def test_a_link_that_loops_is_skipped_and_the_rest_ingested(tiny_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "good.txt").write_text("A good note about the proofing cabinet's humidity tray.")
+    os.symlink(src / "self", src / "self")  # ELOOP from is_file(): the walk used to stop there
+    report = api.ingest([src], "p", cfg(tiny_model))
+    assert [(f.path, f.status) for f in report.files] == [
+        ("docs/good.txt", "ingested"),
+        ("docs/self", "skipped"),
+    ]
+    assert "not followed" in report.files[1].problems[0]

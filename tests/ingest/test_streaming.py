@@ -203,3 +203,18 @@ def test_progress_moves_inside_a_large_file(tiny_model: Path, tmp_path: Path) ->
     inside = [e.done for e in events if e.stage == "bytes" and e.message == "big.md" and e.done < size]
     assert len(inside) >= 5 and inside == sorted(inside)
     assert all(e.total == size for e in events if e.stage == "bytes")
+
+
+def test_a_large_file_whose_legacy_text_starts_after_ascii_is_not_mangled(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # the encoding used to be guessed from the first segment alone: plain ASCII said UTF-8, and the
+    # cp1252 bytes after it were replaced by U+FFFD without a word
+    tmp_path = tmp_path / "in"
+    tmp_path.mkdir()
+    line = "Café crème brûlée, Zürich Straße, naïve façade.\n".encode("cp1252")
+    (tmp_path / "big.txt").write_bytes(b"plain ascii words here.\n" * 2000 + line * 3)
+    cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.01)
+    assert api.ingest([tmp_path], "p", cfg).counts() == {"ingested": 1}
+    text = "".join(chunk[2] for chunk in _chunks("p")["in/big.txt"])
+    assert "Café crème brûlée" in text and "\ufffd" not in text

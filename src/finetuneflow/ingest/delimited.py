@@ -73,6 +73,10 @@ def _csv_rows(stream: Lines, default: str) -> Iterator[tuple[int, list[str]]]:
         head += [line] if line else []
         size, ended = size + len(line), ended or line.endswith("\n")
     delimiter = _delimiter("".join(head), default)
+    # csv's own cap on a cell (131,072 characters by default) would refuse a long answer that
+    # max_record_mb allows; the cap is the process's, so it is only ever raised (to a C long's
+    # range on every platform)
+    csv.field_size_limit(max(csv.field_size_limit(), min(current().max_record, 2**31 - 1)))
     reader = csv.reader(itertools.chain(head, lines), delimiter=delimiter)
     number = 1
     try:

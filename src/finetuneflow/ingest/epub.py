@@ -24,7 +24,7 @@ from typing import Any
 from lxml import etree
 
 from finetuneflow.errors import ReaderError
-from finetuneflow.ingest.html import html_record
+from finetuneflow.ingest.html import CutShort, html_record
 from finetuneflow.ingest.ooxml import Package, open_package, resolve
 from finetuneflow.records import SourceRecord
 from finetuneflow.text.clean import decode_bytes
@@ -173,10 +173,10 @@ def _chapter(package: Package, part: str, index: int, toc_title: str) -> SourceR
     text, _ = decode_bytes(package.read(part))
     try:
         record = html_record(text, web_page=False)
+    except CutShort as exc:  # a hostile chapter nests 100k deep: the parser stops at 2048
+        raise ReaderError("its elements are nested too deeply to read") from exc
     except ReaderError:
         return None  # nothing but pictures, or an empty page: no text to learn from
-    except RecursionError as exc:  # the HTML walker recurses per element: a hostile chapter nests 100k deep
-        raise ReaderError("its elements are nested too deeply to read") from exc
     headings = (line.lstrip("#").strip() for line in record.text.splitlines() if line.startswith("#"))
     heading = next(headings, "")
     title = toc_title or heading or record.meta.get("title", "")

@@ -9,6 +9,7 @@ both, and removing an element never removes its tail, which belongs to the paren
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from lxml import etree
 
@@ -40,6 +41,10 @@ _BLOCKS = _CONTAINERS | _LEAF_BLOCKS | frozenset(_HEADINGS) | {"li", "table", "h
 _BREAK = "\ue000"
 
 
+class CutShort(ReaderError):
+    """The HTML parser stopped before the page's end (a resource limit): not a page without text."""
+
+
 def html_record(markup: str, web_page: bool = True) -> SourceRecord:
     """One ``text`` record of the page's main text; ``meta["title"]`` holds its ``<title>``.
 
@@ -49,6 +54,7 @@ def html_record(markup: str, web_page: bool = True) -> SourceRecord:
     ``<header>`` holds the chapter title and its ``<aside>`` the footnotes.
 
     Raises:
+        CutShort: the parser stopped part way (elements nested over 2048 deep).
         ReaderError: no text is left once scripts, navigation and other page furniture are removed.
     """
     root = _parse(markup.replace(_BREAK, ""))
@@ -63,7 +69,7 @@ def html_record(markup: str, web_page: bool = True) -> SourceRecord:
             etree.strip_elements(root, *_NOT_TEXT_TAGS, "nav", with_tail=False)
         _mark_breaks(root)
         for main in _main_roots(root):
-            _collect(main, blocks, depth=0)
+            _run(_collect(main, blocks, depth=0))
     text = clean_text("\n\n".join(block for block in blocks if block))
     if not text:
         raise ReaderError("the page has no readable text once navigation, scripts and styles are removed")
@@ -83,9 +89,19 @@ def _parse(markup: str) -> etree._Element | None:
     # thread-safe.
     parser = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, huge_tree=True)
     try:
-        return etree.fromstring(data, parser)
+        root = etree.fromstring(data, parser)
     except etree.LxmlError as err:
         raise ReaderError(f"cannot parse the HTML: {err}") from err
+    # libxml2 stops reading at a resource limit (elements nested 2048 deep, even with huge_tree)
+    # and returns what it had: the rest of the page would be lost without a word
+    for entry in parser.error_log:
+        if entry.type_name == "ERR_RESOURCE_LIMIT":
+            raise CutShort(
+                f"the HTML parser stopped at line {entry.line} ({entry.message.split(',')[0].strip()}), so "
+                "the rest of the page cannot be read; tags left open nest every element after them "
+                "deeper: close them, or save the page's text as .txt"
+            )
+    return root
 
 
 def _drop_furniture(root: etree._Element) -> None:
@@ -135,7 +151,25 @@ def _main_roots(root: etree._Element) -> list[etree._Element]:
     return [body] if body is not None else [root]
 
 
-def _collect(container: etree._Element, blocks: list[str], depth: int) -> None:
+# A walker renders one element; it yields the walkers of the child elements it descends into,
+# each run to its end before it goes on (:func:`_run`).
+Walk = Iterator["Walk"]
+
+
+def _run(walk: Walk) -> None:
+    """Run ``walk`` and every walker it yields, depth first, on a list instead of Python's call
+    stack: libxml2 nests what a page never closes, and old pages leave thousands of ``<div>`` or
+    ``<font>`` open, past the ~500 levels a recursive walk reached before RecursionError."""
+    stack = [walk]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+        else:
+            stack.append(child)
+
+
+def _collect(container: etree._Element, blocks: list[str], depth: int) -> Walk:
     """Append the Markdown-ish blocks of ``container``'s children; inline runs become paragraphs."""
     inline: list[str] = [container.text or ""]
     for child in container:
@@ -143,19 +177,19 @@ def _collect(container: etree._Element, blocks: list[str], depth: int) -> None:
             inline.append(_text(child))
         else:
             _flush(inline, blocks)
-            _block(child, blocks, depth)
+            yield _block(child, blocks, depth)
         inline.append(child.tail or "")
     _flush(inline, blocks)
 
 
-def _block(tag: etree._Element, blocks: list[str], depth: int) -> None:
+def _block(tag: etree._Element, blocks: list[str], depth: int) -> Walk:
     """Render one block-level element (heading, list item, table, paragraph or container)."""
     name = tag.tag
     if name in _HEADINGS:
         text = _squash(_text(tag))
         blocks.append(f"{'#' * _HEADINGS[name]} {text}" if text else "")
     elif name == "li":
-        _list_item(tag, blocks, depth)
+        yield _list_item(tag, blocks, depth)
     elif name == "table":
         blocks.append(_table(tag))
     elif name == "pre":
@@ -164,13 +198,13 @@ def _block(tag: etree._Element, blocks: list[str], depth: int) -> None:
         blocks.append(_lines(_text(tag)))
     elif name in ("ul", "ol"):
         items: list[str] = []
-        _collect(tag, items, depth)
+        yield _collect(tag, items, depth)
         blocks.append("\n".join(item for item in items if item))
     elif name in _CONTAINERS:
-        _collect(tag, blocks, depth)
+        yield _collect(tag, blocks, depth)
 
 
-def _list_item(item: etree._Element, blocks: list[str], depth: int) -> None:
+def _list_item(item: etree._Element, blocks: list[str], depth: int) -> Walk:
     """'- text' for a list item, indented by nesting depth, followed by its nested lists."""
     nested: list[etree._Element] = []
     parts = [item.text or ""]
@@ -184,7 +218,7 @@ def _list_item(item: etree._Element, blocks: list[str], depth: int) -> None:
     if text:
         blocks.append(f"{'  ' * depth}- {text}")
     for sublist in nested:
-        _collect(sublist, blocks, depth + 1)
+        yield _collect(sublist, blocks, depth + 1)
 
 
 def _table(table: etree._Element) -> str:

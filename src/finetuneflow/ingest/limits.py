@@ -46,6 +46,15 @@ def applied(limits: Limits) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
+def past_the_stack() -> str:
+    """The refusal of a file nested deeper than Python's call stack lets a reader follow (any
+    format; below ``max_depth``, which raising would not help)."""
+    return (
+        "nested deeper than can be read here (past Python's recursion limit, under "
+        f"max_depth={current().max_depth}); flatten the nesting or split the file"
+    )
+
+
 def too_deep(depth: int) -> str:
     """The refusal of JSON nested ``depth`` levels deep (or more)."""
     limit = current().max_depth

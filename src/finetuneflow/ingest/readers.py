@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from finetuneflow.ingest.epub import epub_records
 from finetuneflow.ingest.html import html_record
 from finetuneflow.ingest.json_object import WRAPPER_KEYS
 from finetuneflow.ingest.json_shapes import QA_COLUMNS
-from finetuneflow.ingest.limits import current, too_deep, too_long
+from finetuneflow.ingest.limits import current, past_the_stack, too_deep, too_long
 from finetuneflow.ingest.ocr import ScannedPages, is_scanned
 from finetuneflow.ingest.pptx import pptx_records
 from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
@@ -86,7 +87,7 @@ def read_file(path: Path) -> ReadResult:
     except ReaderError as exc:
         raise ReaderError(f"{path.name}: {exc}") from exc
     except RecursionError:  # a shape deeper than Python's stack, under a raised max_depth
-        raise ReaderError(f"{path.name}: {too_deep(current().max_depth)}") from None
+        raise ReaderError(f"{path.name}: {past_the_stack()}") from None
     except OSError as exc:
         raise ReaderError(
             f"{path.name}: cannot read the file ({exc.strerror or exc}); "
@@ -266,7 +267,16 @@ def parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except RecursionError:  # deeper than Python's own stack, below a raised max_depth
-        raise ReaderError(too_deep(limit)) from None
+        raise ReaderError(past_the_stack()) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer past Python's digit limit (a long id): kept, as its text
+        return json.loads(text, parse_int=_long_int)
+
+
+def _long_int(digits: str) -> int | str:
+    """An integer, or its digits as text where it has more than ``int()`` converts."""
+    return digits if len(digits.lstrip("-")) > sys.get_int_max_str_digits() else int(digits)
 
 
 def _read_jsonl(path: Path) -> ReadResult:

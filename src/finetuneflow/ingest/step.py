@@ -87,10 +87,19 @@ def _files_under(folder: str, rel: str) -> Iterator[tuple[str, str]]:
         path = os.path.join(rel, entry.name)
         if entry.is_dir(follow_symlinks=False):
             yield from _files_under(entry.path, path)
-        elif entry.name != COLLECTION_FILE and entry.is_file():
+        elif entry.name != COLLECTION_FILE and _is_file(entry):
             yield path, ""
         elif entry.is_symlink():
             yield path, _LINK_SKIPPED
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """``entry.is_file()``, False for a link that loops (which raises ELOOP there): the walk
+    reports it as a link not followed instead of stopping."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 _LINK_SKIPPED = (
@@ -235,7 +244,8 @@ def _ingest(inputs: list[Path], target: Target, cfg: IngestConfig, emit: Emitter
         emit("signatures", message=f"recomputed {resigned} signatures made under other settings")
     new_files = sum(c.name not in known for c in candidates)
     pii: Counter[str] = Counter()
-    store = _Store(project_id, candidates, cfg, index, set(known))
+    earlier = frozenset(path for path, (_, status) in known.items() if status != "failed")
+    store = _Store(project_id, candidates, cfg, index, set(known), earlier)
     with _worker_pool(cfg, model_dir, raw_dir, new_files) as pool:
         reports = _prechecked(candidates, known, cfg)
         todo = [i for i in range(len(candidates)) if i not in reports]
@@ -329,7 +339,16 @@ def _ingest_large(target: Target, store: _Store, c: Candidate, progress: _Bytes)
     if out.log.boilerplate_lines:
         dropped["header/footer lines"] = out.log.boilerplate_lines
     store.pii.update(out.pii)
-    return FileReport(c.name, status, kept, problems, dict(dropped), out.domain, out.log.notes)
+    notes = [*out.log.notes, *_replacing(store, c.name)]
+    return FileReport(c.name, status, kept, problems, dict(dropped), out.domain, notes)
+
+
+def _replacing(store: _Store, name: str) -> list[str]:
+    """The note that a file's new content replaced what an earlier ingest stored under its name
+    (a changed file, or another file of the same name): never silent."""
+    if name not in store.replaced:
+        return []
+    return ["replaces the earlier file of this name (its chunks are gone; to keep both, rename one)"]
 
 
 def _prechecked(
@@ -337,14 +356,37 @@ def _prechecked(
 ) -> dict[int, FileReport]:
     """Reports of the candidates that need no reading, by position."""
     reports: dict[int, FileReport] = {}
+    first: dict[str, Candidate] = {}
     for i, c in enumerate(candidates):
         try:
-            early = _precheck(known, c, cfg)
+            early = _same_name(first.setdefault(c.name, c), c) or _precheck(known, c, cfg)
         except (ReaderError, OSError) as err:
             early = FileReport(c.name, "failed", problems=[str(err)])
         if early is not None:
             reports[i] = early
     return reports
+
+
+def _same_name(first: Candidate, c: Candidate) -> FileReport | None:
+    """A report for ``c`` when an earlier file of this ingest has its name: a project keeps one
+    file per name (its row's key), so the second would replace the first, or, in one batch, break
+    the batch's transaction. The same file given twice is read once."""
+    if first is c:
+        return None
+    if _same_file(first.file, c.file):
+        return FileReport(c.name, "skipped", problems=["given twice in this ingest; read once"])
+    problem = (
+        f"another file of this ingest has the same name ({first.file}); a project keeps one file per "
+        f"name: rename one, or ingest the folder above both so that their names differ"
+    )
+    return FileReport(c.name, "failed", problems=[problem])
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -356,6 +398,7 @@ class _Store:
     cfg: IngestConfig
     index: DedupIndex
     present: set[str]  # paths that may have a file row: the project's at the start, then those stored
+    replaced: frozenset[str] = frozenset()  # paths whose earlier content (chunks) a new version replaces
     pii: Counter[str] = field(default_factory=Counter)  # PII replaced in the large file just stored
 
 
@@ -375,7 +418,8 @@ def _store_batch(
             dropped["header/footer lines"] = p.boilerplate_lines
         kept = len(p.units) - sum(v for k, v in dropped.items() if k != "header/footer lines")
         name = store.candidates[i].name
-        out.append((i, FileReport(name, status, kept, p.problems, dict(dropped), p.domain, p.notes)))
+        notes = [*p.notes, *_replacing(store, name)]
+        out.append((i, FileReport(name, status, kept, p.problems, dict(dropped), p.domain, notes)))
     insert_pending(session, store.index, pending)
     return out
 

@@ -115,7 +115,8 @@ class _Counting:
 
 def _encoding(path: Path) -> str:
     """The encoding ``decode_bytes`` would pick for the whole file, decided without holding it:
-    UTF-16 by its byte-order mark, UTF-8 when every byte decodes, else from the first segment.
+    UTF-16 by its byte-order mark, UTF-8 when every byte decodes, else from the segment where
+    UTF-8 failed (the head of a large file is often plain ASCII, which says nothing of the rest).
 
     Raises:
         ReaderError: the file looks binary.
@@ -136,7 +137,9 @@ def _encoding(path: Path) -> str:
             decoder.decode(b"", final=True)
             return "utf-8-sig"
         except UnicodeDecodeError:
-            return decode_bytes(head)[1]
+            encoding = decode_bytes(data or head)[1]
+            # a segment that decodes alone failed only across its end: the file's last character
+            return "latin-1" if encoding == "utf-8" else encoding
 
 
 def decoded(path: Path, progress: Progress) -> tuple[str, Iterator[str]]:
