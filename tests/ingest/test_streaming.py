@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from finetuneflow import api
+from finetuneflow.errors import JobCancelled
 from finetuneflow.events import Event
 from finetuneflow.ingest.chunking import chunk_stream, chunk_text
 from finetuneflow.ingest.config import IngestConfig
@@ -218,3 +219,27 @@ def test_a_large_file_whose_legacy_text_starts_after_ascii_is_not_mangled(
     assert api.ingest([tmp_path], "p", cfg).counts() == {"ingested": 1}
     text = "".join(chunk[2] for chunk in _chunks("p")["in/big.txt"])
     assert "Café crème brûlée" in text and "\ufffd" not in text
+
+
+def test_a_cancel_inside_a_large_file_stops_the_ingest_and_the_file_is_read_again(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # the file's own error handler used to swallow the cancel: the job "finished", the file was
+    # marked partial and every later ingest skipped it as unchanged, the unread rest lost
+    tmp_path = tmp_path / "in"
+    tmp_path.mkdir()
+    (tmp_path / "big.md").write_text(_prose(random.Random(2), 20000))
+    cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.01)
+
+    def cancel_inside(event: Event) -> None:
+        if event.stage == "bytes" and event.done > 0:
+            raise JobCancelled("job 1 was cancelled")
+
+    with pytest.raises(JobCancelled):
+        api.ingest([tmp_path / "big.md"], "p", cfg, on_event=cancel_inside)
+    with session_scope() as s:
+        assert s.execute(select(File.status)).scalars().all() == ["failed"]
+    again = api.ingest([tmp_path / "big.md"], "p", cfg)
+    assert again.counts() == {"ingested": 1}
+    whole = api.ingest([tmp_path / "big.md"], "q", cfg)
+    assert again.files[0].chunks == whole.files[0].chunks

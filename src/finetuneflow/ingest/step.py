@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from finetuneflow import paths
-from finetuneflow.errors import ReaderError
+from finetuneflow.errors import JobCancelled, ReaderError
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.ingest.config import IngestConfig
 from finetuneflow.ingest.domains import COLLECTION_FILE, collection_info
@@ -327,6 +327,8 @@ def _ingest_large(target: Target, store: _Store, c: Candidate, progress: _Bytes)
                 )
                 insert_pending(session, store.index, pending)
             total += len(batch[0])
+    except JobCancelled:  # raised by the progress sink: the row stays unfinished, read again next time
+        raise
     except Exception as err:  # one bad file never stops the others
         problems.append(failure(c.file, err))
     progress.done += size
