@@ -130,3 +130,9 @@ class RequestRejected(ValueError):
 class JobCancelled(Exception):
     """A job was cancelled (``ftf jobs cancel``) while it ran; raised from its progress callback.
     Not a RuntimeError: a step's ``except RuntimeError`` must not swallow it."""
+
+
+class JobSuperseded(JobCancelled):
+    """Another attempt of this job started while this one was paused or cut off from the database
+    (its heartbeat went stale and the job was sent again): this one stops, leaving the job's state
+    to the attempt that owns it. A JobCancelled, so that steps pass it through the same way."""

@@ -170,17 +170,105 @@ def test_a_heartbeat_that_cannot_be_written_once_beats_on(
     import time
 
     job_id = log.create(None, "dataset", {})
-    written = log._set
+    written = log._beat
     failures: list[int] = []
 
-    def locked_once(job: int, **values: object) -> None:
-        if not failures and "heartbeat_at" in values:
+    def locked_once(job: int, attempt: int | None) -> None:
+        if not failures:
             failures.append(job)
             raise RuntimeError("database is locked")
-        written(job, **values)
+        written(job, attempt)
 
     with log.heartbeat(job_id, 0.05):
-        monkeypatch.setattr(log, "_set", locked_once)
+        monkeypatch.setattr(log, "_beat", locked_once)
         first = log.get(job_id)["heartbeat_at"]
         time.sleep(0.5)
     assert failures == [job_id] and log.get(job_id)["heartbeat_at"] > first  # the thread lived on
+
+
+def test_of_two_deliveries_of_one_job_exactly_one_claims_it(database: str) -> None:
+    # the claim used to be a read then a write: two workers (or two reapers' sends) both ran the job
+    job_id = log.create(None, "dataset", {}, queue="default")
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda n=n: results.append(log.claim(job_id, 0, {"pid": n})))
+        for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+    assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 1)
+    assert _kinds(job_id) == ["queued", "started"]
+    assert not log.claim(job_id, 0, {})  # a late delivery that read attempts 0
+
+
+def test_a_stale_job_is_requeued_once_however_many_reapers_see_it(database: str) -> None:
+    job_id = log.create(None, "dataset", {}, queue="default")
+    assert log.claim(job_id, 0, {})
+    assert log.requeue(job_id, 1, "no heartbeat") and not log.requeue(job_id, 1, "no heartbeat")
+    assert log.claim(job_id, 1, {}) and not log.requeue(job_id, 1, "a reaper that read attempt 1")
+    assert _kinds(job_id) == ["queued", "started", "requeued", "started"]
+
+
+def test_an_attempt_that_lost_its_job_stops_at_its_next_event_and_stops_beating(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a worker paused past its heartbeat (SIGSTOP, a suspended laptop) came back and trained on
+    # beside the attempt that had been started in its place
+    from finetuneflow.errors import JobSuperseded
+
+    monkeypatch.setattr(log, "CANCEL_CHECK_S", 0.0)
+    job_id = log.create(None, "dataset", {}, queue="default")
+    assert log.claim(job_id, 0, {})
+    attempt = log.attached(job_id, 60, attempt=1)
+    with pytest.raises(JobSuperseded), attempt, log.tracked("dataset", None, {}, None) as (sink, _done):
+        emit = Emitter("dataset", sink)
+        emit("work", 1, 10)
+        assert log.requeue(job_id, 1, "no heartbeat") and log.claim(job_id, 1, {})
+        _age(job_id, 100)
+        emit("work", 2, 10)
+        pytest.fail("the superseded attempt went on")
+    log._beat(job_id, 1)  # the old attempt's heart no longer counts for the job
+    assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 2)
+    assert job_id in {j["id"] for j in log.stale(50)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "retried"), [("auth", False), ("not_found", False), ("timeout", True), ("rate_limit", True)]
+)
+def test_only_a_providers_passing_failures_are_retried_and_the_last_attempt_keeps_its_error(
+    database: str, monkeypatch: pytest.MonkeyPatch, kind: str, retried: bool
+) -> None:
+    # every ProviderError used to be retried (a missing key file three times over), and the job
+    # then failed as "started 3 times and never finished (max_attempts)", its reason gone
+    from finetuneflow.errors import ProviderError
+    from finetuneflow.jobs.app import run_job
+    from finetuneflow.jobs.runners import RUNNERS
+
+    def failing(project: str, args: dict[str, object]) -> None:
+        raise ProviderError(f"the provider said no ({kind})", kind)  # type: ignore[arg-type]
+
+    class Retry(Exception):
+        pass
+
+    class Task:
+        class request:  # noqa: N801 - Celery's attribute name
+            retries = 0
+
+        def retry(self, countdown: float, max_retries: int) -> Exception:
+            return Retry(countdown)
+
+    monkeypatch.setitem(RUNNERS, "flaky", failing)
+    job_id = log.create(None, "flaky", {"project": "p", "args": {}}, queue="default")
+    for attempt in range(1, FAST.max_attempts + 1):
+        if not retried or attempt == FAST.max_attempts:
+            assert run_job(job_id, FAST, Task()) == "failed"  # type: ignore[arg-type]
+            break
+        with pytest.raises(Retry):
+            run_job(job_id, FAST, Task())  # type: ignore[arg-type]
+        Task.request.retries += 1
+    job = log.get(job_id)
+    assert job["status"] == "failed" and job["error"] == f"ProviderError: the provider said no ({kind})"
+    assert _kinds(job_id).count("retry") == (FAST.max_attempts - 1 if retried else 0)

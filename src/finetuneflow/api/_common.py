@@ -36,20 +36,25 @@ def record_run(
     base_model: str,
     config: dict[str, Any],
 ) -> None:
-    """Add a run's row, status ``running``, before its step starts (so a crash leaves a trace)."""
+    """Add a run's row, status ``running``, before its step starts (so a crash leaves a trace).
+
+    A row of this id whose run never began training (no ``config.json``: the process that made it
+    was killed while loading the model, and a job worker starts the run again) is started afresh.
+
+    Raises:
+        ValueError: the id names a run of another project, or one that began training.
+    """
+    fields = dict(kind=kind, dataset=dataset, base_model=base_model, status="running", path=str(folder),
+                  config=config, summary={}, finished_at=None)  # fmt: skip
     with session_scope() as s:
-        s.add(
-            schema.Run(
-                id=run_id,
-                project_id=project_id,
-                kind=kind,
-                dataset=dataset,
-                base_model=base_model,
-                status="running",
-                path=str(folder),
-                config=config,
-            )
-        )
+        run = s.get(schema.Run, run_id)
+        if run is None:
+            s.add(schema.Run(id=run_id, project_id=project_id, **fields))
+            return
+        if run.project_id != project_id or (folder / rf.CONFIG).exists():
+            raise ValueError(f"run id {run_id!r} is taken: choose another, or resume that run (`--resume`)")
+        for key, value in fields.items():
+            setattr(run, key, value)
 
 
 def reopen_run(run_id: str, folder: Path) -> schema.Run | None:

@@ -7,7 +7,9 @@ process running the job dies (SIGKILL, OOM), and the worker runs it again. When 
 dies, Redis returns its unacknowledged message after ``visibility_timeout_s``, and the embedded
 broker never does (kombu's SQLAlchemy transport hides a delivered message for good): for both the
 heartbeat reaper (:func:`finetuneflow.jobs.client.reap`) re-queues the job once its heartbeat is
-``stale_after_s`` old. A second delivery of a job that is running elsewhere, or done, is skipped.
+``stale_after_s`` old. A second delivery of a job that is running elsewhere, or done, is skipped,
+and the claim itself is one conditional update (``state.jobs.claim``): of two deliveries that both
+read the job queued, one runs it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from finetuneflow.errors import JobCancelled, ProviderError
+from finetuneflow.errors import JobCancelled, JobSuperseded, ProviderError
 from finetuneflow.jobs.config import JobsConfig
 from finetuneflow.jobs.runners import RUNNERS
 from finetuneflow.state import jobs as log
@@ -30,6 +32,8 @@ TASK = "ftf.run"
 # passing failures, safe to retry: every step resumes where it stopped (ingest skips unchanged
 # files, generation asks only what is missing, training resumes from its checkpoint)
 RETRYABLE: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OperationalError, ProviderError)
+# a provider's failures that pass; a wrong key, model or request fails the same way every time
+PASSING_PROVIDER_ERRORS = frozenset({"timeout", "rate_limit", "server", "connection"})
 
 
 def make_app(cfg: JobsConfig) -> Celery:
@@ -102,26 +106,35 @@ def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
     if attempt > cfg.max_attempts:
         return _failed(job_id, RuntimeError(f"started {attempt - 1} times and never finished (max_attempts)"))
     where = {"worker": socket.gethostname(), "pid": os.getpid(), "attempt": attempt}
-    log.append(job_id, "started", where, status="running", attempts=attempt)
+    if not log.claim(job_id, attempt - 1, where):
+        return "skipped"  # another delivery of the job started it since it was read
     runner = RUNNERS[job["step"]]
     try:
-        with log.attached(job_id, cfg.heartbeat_s):
+        with log.attached(job_id, cfg.heartbeat_s, attempt):
             result = runner(job["params"]["project"], job["params"]["args"])
+    except JobSuperseded:  # this process was paused past its heartbeat and the job runs elsewhere
+        return "skipped"
     except JobCancelled:
         log.append(job_id, "cancelled", {}, status="cancelled")
         return "cancelled"
-    except RETRYABLE as err:
+    except Exception as err:  # the job failed; the worker lives on, and a passing failure is retried
         retries = task.request.retries if task is not None else cfg.max_retries
-        if task is not None and retries < cfg.max_retries:
+        # the last attempt fails with its own error, not as "never finished (max_attempts)"
+        if task is not None and _passing(err) and retries < cfg.max_retries and attempt < cfg.max_attempts:
             wait = cfg.backoff(retries)
             log.append(job_id, "retry", {"error": _text(err), "in_s": wait}, status="queued")
             raise task.retry(countdown=wait, max_retries=cfg.max_retries) from err
         return _failed(job_id, err)
-    except Exception as err:  # the job failed; the worker lives on
-        return _failed(job_id, err)
     plain = _jsonable(result)
     log.append(job_id, "finished", {"result": plain}, status="finished", progress=1.0, result=plain)
     return "finished"
+
+
+def _passing(err: BaseException) -> bool:
+    """A failure that may not happen again: worth running the job once more, later."""
+    if isinstance(err, ProviderError):
+        return err.kind in PASSING_PROVIDER_ERRORS
+    return isinstance(err, RETRYABLE)
 
 
 def _failed(job_id: int, err: BaseException) -> str:

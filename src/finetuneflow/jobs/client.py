@@ -92,9 +92,9 @@ def reap(cfg: JobsConfig) -> list[int]:
             continue
         handled.append(job["id"])
         if job["queue"] and cfg.requeue_lost and job["attempts"] < cfg.max_attempts:
-            log.append(job["id"], "requeued", {"reason": f"no heartbeat for {cfg.stale_after_s:g} s"},
-                       status="queued")  # fmt: skip
-            _send(job["id"], job["queue"], cfg)
+            # conditional: of two reapers (or a reaper and a redelivery) one sends it, never both
+            if log.requeue(job["id"], job["attempts"], f"no heartbeat for {cfg.stale_after_s:g} s"):
+                _send(job["id"], job["queue"], cfg)
         else:
             log.mark_lost(job["id"], cfg.stale_after_s)
     return handled

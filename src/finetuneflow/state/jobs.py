@@ -21,10 +21,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from finetuneflow.errors import JobCancelled
+from finetuneflow.errors import JobCancelled, JobSuperseded
 from finetuneflow.events import Event, EventSink
 from finetuneflow.state import schema, session_scope
 
@@ -36,6 +36,7 @@ HEARTBEAT_S = 10.0  # foreground jobs; a worker passes its own setting
 DONE = ("finished", "failed", "cancelled")
 
 _attached: ContextVar[int | None] = ContextVar("ftf_job", default=None)
+_attempt: ContextVar[int | None] = ContextVar("ftf_job_attempt", default=None)  # a worker's, when attached
 Summary = dict[str, Any]  # a job's row as :func:`summary` gives it
 
 
@@ -71,6 +72,34 @@ def append(job_id: int, kind: str, payload: dict[str, Any] | None = None, **row:
         except IntegrityError:
             time.sleep(0.01 * (attempt + 1))
     raise RuntimeError(f"job {job_id}: could not append an event (ten seq conflicts)")
+
+
+def claim(job_id: int, attempts: int, where: dict[str, Any]) -> bool:
+    """Start attempt ``attempts + 1`` of a queued (or dead running) job, if no other process
+    started one since its ``attempts`` were read: one conditional UPDATE, atomic on SQLite and
+    PostgreSQL, so of two deliveries of one job exactly one runs it. Logs ``started``."""
+    return _moved(job_id, attempts, ("queued", "running"), "started", where,
+                  status="running", attempts=attempts + 1, heartbeat_at=_now())  # fmt: skip
+
+
+def requeue(job_id: int, attempts: int, reason: str) -> bool:
+    """Mark a running job ``queued`` again, if its attempt ``attempts`` still holds it (a second
+    reaper, or a delivery that started it meanwhile, wins nothing twice). Logs ``requeued``."""
+    return _moved(job_id, attempts, ("running",), "requeued", {"reason": reason}, status="queued")
+
+
+def _moved(job_id: int, seen: int, statuses: tuple[str, ...], kind: str, payload: dict[str, Any],
+           **values: Any) -> bool:  # fmt: skip
+    """Set ``values`` on the job if it still has ``seen`` attempts and one of ``statuses``, then
+    log ``kind``; whether it did."""
+    table: Any = schema.Job.__table__
+    where = (table.c.id == job_id) & (table.c.attempts == seen) & table.c.status.in_(statuses)
+    with session_scope() as s:
+        done: Any = s.execute(update(table).where(where).values(updated_at=_now(), **values))
+        moved = done.rowcount == 1
+    if moved:
+        append(job_id, kind, payload)
+    return moved
 
 
 def events(job_id: int, after: int = 0) -> list[dict[str, Any]]:
@@ -173,30 +202,34 @@ def unfinished(
 
 
 @contextmanager
-def attached(job_id: int, heartbeat_s: float = HEARTBEAT_S) -> Iterator[None]:
-    """Run the body as job ``job_id`` (queued earlier): ``tracked`` writes into it. Beats its heart."""
-    token = _attached.set(job_id)
+def attached(job_id: int, heartbeat_s: float = HEARTBEAT_S, attempt: int | None = None) -> Iterator[None]:
+    """Run the body as job ``job_id`` (queued earlier): ``tracked`` writes into it. Beats its heart.
+    With the ``attempt`` this process claimed, the body stops (JobSuperseded) once another attempt
+    holds the job, and this one's heart no longer beats for it."""
+    token, attempt_token = _attached.set(job_id), _attempt.set(attempt)
     try:
-        with heartbeat(job_id, heartbeat_s):
+        with heartbeat(job_id, heartbeat_s, attempt):
             yield
     finally:
         _attached.reset(token)
+        _attempt.reset(attempt_token)
 
 
 @contextmanager
-def heartbeat(job_id: int, every_s: float) -> Iterator[None]:
-    """Set the job's ``heartbeat_at`` every ``every_s`` seconds while the body runs (a thread)."""
+def heartbeat(job_id: int, every_s: float, attempt: int | None = None) -> Iterator[None]:
+    """Set the job's ``heartbeat_at`` every ``every_s`` seconds while the body runs (a thread);
+    given an ``attempt``, only while that attempt holds the job."""
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(every_s):
             try:
-                _set(job_id, heartbeat_at=_now())
+                _beat(job_id, attempt)
             except Exception as err:  # a locked or unreachable database: beat again next time, or
                 # the thread dies here and the reaper takes a healthy job for lost
                 _log.warning("job %s: heartbeat not written (%s); trying again in %g s", job_id, err, every_s)
 
-    _set(job_id, heartbeat_at=_now())
+    _beat(job_id, attempt)
     thread = threading.Thread(target=beat, name=f"ftf-job-{job_id}-heartbeat", daemon=True)
     thread.start()
     try:
@@ -217,7 +250,7 @@ def tracked(
     outer = _attached.get()
     job_id = outer if outer is not None else create(project_id, step, params)
     result: dict[str, Any] = {}
-    sink = _sink(job_id, on_event)
+    sink = _sink(job_id, on_event, _attempt.get() if outer is not None else None)
     if outer is not None:
         yield sink, result.update
         append(job_id, "result", {"step": step, "result": result})
@@ -235,9 +268,10 @@ def tracked(
     append(job_id, "finished", {"result": result}, status="finished", progress=1.0, result=result)
 
 
-def _sink(job_id: int, on_event: EventSink | None) -> EventSink:
+def _sink(job_id: int, on_event: EventSink | None, attempt: int | None = None) -> EventSink:
     """Events into the job's log: every one with a message or metrics, bare progress at most every
-    MIN_UPDATE_S. Looks for a cancel request at most every CANCEL_CHECK_S."""
+    MIN_UPDATE_S. Looks for a cancel request (and, for a worker's ``attempt``, for a newer attempt)
+    at most every CANCEL_CHECK_S."""
     last = {"progress": 0.0, "cancel": time.monotonic()}
 
     def sink(event: Event) -> None:
@@ -255,15 +289,31 @@ def _sink(job_id: int, on_event: EventSink | None) -> EventSink:
             append(job_id, "progress", payload, **row)
         if now - last["cancel"] > CANCEL_CHECK_S:
             last["cancel"] = now
-            if _cancel_requested(job_id):
-                raise JobCancelled(f"job {job_id} was cancelled")
+            _check_stop(job_id, attempt)
 
     return sink
 
 
-def _cancel_requested(job_id: int) -> bool:
+def _check_stop(job_id: int, attempt: int | None) -> None:
+    """Raise JobCancelled when the job was asked to stop, JobSuperseded when another attempt
+    than ``attempt`` (when given) holds it."""
     with session_scope() as s:
-        return bool(s.scalar(select(schema.Job.cancel_requested).where(schema.Job.id == job_id)))
+        row = s.execute(
+            select(schema.Job.cancel_requested, schema.Job.attempts).where(schema.Job.id == job_id)
+        ).first()
+    if row is not None and attempt is not None and row.attempts != attempt:
+        raise JobSuperseded(f"job {job_id}: attempt {row.attempts} started while attempt {attempt} ran")
+    if row is not None and row.cancel_requested:
+        raise JobCancelled(f"job {job_id} was cancelled")
+
+
+def _beat(job_id: int, attempt: int | None) -> None:
+    table: Any = schema.Job.__table__
+    where = table.c.id == job_id
+    if attempt is not None:
+        where = where & (table.c.attempts == attempt)
+    with session_scope() as s:
+        s.execute(update(table).where(where).values(heartbeat_at=_now()))
 
 
 def _set(job_id: int, **values: Any) -> None:
