@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
+from finetuneflow.api.scheduler import Job
 from finetuneflow.api.serving import ChatRequest
 from serve.conftest import RUN, Live
 
@@ -128,3 +133,50 @@ def test_several_runs_are_served_by_name_over_one_base(tiny_tuned_run: Path, ftf
     finally:
         server.close()
     assert answers[0] == answers[1] != answers[2]  # the same adapter twice; the base differs
+
+
+def test_a_model_is_retrieved_by_its_id(live: Live) -> None:
+    assert live.client.models.retrieve(RUN).id == RUN
+    assert live.client.models.retrieve(live.base).owned_by == "finetuneflow"
+    with pytest.raises(openai.NotFoundError) as caught:
+        live.client.models.retrieve("nope")
+    assert caught.value.code == "model_not_found"
+
+
+def test_a_whole_answer_stops_when_its_client_goes_away(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that gives up on a non-streamed answer (a timeout, Ctrl-C) frees its row at once,
+    as a streamed one does, instead of holding it until the answer is complete."""
+    jobs: list[Job] = []
+    first_piece = threading.Event()
+    submit = live.server.scheduler.submit
+
+    def spied(job: Job) -> None:
+        pieces = job.on_text
+
+        def on_text(piece: str) -> None:
+            if not first_piece.is_set():
+                first_piece.set()
+                # hold the scheduler (this is its thread) until the route cancels: the answer
+                # cannot finish first, whatever the machine's speed
+                deadline = time.monotonic() + 30
+                while not job.cancelled and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            pieces(piece)
+
+        job.on_text = on_text
+        jobs.append(job)
+        submit(job)
+
+    monkeypatch.setattr(live.server.scheduler, "submit", spied)
+    host, port = live.url.split("//")[1].split("/")[0].split(":")
+    body = json.dumps({"model": RUN, "messages": QUESTION, "max_tokens": 64, "temperature": 0}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(head + body)
+        assert first_piece.wait(60)
+    # the client is gone: the route cancels the job and the scheduler drops its row
+    deadline = time.monotonic() + 60
+    while jobs[0].row.finish is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert jobs[0].row.finish == "cancelled" and len(jobs[0].row.tokens) < 64

@@ -114,6 +114,8 @@ def test_with_a_key_every_v1_call_needs_it(tiny_tuned_run: Path, monkeypatch: py
         assert httpx.get(f"{url}/models").status_code == 401  # no header at all
         good = openai.OpenAI(base_url=url, api_key="s3cret-key", max_retries=0)
         assert RUN in [m.id for m in good.models.list()]
+        named = {"Authorization": "Bearer s3cret-key", "Host": "serve.example"}  # the key is the guard here
+        assert httpx.get(f"{url}/models", headers=named).status_code == 200
         answer = good.chat.completions.create(
             model=RUN, messages=[{"role": "user", "content": "hi"}], max_tokens=2, temperature=0
         )
@@ -121,3 +123,102 @@ def test_with_a_key_every_v1_call_needs_it(tiny_tuned_run: Path, monkeypatch: py
     finally:
         background.stop()
         server.close()
+
+
+def raw_post(live: Live, text: str) -> httpx.Response:
+    """A body as written: JSON may hold what ``json=`` will not send (NaN, a lone surrogate's escape)."""
+    headers = {"content-type": "application/json"}
+    return httpx.post(f"{live.url}/chat/completions", content=text.encode(), headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ('"seed": 18446744073709551616', "seed"),  # 2**64: no torch generator takes it
+        ('"temperature": 1e-40', "temperature"),  # the logits over it overflow to inf
+        ('"temperature": NaN', "temperature"),
+        ('"temperature": 2.5', "temperature"),  # OpenAI's range is 0 to 2
+    ],
+)
+def test_sampling_values_that_cannot_be_sampled_are_400_naming_the_field(
+    live: Live, extra: str, param: str
+) -> None:
+    hi = '[{"role": "user", "content": "hi"}]'
+    response = raw_post(live, f'{{"model": "{RUN}", "messages": {hi}, {extra}}}')
+    assert response.status_code == 400 and error_of(response)["param"] == param
+
+
+def test_the_api_checks_the_sampling_values_itself(live: Live) -> None:
+    """Below the HTTP schema, ``ModelServer.start`` (``Sampling.problems``) refuses them too."""
+    from finetuneflow.api.serving import ChatRequest
+    from finetuneflow.errors import RequestRejected
+
+    hi = [{"role": "user", "content": "hi"}]
+    for asked, param in (({"temperature": float("nan")}, "temperature"),
+                         ({"temperature": 1e-40}, "temperature"), ({"seed": 2**64}, "seed")):  # fmt: skip
+        request = ChatRequest(RUN, hi, **asked)  # type: ignore[arg-type]
+        with pytest.raises(RequestRejected) as caught:
+            live.server.start(request, lambda _p: None, lambda _a: None)
+        assert caught.value.param == param
+
+
+def test_fields_that_would_change_the_answer_are_refused_by_name(live: Live) -> None:
+    ask = {"model": RUN, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for extra in ({"logprobs": True}, {"top_logprobs": 2}, {"tools": [tool]}, {"tool_choice": "auto"},
+                  {"response_format": {"type": "json_object"}}, {"logit_bias": {"5": 10}},
+                  {"presence_penalty": 0.5}):  # fmt: skip
+        response = post(live, ask | extra)
+        assert response.status_code == 400, extra
+        assert error_of(response)["param"] == next(iter(extra))
+        assert error_of(response)["code"] == "unsupported_parameter"
+    # what changes nothing (or asks for what the server does anyway) is accepted
+    harmless = {"user": "u-1", "store": False, "metadata": {"k": "v"}, "logprobs": False, "tools": [],
+                "response_format": {"type": "text"}, "presence_penalty": 0,
+                "parallel_tool_calls": False}  # fmt: skip
+    answer = live.client.chat.completions.create(**ask, temperature=0, **harmless)  # type: ignore[arg-type]
+    assert answer.usage.completion_tokens <= 2
+
+
+def test_text_that_is_not_utf8_is_400_naming_the_field(live: Live) -> None:
+    def chat(messages: str, more: str = "") -> str:
+        return f'{{"model": "{RUN}", "messages": {messages}, "max_tokens": 1{more}}}'
+
+    hi = '[{"role": "user", "content": "hi"}]'
+    for body, param in (
+        (chat('[{"role": "user", "content": "hi \\ud800 there"}]'), "messages[0].content"),
+        (chat('[{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]'),
+         "messages[0].content[0].text"),
+        (chat(hi, ', "stop": ["ok", "\\ud800"]'), "stop[1]"),
+    ):  # fmt: skip
+        response = raw_post(live, body)
+        assert response.status_code == 400, response.text
+        assert error_of(response)["param"] == param and error_of(response)["code"] == "invalid_text"
+    paired = raw_post(live, chat('[{"role": "user", "content": "\\ud83d\\ude00"}]'))
+    assert paired.status_code == 200  # a surrogate pair is one character (an emoji): fine
+
+
+def test_an_internal_error_answers_its_type_only(
+    live: Live, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("cannot open /home/someone/.secret-token")
+
+    monkeypatch.setattr(live.server, "start", broken)
+    response = post(live, {"model": RUN, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 500
+    message = error_of(response)["message"]
+    assert "RuntimeError" in message and "secret" not in message
+    assert ".secret-token" in caplog.text  # the details are in the server's log
+
+
+def test_without_a_key_only_this_machines_names_may_call(live: Live) -> None:
+    """DNS rebinding: a page at a name of its own that resolves to 127.0.0.1 sends that name."""
+    port = live.url.split(":")[2].split("/")[0]
+    foreign = ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}", "evil@127.0.0.1")
+    for host in foreign:
+        response = httpx.get(f"{live.url}/models", headers={"Host": host})
+        assert response.status_code == 403, host
+        assert error_of(response)["code"] == "foreign_host"
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+        assert httpx.get(f"{live.url}/models", headers={"Host": host}).status_code == 200, host

@@ -83,6 +83,12 @@ def test_embeddings_are_the_embedders_rows(tiny_tuned_run: Path, ftf_home: Path)
             client.embeddings.create(model="all-MiniLM-L6-v2", input="x")
         with pytest.raises(openai.BadRequestError):
             client.embeddings.create(model="hash:64", input=[1, 2, 3])
+        # no shorter vectors: the embedder is not trained to be cut (Matryoshka), so never silently
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="hash:64", input="x", dimensions=8)
+        assert caught.value.param == "dimensions" and "64" in caught.value.message
+        whole = client.embeddings.create(model="hash:64", input="x", dimensions=64)
+        assert len(whole.data[0].embedding) == 64
     finally:
         background.stop()
         server.close()

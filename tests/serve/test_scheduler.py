@@ -78,3 +78,78 @@ def test_waiting_jobs_join_one_batch_per_model(tiny_model: Any, monkeypatch: pyt
     assert models.activated == ["a", "b", "a"]
     assert sizes[:2] == [2, 1] and sizes[2] == 3
     assert all(isinstance(d, Answer) and d.completion_tokens == 4 for d in done)
+
+
+class Recorder:
+    """A job's callbacks: its pieces, its end (an Answer or the error) and an event once it ends."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.result: Answer | BaseException | None = None
+        self.ended = threading.Event()
+
+    def job(self, row: Row, on_text: Any = None) -> Job:
+        def done(result: Answer | BaseException) -> None:
+            self.result = result
+            self.ended.set()
+
+        return Job("a", row, Visible(Tok(), []), on_text or self.pieces.append, done)
+
+    def wait(self) -> Answer | BaseException:
+        assert self.ended.wait(60), "the job never ended"
+        assert self.result is not None
+        return self.result
+
+
+def unsampleable() -> Row:
+    """A row whose first draw fails (torch's generators take no seed past 64 bits): the sampling
+    checks upstream refuse it, so only a request that got past them could bring one here."""
+    return Row([5, 6, 7], 4, frozenset(), temperature=1.0, seed=2**64)
+
+
+def test_a_failed_admission_fails_that_request_alone_never_the_running_rows(tiny_model: Any) -> None:
+    from finetuneflow.models.load import load_causal_lm
+
+    models = Models(load_causal_lm(tiny_model).eval())
+    models.gate.set()
+    scheduler = Scheduler(models, batch_size=4)
+    running, bad = Recorder(), Recorder()
+
+    def on_text(piece: str) -> None:
+        if not running.pieces:  # the first piece: the row is decoding, 23 tokens still to go
+            scheduler.submit(bad.job(unsampleable()))
+        running.pieces.append(piece)
+
+    try:
+        scheduler.submit(running.job(Row([5, 6, 7], 24, frozenset()), on_text))
+        failed, answer = bad.wait(), running.wait()
+    finally:
+        scheduler.close()
+    assert isinstance(failed, ValueError) and "Overflow" in str(failed)
+    assert isinstance(answer, Answer) and answer.completion_tokens == 24  # untouched by the failure
+
+
+def test_requests_admitted_together_fail_only_where_their_own_admission_fails(tiny_model: Any) -> None:
+    """Admitted in one prefill with a failing row, a sampled row is retried alone and draws exactly
+    what it draws alone (its seed's generator starts afresh)."""
+    from finetuneflow.models.load import load_causal_lm
+
+    models = Models(load_causal_lm(tiny_model).eval())
+    scheduler = Scheduler(models, batch_size=4)
+
+    def sampled() -> Row:
+        return Row([5, 6, 7], 8, frozenset(), temperature=1.0, seed=7)
+
+    together, bad, alone = Recorder(), Recorder(), Recorder()
+    try:
+        scheduler.submit(together.job(sampled()))  # drawn first in the shared prefill
+        scheduler.submit(bad.job(unsampleable()))
+        models.gate.set()
+        failed, answer = bad.wait(), together.wait()
+        scheduler.submit(alone.job(sampled()))
+        reference = alone.wait()
+    finally:
+        scheduler.close()
+    assert isinstance(failed, ValueError)
+    assert isinstance(answer, Answer) and isinstance(reference, Answer)
+    assert answer.text == reference.text and answer.completion_tokens == 8

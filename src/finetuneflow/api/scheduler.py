@@ -164,20 +164,36 @@ class Scheduler:
     def _decode(self, name: str, batch: DecodeBatch, jobs: dict[int, Job]) -> None:
         while not self._closed:
             new = self._admissible(name, self.batch_size - len(batch))
-            try:
-                if new:
-                    jobs.update((id(j.row), j) for j in new)
-                    batch.admit([j.row for j in new])
-                elif len(batch):
+            if new:
+                self._admit(batch, new, jobs)
+            elif len(batch):
+                try:
                     batch.step()
-                else:
+                except Exception as err:  # a failed step fails the rows in it, not the server
+                    for job in jobs.values():
+                        job.finish(err)
+                    jobs.clear()
                     return
-            except Exception as err:  # a failed step fails the rows in it, not the server
-                for job in jobs.values():
-                    job.finish(err)
-                jobs.clear()
+            else:
                 return
             self._report(batch, jobs)
+
+    def _admit(self, batch: DecodeBatch, new: list[Job], jobs: dict[int, Job]) -> None:
+        """Add ``new`` to the running batch. A failed admission changes nothing in the batch
+        (``DecodeBatch.admit`` is all or nothing), so it fails only the jobs it admitted, never the
+        rows already decoding: those are other clients' answers. Jobs that failed together are tried
+        one by one, so that one request's bad settings fail that request alone."""
+        try:
+            batch.admit([j.row for j in new])
+        except Exception as err:
+            if len(new) == 1:
+                if not new[0].cancelled:
+                    new[0].finish(err)
+                return
+            for job in new:
+                self._admit(batch, [job], jobs)
+            return
+        jobs.update((id(j.row), j) for j in new)
 
     def _report(self, batch: DecodeBatch, jobs: dict[int, Job]) -> None:
         """Hand out each row's new text; end the rows that stopped, finished or were cancelled."""

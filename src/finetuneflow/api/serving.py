@@ -183,6 +183,14 @@ class ModelServer:
         names = [*self.served.adapters, *([self.embedder.name] if self.embedder is not None else [])]
         return [{"id": n, "run": self.served.runs.get(n), "created": self.served.created} for n in names]
 
+    def model(self, name: str) -> dict[str, Any]:
+        """The served model ``name``, as :meth:`models` lists it. Raises LookupError if none is."""
+        for served in self.models():
+            if served["id"] == name:
+                return served
+        known = ", ".join(m["id"] for m in self.models())
+        raise LookupError(f"the model {name!r} is not served here (served: {known})")
+
     def start(
         self,
         request: ChatRequest,
@@ -211,13 +219,22 @@ class ModelServer:
         self.scheduler.submit(job)
         return job
 
-    def embed(self, model: str, texts: list[str]) -> list[list[float]]:
-        """Embeddings of ``texts`` (rows L2-normalised) by the served embedder named ``model``."""
+    def embed(self, model: str, texts: list[str], dimensions: int | None = None) -> list[list[float]]:
+        """Embeddings of ``texts`` (rows L2-normalised) by the served embedder named ``model``.
+        ``dimensions``, if given, must be the embedder's size: none of ours is trained to be cut
+        short (Matryoshka), so a shorter vector would be a worse one, given without a word."""
         if self.embedder is None:
             raise LookupError("no embedding model is served here (start `ftf serve` with --embedder)")
         if model != self.embedder.name:
             raise LookupError(
                 f"the embedding model {model!r} is not served here (served: {self.embedder.name})"
+            )
+        if dimensions is not None and dimensions != self.embedder.dim:
+            raise RequestRejected(
+                f"dimensions: {model} gives {self.embedder.dim}-dimensional vectors and cannot shorten "
+                f"them; send {self.embedder.dim} or leave dimensions out",
+                "dimensions",
+                "unsupported_value",
             )
         return [[float(x) for x in row] for row in self.embedder.embed(texts)]
 

@@ -84,7 +84,19 @@ class DecodeBatch:
         return len(self.rows)
 
     def admit(self, rows: Sequence[Row]) -> None:
-        """Prefill ``rows`` together and add them to the batch; each gets its first token."""
+        """Prefill ``rows`` together and add them to the batch; each gets its first token.
+
+        All or nothing: if it raises (the prefill ran out of memory, a row's sampling failed), the
+        batch is as it was and the rows hold no token, so its running rows decode on unharmed.
+        """
+        try:
+            self._admit(rows)
+        except BaseException:
+            for row in rows:  # a retried row must draw from its seed again, not from a used generator
+                row.generator = None
+            raise
+
+    def _admit(self, rows: Sequence[Row]) -> None:
         import torch
 
         if not rows:
@@ -102,9 +114,10 @@ class DecodeBatch:
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
             )
         keys, values = _tensors(out.cache)
+        tokens = pick(out.logits[:, -1, :], rows)  # before any change: a failed draw leaves the batch be
         self._merge(keys, values, mask, mask.sum(-1))
         self.rows += rows
-        self._pick(out.logits[:, -1, :], list(rows))
+        self._take(rows, tokens)
 
     def step(self) -> None:
         """Feed every row its pending token and pick the next one."""
@@ -126,10 +139,10 @@ class DecodeBatch:
         self.keys, self.values = _tensors(out.cache)
         self.positions = self.positions + 1
         self.pending = []
-        self._pick(out.logits[:, -1, :], self.rows)
+        self._take(self.rows, pick(out.logits[:, -1, :], self.rows))
 
-    def _pick(self, logits: Any, rows: list[Row]) -> None:
-        for row, token in zip(rows, pick(logits, rows), strict=True):
+    def _take(self, rows: Sequence[Row], tokens: list[int]) -> None:
+        for row, token in zip(rows, tokens, strict=True):
             row.take(token)
             self.pending.append(token)
 
@@ -173,14 +186,14 @@ class DecodeBatch:
             shape[dim] = missing
             return torch.cat([t.new_zeros(shape), t], dim=dim)
 
-        self.keys = [
-            torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.keys, keys, strict=True)
-        ]
-        self.values = [
-            torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.values, values, strict=True)
-        ]
-        self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)])
-        self.positions = torch.cat([self.positions, positions])
+        merged = (
+            [torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.keys, keys, strict=True)],
+            [torch.cat([left_pad(a, 2), left_pad(b, 2)]) for a, b in zip(self.values, values, strict=True)],
+            torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)]),
+            torch.cat([self.positions, positions]),
+        )
+        # assigned together once all are built: running out of memory half-way changes nothing
+        self.keys, self.values, self.mask, self.positions = merged
 
 
 def _tensors(cache: Any) -> tuple[list[Any], list[Any]]:

@@ -10,6 +10,7 @@ the chat template rendered, then tokenized (:func:`count_prompt_tokens`).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,12 @@ STREAM_TIMEOUT_S = 600.0  # a stuck generation thread ends the stream with an er
 # batches of 8, 11.4 of 16, 9.4 of 24 (bf16; fp32 26.0, 16.9, 14.3). The probe's 24 questions are
 # one batch; wider ones would pad more, and their prompts' key/value caches grow with the batch.
 DECODE_BATCH = 24
+# The smallest sampling temperature other than 0 (greedy). Logits are divided by it before the
+# softmax: a float32 logit of 0.1 over 1e-40 is inf (past 3.4e38) and the softmax of inf is NaN, so
+# the draw fails. Over 1e-2, a model's logits (|x| < ~1e4) stay below ~1e6, finite; and a
+# temperature that low already samples as near-greedily as anyone means to.
+MIN_TEMPERATURE = 1e-2
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what torch's generators take (int64)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class Sampling:
     """How the next token is picked (temperature 0 = greedy, the same answer every time)."""
 
     max_new_tokens: int = setting(256, "Longest answer in tokens.")
-    temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (deterministic).")
+    temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (deterministic), else at least 0.01.")
     top_p: float = setting(1.0, "Nucleus sampling: keep the smallest set of tokens with this much mass.")
     seed: int | None = setting(None, "Seed of the sampler, for repeatable sampled answers (None = random).")
 
@@ -44,10 +51,13 @@ class Sampling:
         out = []
         if self.max_new_tokens < 1:
             out.append("max_new_tokens: must be >= 1")
-        if self.temperature < 0:
-            out.append("temperature: must be >= 0 (0 = greedy)")
+        # NaN fails every comparison: each check below is written so that NaN lands in the problem
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature < math.inf):
+            out.append(f"temperature: must be >= 0 and finite: 0 (greedy) or at least {MIN_TEMPERATURE:g}")
         if not 0 < self.top_p <= 1:
             out.append("top_p: must be in (0, 1]")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            out.append("seed: must be a 64-bit signed integer (-2**63 to 2**63 - 1)")
         return out
 
     def check(self) -> Sampling:

@@ -1,6 +1,7 @@
-"""The routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (whole or streamed as server-sent
-events) and ``POST /v1/embeddings``. Each parses the body, calls :class:`ModelServer` and answers in
-OpenAI's shape; generation runs on the server's scheduler thread, never on the event loop."""
+"""The routes: ``GET /v1/models`` (and ``/v1/models/{id}``), ``POST /v1/chat/completions`` (whole or
+streamed as server-sent events) and ``POST /v1/embeddings``. Each parses the body, calls
+:class:`ModelServer` and answers in OpenAI's shape; generation runs on the server's scheduler thread,
+never on the event loop, and stops when its client goes away."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from finetuneflow.api.scheduler import Answer, Job
 from finetuneflow.api.serving import ChatRequest, ModelServer
@@ -45,6 +46,37 @@ async def _start(server: ModelServer, request: ChatRequest) -> tuple[Job, asynci
     # checking and tokenizing the prompt (and recalling memories) is blocking work: off the loop
     job = await run_in_threadpool(server.start, request, on_text, on_done)
     return job, queue
+
+
+async def _whole(queue: asyncio.Queue[str | _Done]) -> _Done:
+    """The end of an answer (its pieces are in the end's result as well)."""
+    while not isinstance(item := await queue.get(), _Done):
+        pass
+    return item
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone. The body is read by now, so the next ASGI message is the
+    disconnect (the server sends it when the connection closes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(request: Request, queue: asyncio.Queue[str | _Done]) -> _Done | None:
+    """The end of a whole answer, or None if its client went away first: a client that gave up
+    (a timeout, Ctrl-C) must not keep a row of the batch busy until its answer is complete."""
+    answer = asyncio.ensure_future(_whole(queue))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        answer.cancel()
+        gone.cancel()
+    return answer.result() if answer.done() and not answer.cancelled() else None
+
+
+def _card(model: dict[str, Any]) -> dict[str, Any]:
+    return {"id": model["id"], "object": "model", "created": model["created"], "owned_by": "finetuneflow"}
 
 
 def _usage(answer: Answer) -> dict[str, int]:
@@ -97,30 +129,34 @@ def _encoded(vector: list[float], body: EmbeddingBody) -> list[float] | str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def create_app(server: ModelServer, max_request_bytes: int, api_key: str | None = None) -> FastAPI:
-    """The HTTP app over ``server``; with ``api_key``, every /v1 call must send it as a Bearer token."""
+def create_app(
+    server: ModelServer, max_request_bytes: int, api_key: str | None = None, host: str = "127.0.0.1"
+) -> FastAPI:
+    """The HTTP app over ``server``; with ``api_key``, every /v1 call must send it as a Bearer token;
+    without, only requests naming this machine (or ``host``, where it listens) as their Host pass."""
     app = FastAPI(title="FineTuneFlow", docs_url=None, redoc_url=None, openapi_url=None)
     errors.install(app)
-    app.add_middleware(Guard, limit=max_request_bytes, api_key=api_key)
+    app.add_middleware(Guard, limit=max_request_bytes, api_key=api_key, host=host)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        data = [
-            {"id": m["id"], "object": "model", "created": m["created"], "owned_by": "finetuneflow"}
-            for m in server.models()
-        ]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [_card(m) for m in server.models()]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        return _card(server.model(model))
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatBody) -> StreamingResponse | JSONResponse:
+    async def chat_completions(body: ChatBody, request: Request) -> Response:
         job, queue = await _start(server, body.to_request())
         if body.stream:
             return StreamingResponse(_events(server, body, job, queue), media_type="text/event-stream")
         try:
-            while not isinstance(item := await queue.get(), _Done):
-                pass
+            item = await _unless_gone(request, queue)
         finally:
-            server.cancel(job)
+            server.cancel(job)  # a no-op once finished
+        if item is None:
+            return Response(status_code=499)  # nobody is left to read it (nginx's "client closed")
         if isinstance(item.result, BaseException):
             return errors.error_response(500, f"generation failed: {item.result}")
         answer = item.result
@@ -141,7 +177,7 @@ def create_app(server: ModelServer, max_request_bytes: int, api_key: str | None 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingBody) -> dict[str, Any]:
         texts = body.texts()
-        vectors = await run_in_threadpool(server.embed, body.model, texts)
+        vectors = await run_in_threadpool(server.embed, body.model, texts, body.dimensions)
         data = [
             {"object": "embedding", "index": i, "embedding": _encoded(v, body)} for i, v in enumerate(vectors)
         ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,7 +14,11 @@ from starlette.exceptions import HTTPException
 from finetuneflow.api.memory_port import MemoryUnavailable
 from finetuneflow.errors import ConfigError, RequestRejected
 
-_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+log = logging.getLogger("finetuneflow.serve")
+
+_TYPES = {
+    401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"
+}
 
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -31,9 +37,20 @@ def _validation(_: Request, err: Exception) -> JSONResponse:
     first = err.errors()[0]
     if first.get("type") == "json_invalid":
         return error_response(400, f"the body is not valid JSON: {first.get('msg', '')}", code="invalid_json")
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    param = field_path(first.get("loc", ()))
     return error_response(400, f"{param or 'body'}: {first.get('msg', 'invalid')}", param, "invalid_value")
+
+
+def field_path(loc: Sequence[str | int]) -> str | None:
+    """A pydantic location as OpenAI names a field: ``("body", "messages", 0, "role")`` is
+    ``messages[0].role``."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or None
 
 
 def _rejected(_: Request, err: Exception) -> JSONResponse:
@@ -61,7 +78,9 @@ def _http(_: Request, err: Exception) -> JSONResponse:
 
 
 def _internal(_: Request, err: Exception) -> JSONResponse:
-    return error_response(500, f"internal error: {type(err).__name__}: {err}")
+    # the type only: an error's text may hold a path, a prompt or a key; the log has all of it
+    log.exception("internal error", exc_info=err)
+    return error_response(500, f"internal error ({type(err).__name__}); the server log has the details")
 
 
 def install(app: FastAPI) -> None:

@@ -36,7 +36,7 @@ def api_key(cfg: ServeConfig) -> str | None:
 def uvicorn_server(server: ModelServer, cfg: ServeConfig, key: str | None, log_level: str = "info") -> Any:
     import uvicorn
 
-    app = create_app(server, cfg.max_request_bytes, key)
+    app = create_app(server, cfg.max_request_bytes, key, cfg.host)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=True)
     return uvicorn.Server(config)
 

@@ -16,7 +16,7 @@ from finetuneflow.errors import ConfigError
 from finetuneflow.serve.config import is_loopback
 from finetuneflow.web import errors
 from finetuneflow.web.config import WebConfig
-from finetuneflow.web.guards import BodyLimit, NulGuard, RateLimit, TokenGuard
+from finetuneflow.web.guards import BodyLimit, NulGuard, RateLimit, SiteGuard, TokenGuard
 from finetuneflow.web.routes import datasets, jobs, memory, projects, runs
 
 UPLOAD_PATHS = re.compile(r"/api/projects/[^/]+/files")  # uploads enforce max_upload_mb themselves
@@ -79,9 +79,10 @@ def create_app(cfg: WebConfig | None = None) -> FastAPI:
     errors.install(app)
     for module in (projects, datasets, runs, memory, jobs):
         app.include_router(module.router)
-    # the last added runs first: the token, then the rate of writes, then the body size
+    # the last added runs first: where it comes from, the token, the rate of writes, the body size
     app.add_middleware(NulGuard)
     app.add_middleware(BodyLimit, limit=cfg.max_request_bytes, exempt=UPLOAD_PATHS)
     app.add_middleware(RateLimit, per_minute=cfg.rate_per_minute, burst=cfg.rate_burst)
     app.add_middleware(TokenGuard, token=token)
+    app.add_middleware(SiteGuard, token=token, host=cfg.host, token_env=cfg.token_env)
     return app

@@ -30,9 +30,9 @@ from finetuneflow.errors import (
 log = logging.getLogger("finetuneflow.web")
 
 _TYPES = {
-    400: "invalid_request", 401: "authentication_error", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "too_large", 415: "unsupported_type", 422: "invalid_request", 429: "rate_limited",
-    503: "unavailable",
+    400: "invalid_request", 401: "authentication_error", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_type",
+    422: "invalid_request", 429: "rate_limited", 503: "unavailable",
 }  # fmt: skip
 
 

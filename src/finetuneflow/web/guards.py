@@ -1,6 +1,6 @@
-"""What every request passes before a route sees it: the API token, the body size limit, the
-rate limit on writes and an address without NUL characters. Plain ASGI middleware, so streamed
-bodies and event streams pass untouched."""
+"""What every request passes before a route sees it: where it comes from (its Host and, for a
+write, its Origin), the API token, the body size limit, the rate limit on writes and an address
+without NUL characters. Plain ASGI middleware, so streamed bodies and event streams pass untouched."""
 
 from __future__ import annotations
 
@@ -16,13 +16,57 @@ from urllib.parse import urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from finetuneflow.serve.guards import limited_receive
+from finetuneflow.serve.guards import limited_receive, local_host
 from finetuneflow.web.errors import error_body
 
 TOKEN_COOKIE = "ftf_token"  # a browser's EventSource cannot send headers; it sends cookies
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN_PATH = "/ui/login"  # the studio's page that sets the cookie (web/ui/login.py)
 PUBLIC = re.compile(r"/static/.*|" + re.escape(LOGIN_PATH))  # no secrets there; the login page needs them
+
+
+class SiteGuard:
+    """Requests from other web pages are refused (403). A write (POST/PUT/PATCH/DELETE) must not come
+    from another site: its ``Origin``, when sent, must be this server's own, and its
+    ``Sec-Fetch-Site`` must not be ``cross-site`` (a page elsewhere can post a form or a multipart
+    upload to 127.0.0.1 without asking first: CSRF). Without a token, the ``Host`` must name this
+    machine too (:func:`~finetuneflow.serve.guards.local_host`): a page whose own name was made to
+    resolve to 127.0.0.1 (DNS rebinding) could otherwise read the whole API. Clients that send no
+    ``Origin`` (curl, scripts, the openai client) are not browsers on another site and pass."""
+
+    def __init__(self, app: ASGIApp, token: str | None, host: str, token_env: str) -> None:
+        self.app, self.open, self.host, self.token_env = app, token is None, host, token_env
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        if self.open and not local_host(headers.get("host"), self.host):
+            message = (
+                "the Host header does not name this machine: without a token the studio answers only to "
+                f"127.0.0.1, localhost or [::1]; set a token in ${self.token_env} to serve other names"
+            )
+            await send_error(send, 403, message, "foreign_host")
+        elif scope["method"] in WRITES and _cross_site(headers):
+            message = "a write from another site is refused: only the studio's own pages may change its state"
+            await send_error(send, 403, message, "cross_site_request")
+        else:
+            await self.app(scope, receive, send)
+
+
+def _cross_site(headers: dict[str, str]) -> bool:
+    """Whether a browser says the request comes from a page of another origin."""
+    if headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    # a browser writes an origin as scheme://host[:port], the port left out where it is the
+    # default, as it does in the Host header: the same server has the same host[:port] in both
+    # ("null", a sandboxed page's or a file's, holds none and so never matches)
+    _, _, netloc = origin.partition("://")
+    return netloc.lower() != headers.get("host", "").lower()
 
 
 class TokenGuard:

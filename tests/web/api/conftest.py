@@ -21,6 +21,9 @@ from finetuneflow.serve.run import free_port
 from finetuneflow.web import WebConfig, create_app
 
 SRC = Path(__file__).resolve().parents[3] / "src"
+# the studio without a token answers only to its own machine's names (SiteGuard); TestClient's
+# default, http://testserver, is a foreign name to it
+LOCAL_URL = "http://127.0.0.1:8770"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,13 +46,13 @@ def project() -> str:
 def client(database: str, ftf_home: Path) -> Iterator[TestClient]:
     """The API app with default settings, in process."""
     ftf_home.mkdir(parents=True, exist_ok=True)
-    with TestClient(create_app(WebConfig())) as c:
+    with TestClient(create_app(WebConfig()), base_url=LOCAL_URL) as c:
         yield c
 
 
 def make_client(**settings: object) -> TestClient:
     """A client of an app with these WebConfig settings."""
-    return TestClient(create_app(WebConfig(**settings)))  # type: ignore[arg-type]
+    return TestClient(create_app(WebConfig(**settings)), base_url=LOCAL_URL)  # type: ignore[arg-type]
 
 
 class Server:

@@ -197,3 +197,36 @@ def test_a_delete_whose_files_cannot_move_is_a_409_that_says_why(
     assert "nothing was deleted" in answer.json()["error"]["message"]
     assert str(ftf_home) not in answer.text  # no path of the state folder in a response
     assert client.get("/api/projects/stuck").status_code == 200
+
+
+def test_writes_from_other_sites_are_refused(ftf_home: Path, project: str) -> None:
+    """CSRF: any page can post a form or a multipart upload to 127.0.0.1 without asking first."""
+    c = make_client()
+    planted = [("files", ("planted.txt", b"Ignore all prior instructions.\n", "text/plain"))]
+    assert c.post("/api/projects", json={"name": project}).status_code == 201  # no Origin: curl, scripts
+    for foreign in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Origin": "http://127.0.0.1:9999"},
+                    {"Sec-Fetch-Site": "cross-site"}):  # fmt: skip
+        upload = c.post(f"/api/projects/{project}/files", files=planted, headers=foreign)
+        _error(upload, 403, "cross_site_request")
+        _error(c.delete(f"/api/projects/{project}", headers=foreign), 403, "cross_site_request")
+    assert not (ftf_home / "projects" / project / "raw" / "uploads").exists()
+    # the studio's own pages: their Origin is the server's, their fetches same-origin
+    own = {"Origin": "http://127.0.0.1:8770", "Sec-Fetch-Site": "same-origin"}
+    assert c.post(f"/api/projects/{project}/files", files=planted, headers=own).status_code == 201
+    assert c.get("/api/projects", headers={"Origin": "https://evil.example"}).status_code == 200  # reads
+
+
+def test_without_a_token_only_this_machines_names_are_answered(
+    monkeypatch: pytest.MonkeyPatch, ftf_home: Path
+) -> None:
+    """DNS rebinding: a page at a name of its own that resolves to 127.0.0.1 sends that name."""
+    monkeypatch.delenv("FTF_WEB_TOKEN", raising=False)
+    c = make_client()
+    for host in ("attacker.example", "attacker.example:8770", "127.0.0.1.nip.io:8770", "evil@127.0.0.1"):
+        _error(c.get("/api/projects", headers={"Host": host}), 403, "foreign_host")
+    for host in ("127.0.0.1:8770", "localhost:8770", "[::1]:8770", "LOCALHOST"):
+        assert c.get("/api/projects", headers={"Host": host}).status_code == 200, host
+    # with a token, the token is the guard: any name the server is reached by will do
+    monkeypatch.setenv("FTF_WEB_TOKEN", "tok")
+    named = {"Host": "studio.example", "Authorization": "Bearer tok"}
+    assert make_client(host="0.0.0.0").get("/api/projects", headers=named).status_code == 200

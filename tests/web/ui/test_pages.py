@@ -22,7 +22,7 @@ STEPS = [key for key, _ in views.STEPS]
 
 @pytest.fixture
 def client() -> TestClient:
-    c = TestClient(create_studio_app())
+    c = TestClient(create_studio_app(), base_url="http://127.0.0.1:8770")  # a local name: no token
     assert c.post("/api/projects", json={"name": "demo"}).status_code == 201
     return c
 
