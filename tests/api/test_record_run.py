@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetuneflow.api._common import record_run
+from finetuneflow.api._common import forget_unstarted_run, record_run
 from finetuneflow.state import runs as rf
 from finetuneflow.state import schema, session_scope
 from finetuneflow.state.repo import get_or_create_project
@@ -23,8 +23,9 @@ def test_a_run_killed_before_training_began_is_recorded_again(tmp_path: Path) ->
     # api.train again and failed for good on the runs table's unique id
     pid, folder = _project(), tmp_path / "runs" / "r1"
     record_run(pid, "r1", folder, rf.CAUSAL, "default", "old-model", {"lr": 1})
-    with session_scope() as s:
-        s.get(schema.Run, "r1").status = "failed"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="run id 'r1' is taken"):  # a second start while it loads
+        record_run(pid, "r1", folder, rf.CAUSAL, "default", "new-model", {"lr": 2})
+    forget_unstarted_run("r1", folder)  # what the job's next attempt does (its claim is exclusive)
     record_run(pid, "r1", folder, rf.CAUSAL, "default", "new-model", {"lr": 2})
     with session_scope() as s:
         run = s.get(schema.Run, "r1")
@@ -35,12 +36,13 @@ def test_a_run_killed_before_training_began_is_recorded_again(tmp_path: Path) ->
         )
 
 
-def test_a_run_id_that_began_training_or_is_another_projects_is_refused(tmp_path: Path) -> None:
+def test_a_run_id_that_began_training_or_is_taken_is_refused(tmp_path: Path) -> None:
     pid, folder = _project(), tmp_path / "runs" / "r2"
     record_run(pid, "r2", folder, rf.CAUSAL, "default", "m", {})
     with pytest.raises(ValueError, match="run id 'r2' is taken"):
         record_run(_project(), "r2", folder, rf.CAUSAL, "default", "m", {})
     folder.mkdir(parents=True)
     (folder / rf.CONFIG).write_text("{}")
+    forget_unstarted_run("r2", folder)  # it began training: kept
     with pytest.raises(ValueError, match="run id 'r2' is taken.*resume"):
         record_run(pid, "r2", folder, rf.CAUSAL, "default", "m", {})

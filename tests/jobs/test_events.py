@@ -272,3 +272,31 @@ def test_only_a_providers_passing_failures_are_retried_and_the_last_attempt_keep
     job = log.get(job_id)
     assert job["status"] == "failed" and job["error"] == f"ProviderError: the provider said no ({kind})"
     assert _kinds(job_id).count("retry") == (FAST.max_attempts - 1 if retried else 0)
+
+
+def test_a_superseded_attempt_never_ends_retries_or_cancels_the_job(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an attempt that returned (or failed) before its next cancel check wrote "finished" or
+    # "queued" over the job the newer attempt was running: a retry then started a third attempt
+    from finetuneflow.jobs.app import run_job
+    from finetuneflow.jobs.runners import RUNNERS
+
+    job_id = log.create(None, "slow", {"project": "p", "args": {}}, queue="default")
+    outcome: dict[str, BaseException | None] = {"raise": None}
+
+    def overtaken(project: str, args: dict[str, object]) -> dict[str, int]:
+        assert log.requeue(job_id, 1, "no heartbeat") and log.claim(job_id, 1, {"pid": 2})
+        if outcome["raise"] is not None:
+            raise outcome["raise"]
+        return {"steps": 1}
+
+    monkeypatch.setitem(RUNNERS, "slow", overtaken)
+    assert run_job(job_id, FAST) == "skipped"
+    assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 2)
+    for err in (ValueError("boom"), JobCancelled("stop")):
+        log._set(job_id, status="queued", attempts=0)
+        outcome["raise"] = err
+        assert run_job(job_id, FAST) == "skipped"
+        assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 2)
+    assert not {"finished", "failed", "cancelled", "result"} & set(_kinds(job_id))

@@ -27,6 +27,7 @@ function; the CLI (and later the REST routes and the worker) call these same fun
     print(api.chat("demo", "What does error E21 mean?", run["run_id"]))
 """
 
+from finetuneflow.api._common import forget_unstarted_run
 from finetuneflow.api.chat import ChatSettings, chat, exchange_log, open_chat
 from finetuneflow.api.classify import predict, resume_classifier, train_classifier
 from finetuneflow.api.data import build_dataset, dataset_from_chats, generate_dataset, ingest, ingest_report
@@ -58,6 +59,7 @@ __all__ = [
     "exchange_log",
     "evaluate",
     "export",
+    "forget_unstarted_run",
     "forget",
     "generate_dataset",
     "ingest",

@@ -38,23 +38,37 @@ def record_run(
 ) -> None:
     """Add a run's row, status ``running``, before its step starts (so a crash leaves a trace).
 
-    A row of this id whose run never began training (no ``config.json``: the process that made it
-    was killed while loading the model, and a job worker starts the run again) is started afresh.
-
     Raises:
-        ValueError: the id names a run of another project, or one that began training.
+        ValueError: a run of this id exists (a job whose earlier attempt died before training began
+            drops that row first: :func:`forget_unstarted_run`).
     """
-    fields = dict(kind=kind, dataset=dataset, base_model=base_model, status="running", path=str(folder),
-                  config=config, summary={}, finished_at=None)  # fmt: skip
+    with session_scope() as s:
+        if s.get(schema.Run, run_id) is not None:
+            raise ValueError(f"run id {run_id!r} is taken: choose another, or resume that run (`--resume`)")
+        s.add(
+            schema.Run(
+                id=run_id,
+                project_id=project_id,
+                kind=kind,
+                dataset=dataset,
+                base_model=base_model,
+                status="running",
+                path=str(folder),
+                config=config,
+            )
+        )
+
+
+def forget_unstarted_run(run_id: str, folder: Path) -> None:
+    """Drop the row of a run that never began training (no ``config.json`` in ``folder``): the
+    process that made it was killed while the model loaded, and the job that owns the run id (its
+    claim says no other attempt runs) starts it again. A run that began training is left alone."""
+    if (folder / rf.CONFIG).exists():
+        return
     with session_scope() as s:
         run = s.get(schema.Run, run_id)
-        if run is None:
-            s.add(schema.Run(id=run_id, project_id=project_id, **fields))
-            return
-        if run.project_id != project_id or (folder / rf.CONFIG).exists():
-            raise ValueError(f"run id {run_id!r} is taken: choose another, or resume that run (`--resume`)")
-        for key, value in fields.items():
-            setattr(run, key, value)
+        if run is not None:
+            s.delete(run)
 
 
 def reopen_run(run_id: str, folder: Path) -> schema.Run | None:

@@ -115,18 +115,20 @@ def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
     except JobSuperseded:  # this process was paused past its heartbeat and the job runs elsewhere
         return "skipped"
     except JobCancelled:
-        log.append(job_id, "cancelled", {}, status="cancelled")
-        return "cancelled"
+        return "cancelled" if log.append(job_id, "cancelled", {}, attempt, status="cancelled") else "skipped"
     except Exception as err:  # the job failed; the worker lives on, and a passing failure is retried
         retries = task.request.retries if task is not None else cfg.max_retries
         # the last attempt fails with its own error, not as "never finished (max_attempts)"
         if task is not None and _passing(err) and retries < cfg.max_retries and attempt < cfg.max_attempts:
             wait = cfg.backoff(retries)
-            log.append(job_id, "retry", {"error": _text(err), "in_s": wait}, status="queued")
+            if not log.append(job_id, "retry", {"error": _text(err), "in_s": wait}, attempt, status="queued"):
+                return "skipped"  # superseded: the attempt that holds the job decides its fate
             raise task.retry(countdown=wait, max_retries=cfg.max_retries) from err
-        return _failed(job_id, err)
+        return _failed(job_id, err, attempt)
     plain = _jsonable(result)
-    log.append(job_id, "finished", {"result": plain}, status="finished", progress=1.0, result=plain)
+    if not log.append(job_id, "finished", {"result": plain}, attempt, status="finished", progress=1.0,
+                      result=plain):  # fmt: skip
+        return "skipped"
     return "finished"
 
 
@@ -137,8 +139,10 @@ def _passing(err: BaseException) -> bool:
     return isinstance(err, RETRYABLE)
 
 
-def _failed(job_id: int, err: BaseException) -> str:
-    log.append(job_id, "failed", {"error": _text(err)}, status="failed", error=_text(err))
+def _failed(job_id: int, err: BaseException, owner: int | None = None) -> str:
+    """Fail the job with ``err`` (unless attempt ``owner``, when given, no longer holds it)."""
+    if not log.append(job_id, "failed", {"error": _text(err)}, owner, status="failed", error=_text(err)):
+        return "skipped"
     return "failed"
 
 

@@ -53,6 +53,7 @@ def run_train(project: str, args: dict[str, Any]) -> Any:
         return {"run_id": run_id, **rf.read_json(folder / rf.SUMMARY)}
     if (folder / rf.CONFIG).exists():
         return api.resume(project, run_id)
+    api.forget_unstarted_run(run_id, folder)  # an earlier attempt killed while its model loaded
     return api.train(project, args.get("dataset", "default"), from_dict(TrainConfig, args.get("config")),
                      run_id=run_id)  # fmt: skip
 

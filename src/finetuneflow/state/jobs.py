@@ -53,14 +53,20 @@ def create(project_id: int | None, step: str, params: dict[str, Any], queue: str
     return job_id
 
 
-def append(job_id: int, kind: str, payload: dict[str, Any] | None = None, **row: Any) -> int:
+def append(
+    job_id: int, kind: str, payload: dict[str, Any] | None = None, owner: int | None = None, **row: Any
+) -> int:
     """Add an event to a job's log and set ``row`` fields of its summary, in one transaction;
     returns the event's ``seq``. Writers of one job queue on its row's lock (PostgreSQL; SQLite
-    has one writer at a time); should two still race for a seq, the loser takes the next one."""
+    has one writer at a time); should two still race for a seq, the loser takes the next one.
+    With ``owner`` (a worker's attempt), nothing is written (0) once another attempt holds the job:
+    a superseded attempt must not end, retry or cancel the job the new one runs."""
     for attempt in range(10):
         try:
             with session_scope() as s:
                 job = s.get(schema.Job, job_id, with_for_update=True)
+                if job is not None and owner is not None and job.attempts != owner:
+                    return 0
                 seq = (s.scalar(select(func.max(schema.JobEvent.seq)).where(schema.JobEvent.job_id == job_id))
                        or 0) + 1  # fmt: skip
                 s.add(schema.JobEvent(job_id=job_id, seq=seq, kind=kind, payload=payload or {}))
@@ -253,7 +259,7 @@ def tracked(
     sink = _sink(job_id, on_event, _attempt.get() if outer is not None else None)
     if outer is not None:
         yield sink, result.update
-        append(job_id, "result", {"step": step, "result": result})
+        append(job_id, "result", {"step": step, "result": result}, owner=_attempt.get())
         return
     with heartbeat(job_id, HEARTBEAT_S):
         try:
