@@ -57,8 +57,18 @@ def test_racing_writers_get_distinct_contiguous_seqs(database: str) -> None:
     assert [e["seq"] for e in log.events(job_id)] == list(range(1, 22))
 
 
+def _set(job_id: int, **values: object) -> None:
+    from finetuneflow.state import schema, session_scope
+
+    with session_scope() as s:
+        job = s.get(schema.Job, job_id)
+        assert job is not None
+        for key, value in values.items():
+            setattr(job, key, value)
+
+
 def _age(job_id: int, seconds: float) -> None:
-    log._set(job_id, heartbeat_at=datetime.now(UTC) - timedelta(seconds=seconds))
+    _set(job_id, heartbeat_at=datetime.now(UTC) - timedelta(seconds=seconds))
 
 
 def test_a_running_job_whose_process_died_is_marked_lost(database: str) -> None:
@@ -295,7 +305,7 @@ def test_a_superseded_attempt_never_ends_retries_or_cancels_the_job(
     assert run_job(job_id, FAST) == "skipped"
     assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 2)
     for err in (ValueError("boom"), JobCancelled("stop")):
-        log._set(job_id, status="queued", attempts=0)
+        _set(job_id, status="queued", attempts=0)
         outcome["raise"] = err
         assert run_job(job_id, FAST) == "skipped"
         assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 2)

@@ -17,7 +17,10 @@ from finetuneflow.errors import ConfigError, RequestRejected
 log = logging.getLogger("finetuneflow.serve")
 
 _TYPES = {
-    401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
 }
 
 

@@ -292,7 +292,7 @@ def _sink(job_id: int, on_event: EventSink | None, attempt: int | None = None) -
                 row["progress"] = fraction
             payload = {"step": event.step, "stage": event.stage, "done": event.done, "total": event.total,
                        "message": event.message, "metrics": _plain(event.metrics)}  # fmt: skip
-            append(job_id, "progress", payload, **row)
+            append(job_id, "progress", payload, attempt, **row)  # none from a superseded attempt
         if now - last["cancel"] > CANCEL_CHECK_S:
             last["cancel"] = now
             _check_stop(job_id, attempt)
@@ -320,14 +320,6 @@ def _beat(job_id: int, attempt: int | None) -> None:
         where = where & (table.c.attempts == attempt)
     with session_scope() as s:
         s.execute(update(table).where(where).values(heartbeat_at=_now()))
-
-
-def _set(job_id: int, **values: Any) -> None:
-    with session_scope() as s:
-        job = s.get(schema.Job, job_id)
-        if job is not None:
-            for key, value in values.items():
-                setattr(job, key, value)
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
