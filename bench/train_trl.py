@@ -13,13 +13,14 @@ loss on every token, linear schedule, seed 42, ``logging_steps=10`` to the conso
   default), padding to the longest row of the batch, ``max_length=512`` (default 1024: ours' limit;
   no example is longer).
 - ``padding_free`` (the best CPU configuration; TRL 1.16's SFTConfig, read from its source): bf16
-  autocast where the CPU has native bf16 (AVX-512 BF16 or AMX; on a GPU always), else fp32 (on an
-  AVX2-only CPU bf16 linears ran 8.4 GFLOP/s against fp32's 65, one thread, 2026-12-06: a user tuning
-  for speed turns bf16 off there), ``gradient_checkpointing=False``, ``padding_free=True``: a batch's
-  examples are one flattened row with position ids restarting per example (no padding; transformers
-  builds the per-example causal mask from the position ids). TRL 1.16 refuses ``padding_free`` without
-  packing unless ``max_length=None`` (no example here is over 423 tokens, so nothing is truncated either
-  way).
+  autocast where bf16 is fast (on a GPU always; on a CPU where ``hardware.cpu_prefers_bf16``: native bf16
+  that measured faster than fp32), else fp32 (on an AVX2-only CPU bf16 linears ran 8.4 GFLOP/s against
+  fp32's 65, one thread, 2026-12-06; on an Intel Xeon with AVX-512 BF16 but no AMX, 2026-12-07, bf16
+  matmuls ran 77 against fp32's 145: a user tuning for speed turns bf16 off there),
+  ``gradient_checkpointing=False``, ``padding_free=True``: a batch's examples are one flattened row with
+  position ids restarting per example (no padding; transformers builds the per-example causal mask from
+  the position ids). TRL 1.16 refuses ``padding_free`` without packing unless ``max_length=None`` (no
+  example here is over 423 tokens, so nothing is truncated either way).
 - ``packing``: the same with ``packing=True`` (best-fit decreasing into ``max_length=512`` rows,
   which turns padding-free on): a step is ``--batch`` packed rows, flattened into one.
   Measured against ``padding_free`` once: see ``BEST`` below.
@@ -70,7 +71,7 @@ def sft_config(config: str, job: dict[str, Any], cpu: bool, row_len: int, lr: fl
         return SFTConfig(max_length=row_len, **common)
     from finetuneflow import hardware
 
-    bf16 = not cpu or hardware.cpu_has_bf16()  # see the module docstring: fp32 on AVX2-only CPUs
+    bf16 = not cpu or hardware.cpu_prefers_bf16()  # the module docstring: fp32 where bf16 is slower
     best: dict[str, Any] = {"bf16": bf16, "gradient_checkpointing": False}
     if config == "padding_free":  # TRL refuses padding_free without packing unless max_length=None
         return SFTConfig(padding_free=True, max_length=None, **best, **common)

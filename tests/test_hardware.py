@@ -9,7 +9,7 @@ def test_precision_choices() -> None:
     assert hardware.autocast_dtype("cpu", "bf16") is torch.bfloat16
     assert hardware.autocast_dtype("cpu", "fp16") is torch.float16
     # auto on a CPU follows the CPU's native bf16 support
-    expected = torch.bfloat16 if hardware.cpu_has_bf16() else None
+    expected = torch.bfloat16 if hardware.cpu_prefers_bf16() else None
     assert hardware.autocast_dtype("cpu", "auto") is expected
 
 

@@ -249,6 +249,35 @@ def test_bf16_on_a_cpu_without_bf16_becomes_fp32() -> None:
     assert plan.changes == {"precision": "fp32"} and plan.precision == "fp32"
 
 
+def test_native_bf16_that_measured_slower_trains_in_fp32_unless_asked() -> None:
+    from dataclasses import replace
+
+    slow = replace(cpu(20, bf16=False), cpu_bf16_speedup=0.56)  # AVX-512 BF16, no AMX: fp32 is faster
+    auto = recommend(SMOLLM2_135M, TrainConfig(), slow)
+    assert auto.precision == "fp32" and "precision" not in auto.changes
+    assert any("0.56x fp32's speed" in r and r.startswith("precision: fp32") for r in auto.reasons)
+    asked = recommend(SMOLLM2_135M, TrainConfig(precision="bf16"), slow)  # native: kept, with the cost
+    assert asked.precision == "bf16" and "precision" not in asked.changes
+    assert any("precision auto would train in fp32" in r for r in asked.reasons)
+    fast = recommend(SMOLLM2_135M, TrainConfig(), replace(cpu(20), cpu_bf16_speedup=2.1))
+    assert fast.precision == "bf16" and any("2.10x fp32's speed" in r for r in fast.reasons)
+
+
+def test_the_bf16_probe_times_the_machine_it_runs_on() -> None:
+    import torch
+
+    from finetuneflow import hardware
+
+    speedup = hardware.cpu_bf16_speedup()
+    if hardware.cpu_native_bf16():  # timed: a ratio a real matmul pair gives, and the choice follows it
+        assert speedup is not None and 0.01 < speedup < 100
+    else:  # no bf16 instructions: nothing timed, never bf16
+        assert speedup is None
+    prefers = speedup is not None and speedup > 1.0
+    assert hardware.cpu_prefers_bf16() == prefers
+    assert hardware.autocast_dtype("cpu", "auto") == (torch.bfloat16 if prefers else None)
+
+
 def test_full_becomes_lora_then_qlora_on_a_small_gpu() -> None:
     plan = recommend(LLAMA_7B_UNTIED, TrainConfig(method="full", batch_size=1, max_len=1024), cuda(12))
     assert plan.fits and plan.changes["method"] == "qlora"

@@ -152,7 +152,7 @@ def show_plan(result: dict[str, Any]) -> None:
     table.add_row("device", f"{hw['device']} ({hw['device_name']})")
     table.add_row("CPU cores", str(hw["cpu_cores"]))
     table.add_row("RAM", f"{_gib(hw['ram_available'])} free of {_gib(hw['ram_total'])}")
-    table.add_row("CPU bf16", "yes" if hw["cpu_bf16"] else "no")
+    table.add_row("CPU bf16", _bf16_row(hw))
     if hw["device"] == "cuda":
         gpus = f" (GPU 0 of {hw['gpu_count']})" if hw.get("gpu_count", 1) > 1 else ""
         table.add_row("GPU memory", f"{_gib(hw['gpu_free'])} free of {_gib(hw['gpu_total'])}{gpus}")
@@ -204,6 +204,14 @@ def _show_goal(goal: dict[str, Any] | None) -> None:
         table.add_row(f"{row['epochs']:g}", _duration(row["seconds"]), row["gives_up"])
     console.print(table)
     console.print("a smaller budget: `ftf train --max-steps N` (the recall probe still keeps the best step)")
+
+
+def _bf16_row(hw: dict[str, Any]) -> str:
+    speedup = hw.get("cpu_bf16_speedup")
+    measured = f" (measured {speedup:.2f}x fp32's matmul speed)" if speedup else ""
+    if hw["cpu_bf16"]:
+        return "yes" + measured
+    return "native, not used: slower than fp32" + measured if speedup else "no"
 
 
 def _gib(n: float) -> str:

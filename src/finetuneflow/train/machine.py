@@ -21,13 +21,19 @@ class Hardware:
     cpu_cores: int
     ram_total: int
     ram_available: int
-    cpu_bf16: bool
+    cpu_bf16: bool  # training on this CPU computes in bf16 (native, and measured faster than fp32)
     disk_free: int
     gpu_total: int = 0
     gpu_free: int = 0
     compute_capability: str = ""  # e.g. "8.0" (bf16 needs >= 8.0)
     gpu_bf16: bool = False
     gpu_count: int = 0  # CUDA devices; with several, FSDP can shard a model over them
+    cpu_bf16_speedup: float | None = None  # fp32 matmul time / bf16's, measured; None: no native bf16
+
+    @property
+    def cpu_bf16_native(self) -> bool:
+        """The CPU has bf16 matmul instructions (whether or not they beat fp32 here)."""
+        return self.cpu_bf16 or self.cpu_bf16_speedup is not None
 
     @property
     def memory_kind(self) -> str:
@@ -55,8 +61,9 @@ def probe(state_dir: Path | None = None) -> Hardware:
         cpu_cores=hardware.available_cores(),
         ram_total=total,
         ram_available=available,
-        cpu_bf16=hardware.cpu_has_bf16(),
+        cpu_bf16=hardware.cpu_prefers_bf16(),
         disk_free=shutil.disk_usage(folder).free,
+        cpu_bf16_speedup=hardware.cpu_bf16_speedup(),
     )
     try:
         import torch

@@ -166,10 +166,21 @@ def recommend(
     return Plan(s.changes, s.reasons, before, after, fits, after.compute, s.budget, hw.memory_kind, truncated)
 
 
+def _cpu_precision(hw: Hardware) -> str:
+    """What auto precision computes in on this CPU, and why."""
+    speedup = hw.cpu_bf16_speedup
+    rate = f"bf16 matmuls measured {speedup:.2f}x fp32's speed here" if speedup else ""
+    if hw.cpu_bf16:
+        return f"bf16 autocast ({rate or 'this CPU has AVX-512 BF16/AMX'})"
+    if hw.cpu_bf16_native:
+        return f"fp32 (this CPU has AVX-512 BF16, but {rate or 'bf16 measured slower'})"
+    return "fp32 (no native bf16 here)"
+
+
 def _hardware_fixes(s: _Search) -> None:
     """Settings this hardware cannot run as asked (QLoRA without CUDA, bf16 without bf16 units)."""
     hw, cfg = s.hw, s.cfg
-    native = "bf16 autocast (this CPU has AVX-512 BF16/AMX)" if hw.cpu_bf16 else "fp32 (no native bf16 here)"
+    native = _cpu_precision(hw)
     if cfg.method == "qlora" and hw.device != "cuda":
         s.take(
             f"method qlora -> lora: 4-bit QLoRA needs CUDA here; LoRA trains the same adapter on the "
@@ -178,7 +189,7 @@ def _hardware_fixes(s: _Search) -> None:
         )
     elif cfg.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
         s.reasons.append("method qlora needs bitsandbytes: pip install bitsandbytes")
-    if hw.device == "cpu" and cfg.precision in ("bf16", "fp16") and not hw.cpu_bf16:
+    if hw.device == "cpu" and cfg.precision in ("bf16", "fp16") and not hw.cpu_bf16_native:
         s.take(
             f"precision {cfg.precision} -> fp32: this CPU has no native bf16/fp16 matmuls "
             "(emulated ones run ~100x slower than fp32)",
@@ -195,8 +206,17 @@ def _hardware_fixes(s: _Search) -> None:
             precision="fp16",
         )
     precision = compute_precision(s.cfg, hw)
+    cpu_bf16 = hw.device == "cpu" and hw.cpu_bf16
+    slow = hw.device == "cpu" and hw.cpu_bf16_native and not hw.cpu_bf16
     why = {
-        "bf16": "bf16 autocast: native on this hardware, about half the activation memory of fp32",
+        "bf16": (f"{native}, " if cpu_bf16 else "bf16 autocast: native on this hardware, ")
+        + "about half the activation memory of fp32"
+        + (
+            f"; this CPU's bf16 matmuls measured {hw.cpu_bf16_speedup:.2f}x fp32's speed: precision auto "
+            "would train in fp32"
+            if slow
+            else ""
+        ),
         "fp16": "fp16 autocast: this GPU has no bf16",
         "fp32": native if hw.device == "cpu" else "fp32 (autocast support varies on this device)",
     }[precision]

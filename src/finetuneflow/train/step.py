@@ -265,7 +265,7 @@ def _eta_line(
     base's probe has been timed (``probe_s``); the loop's own ETA follows from measured steps."""
     params = _base_params(built)
     cores = cfg.threads or hardware.available_cores()
-    speed = rcp.estimated_tokens_per_s(params, cores, hardware.cpu_has_bf16(), device.startswith("cuda"))
+    speed = rcp.estimated_tokens_per_s(params, cores, hardware.cpu_prefers_bf16(), device.startswith("cuda"))
     rows_tokens = sum(r.real_tokens for r in prep.train_rows) / max(1, len(prep.train_rows))
     tokens = steps * cfg.step_rows * rows_tokens
     prior = rcp.probe_seconds(params, len(probe.questions), cfg.recall.max_new_tokens, speed)
