@@ -222,6 +222,65 @@ def test_a_stale_job_is_requeued_once_however_many_reapers_see_it(database: str)
     assert _kinds(job_id) == ["queued", "started", "requeued", "started"]
 
 
+def test_a_job_that_beat_again_after_the_reaper_looked_is_neither_requeued_nor_lost(database: str) -> None:
+    # the reaper reads the stale jobs, then moves each: a beat landing in between used to be ignored
+    job_id = log.create(None, "dataset", {}, queue="default")
+    assert log.claim(job_id, 0, {})
+    _age(job_id, 100)
+    assert job_id in {j["id"] for j in log.stale(50)}  # what the reaper read
+    log._beat(job_id, 1)  # the worker was only slow
+    assert not log.requeue(job_id, 1, "no heartbeat", stale_s=50)
+    assert not log.mark_lost(job_id, 50, attempts=1)
+    assert (log.get(job_id)["status"], _kinds(job_id)) == ("running", ["queued", "started"])
+    _age(job_id, 100)  # silent for good this time
+    assert log.requeue(job_id, 1, "no heartbeat", stale_s=50)
+    assert log.claim(job_id, 1, {})
+    _age(job_id, 100)
+    assert log.mark_lost(job_id, 50, attempts=2)
+    assert log.get(job_id)["status"] == "failed" and _kinds(job_id)[-1] == "lost"
+
+
+def test_a_claim_and_its_started_event_are_one_write(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the status used to be committed before the event: a kill between them left a running job
+    # with no ``started`` in its log
+    job_id = log.create(None, "dataset", {}, queue="default")
+
+    def killed(*args: object) -> int:
+        raise RuntimeError("the process died between the update and the event")
+
+    real = log._add_event
+    monkeypatch.setattr(log, "_add_event", killed)
+    with pytest.raises(RuntimeError, match="died between"):
+        log.claim(job_id, 0, {})
+    monkeypatch.setattr(log, "_add_event", real)  # (undo() would also undo the database fixture's)
+    assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("queued", 0)
+    assert log.claim(job_id, 0, {}) and _kinds(job_id) == ["queued", "started"]
+
+
+def test_a_dead_job_that_beats_again_still_holds_its_project(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.api import _aside
+    from finetuneflow.state import session_scope
+    from finetuneflow.state.repo import get_or_create_project
+
+    with session_scope() as s:
+        project = get_or_create_project(s, f"held-{uuid.uuid4().hex[:8]}").id
+    job_id = log.create(project, "dataset", {}, queue="default")
+    assert log.claim(job_id, 0, {})
+    _age(job_id, _aside.LIVE_HEARTBEAT_S + 60)
+    real = log.mark_lost
+
+    def beat_first(job: int, timeout_s: float, attempts: int) -> bool:
+        log._beat(job, attempts)  # its beat lands between the read and the mark
+        return real(job, timeout_s, attempts)
+
+    monkeypatch.setattr(log, "mark_lost", beat_first)  # _aside's ``jobs`` is this module
+    with pytest.raises(RuntimeError, match=f"in use by job {job_id}"):
+        _aside.refuse_if_used(project, "the project", RuntimeError)
+    assert log.get(job_id)["status"] == "running"
+
+
 def test_an_attempt_that_lost_its_job_stops_at_its_next_event_and_stops_beating(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

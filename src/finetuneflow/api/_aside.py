@@ -40,14 +40,14 @@ def refuse_if_used(project_id: int, what: str, error: type[Exception], run_id: s
     """Raise ``error`` naming the first live job of the project (of run ``run_id`` when given);
     mark the dead ones lost."""
     live, dead = jobs.unfinished(project_id, LIVE_HEARTBEAT_S, run_id)
+    # a dead job that beat again since it was read is live after all: mark_lost leaves it running
+    live += [job for job in dead if not jobs.mark_lost(job["id"], LIVE_HEARTBEAT_S, job["attempts"])]
     if live:
         job = live[0]
         raise error(
             f"{what} is in use by job {job['id']} ({job['step']}, {job['status']}); "
             f"wait for it to end or cancel it with `ftf jobs cancel {job['id']}`"
         )
-    for job in dead:
-        jobs.mark_lost(job["id"], LIVE_HEARTBEAT_S)
 
 
 @contextmanager

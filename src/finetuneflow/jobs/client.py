@@ -93,8 +93,9 @@ def reap(cfg: JobsConfig) -> list[int]:
         handled.append(job["id"])
         if job["queue"] and cfg.requeue_lost and job["attempts"] < cfg.max_attempts:
             # conditional: of two reapers (or a reaper and a redelivery) one sends it, never both
-            if log.requeue(job["id"], job["attempts"], f"no heartbeat for {cfg.stale_after_s:g} s"):
+            reason = f"no heartbeat for {cfg.stale_after_s:g} s"
+            if log.requeue(job["id"], job["attempts"], reason, cfg.stale_after_s):
                 _send(job["id"], job["queue"], cfg)
         else:
-            log.mark_lost(job["id"], cfg.stale_after_s)
+            log.mark_lost(job["id"], cfg.stale_after_s, job["attempts"])
     return handled

@@ -67,9 +67,7 @@ def append(
                 job = s.get(schema.Job, job_id, with_for_update=True)
                 if job is not None and owner is not None and job.attempts != owner:
                     return 0
-                seq = (s.scalar(select(func.max(schema.JobEvent.seq)).where(schema.JobEvent.job_id == job_id))
-                       or 0) + 1  # fmt: skip
-                s.add(schema.JobEvent(job_id=job_id, seq=seq, kind=kind, payload=payload or {}))
+                seq = _add_event(s, job_id, kind, payload)
                 if job is not None:
                     for key, value in row.items():
                         setattr(job, key, value)
@@ -88,24 +86,42 @@ def claim(job_id: int, attempts: int, where: dict[str, Any]) -> bool:
                   status="running", attempts=attempts + 1, heartbeat_at=_now())  # fmt: skip
 
 
-def requeue(job_id: int, attempts: int, reason: str) -> bool:
+def requeue(job_id: int, attempts: int, reason: str, stale_s: float | None = None) -> bool:
     """Mark a running job ``queued`` again, if its attempt ``attempts`` still holds it (a second
-    reaper, or a delivery that started it meanwhile, wins nothing twice). Logs ``requeued``."""
-    return _moved(job_id, attempts, ("running",), "requeued", {"reason": reason}, status="queued")
+    reaper, or a delivery that started it meanwhile, wins nothing twice) and, given ``stale_s``,
+    its heartbeat is still that old (one that beat since the reaper looked keeps its job). Logs
+    ``requeued``."""
+    return _moved(job_id, attempts, ("running",), "requeued", {"reason": reason}, stale_s, status="queued")
 
 
 def _moved(job_id: int, seen: int, statuses: tuple[str, ...], kind: str, payload: dict[str, Any],
-           **values: Any) -> bool:  # fmt: skip
-    """Set ``values`` on the job if it still has ``seen`` attempts and one of ``statuses``, then
-    log ``kind``; whether it did."""
+           stale_s: float | None = None, **values: Any) -> bool:  # fmt: skip
+    """Set ``values`` on the job if it still has ``seen`` attempts and one of ``statuses`` (and,
+    given ``stale_s``, no heartbeat for that long), and log ``kind`` in the same transaction (a
+    kill between the two left a started job without its ``started``); whether it did."""
     table: Any = schema.Job.__table__
     where = (table.c.id == job_id) & (table.c.attempts == seen) & table.c.status.in_(statuses)
-    with session_scope() as s:
-        done: Any = s.execute(update(table).where(where).values(updated_at=_now(), **values))
-        moved = done.rowcount == 1
-    if moved:
-        append(job_id, kind, payload)
-    return moved
+    if stale_s is not None:
+        cutoff = _now() - timedelta(seconds=stale_s)
+        where = where & (func.coalesce(table.c.heartbeat_at, table.c.updated_at) < cutoff)
+    for attempt in range(10):
+        try:
+            with session_scope() as s:  # the UPDATE locks the row: appends to this job wait for it
+                done: Any = s.execute(update(table).where(where).values(updated_at=_now(), **values))
+                if done.rowcount != 1:
+                    return False
+                _add_event(s, job_id, kind, payload)
+                return True
+        except IntegrityError:  # a seq taken meanwhile: the whole move rolled back, try it again
+            time.sleep(0.01 * (attempt + 1))
+    raise RuntimeError(f"job {job_id}: could not log {kind!r} (ten seq conflicts)")
+
+
+def _add_event(s: Any, job_id: int, kind: str, payload: dict[str, Any] | None) -> int:
+    """Add the job's next event in session ``s``; its ``seq``."""
+    seq = (s.scalar(select(func.max(schema.JobEvent.seq)).where(schema.JobEvent.job_id == job_id)) or 0) + 1
+    s.add(schema.JobEvent(job_id=job_id, seq=seq, kind=kind, payload=payload or {}))
+    return int(seq)
 
 
 def events(job_id: int, after: int = 0) -> list[dict[str, Any]]:
@@ -168,17 +184,22 @@ def stale(timeout_s: float) -> list[dict[str, Any]]:
         return [summary(j) for j in rows if _aware(j.heartbeat_at or j.updated_at) < cutoff]
 
 
-def mark_lost(job_id: int, timeout_s: float) -> None:
-    """Fail a stale job: its process stopped beating ``timeout_s`` ago. A training job's run row
-    (still ``running``: nobody else will end it) fails with it; ``ftf train --resume`` reopens it."""
+def mark_lost(job_id: int, timeout_s: float, attempts: int) -> bool:
+    """Fail a stale job: its process stopped beating ``timeout_s`` ago. Only while attempt
+    ``attempts`` still holds it and it is still that silent (a job that beat again since it was
+    read stays running); whether it was failed. A training job's run row (still ``running``:
+    nobody else will end it) fails with it; ``ftf train --resume`` reopens it."""
     error = f"lost: no heartbeat for {timeout_s:g} s (its process was killed or its machine is gone)"
-    append(job_id, "lost", {"error": error}, status="failed", error=error)
+    if not _moved(job_id, attempts, ("running",), "lost", {"error": error}, timeout_s,
+                  status="failed", error=error):  # fmt: skip
+        return False
     run_id = run_of(get(job_id)["params"])
     if run_id:
         with session_scope() as s:
             run = s.get(schema.Run, run_id)
             if run is not None and run.status == "running":
                 run.status, run.summary = "failed", {"error": error, "resumable": True}
+    return True
 
 
 def run_of(params: dict[str, Any] | None) -> str | None:
