@@ -215,10 +215,12 @@ def test_an_internal_error_answers_its_type_only(
 def test_without_a_key_only_this_machines_names_may_call(live: Live) -> None:
     """DNS rebinding: a page at a name of its own that resolves to 127.0.0.1 sends that name."""
     port = live.url.split(":")[2].split("/")[0]
-    foreign = ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}", "evil@127.0.0.1")
+    foreign = ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}", "evil@127.0.0.1",
+               "localhost.attacker.example")  # fmt: skip
     for host in foreign:
         response = httpx.get(f"{live.url}/models", headers={"Host": host})
         assert response.status_code == 403, host
         assert error_of(response)["code"] == "foreign_host"
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST", f"localhost.:{port}",
+                 f"chat.localhost:{port}"):  # fmt: skip
         assert httpx.get(f"{live.url}/models", headers={"Host": host}).status_code == 200, host

@@ -78,7 +78,14 @@ def local_host(header: str | None, configured: str) -> bool:
     if found is None:
         return False
     name = found["name"].strip("[]").lower()
-    return is_loopback(name) or name == configured.strip("[]").lower()
+    return is_loopback(name) or _loopback_name(name) or name == configured.strip("[]").lower()
+
+
+def _loopback_name(name: str) -> bool:
+    """``localhost`` with a trailing dot or under it (``studio.localhost``): browsers resolve these
+    to the loopback address themselves (RFC 6761), never through DNS, so no other site can own one."""
+    bare = name.removesuffix(".")
+    return bare == "localhost" or bare.endswith(".localhost")
 
 
 def limited_receive(receive: Receive, limit: int, message: str) -> Receive:

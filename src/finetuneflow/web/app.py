@@ -84,5 +84,5 @@ def create_app(cfg: WebConfig | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=cfg.max_request_bytes, exempt=UPLOAD_PATHS)
     app.add_middleware(RateLimit, per_minute=cfg.rate_per_minute, burst=cfg.rate_burst)
     app.add_middleware(TokenGuard, token=token)
-    app.add_middleware(SiteGuard, token=token, host=cfg.host, token_env=cfg.token_env)
+    app.add_middleware(SiteGuard, token=token, host=cfg.host, token_env=cfg.token_env, trusted=cfg.origins())
     return app

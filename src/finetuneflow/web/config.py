@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from finetuneflow.config import ENV_NAME, setting
 
 DEFAULT_PORT = 8770  # beside `ftf serve`'s 8765, so both can run at once
+_ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^\s:/?#@\[\]]+)(:\d{1,5})?/?", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def normal_origin(origin: str) -> str:
+    """``origin`` as a browser's Origin header has it: lower case, the scheme's default port left out."""
+    scheme, _, rest = origin.strip().rstrip("/").lower().partition("://")
+    return f"{scheme}://{rest.removesuffix(_DEFAULT_PORTS.get(scheme, '//'))}"
 
 
 @dataclass
@@ -24,6 +33,12 @@ class WebConfig:
     rate_burst: int = setting(30, "Write requests a client may send at once before the rate applies.")
     sse_poll_s: float = setting(0.5, "Seconds between reads of a followed job's event log.")
     sse_keepalive_s: float = setting(15.0, "Seconds of silence before an event stream sends a keep-alive.")
+    trusted_origins: list[str] = setting(
+        [],
+        "Origins (scheme://host[:port]) besides the studio's own whose pages may write, and whose host it "
+        "answers without a token: the address people open when a reverse proxy in front of the studio "
+        "rewrites the Host header (nginx's default), e.g. https://studio.example.com.",
+    )
 
     def problems(self) -> list[str]:
         out = []
@@ -39,7 +54,16 @@ class WebConfig:
             out.append("rate_per_minute: must be positive; rate_burst: at least 1")
         if self.sse_poll_s <= 0 or self.sse_keepalive_s <= self.sse_poll_s:
             out.append("sse_poll_s: must be positive and below sse_keepalive_s")
+        out += [
+            f"trusted_origins: {o!r} is not an origin; write scheme://host[:port], e.g. https://studio.example.com"
+            for o in self.trusted_origins
+            if not isinstance(o, str) or _ORIGIN.fullmatch(o.strip()) is None
+        ]
         return out
+
+    def origins(self) -> frozenset[str]:
+        """The trusted origins as a browser writes them: lower case, no default port, no trailing slash."""
+        return frozenset(normal_origin(o) for o in self.trusted_origins)
 
     def upload_limit(self) -> int:
         """The upload limit in bytes."""

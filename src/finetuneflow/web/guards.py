@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from finetuneflow.serve.guards import limited_receive, local_host
+from finetuneflow.web.config import normal_origin
 from finetuneflow.web.errors import error_body
 
 TOKEN_COOKIE = "ftf_token"  # a browser's EventSource cannot send headers; it sends cookies
@@ -32,41 +33,62 @@ class SiteGuard:
     upload to 127.0.0.1 without asking first: CSRF). Without a token, the ``Host`` must name this
     machine too (:func:`~finetuneflow.serve.guards.local_host`): a page whose own name was made to
     resolve to 127.0.0.1 (DNS rebinding) could otherwise read the whole API. Clients that send no
-    ``Origin`` (curl, scripts, the openai client) are not browsers on another site and pass."""
+    ``Origin`` (curl, scripts, the openai client) are not browsers on another site and pass.
+    ``trusted`` origins (the setting ``trusted_origins``: the address people open when a reverse
+    proxy in front rewrites the Host header) may write, and their hosts are answered without a token."""
 
-    def __init__(self, app: ASGIApp, token: str | None, host: str, token_env: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        host: str,
+        token_env: str,
+        trusted: frozenset[str] = frozenset(),
+    ) -> None:
         self.app, self.open, self.host, self.token_env = app, token is None, host, token_env
+        self.trusted = trusted  # WebConfig.trusted_origins, as browsers write them
+        self.trusted_hosts = frozenset(o.partition("://")[2] for o in trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        if self.open and not local_host(headers.get("host"), self.host):
+        if self.open and not self._known_host(headers.get("host")):
             message = (
                 "the Host header does not name this machine: without a token the studio answers only to "
-                f"127.0.0.1, localhost or [::1]; set a token in ${self.token_env} to serve other names"
+                "127.0.0.1, localhost, [::1] and the hosts of trusted_origins; set a token in "
+                f"${self.token_env} to serve other names"
             )
             await send_error(send, 403, message, "foreign_host")
-        elif scope["method"] in WRITES and _cross_site(headers):
-            message = "a write from another site is refused: only the studio's own pages may change its state"
+        elif scope["method"] in WRITES and self._cross_site(headers):
+            message = (
+                "a write from another site is refused: only the studio's own pages may change its state "
+                "(behind a reverse proxy that rewrites the Host header, add the address people open to "
+                "the setting trusted_origins)"
+            )
             await send_error(send, 403, message, "cross_site_request")
         else:
             await self.app(scope, receive, send)
 
+    def _known_host(self, host: str | None) -> bool:
+        return local_host(host, self.host) or (host or "").strip().lower() in self.trusted_hosts
 
-def _cross_site(headers: dict[str, str]) -> bool:
-    """Whether a browser says the request comes from a page of another origin."""
-    if headers.get("sec-fetch-site") == "cross-site":
-        return True
-    origin = headers.get("origin")
-    if origin is None:
-        return False
-    # a browser writes an origin as scheme://host[:port], the port left out where it is the
-    # default, as it does in the Host header: the same server has the same host[:port] in both
-    # ("null", a sandboxed page's or a file's, holds none and so never matches)
-    _, _, netloc = origin.partition("://")
-    return netloc.lower() != headers.get("host", "").lower()
+    def _cross_site(self, headers: dict[str, str]) -> bool:
+        """Whether a browser says the request comes from a page of another origin than this
+        server's own or a trusted one."""
+        origin = headers.get("origin")
+        if origin is not None and normal_origin(origin) in self.trusted:
+            return False
+        if headers.get("sec-fetch-site") == "cross-site":
+            return True
+        if origin is None:
+            return False
+        # a browser writes an origin as scheme://host[:port], the port left out where it is the
+        # default, as it does in the Host header: the same server has the same host[:port] in both
+        # ("null", a sandboxed page's or a file's, holds none and so never matches)
+        _, _, netloc = origin.partition("://")
+        return netloc.lower() != headers.get("host", "").lower()
 
 
 class TokenGuard:

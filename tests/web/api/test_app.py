@@ -216,15 +216,46 @@ def test_writes_from_other_sites_are_refused(ftf_home: Path, project: str) -> No
     assert c.get("/api/projects", headers={"Origin": "https://evil.example"}).status_code == 200  # reads
 
 
+def test_behind_a_proxy_that_rewrites_the_host_its_trusted_origin_may_write(
+    monkeypatch: pytest.MonkeyPatch, ftf_home: Path, project: str
+) -> None:
+    """nginx's default passes ``Host: 127.0.0.1:8770`` on while the page's Origin is the proxy's:
+    every write of the studio's own pages was refused as cross-site, with no way to allow it."""
+    monkeypatch.delenv("FTF_WEB_TOKEN", raising=False)
+    page = "https://studio.example.com"
+    proxied = {"Host": "127.0.0.1:8770", "Origin": page, "Sec-Fetch-Site": "same-origin"}
+    refused = make_client().post("/api/projects", json={"name": project}, headers=proxied)
+    _error(refused, 403, "cross_site_request")
+    c = make_client(trusted_origins=["HTTPS://Studio.example.com:443/"])  # written any way a person may
+    assert c.post("/api/projects", json={"name": project}, headers=proxied).status_code == 201
+    evil = {**proxied, "Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    _error(c.delete(f"/api/projects/{project}", headers=evil), 403, "cross_site_request")
+    # a proxy that passes the public name on: answered without a token for that name only
+    assert c.get("/api/projects", headers={"Host": "studio.example.com"}).status_code == 200
+    _error(c.get("/api/projects", headers={"Host": "other.example.com"}), 403, "foreign_host")
+    _error(make_client().get("/api/projects", headers={"Host": "studio.example.com"}), 403, "foreign_host")
+
+
+def test_a_trusted_origin_that_is_not_one_is_refused_with_the_fix() -> None:
+    from finetuneflow.web.config import WebConfig
+
+    problems = WebConfig(trusted_origins=["studio.example.com", "https://studio.example.com/ui"]).problems()
+    assert len(problems) == 2 and all("write scheme://host[:port]" in p for p in problems)
+    assert WebConfig(trusted_origins=["http://[::1]:8770", "https://a.example"]).problems() == []
+
+
 def test_without_a_token_only_this_machines_names_are_answered(
     monkeypatch: pytest.MonkeyPatch, ftf_home: Path
 ) -> None:
     """DNS rebinding: a page at a name of its own that resolves to 127.0.0.1 sends that name."""
     monkeypatch.delenv("FTF_WEB_TOKEN", raising=False)
     c = make_client()
-    for host in ("attacker.example", "attacker.example:8770", "127.0.0.1.nip.io:8770", "evil@127.0.0.1"):
+    for host in ("attacker.example", "attacker.example:8770", "127.0.0.1.nip.io:8770", "evil@127.0.0.1",
+                 "localhost.attacker.example", "localhostx:8770"):  # fmt: skip
         _error(c.get("/api/projects", headers={"Host": host}), 403, "foreign_host")
-    for host in ("127.0.0.1:8770", "localhost:8770", "[::1]:8770", "LOCALHOST"):
+    # names browsers resolve to loopback themselves (RFC 6761): no other site can own them
+    for host in ("127.0.0.1:8770", "localhost:8770", "[::1]:8770", "LOCALHOST", "localhost.:8770",
+                 "studio.localhost:8770"):  # fmt: skip
         assert c.get("/api/projects", headers={"Host": host}).status_code == 200, host
     # with a token, the token is the guard: any name the server is reached by will do
     monkeypatch.setenv("FTF_WEB_TOKEN", "tok")
