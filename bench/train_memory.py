@@ -34,7 +34,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "fp32-b1": {"precision": "fp32", "batch_size": 1},
     "fp32-b2": {"precision": "fp32", "batch_size": 2},
     "fp32-b4": {"precision": "fp32", "batch_size": 4},
-    "fp32-auto-2threads": {"precision": "fp32", "batch_size": 0, "threads": 2},  # 2 rows x 2 side by side
+    "fp32-auto-2threads": {"precision": "fp32", "batch_size": 0, "threads": 2},  # 1 row x 2 side by side
     "fp32-b2-sdpa": {"precision": "fp32", "batch_size": 2, "attention": "sdpa"},
     "fp32-b1-2048-sdpa": {"precision": "fp32", "batch_size": 1, "max_len": 2048, "attention": "sdpa"},
     "fp32-b1-2048": {"precision": "fp32", "batch_size": 1, "max_len": 2048},  # ours (auto) up to 2048

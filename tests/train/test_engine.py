@@ -79,12 +79,17 @@ def test_auto_micro_batch_trains_as_one_row_at_a_time_does_and_says_its_split(
 ) -> None:
     ds = chat_dataset(tmp_path / "ds")
     one = train(ds, tmp_path / "one", _cfg(tiny_model, batch_size=1, grad_accum=4))
-    auto = train(ds, tmp_path / "auto", _cfg(tiny_model, batch_size=0, grad_accum=4))
-    assert [rf.read_json(tmp_path / r / rf.CONFIG)["micro_batch"] for r in ("one", "auto")] == [1, 2]
+    two = train(ds, tmp_path / "two", _cfg(tiny_model, batch_size=2, grad_accum=2))
+    auto = train(ds, tmp_path / "auto", _cfg(tiny_model, batch_size=0, grad_accum=4))  # fp32 on a CPU: 1 row
+    runs = ("one", "two", "auto")
+    assert [rf.read_json(tmp_path / r / rf.CONFIG)["micro_batch"] for r in runs] == [1, 2, 1]
     assert rf.read_json(tmp_path / "auto" / rf.CONFIG)["train"]["batch_size"] == 0  # resume compares it
-    losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("one", "auto")]
-    assert len(losses[0]) == one["steps"] == auto["steps"] == 3
-    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    from finetuneflow import hardware  # the folder says why it computed in the dtype it did
+
+    assert rf.read_json(tmp_path / "auto" / rf.CONFIG)["cpu_bf16_speedup"] == hardware.cpu_bf16_speedup()
+    losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in runs]
+    assert len(losses[0]) == one["steps"] == two["steps"] == auto["steps"] == 3
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4) and losses[2] == pytest.approx(losses[0], rel=1e-4)
 
 
 def test_micro_batches_side_by_side_train_as_one_after_another(
@@ -101,14 +106,14 @@ def test_micro_batches_side_by_side_train_as_one_after_another(
     )
     ds = chat_dataset(tmp_path / "ds")
     side = train(ds, tmp_path / "side", _cfg(tiny_model, batch_size=0, grad_accum=4, threads=2))
-    assert ran == [2, 2, 2]  # every step: its two 2-row micro-batches at once
-    seq = train(ds, tmp_path / "seq", _cfg(tiny_model, batch_size=2, grad_accum=2, threads=2))
-    assert ran == [2, 2, 2]  # a set batch_size runs one micro-batch at a time
+    assert ran == [4, 4, 4]  # every step: its four 1-row micro-batches (fp32), two at a time
+    seq = train(ds, tmp_path / "seq", _cfg(tiny_model, batch_size=1, grad_accum=4, threads=2))
+    assert ran == [4, 4, 4]  # a set batch_size runs one micro-batch at a time
     split = [
         (c["micro_batch"], c["side_by_side"])
         for c in (rf.read_json(tmp_path / r / rf.CONFIG) for r in ("side", "seq"))
     ]
-    assert split == [(2, 2), (2, 1)]
+    assert split == [(1, 2), (1, 1)]
     losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("side", "seq")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and side["steps"] == seq["steps"] == 3
     a, b = (load_file(str(tmp_path / r / rf.ADAPTER / "adapter_model.safetensors")) for r in ("side", "seq"))
@@ -121,7 +126,7 @@ def test_out_of_memory_side_by_side_goes_one_micro_batch_at_a_time_first(
     import threading
 
     ds = chat_dataset(tmp_path / "ds")
-    cfg = _cfg(tiny_model, batch_size=0, grad_accum=4, threads=2)  # two 2-row micro-batches at once
+    cfg = _cfg(tiny_model, batch_size=0, grad_accum=4, threads=2)  # two 1-row micro-batches at once (fp32)
     plain = train(ds, tmp_path / "plain", cfg)
     real = loop_module.summed_loss
 
@@ -133,7 +138,7 @@ def test_out_of_memory_side_by_side_goes_one_micro_batch_at_a_time_first(
     monkeypatch.setattr(loop_module, "summed_loss", crowded)
     events: list[Any] = []
     backed = train(ds, tmp_path / "backed", cfg, events.append)
-    assert backed["oom_backoffs"] == [{"step": 1, "micro_size": 2, "one_at_a_time": True}]
+    assert backed["oom_backoffs"] == [{"step": 1, "micro_size": 1, "one_at_a_time": True}]
     assert backed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
     said = [e.message for e in events if e.stage == "oom"]
     assert said == ["out of memory at step 1: continuing with one micro-batch at a time"]

@@ -60,6 +60,7 @@ class Loop:
     cores: Any = None
     side: int = 1  # micro-batches at once, one core each (train/side_by_side.py), up to torch's threads
     pool: SideBySide | None = None  # its threads, while run() runs
+    trim: Callable[[], bool] = lambda: False  # after each step: allocator.FreedPages.trim
 
     @property
     def total(self) -> int:
@@ -129,6 +130,7 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
         lr = lr_at(state.step, loop.total, warmup, cfg.learning_rate)
         started = time.time()
         loss, norm = _optimizer_step(loop, state, rows, lr, log)
+        loop.trim()  # timed with the step: a purge's cost is the step's
         state.train_seconds += time.time() - started
         state.step, state.last_loss = state.step + 1, loss
         session_steps += 1

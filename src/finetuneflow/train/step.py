@@ -140,6 +140,7 @@ def train(
         _describe_run(run_dir, dataset_dir, asked, prep, built, {"device": device, "autocast": str(dtype),
                       "threads": threads, "allocator": allocator.in_use(), "world_size": dist.world,
                       "micro_batch": split.rows, "side_by_side": side,
+                      "cpu_bf16_speedup": hardware.cpu_bf16_speedup() if device == "cpu" else None,
                       "recipe": recipe.to_dict(),
                       "parallel": "fsdp" if sharded else "ddp" if dist.active else "none"})  # fmt: skip
     loss_fn = (
@@ -166,7 +167,8 @@ def train(
         loop.cores = hardware.CoreShare(threads)
         loop.cores.settle()  # the first step too: a step beside a busy core on all of them ran 2.7x slower
     state = _start_state(loop, resume)
-    with allocator.keep_freed_pages():  # jemalloc: no page faults on reused activations
+    with allocator.keep_freed_pages() as pages:  # jemalloc: no page faults on reused activations
+        loop.trim = pages.trim  # between steps: what it keeps stays near one step's working set
         status = run(loop, state)
     if sharded:  # the trained weights, whole, into rank 0's CPU memory (every rank helps gather)
         fsdp.gather_trained(loss_fn, keep=dist.main)
