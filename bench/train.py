@@ -10,10 +10,10 @@ layout (``chat/train.jsonl`` plus an 8-row ``chat/eval.jsonl``). Batch 8, 512 to
 1. ours: ``finetuneflow.train.step.train(dataset_dir, run_dir, TrainConfig(...))`` with its defaults
    (packed 512-token rows with position-id resets, bf16 autocast where the CPU's bf16 is faster,
    LM head on supervised tokens only, no gradient checkpointing, micro-batches of ``batch_size`` 0 =
-   auto: 2 rows on a CPU) except: ``base_model`` = the folder, ``max_len=512``, ``grad_accum`` so that
-   a step is ``--batch`` packed rows like TRL's (8: the same step, split by auto; ``--micro``),
-   ``max_steps`` from the token budget (``epochs``
-   set high enough that max_steps decides), ``threads``, ``eval_every=max_steps`` (one eval and
+   auto: 2 rows on a CPU, 1 in fp32) except: ``base_model`` = the folder, ``max_len=512``,
+   ``grad_accum`` so that a step is ``--batch`` packed rows like TRL's (8: the same step, split by
+   auto; ``--micro``), ``max_steps`` from the token budget (``epochs`` set high enough that
+   max_steps decides), ``threads``, ``eval_every=max_steps`` (one eval and
    checkpoint, after the last step, outside the clock) and
    ``lora=LoraSettings(r=16, alpha=32)`` (also the defaults). Real tokens: the ``real_tokens`` of
    each step in metrics.jsonl; seconds: the summary's ``train_seconds`` (the sum of its optimizer
@@ -358,7 +358,8 @@ def parse_args() -> argparse.Namespace:
         "--micro",
         type=int,
         default=MICRO_BATCH,
-        help=f"ours' rows per micro-batch (default {MICRO_BATCH} = auto, TrainConfig's: 2 on a CPU)",
+        help=f"ours' rows per micro-batch (default {MICRO_BATCH} = auto, TrainConfig's: 2 on a CPU, 1 in "
+        "fp32)",
     )
     parser.add_argument(
         "--precision",

@@ -107,7 +107,8 @@ class TrainConfig:
     batch_size: int = setting(
         0,
         "Packed rows per micro-batch, the rows in memory at once (0 = auto: a step's rows run 2 at a "
-        "time on a CPU and all at once on a GPU, as far as the memory estimate allows; same maths).",
+        "time on a CPU (1 in fp32) and all at once on a GPU, as far as the memory estimate allows; "
+        "same maths).",
     )
     grad_accum: int = setting(
         4, "Micro-batches per optimizer step: a step is batch_size x grad_accum rows (grad_accum with 0)."
