@@ -71,3 +71,13 @@ def test_evaluation_threads_leave_a_spinning_core_and_events_still_arrive() -> N
         spinner.kill()
         torch.set_num_threads(before)
     assert [e.stage for e in seen] == ["answers"]
+
+
+def test_the_bf16_probe_leaves_the_global_random_state_alone() -> None:
+    # it ran after a run's torch.manual_seed: the first run of a process then drew other LoRA
+    # weights than the next one with the same seed (a killed run's resume disagreed with its twin)
+    hardware.cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    hardware.cpu_bf16_speedup()
+    assert torch.equal(torch.get_rng_state(), before)
