@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,7 @@ from finetuneflow.errors import JobCancelled, JobSuperseded
 from finetuneflow.events import Event, EventSink
 from finetuneflow.state import schema, session_scope
 
+T = TypeVar("T")
 _log = logging.getLogger("finetuneflow.jobs")
 
 MIN_UPDATE_S = 2.0  # progress without a message or metrics: at most this often into the log
@@ -61,21 +62,31 @@ def append(
     has one writer at a time); should two still race for a seq, the loser takes the next one.
     With ``owner`` (a worker's attempt), nothing is written (0) once another attempt holds the job:
     a superseded attempt must not end, retry or cancel the job the new one runs."""
+
+    def write(s: Any) -> int:
+        job = s.get(schema.Job, job_id, with_for_update=True)
+        if job is not None and owner is not None and job.attempts != owner:
+            return 0
+        seq = _add_event(s, job_id, kind, payload)
+        if job is not None:
+            for key, value in row.items():
+                setattr(job, key, value)
+            job.updated_at = _now()
+        return seq
+
+    return _retried(job_id, kind, write)
+
+
+def _retried(job_id: int, kind: str, write: Callable[[Any], T]) -> T:
+    """``write(session)`` in one transaction, run again whole (up to ten times) when another
+    writer took the event's seq meanwhile (the loser takes the next one)."""
     for attempt in range(10):
         try:
             with session_scope() as s:
-                job = s.get(schema.Job, job_id, with_for_update=True)
-                if job is not None and owner is not None and job.attempts != owner:
-                    return 0
-                seq = _add_event(s, job_id, kind, payload)
-                if job is not None:
-                    for key, value in row.items():
-                        setattr(job, key, value)
-                    job.updated_at = _now()
-                return seq
+                return write(s)
         except IntegrityError:
             time.sleep(0.01 * (attempt + 1))
-    raise RuntimeError(f"job {job_id}: could not append an event (ten seq conflicts)")
+    raise RuntimeError(f"job {job_id}: could not log {kind!r} (ten seq conflicts)")
 
 
 def claim(job_id: int, attempts: int, where: dict[str, Any]) -> bool:
@@ -104,17 +115,15 @@ def _moved(job_id: int, seen: int, statuses: tuple[str, ...], kind: str, payload
     if stale_s is not None:
         cutoff = _now() - timedelta(seconds=stale_s)
         where = where & (func.coalesce(table.c.heartbeat_at, table.c.updated_at) < cutoff)
-    for attempt in range(10):
-        try:
-            with session_scope() as s:  # the UPDATE locks the row: appends to this job wait for it
-                done: Any = s.execute(update(table).where(where).values(updated_at=_now(), **values))
-                if done.rowcount != 1:
-                    return False
-                _add_event(s, job_id, kind, payload)
-                return True
-        except IntegrityError:  # a seq taken meanwhile: the whole move rolled back, try it again
-            time.sleep(0.01 * (attempt + 1))
-    raise RuntimeError(f"job {job_id}: could not log {kind!r} (ten seq conflicts)")
+
+    def write(s: Any) -> bool:  # the UPDATE locks the row: appends to this job wait for it
+        done: Any = s.execute(update(table).where(where).values(updated_at=_now(), **values))
+        if done.rowcount != 1:
+            return False
+        _add_event(s, job_id, kind, payload)
+        return True
+
+    return _retried(job_id, kind, write)
 
 
 def _add_event(s: Any, job_id: int, kind: str, payload: dict[str, Any] | None) -> int:
