@@ -1,6 +1,6 @@
 """`ftf plan`'s memory estimate against the peak a real run reaches, config by config.
 
-Each configuration trains ``--steps`` real optimizer steps through ``plan.micro_benchmark`` (what
+Each configuration trains ``--steps`` real optimizer steps through ``measure.micro_benchmark`` (what
 `ftf plan` runs) in a fresh process, on the default model (SmolLM2-135M-Instruct, converted once
 like ``bench/train.py``; ``--model`` another) and ``bench/train.py``'s chat workload packed into
 512-token rows (one configuration with 1024). Printed per configuration: the estimate's parts,
@@ -58,7 +58,8 @@ from finetuneflow.models.resolve import resolve_model
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.machine import probe
 from finetuneflow.train.memory import estimate_memory
-from finetuneflow.train.plan import example_lengths, micro_benchmark
+from finetuneflow.train.measure import micro_benchmark
+from finetuneflow.train.plan import example_lengths
 
 dataset, cfg = Path(sys.argv[1]), from_dict(TrainConfig, json.loads(sys.argv[2]))
 model_dir = resolve_model(cfg.base_model)

@@ -18,6 +18,7 @@ from finetuneflow.models.loss import FUSED_CHUNK_LOGITS
 from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import LoraSettings, TrainConfig
 from finetuneflow.train.machine import Hardware, probe
+from finetuneflow.train.measure import micro_benchmark
 from finetuneflow.train.memory import (
     GIB,
     HEADROOM,
@@ -28,7 +29,7 @@ from finetuneflow.train.memory import (
     lora_params,
     param_count,
 )
-from finetuneflow.train.plan import apply_changes, dataset_dir_of, micro_benchmark, recommend
+from finetuneflow.train.plan import apply_changes, dataset_dir_of, recommend
 from train.test_step import tiny_dataset
 
 SMOLLM2_135M = dict(
