@@ -43,7 +43,8 @@ def create_project(name: str) -> dict[str, Any]:
     """Create project ``name`` (its folders and row); an existing one is returned as it is.
 
     Raises:
-        ValueError: a name that cannot be a folder (see :func:`finetuneflow.paths.check_project_name`).
+        ValueError: a name that cannot be a folder (see :func:`finetuneflow.paths.check_project_name`),
+            or one that differs from an existing project's only in case.
     """
     paths.check_project_name(name)
     with session_scope() as s:

@@ -31,6 +31,20 @@ def test_projects_are_created_listed_and_shown(client: TestClient, project: str)
     assert (shown["files"], shown["chunks"], shown["runs"], shown["datasets"]) == (0, 0, 0, [])
 
 
+def test_a_name_that_differs_only_in_case_is_refused(
+    client: TestClient, project: str, ftf_home: Path
+) -> None:
+    # on macOS and Windows "P-ab12" and "p-ab12" would be one folder: deleting one took both
+    client.post("/api/projects", json={"name": project})
+    twin = project.upper()
+    message = _error(client.post("/api/projects", json={"name": twin}), 400, "invalid_value")
+    assert f"project {project!r} exists" in message and "only in case" in message
+    assert twin not in [p["name"] for p in client.get("/api/projects").json()]
+    assert not (ftf_home / "projects" / twin).exists()  # nothing made before the refusal
+    assert f"did you mean {project!r}" in _error(client.get(f"/api/projects/{twin}"), 404, "not_found")
+    assert client.post("/api/projects", json={"name": project}).status_code == 201  # its own name still
+
+
 def test_every_error_has_one_shape_and_a_4xx(client: TestClient, project: str) -> None:
     assert "no project" in _error(client.get(f"/api/projects/{project}"), 404, "not_found")
     _error(client.get("/api/jobs/424242"), 404, "not_found")
