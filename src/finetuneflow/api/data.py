@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from finetuneflow import paths
 from finetuneflow.api._common import jsonable, project_id
+from finetuneflow.api.projects import list_datasets
 from finetuneflow.dataset.convert import DatasetConfig
 from finetuneflow.events import Emitter, EventSink
 from finetuneflow.ingest.config import IngestConfig
@@ -72,18 +73,32 @@ def build_dataset(
 
     Raises:
         LookupError: no such project.
-        ValueError: nothing to build; ``ModelError`` (a ValueError): the tokenizer cannot be found.
+        ValueError: nothing to build; a name that differs from an existing dataset's only in case;
+            ``ModelError`` (a ValueError): the tokenizer cannot be found.
     """
     from finetuneflow.dataset.step import build_step
 
     cfg = config or DatasetConfig()
     pid = project_id(project)
+    _refuse_case_twin(project, cfg.name)
     with tracked("dataset", pid, {"name": cfg.name}, on_event) as (sink, done):
         count = _token_counter(cfg.tokenizer or paths.project_settings(project).get("tokenizer"))
         out_dir = paths.project_dir(project) / "datasets" / cfg.name
         manifest = build_step(session_scope, pid, out_dir, cfg, count, sink)
         done(jsonable(manifest["counts"]))
     return manifest
+
+
+def _refuse_case_twin(project: str, dataset: str) -> None:
+    """A dataset name is a folder's: one that differs from an existing dataset's only in case would
+    share its folder on macOS and Windows (a build of one overwriting the other's files)."""
+    for other in list_datasets(project):
+        if other["name"] != dataset and other["name"].lower() == dataset.lower():
+            raise ValueError(
+                f"dataset {other['name']!r} exists in project {project!r} and {dataset!r} differs from "
+                f"it only in case: on macOS and Windows the two would share one folder; use "
+                f"{other['name']!r} or another name"
+            )
 
 
 def _token_counter(tokenizer: str | None) -> CountFn:
@@ -111,7 +126,8 @@ def generate_dataset(
 
     Raises:
         LookupError: no such project.
-        ValueError: no chunks to ask about (or, when building, nothing to build).
+        ValueError: no chunks to ask about (or, when building, nothing to build); a dataset name that
+            differs from an existing one's only in case.
     """
     from finetuneflow.dataset.generate import GenerateConfig as _GenerateConfig
     from finetuneflow.dataset.step import generate_step
@@ -119,6 +135,7 @@ def generate_dataset(
     cfg = config or DatasetConfig()
     gen = generate or _GenerateConfig()
     pid = project_id(project)
+    _refuse_case_twin(project, cfg.name)
     params = {"name": cfg.name, "model": provider.model, "preset": provider.preset, "preview": preview}
     with tracked("generate", pid, params, on_event) as (sink, done):
         report = generate_step(session_scope, pid, cfg, gen, provider, sink, preview=preview)
@@ -139,7 +156,8 @@ def dataset_from_chats(
 
     Raises:
         LookupError: no such project.
-        ValueError: ``min_rating`` is not 1-5, or ``dataset`` is not a valid name.
+        ValueError: ``min_rating`` is not 1-5, or ``dataset`` is not a valid name (or differs from an
+            existing dataset's only in case).
     """
     from finetuneflow.dataset.chats import from_chats_step
 
@@ -147,6 +165,7 @@ def dataset_from_chats(
     if problems := [p for p in DatasetConfig(name=dataset).problems() if p.startswith("name:")]:
         raise ValueError(problems[0])
     pid = project_id(project)
+    _refuse_case_twin(project, dataset)
     params = {"name": dataset, "min_rating": min_rating}
     with tracked("from_chats", pid, params, on_event) as (_sink, done):
         out_dir = paths.project_dir(project) / "datasets" / dataset
