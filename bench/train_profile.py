@@ -22,7 +22,9 @@ runs fewer ops):
 - ``fused_adamw``: ``torch.optim.AdamW(fused=True)`` over the LoRA parameters (``loop.FUSED_ADAMW``);
 - ``compile``: ``torch.compile`` of every decoder layer (inductor's CPU backend; an experiment kept
   here, not in the product: see docs/ARCHITECTURE.md);
-- ``query_parts``: attention's matmul blocks in query parts (``attention.QUERY_ROWS``) or whole.
+- ``query_parts``: attention's matmul blocks in query parts (``attention.QUERY_ROWS``) or whole;
+- ``compiled``: the small functions ``models/compiled.py`` compiles (RMSNorm's forward and
+  backward) compiled or eager.
 """
 
 from __future__ import annotations
@@ -238,11 +240,19 @@ def _query_parts(on: bool, model: Any) -> None:
         attention.QUERY_ROWS = 1 << 30  # every matmul block whole
 
 
+def _compiled(on: bool, model: Any) -> None:
+    from finetuneflow.models import compiled
+
+    if not on:
+        compiled.MIN_ELEMENTS = 1 << 62  # every kernel eager (the fused autograd functions alone)
+
+
 # arm name -> (apply before the model is built (model None), and to the built model)
 ARMS: dict[str, Callable[[bool, Any], None]] = {
     "fused_adamw": _fused_adamw,
     "compile": _compile_layers,
     "query_parts": _query_parts,
+    "compiled": _compiled,
 }
 
 
