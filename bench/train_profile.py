@@ -24,7 +24,7 @@ runs fewer ops):
   here, not in the product: see docs/ARCHITECTURE.md);
 - ``query_parts``: attention's matmul blocks in query parts (``attention.QUERY_ROWS``) or whole;
 - ``compiled``: the small functions ``models/compiled.py`` compiles (RMSNorm's forward and
-  backward) compiled or eager.
+  backward) compiled (``FTF_COMPILE=1``) or eager (the default).
 """
 
 from __future__ import annotations
@@ -241,10 +241,11 @@ def _query_parts(on: bool, model: Any) -> None:
 
 
 def _compiled(on: bool, model: Any) -> None:
+    import os
+
     from finetuneflow.models import compiled
 
-    if not on:
-        compiled.MIN_ELEMENTS = 1 << 62  # every kernel eager (the fused autograd functions alone)
+    os.environ[compiled.ENV] = "1" if on else "0"  # off by default in the product
 
 
 # arm name -> (apply before the model is built (model None), and to the built model)

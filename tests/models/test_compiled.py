@@ -21,6 +21,7 @@ def _norm_and_grad(x: Any, weight: Any, grad: Any) -> tuple[Any, Any]:
 
 
 def test_the_compiled_norm_gives_the_eager_norms_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(compiled.ENV, "1")
     torch.manual_seed(0)
     x = torch.randn(3, 100, 64, dtype=torch.bfloat16) * 3  # a shape of its own: compiled for this test
     weight = torch.rand(64) + 0.5  # fp32, as a LoRA base keeps its norms
@@ -49,6 +50,7 @@ def test_a_kernel_that_cannot_compile_warns_once_and_runs_eagerly(
         calls.append(1)
         return x * 2
 
+    monkeypatch.setenv(compiled.ENV, "1")
     monkeypatch.setattr(torch, "compile", no_compiler)
     kernel = compiled.Kernel(double)
     with caplog.at_level(logging.WARNING, logger=compiled.__name__):
@@ -60,9 +62,13 @@ def test_a_kernel_that_cannot_compile_warns_once_and_runs_eagerly(
     assert warned == [f"compiling double failed ({cause}); it runs uncompiled"]
 
 
-def test_ftf_compile_0_never_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(compiled.ENV, "0")
-    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled although FTF_COMPILE=0"))
+@pytest.mark.parametrize("setting", [None, "0", "yes"])
+def test_only_ftf_compile_1_compiles(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> None:
+    if setting is None:
+        monkeypatch.delenv(compiled.ENV, raising=False)  # off by default: see models/compiled.py
+    else:
+        monkeypatch.setenv(compiled.ENV, setting)
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail(f"compiled with FTF_COMPILE={setting}"))
     kernel = compiled.Kernel(torch.neg)
     assert torch.equal(kernel(torch.ones(2)), -torch.ones(2)) and kernel.compiled is None
 

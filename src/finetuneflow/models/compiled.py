@@ -15,8 +15,12 @@ eager here, so it is not.
 
 Compiling needs a C++ compiler at run time. Where that (or anything in the compile) fails, the
 function warns once and runs eagerly from then on: the same maths, the step a little slower.
-``FTF_COMPILE=0`` turns compiling off. Tensors on a GPU, and small ones (under ``MIN_ELEMENTS``,
-e.g. the tests' tiny models, where compiling would cost more than it saves), run eagerly.
+Off by default, on with ``FTF_COMPILE=1``: the compile's 3.5-6 s land in the first step, and in
+``bench/train.py``'s 4-step runs (the same host, the same hour, ``--scaling``) ours ran 540.5 and
+903.3 tokens/s on one thread and by default with it against 549.7 and 997.4 without: the per-step
+gain pays only after ~15 steps, and two threads side by side compile one after the other. For long
+runs (the knowledge recipe's many epochs) it is worth turning on. Tensors on a GPU, and small ones
+(under ``MIN_ELEMENTS``, e.g. the tests' tiny models), always run eagerly.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Kernel:
         self.failed = False
 
     def __call__(self, *args: Any) -> Any:
-        if self.failed or os.environ.get(ENV, "1") == "0":
+        if self.failed or os.environ.get(ENV, "0") != "1":
             return self.fn(*args)
         try:
             if self.compiled is None:
