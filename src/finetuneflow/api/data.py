@@ -80,7 +80,7 @@ def build_dataset(
 
     cfg = config or DatasetConfig()
     pid = project_id(project)
-    _refuse_case_twin(project, cfg.name)
+    refuse_case_twin(project, cfg.name)
     with tracked("dataset", pid, {"name": cfg.name}, on_event) as (sink, done):
         count = _token_counter(cfg.tokenizer or paths.project_settings(project).get("tokenizer"))
         out_dir = paths.project_dir(project) / "datasets" / cfg.name
@@ -89,9 +89,10 @@ def build_dataset(
     return manifest
 
 
-def _refuse_case_twin(project: str, dataset: str) -> None:
-    """A dataset name is a folder's: one that differs from an existing dataset's only in case would
-    share its folder on macOS and Windows (a build of one overwriting the other's files)."""
+def refuse_case_twin(project: str, dataset: str) -> None:
+    """Refuse (ValueError) a dataset name that differs from an existing dataset's only in case: a
+    name is a folder's, and on macOS and Windows the two would share one folder (a build of one
+    overwriting the other's files). The studio calls it before it queues a build."""
     for other in list_datasets(project):
         if other["name"] != dataset and other["name"].lower() == dataset.lower():
             raise ValueError(
@@ -135,7 +136,7 @@ def generate_dataset(
     cfg = config or DatasetConfig()
     gen = generate or _GenerateConfig()
     pid = project_id(project)
-    _refuse_case_twin(project, cfg.name)
+    refuse_case_twin(project, cfg.name)
     params = {"name": cfg.name, "model": provider.model, "preset": provider.preset, "preview": preview}
     with tracked("generate", pid, params, on_event) as (sink, done):
         report = generate_step(session_scope, pid, cfg, gen, provider, sink, preview=preview)
@@ -165,7 +166,7 @@ def dataset_from_chats(
     if problems := [p for p in DatasetConfig(name=dataset).problems() if p.startswith("name:")]:
         raise ValueError(problems[0])
     pid = project_id(project)
-    _refuse_case_twin(project, dataset)
+    refuse_case_twin(project, dataset)
     params = {"name": dataset, "min_rating": min_rating}
     with tracked("from_chats", pid, params, on_event) as (_sink, done):
         out_dir = paths.project_dir(project) / "datasets" / dataset

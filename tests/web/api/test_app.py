@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from finetuneflow import paths
 from finetuneflow.errors import ConfigError
 from finetuneflow.state import jobs as log
 from finetuneflow.web import WebConfig, create_app
@@ -43,6 +44,24 @@ def test_a_name_that_differs_only_in_case_is_refused(
     assert not (ftf_home / "projects" / twin).exists()  # nothing made before the refusal
     assert f"did you mean {project!r}" in _error(client.get(f"/api/projects/{twin}"), 404, "not_found")
     assert client.post("/api/projects", json={"name": project}).status_code == 201  # its own name still
+
+
+def test_a_dataset_name_that_differs_only_in_case_is_refused_before_a_job_is_queued(
+    client: TestClient, project: str
+) -> None:
+    client.post("/api/projects", json={"name": project})
+    (paths.project_dir(project) / "datasets" / "faq").mkdir(parents=True)
+    provider = {"preset": "ollama", "model": "m"}
+    requests = {
+        "build": (f"/api/projects/{project}/datasets", {"config": {"name": "FAQ"}}),
+        "generate": (f"/api/projects/{project}/datasets/generate",
+                     {"provider": provider, "config": {"name": "Faq"}}),
+    }  # fmt: skip
+    for what, (url, body) in requests.items():
+        message = _error(client.post(url, json=body), 400, "invalid_value")
+        assert f"dataset 'faq' exists in project {project!r}" in message and "only in case" in message, what
+    queued = [j for j in log.listed(1000) if j["params"].get("project") == project]
+    assert queued == []  # refused up front, not queued to fail later
 
 
 def test_every_error_has_one_shape_and_a_4xx(client: TestClient, project: str) -> None:
@@ -159,8 +178,6 @@ def test_resume_and_downloads_refuse_what_they_must(
     client: TestClient, project: str, tiny_tuned_run: Path
 ) -> None:
     from serve.conftest import add_run
-
-    from finetuneflow import paths
 
     run = f"done-{project}"  # run ids are global: PostgreSQL keeps every earlier test's
     add_run(tiny_tuned_run, project, run)

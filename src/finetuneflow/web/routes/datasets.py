@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from finetuneflow.api import projects as papi
 from finetuneflow.api import review
+from finetuneflow.api.data import refuse_case_twin
 from finetuneflow.config import from_dict
 from finetuneflow.web.routes import queued
 from finetuneflow.web.routes.projects import NAME, Offset, Project
@@ -41,7 +42,7 @@ def build_dataset(project: Project, body: DatasetCreate) -> dict[str, Any]:
     from finetuneflow.dataset.convert import DatasetConfig
 
     papi.show_project(project)
-    from_dict(DatasetConfig, body.config)
+    refuse_case_twin(project, from_dict(DatasetConfig, body.config).name)  # before a job is queued
     return queued("dataset", project, {"config": body.config})
 
 
@@ -55,7 +56,7 @@ def generate(project: Project, body: GenerateCreate) -> dict[str, Any]:
     papi.show_project(project)
     from_dict(ProviderConfig, body.provider)
     from_dict(GenerateConfig, body.generate)
-    from_dict(DatasetConfig, body.config)
+    refuse_case_twin(project, from_dict(DatasetConfig, body.config).name)
     return queued("generate", project, body.model_dump())
 
 
