@@ -136,3 +136,14 @@ class JobSuperseded(JobCancelled):
     """Another attempt of this job started while this one was paused or cut off from the database
     (its heartbeat went stale and the job was sent again): this one stops, leaving the job's state
     to the attempt that owns it. A JobCancelled, so that steps pass it through the same way."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is memory running out: Python's ``MemoryError``, torch's
+    ``OutOfMemoryError`` (a GPU's), or the plain ``RuntimeError`` torch's CPU allocator raises."""
+    text = str(err)
+    return (
+        isinstance(err, MemoryError)
+        or type(err).__name__ == "OutOfMemoryError"
+        or any(s in text for s in ("can't allocate memory", "out of memory"))
+    )

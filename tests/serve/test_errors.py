@@ -212,6 +212,35 @@ def test_an_internal_error_answers_its_type_only(
     assert ".secret-token" in caplog.text  # the details are in the server's log
 
 
+def test_a_failed_generation_answers_its_type_only_and_names_running_out_of_memory(
+    live: Live, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from finetuneflow.models.batching import DecodeBatch
+
+    raised: list[BaseException] = []
+
+    def failing(self: Any, rows: Any) -> None:  # in the scheduler's thread, as a model error is
+        raise raised[-1]
+
+    monkeypatch.setattr(DecodeBatch, "admit", failing)
+    ask = {"model": RUN, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    raised.append(RuntimeError("shape mismatch near /home/someone/.secret-token"))
+    whole = post(live, ask)
+    assert whole.status_code == 500, whole.text
+    assert error_of(whole)["message"] == "generation failed (RuntimeError); the server log has the details"
+    with httpx.stream("POST", f"{live.url}/chat/completions", json=ask | {"stream": True}, timeout=30) as sse:
+        events = [line for line in sse.iter_lines() if line.startswith("data: ")]
+    assert "secret" not in "".join(events) and "generation failed (RuntimeError)" in events[-1]
+    assert caplog.text.count(".secret-token") == 2  # both in the server's log, with their tracebacks
+
+    raised.append(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 4294967296 bytes."))  # fmt: skip
+    with pytest.raises(openai.InternalServerError) as caught:
+        live.client.with_options(max_retries=0).chat.completions.create(**ask)
+    assert caught.value.status_code == 503 and caught.value.code == "out_of_memory"
+    assert "smaller max_tokens" in caught.value.message
+
+
 def test_without_a_key_only_this_machines_names_may_call(live: Live) -> None:
     """DNS rebinding: a page at a name of its own that resolves to 127.0.0.1 sends that name."""
     port = live.url.split(":")[2].split("/")[0]

@@ -153,3 +153,25 @@ def test_requests_admitted_together_fail_only_where_their_own_admission_fails(ti
     assert isinstance(failed, ValueError)
     assert isinstance(answer, Answer) and isinstance(reference, Answer)
     assert answer.text == reference.text and answer.completion_tokens == 8
+
+
+def test_closing_ends_waiting_requests_with_server_closed_and_refuses_new_ones(tiny_model: Any) -> None:
+    """ServerClosed is what the server answers 503 with its text (every other error: its type)."""
+    from finetuneflow.api.scheduler import ServerClosed
+    from finetuneflow.models.load import load_causal_lm
+
+    models = Models(load_causal_lm(tiny_model).eval())  # the gate holds its activation
+    scheduler = Scheduler(models, batch_size=4)
+    first, second = Recorder(), Recorder()
+    scheduler.submit(first.job(Row([5, 6, 7], 4, frozenset())))
+    scheduler.submit(second.job(Row([5, 6, 7], 4, frozenset())))
+    closing = threading.Thread(target=scheduler.close)
+    closing.start()
+    while not scheduler._closed:  # close() has begun before the activation is let through
+        threading.Event().wait(0.01)
+    models.gate.set()
+    closing.join(60)
+    for ended in (first.wait(), second.wait()):
+        assert isinstance(ended, ServerClosed) and "shut down before this request ran" in str(ended)
+    with pytest.raises(ServerClosed, match="shutting down"):
+        scheduler.submit(Recorder().job(Row([5, 6, 7], 4, frozenset())))

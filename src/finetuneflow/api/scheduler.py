@@ -20,6 +20,10 @@ from typing import Any, Protocol
 from finetuneflow.models.batching import DecodeBatch, Row
 
 
+class ServerClosed(RuntimeError):
+    """The server is shutting down: a request it will not answer (its text is safe to show)."""
+
+
 @dataclass
 class Answer:
     """A finished answer: its text (stop strings and surrounding whitespace removed), why it ended
@@ -113,7 +117,7 @@ class Scheduler:
         """Queue ``job``; its callbacks report from the scheduler's thread."""
         with self._wake:
             if self._closed:
-                raise RuntimeError("the server is shutting down")
+                raise ServerClosed("the server is shutting down")
             self._queue.append(job)
             self._wake.notify()
 
@@ -131,7 +135,7 @@ class Scheduler:
             self._wake.notify()
         self._thread.join(timeout=30)
         for job in list(self._queue):
-            job.finish(RuntimeError("the server shut down before this request ran"))
+            job.finish(ServerClosed("the server shut down before this request ran"))
 
     def _next_model(self) -> str | None:
         with self._wake:
@@ -159,7 +163,7 @@ class Scheduler:
             self._decode(name, batch, jobs)
         finally:  # closed mid-answer: nobody is left waiting
             for job in jobs.values():
-                job.finish(RuntimeError("the server shut down during this request"))
+                job.finish(ServerClosed("the server shut down during this request"))
 
     def _decode(self, name: str, batch: DecodeBatch, jobs: dict[int, Job]) -> None:
         while not self._closed:

@@ -109,9 +109,8 @@ async def _events(
         yield _chunk(ident, created, body.model, {"role": "assistant", "content": ""}, None)
         while not isinstance(item := await queue.get(), _Done):
             yield _chunk(ident, created, body.model, {"content": item}, None)
-        if isinstance(item.result, BaseException):
-            error = errors.error_body(f"generation failed: {item.result}", "server_error")
-            yield f"data: {json.dumps(error)}\n\n"
+        if isinstance(item.result, BaseException):  # the stream has begun: its status stays 200
+            yield f"data: {json.dumps(errors.generation_failed(item.result)[1])}\n\n"
             return
         yield _chunk(ident, created, body.model, {}, item.result.finish_reason)
         if body.stream_options and body.stream_options.include_usage:
@@ -158,7 +157,8 @@ def create_app(
         if item is None:
             return Response(status_code=499)  # nobody is left to read it (nginx's "client closed")
         if isinstance(item.result, BaseException):
-            return errors.error_response(500, f"generation failed: {item.result}")
+            status, error = errors.generation_failed(item.result)
+            return JSONResponse(error, status_code=status)
         answer = item.result
         message = {"role": "assistant", "content": answer.text}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish_reason}

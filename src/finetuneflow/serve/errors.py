@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from finetuneflow.api.memory_port import MemoryUnavailable
-from finetuneflow.errors import ConfigError, RequestRejected
+from finetuneflow.api.scheduler import ServerClosed
+from finetuneflow.errors import ConfigError, RequestRejected, is_out_of_memory
 
 log = logging.getLogger("finetuneflow.serve")
 
@@ -86,6 +87,27 @@ def _internal(_: Request, err: Exception) -> JSONResponse:
     return error_response(500, f"internal error ({type(err).__name__}); the server log has the details")
 
 
+def _closing(_: Request, err: Exception) -> JSONResponse:
+    return error_response(503, str(err), code="server_closing")
+
+
+def generation_failed(err: BaseException) -> tuple[int, dict[str, Any]]:
+    """(status, error body) for an answer whose generation raised in the scheduler's thread. As
+    for any internal error the client gets the type, not the text (a model's error can quote the
+    prompt or a path); the server's log gets the traceback. Two causes the client can act on are
+    named: the server shutting down (503) and memory running out (a shorter prompt or a smaller
+    ``max_tokens`` may fit)."""
+    if isinstance(err, ServerClosed):
+        return 503, error_body(str(err), "server_error", code="server_closing")
+    log.error("generation failed", exc_info=err)
+    if is_out_of_memory(err):
+        message = ("generation ran out of memory; a shorter conversation or a smaller max_tokens may fit, "
+                   "or fewer requests at once")  # fmt: skip
+        return 503, error_body(message, "server_error", code="out_of_memory")
+    message = f"generation failed ({type(err).__name__}); the server log has the details"
+    return 500, error_body(message, "server_error")
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in OpenAI's shape."""
     app.add_exception_handler(RequestValidationError, _validation)
@@ -94,4 +116,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LookupError, _unknown)
     app.add_exception_handler(MemoryUnavailable, _no_memory)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(ServerClosed, _closing)
     app.add_exception_handler(Exception, _internal)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finetuneflow import hardware
-from finetuneflow.errors import TrainingError
+from finetuneflow.errors import TrainingError, is_out_of_memory
 from finetuneflow.events import Emitter
 from finetuneflow.models.chat import IGNORE, Row
 from finetuneflow.models.loss import rows_to_tensors, summed_loss
@@ -193,7 +193,7 @@ def _optimizer_step(
                 local += weight * float(loss_sum.detach())
             break
         except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not _is_oom(err):
+            if not is_out_of_memory(err):
                 raise
             _back_off(loop, state, attempt, err, log)
     if not loop.sharded:  # FSDP reduce-scattered them already
@@ -214,15 +214,6 @@ def _optimizer_step(
         loop.opt.step()
     loop.opt.zero_grad(set_to_none=True)
     return step_loss, float(norm)
-
-
-def _is_oom(err: BaseException) -> bool:
-    import torch
-
-    text = str(err)  # CPU allocators raise a plain RuntimeError
-    return isinstance(err, torch.OutOfMemoryError) or any(
-        s in text for s in ("can't allocate memory", "out of memory")
-    )
 
 
 def _back_off(
