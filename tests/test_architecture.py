@@ -24,7 +24,7 @@ def test_every_module_is_listed() -> None:
         for p in PACKAGE.rglob("*.py")
         if "migrations" not in p.parts and p.name != "__init__.py" or p.parent == PACKAGE / "api"
     }
-    modules -= {"__init__.py"}
+    modules = (modules - {"__init__.py"}) | {"state/migrations/"}  # the migrations as one folder
     missing = sorted(m for m in modules if m not in listed)
     assert not missing, f"add these modules to docs/ARCHITECTURE.md: {missing}"
 

@@ -90,7 +90,7 @@ class TrainConfig:
     goal: Goal = setting(
         "auto",
         "knowledge: put the documents' facts in (trains until the recall probe stops improving, "
-        "learning rate sized to the model, general-text replay, forgetting guard); style: the short "
+        "learning rate sized to the model, forgetting guard; general-text replay only if recall.replay is set); style: the short "
         "run exactly as configured; auto = knowledge when the dataset has document text, else style.",
     )
     method: Method = setting(
@@ -114,7 +114,7 @@ class TrainConfig:
         4, "Micro-batches per optimizer step: a step is batch_size x grad_accum rows (grad_accum with 0)."
     )
     learning_rate: float = setting(
-        0.0, "Peak AdamW learning rate (0 = sized to the model and goal; 2e-4 for style on big models)."
+        0.0, "Peak AdamW learning rate (0 = sized to the model for knowledge, 2e-4 for style)."
     )
     warmup_ratio: float = setting(0.06, "Fraction of steps spent warming up linearly before cosine decay.")
     weight_decay: float = setting(0.0, "AdamW weight decay on the trained weights.")
