@@ -82,3 +82,45 @@ def test_a_seeded_row_repeats_in_any_company(tuned: Any) -> None:
     batch.admit([other])
     drain(batch)
     assert other.tokens != alone.tokens
+
+
+def _sliding_models() -> dict[str, Any]:
+    """Random 2-layer models whose attention sees only the last 8 tokens: Gemma 3's mix of sliding
+    and full layers, and Mistral's sliding layers throughout."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+                 sliding_window=8, pad_token_id=0)  # fmt: skip
+    gemma = Gemma3TextConfig(**shape, layer_types=["sliding_attention", "full_attention"])
+    mistral = MistralConfig(**shape)
+    return {"gemma3": Gemma3ForCausalLM(gemma).eval(), "mistral": MistralForCausalLM(mistral).eval()}
+
+
+def _greedy_alone(model: Any, prompt: list[int], n: int) -> list[int]:
+    """The reference: each next token from a forward pass over the whole text, no cache."""
+    import torch
+
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits
+            ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+@pytest.mark.parametrize("name", ["gemma3", "mistral"])
+def test_rows_longer_than_a_sliding_window_get_their_greedy_answers(name: str) -> None:
+    """Prompts past the window (8 tokens) beside short ones, joining a running batch: the caches
+    keep every key (the window is the mask's work), so each row decodes what it decodes alone."""
+    model = _sliding_models()[name]
+    prompts = [list(range(3, 23)), [5, 6, 7], list(range(40, 53)), [9] * 11]
+    todo = [Row(p, 6, frozenset()) for p in prompts]
+    batch = DecodeBatch(model, 0)
+    batch.admit(todo[:2])
+    batch.step()
+    batch.admit(todo[2:])  # joins two rows already 2 tokens in
+    drain(batch)
+    assert [r.tokens for r in todo] == [_greedy_alone(model, p, 6) for p in prompts]

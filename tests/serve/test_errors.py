@@ -253,3 +253,87 @@ def test_without_a_key_only_this_machines_names_may_call(live: Live) -> None:
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST", f"localhost.:{port}",
                  f"chat.localhost:{port}"):  # fmt: skip
         assert httpx.get(f"{live.url}/models", headers={"Host": host}).status_code == 200, host
+
+
+def test_max_prompt_tokens_narrows_the_context_and_never_widens_it(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.models.generate import count_prompt_tokens
+
+    monkeypatch.setattr(live.server.settings, "max_prompt_tokens", 5000)  # past the model's 1024
+    tok, words = live.server.served.tokenizer, ["printer"] * 300
+    while count_prompt_tokens(tok, [{"role": "user", "content": " ".join(words)}]) < 1000:
+        words += ["printer"] * 10
+    ask = {"model": RUN, "messages": [{"role": "user", "content": " ".join(words)}], "max_tokens": 64}
+    response = post(live, ask)  # 1000+ prompt tokens and 64 new ones do not fit in 1024
+    assert response.status_code == 400, response.text
+    assert (
+        error_of(response)["code"] == "context_length_exceeded"
+        and "context 1024" in error_of(response)["message"]
+    )
+
+
+def test_the_developer_role_is_taken_as_the_system_prompt(live: Live) -> None:
+    # newer OpenAI clients and agent frameworks send "developer" where older ones sent "system"
+    messages = [{"role": "developer", "content": "Answer briefly."}, {"role": "user", "content": "hi"}]
+    answer = live.client.chat.completions.create(model=RUN, messages=messages, max_tokens=2)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_messages_the_chat_template_refuses_are_400_naming_why(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok = live.server.served.tokenizer
+    refusing = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                "{% endif %}" + tok.chat_template)  # fmt: skip
+    monkeypatch.setattr(tok, "chat_template", refusing)  # as Gemma's template does
+    ask = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    response = post(live, {"model": RUN, "messages": ask, "max_tokens": 2})
+    assert response.status_code == 400, response.text
+    assert (
+        error_of(response)["param"] == "messages"
+        and "System role not supported" in error_of(response)["message"]
+    )
+
+
+def test_a_lookup_error_inside_the_server_is_internal_not_model_not_found(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> Any:
+        raise KeyError("temperature")
+
+    monkeypatch.setattr(live.server, "_sampling", broken)
+    response = post(live, {"model": RUN, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 500 and "KeyError" in error_of(response)["message"]
+    assert error_of(response)["code"] != "model_not_found"
+
+
+def test_a_stream_stops_its_generation_when_the_response_ends_before_it_began() -> None:
+    """uvicorn says ASGI 2.3, so Starlette races the stream against the client's disconnect, and a
+    client gone before the first write cancels the stream before its generator ever ran: the
+    generator's own ``finally`` never runs. The response itself cancels the job."""
+    import asyncio
+
+    from finetuneflow.serve.app import _Stream
+
+    cancelled: list[Any] = []
+    started: list[bool] = []
+
+    class Server:
+        def cancel(self, job: Any) -> None:
+            cancelled.append(job)
+
+    async def events() -> Any:
+        started.append(True)
+        yield "data: never\n\n"
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(_message: Any) -> None:
+        await asyncio.sleep(0.01)  # a socket write
+
+    job = object()
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}, "method": "POST"}
+    asyncio.run(_Stream(Server(), job, events())(scope, receive, send))  # type: ignore[arg-type]
+    assert started == [] and cancelled == [job]

@@ -175,3 +175,71 @@ def test_closing_ends_waiting_requests_with_server_closed_and_refuses_new_ones(t
         assert isinstance(ended, ServerClosed) and "shut down before this request ran" in str(ended)
     with pytest.raises(ServerClosed, match="shutting down"):
         scheduler.submit(Recorder().job(Row([5, 6, 7], 4, frozenset())))
+
+
+def test_the_thread_outlives_a_failed_batch_and_serves_the_next_request(
+    tiny_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever raises while a batch decodes (here a step, then switching the adapter) ends that
+    batch's requests with the error; the requests after it are answered (they used to hang)."""
+    from finetuneflow.models import batching
+    from finetuneflow.models.load import load_causal_lm
+
+    models = Models(load_causal_lm(tiny_model).eval())
+    models.gate.set()
+    scheduler = Scheduler(models, batch_size=4)
+    real_step, real_activate = batching.DecodeBatch.step, models.activate
+    failures = {"step": 1, "activate": 1}
+
+    def step(self: Any) -> None:
+        if failures["step"]:
+            failures["step"] -= 1
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        real_step(self)
+
+    @contextmanager
+    def activate(name: str) -> Iterator[Any]:
+        if failures["activate"] and name == "b":
+            failures["activate"] -= 1
+            raise RuntimeError("adapter 'b' could not be switched on")
+        with real_activate(name) as model:
+            yield model
+
+    monkeypatch.setattr(batching.DecodeBatch, "step", step)
+    monkeypatch.setattr(models, "activate", activate)
+    stepped, switched, after = Recorder(), Recorder(), Recorder()
+    try:
+        scheduler.submit(stepped.job(Row([5, 6, 7], 4, frozenset())))
+        first = stepped.wait()
+        scheduler.submit(Job("b", Row([5, 6, 7], 4, frozenset()), Visible(Tok(), []), switched.pieces.append,
+                             lambda r: (setattr(switched, "result", r), switched.ended.set())))  # fmt: skip
+        second = switched.wait()
+        scheduler.submit(after.job(Row([5, 6, 7], 4, frozenset())))
+        third = after.wait()
+    finally:
+        scheduler.close()
+    assert isinstance(first, RuntimeError) and "allocate memory" in str(first)
+    assert isinstance(second, RuntimeError) and "could not be switched on" in str(second)
+    assert isinstance(third, Answer) and third.completion_tokens == 4
+
+
+def test_a_callback_that_raises_cancels_its_own_job_only(tiny_model: Any) -> None:
+    """A client whose event loop is gone (its callback raises) stops its row; the others finish."""
+    from finetuneflow.models.load import load_causal_lm
+
+    models = Models(load_causal_lm(tiny_model).eval())
+    scheduler = Scheduler(models, batch_size=4)
+    gone, kept = Recorder(), Recorder()
+
+    def closed_loop(_piece: str) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    try:
+        scheduler.submit(gone.job(Row([5, 6, 7], 24, frozenset()), closed_loop))
+        scheduler.submit(kept.job(Row([5, 6, 7], 24, frozenset())))
+        models.gate.set()
+        answer = kept.wait()
+    finally:
+        scheduler.close()
+    assert isinstance(answer, Answer) and answer.completion_tokens == 24
+    assert gone.result is None  # cancelled: no end reported to a client that is not there

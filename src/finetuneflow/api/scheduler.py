@@ -6,10 +6,15 @@ for that model while the batch has room. Requests for another model wait until t
 drains; so that they are not starved, the batch stops admitting once the oldest waiting request is
 for another model. Callers never block on the thread: they get text pieces and the end through the
 callbacks of their :class:`Job` (called from the scheduler's thread).
+
+The thread outlives any failure: whatever raises while a batch decodes (switching adapters, a step,
+trimming the caches, decoding text) ends that batch's requests with the error and the thread goes
+on to the next; a callback that raises (its client's event loop gone) cancels its own job only.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -18,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from finetuneflow.models.batching import DecodeBatch, Row
+
+log = logging.getLogger(__name__)
 
 
 class ServerClosed(RuntimeError):
@@ -79,15 +86,26 @@ class Job:
     sources: list[dict[str, Any]] = field(default_factory=list)
     cancelled: bool = False
 
+    def send(self, piece: str) -> None:
+        """Hand out ``piece``; a callback that raises (nobody left to take it) cancels the job."""
+        try:
+            self.on_text(piece)
+        except Exception:
+            log.debug("a text callback failed; its job is cancelled", exc_info=True)
+            self.cancelled = True
+
     def finish(self, error: BaseException | None = None) -> None:
-        if error is not None:
-            self.on_done(error)
-            return
-        reason = "stop" if self.visible.stopped or self.row.finish == "stop" else "length"
-        answer = Answer(
-            self.visible.text, reason, len(self.row.prompt_ids), len(self.row.tokens), self.sources
-        )
-        self.on_done(answer)
+        """Report the end: ``error``, or the answer. Never raises: the scheduler's thread calls it."""
+        if error is None:
+            reason = "stop" if self.visible.stopped or self.row.finish == "stop" else "length"
+            tokens = len(self.row.prompt_ids), len(self.row.tokens)
+            result: Answer | BaseException = Answer(self.visible.text, reason, *tokens, self.sources)
+        else:
+            result = error
+        try:
+            self.on_done(result)
+        except Exception:
+            log.debug("a done callback failed", exc_info=True)
 
 
 class Models(Protocol):
@@ -145,8 +163,20 @@ class Scheduler:
 
     def _loop(self) -> None:
         while (name := self._next_model()) is not None:
-            with self.models.activate(name) as model:
-                self._run(name, DecodeBatch(model, self.models.pad_id))
+            jobs: dict[int, Job] = {}  # id(row) -> its job, for the running batch
+            try:
+                with self.models.activate(name) as model:
+                    self._decode(name, DecodeBatch(model, self.models.pad_id), jobs)
+            except Exception as err:  # the batch is lost, not the thread: later requests need it
+                log.warning("decoding for %s failed (%s); its requests end with the error", name,
+                            type(err).__name__)  # fmt: skip
+                ended = list(jobs.values()) or self._admissible(name, len(self._queue))  # none admitted:
+                jobs.clear()  # the failure is the model's (its activation), so those waiting for it end too
+                for job in ended:
+                    job.finish(err)
+            finally:  # closed mid-answer: nobody is left waiting
+                for job in jobs.values():
+                    job.finish(ServerClosed("the server shut down during this request"))
 
     def _admissible(self, name: str, room: int) -> list[Job]:
         """Queued jobs for ``name`` that fit in ``room``, oldest first, none past a job for another model."""
@@ -156,28 +186,15 @@ class Scheduler:
                 taken.append(self._queue.popleft())
         return taken
 
-    def _run(self, name: str, batch: DecodeBatch) -> None:
-        """Decode for model ``name`` until no row is left and none waits for it."""
-        jobs: dict[int, Job] = {}  # id(row) -> its job
-        try:
-            self._decode(name, batch, jobs)
-        finally:  # closed mid-answer: nobody is left waiting
-            for job in jobs.values():
-                job.finish(ServerClosed("the server shut down during this request"))
-
     def _decode(self, name: str, batch: DecodeBatch, jobs: dict[int, Job]) -> None:
+        """Decode for model ``name`` until no row is left and none waits for it (or the scheduler
+        closes); ``jobs`` holds the running rows' jobs throughout."""
         while not self._closed:
             new = self._admissible(name, self.batch_size - len(batch))
             if new:
                 self._admit(batch, new, jobs)
             elif len(batch):
-                try:
-                    batch.step()
-                except Exception as err:  # a failed step fails the rows in it, not the server
-                    for job in jobs.values():
-                        job.finish(err)
-                    jobs.clear()
-                    return
+                batch.step()  # if it raises, the rows in it fail (see _loop), not the server
             else:
                 return
             self._report(batch, jobs)
@@ -210,7 +227,7 @@ class Scheduler:
             if job.visible.stopped and row.finish is None:
                 row.finish = "stop"
             if piece:
-                job.on_text(piece)
+                job.send(piece)
         for row in batch.drop_finished():
             job = jobs.pop(id(row))
             if not job.cancelled:

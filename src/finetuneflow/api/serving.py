@@ -6,7 +6,8 @@ answers streamed or whole through the continuously batching :class:`~finetuneflo
 and optional memories per request through the same :class:`MemoryPort` seam and prompt fitting
 (:func:`~finetuneflow.models.context.fit_prompt`) that ``ftf chat`` uses.
 
-Raises (every function here): ``LookupError`` for an unknown project, run or served model;
+Raises (every function here): ``LookupError`` for an unknown project or run, ``UnknownModel`` (one)
+for a model this server does not serve;
 ``RequestRejected`` for a request that cannot be answered as asked (the field at fault named);
 ``MemoryUnavailable`` for a request that asks for memories in a server without them.
 """
@@ -34,7 +35,11 @@ from finetuneflow.models.generate import Sampling
 from finetuneflow.records import Message
 from finetuneflow.state import runs as rf
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
+
+
+class UnknownModel(LookupError):
+    """A request names a model this server does not serve (the server answers 404 with the names)."""
 
 
 @dataclass
@@ -45,7 +50,9 @@ class ServingSettings:
     device: str = setting("auto", "Where the models run: auto, cpu, cuda or mps.")
     batch_size: int = setting(8, "Requests decoded together (continuous batching); more wait in a queue.")
     max_prompt_tokens: int = setting(
-        0, "Longest prompt in tokens, template included (0 = the model's context minus max_tokens)."
+        0,
+        "Longest prompt in tokens, template included; the model's context minus max_tokens caps it "
+        "either way (0 = that cap alone).",
     )
     max_tokens: int = setting(1024, "Most new tokens a request may ask for (its max_tokens).")
     default_max_tokens: int = setting(
@@ -189,7 +196,7 @@ class ModelServer:
             if served["id"] == name:
                 return served
         known = ", ".join(m["id"] for m in self.models())
-        raise LookupError(f"the model {name!r} is not served here (served: {known})")
+        raise UnknownModel(f"the model {name!r} is not served here (served: {known})")
 
     def start(
         self,
@@ -200,18 +207,25 @@ class ModelServer:
         """Queue ``request``; pieces of the answer go to ``on_text`` and the end (an :class:`Answer`
         or the error) to ``on_done``, from the scheduler's thread. Checks the request first, raising
         before anything is queued."""
+        from jinja2 import TemplateError
+
         from finetuneflow.models.chat import end_of_turn_tokens
         from finetuneflow.models.generate import prompt_text
 
         if request.model not in self.served.adapters:
             known = ", ".join(self.served.adapters)
-            raise LookupError(f"the model {request.model!r} is not served here (served: {known})")
+            raise UnknownModel(f"the model {request.model!r} is not served here (served: {known})")
         sampling = self._sampling(request)
         tok = self.served.tokenizer
         notes = self._recall(request)  # outside the lock: an embedder may take a while
-        with self.served.lock:
-            messages, sources = self._prompt(request, sampling.max_new_tokens, notes)
-            ids = list(tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"])
+        try:
+            with self.served.lock:
+                messages, sources = self._prompt(request, sampling.max_new_tokens, notes)
+                ids = list(tok(prompt_text(tok, messages), add_special_tokens=False)["input_ids"])
+        except TemplateError as err:  # e.g. Gemma's "System role not supported": the request's doing
+            raise RequestRejected(
+                f"messages: the model's chat template refused them: {err}", "messages", "invalid_messages"
+            ) from err
         self._check_length(len(ids), sampling.max_new_tokens)
         stop_ids = frozenset(end_of_turn_tokens(tok).values())
         row = Row(ids, sampling.max_new_tokens, stop_ids, sampling.temperature, sampling.top_p, sampling.seed)
@@ -224,9 +238,9 @@ class ModelServer:
         ``dimensions``, if given, must be the embedder's size: none of ours is trained to be cut
         short (Matryoshka), so a shorter vector would be a worse one, given without a word."""
         if self.embedder is None:
-            raise LookupError("no embedding model is served here (start `ftf serve` with --embedder)")
+            raise UnknownModel("no embedding model is served here (start `ftf serve` with --embedder)")
         if model != self.embedder.name:
-            raise LookupError(
+            raise UnknownModel(
                 f"the embedding model {model!r} is not served here (served: {self.embedder.name})"
             )
         if dimensions is not None and dimensions != self.embedder.dim:
@@ -261,7 +275,10 @@ class ModelServer:
         return sampling
 
     def _prompt_budget(self, max_tokens: int) -> int:
-        return self.settings.max_prompt_tokens or self.window - max_tokens
+        """Prompt tokens allowed: the context less ``max_tokens``, and no more than
+        ``max_prompt_tokens`` where that is set (it narrows the context's limit, never widens it)."""
+        budget = self.window - max_tokens
+        return min(budget, self.settings.max_prompt_tokens) if self.settings.max_prompt_tokens else budget
 
     def _check_length(self, tokens: int, max_tokens: int) -> None:
         budget = self._prompt_budget(max_tokens)
@@ -292,6 +309,7 @@ class ModelServer:
                 raise RequestRejected(
                     f"messages[{i}].role must be one of {', '.join(ROLES)}", f"messages[{i}].role"
                 )
+        messages = [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
         if not request.memory:
             return messages, []
         return self._with_memory(messages, max_tokens, notes)

@@ -9,6 +9,12 @@ short answer never waits for a long one, and a new request never waits for the b
 Greedy rows pick the argmax, as ``model.generate`` does, so a row alone gives the same tokens as
 ``models.generate.generate_reply``. Sampled rows draw from their own ``torch.Generator``: a seeded
 answer repeats whatever else shares the batch.
+
+Every layer's cache keeps all of its keys, sliding-window layers (Gemma 3, Mistral) included: a
+cache built from the model's config would keep only the window's last keys on those layers, and
+rows cut to different lengths cannot be merged, trimmed and re-wrapped as one batch. The window is
+the attention mask's work (transformers builds it from the config on every call), so the answers
+are the same; the cost is the full cache's memory on those layers.
 """
 
 from __future__ import annotations
@@ -98,6 +104,7 @@ class DecodeBatch:
 
     def _admit(self, rows: Sequence[Row]) -> None:
         import torch
+        from transformers import DynamicCache
 
         if not rows:
             return
@@ -111,7 +118,12 @@ class DecodeBatch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (new, width): 0.. for each prompt's tokens
         with torch.no_grad():
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=DynamicCache(),  # no config: full layers throughout (module docstring)
+                use_cache=True,
+                logits_to_keep=1,
             )
         keys, values = _tensors(out.cache)
         tokens = pick(out.logits[:, -1, :], rows)  # before any change: a failed draw leaves the batch be

@@ -48,6 +48,22 @@ async def _start(server: ModelServer, request: ChatRequest) -> tuple[Job, asynci
     return job, queue
 
 
+class _Stream(StreamingResponse):
+    """A streamed answer that stops its generation however the response ends: Starlette can
+    cancel a stream whose client left before its generator ever ran, and then the generator's
+    own ``finally`` does not run either."""
+
+    def __init__(self, server: ModelServer, job: Job, content: AsyncIterator[str]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self.server, self.job = server, job
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.server.cancel(self.job)  # a no-op once finished
+
+
 async def _whole(queue: asyncio.Queue[str | _Done]) -> _Done:
     """The end of an answer (its pieces are in the end's result as well)."""
     while not isinstance(item := await queue.get(), _Done):
@@ -149,7 +165,7 @@ def create_app(
     async def chat_completions(body: ChatBody, request: Request) -> Response:
         job, queue = await _start(server, body.to_request())
         if body.stream:
-            return StreamingResponse(_events(server, body, job, queue), media_type="text/event-stream")
+            return _Stream(server, job, _events(server, body, job, queue))
         try:
             item = await _unless_gone(request, queue)
         finally:

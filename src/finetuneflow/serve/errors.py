@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 
 from finetuneflow.api.memory_port import MemoryUnavailable
 from finetuneflow.api.scheduler import ServerClosed
+from finetuneflow.api.serving import UnknownModel
 from finetuneflow.errors import ConfigError, RequestRejected, is_out_of_memory
 
 log = logging.getLogger("finetuneflow.serve")
@@ -113,7 +114,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(RequestRejected, _rejected)
     app.add_exception_handler(ConfigError, _config)
-    app.add_exception_handler(LookupError, _unknown)
+    app.add_exception_handler(UnknownModel, _unknown)  # any other LookupError is an internal one
     app.add_exception_handler(MemoryUnavailable, _no_memory)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(ServerClosed, _closing)

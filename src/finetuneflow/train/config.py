@@ -90,8 +90,9 @@ class TrainConfig:
     goal: Goal = setting(
         "auto",
         "knowledge: put the documents' facts in (trains until the recall probe stops improving, "
-        "learning rate sized to the model, forgetting guard; general-text replay only if recall.replay is set); style: the short "
-        "run exactly as configured; auto = knowledge when the dataset has document text, else style.",
+        "learning rate sized to the model, forgetting guard; general-text replay only if recall.replay "
+        "is set); style: the short run exactly as configured; auto = knowledge when the dataset has "
+        "document text, else style.",
     )
     method: Method = setting(
         "lora", "lora, qlora (4-bit base; CUDA only, LoRA elsewhere) or full (all weights; small models)."
