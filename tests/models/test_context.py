@@ -56,3 +56,21 @@ def test_memories_take_at_most_their_share_and_turns_the_rest() -> None:
 def test_a_question_over_the_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="the question takes 5 tokens"):
         fit_prompt(words, 4, "one two three four")
+
+
+@pytest.mark.parametrize("budget", [3, 3 + 8, 3 + 8 * 77, 3 + 8 * 499, 3 + 8 * 500, 10_000])
+def test_a_long_conversation_is_fitted_in_a_few_renders(budget: int) -> None:
+    """Each render tokenizes the whole conversation (on a server, holding the tokenizer every
+    running answer needs): 500 turns take ~10 renders, not one per dropped turn, and keep exactly
+    the newest turns that fit."""
+    turns = [(f"question {i} here", f"answer {i} here") for i in range(500)]
+    renders: list[int] = []
+
+    def counted(messages: list[Message]) -> int:
+        renders.append(1)
+        return words(messages)
+
+    fitted = fit_prompt(counted, budget, "and now?", turns)
+    kept = min(500, (budget - 3) // 8)
+    assert fitted.dropped_turns == 500 - kept and fitted.tokens == 3 + 8 * kept <= budget
+    assert len(renders) <= 12

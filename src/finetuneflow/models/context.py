@@ -81,11 +81,29 @@ def fit_prompt(
             kept.append(note)
         else:
             dropped.append(note.get("id"))
-    recent = list(turns)
-    tokens = count(build_messages(system, kept, recent, question))
-    while recent and tokens > budget:
-        recent = recent[1:]
-        tokens = count(build_messages(system, kept, recent, question))
+    drop, tokens = _fewest_dropped(lambda n: count(build_messages(system, kept, turns[n:], question)),
+                                   len(turns), budget)  # fmt: skip
+    recent = list(turns[drop:])
     messages = build_messages(system, kept, recent, question)
     history = messages[len(messages) - 1 - 2 * len(recent) : -1]
     return Fitted(messages, kept, history, tokens, len(turns) - len(recent), dropped)
+
+
+def _fewest_dropped(tokens_without: Callable[[int], int], turns: int, budget: int) -> tuple[int, int]:
+    """(the fewest oldest turns to drop so the prompt fits ``budget``, its tokens then), found by
+    bisection: a prompt only shrinks as turns go, and each try renders and tokenizes the whole
+    conversation (dropping one at a time was quadratic: a server's request of 500 turns held the
+    tokenizer, which every running answer needs, for seconds). All dropped always fits: the
+    question and memories were fitted first."""
+    tokens = tokens_without(0)
+    if tokens <= budget or turns == 0:
+        return 0, tokens
+    fits, over = turns, 0
+    fitting = tokens_without(turns)
+    while fits - over > 1:
+        middle = (fits + over) // 2
+        if (n := tokens_without(middle)) <= budget:
+            fits, fitting = middle, n
+        else:
+            over = middle
+    return fits, fitting
