@@ -127,6 +127,10 @@ class RequestRejected(ValueError):
 
 
 # --- jobs
+class QueueUnavailable(RuntimeError):
+    """The job queue's broker did not take a job (down, or refused it); the job is marked failed."""
+
+
 class JobCancelled(Exception):
     """A job was cancelled (``ftf jobs cancel``) while it ran; raised from its progress callback.
     Not a RuntimeError: a step's ``except RuntimeError`` must not swallow it."""

@@ -369,3 +369,64 @@ def test_a_superseded_attempt_never_ends_retries_or_cancels_the_job(
         assert run_job(job_id, FAST) == "skipped"
         assert (log.get(job_id)["status"], log.get(job_id)["attempts"]) == ("running", 2)
     assert not {"finished", "failed", "cancelled", "result"} & set(_kinds(job_id))
+
+
+def test_a_cancelled_job_whose_process_died_ends_cancelled_not_sent_again(
+    database: str, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancel pressed after the worker died: the reaper used to send the job again (training
+    reloaded and resumed) and it ended 'lost', not cancelled."""
+    ftf_home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("FTF_BROKER_URL", f"sqla+sqlite:///{ftf_home / 'broker.db'}")
+    job_id = log.create(None, "train", {}, queue="train")
+    log.append(job_id, "started", {}, status="running", attempts=1)
+    assert jobs.cancel(job_id) == "running"  # its worker has not seen the request: it is dead
+    _age(job_id, 10)
+    assert job_id in jobs.reap(FAST)
+    assert log.get(job_id)["status"] == "cancelled" and _kinds(job_id)[-2:] == ["cancel", "cancelled"]
+    assert "requeued" not in _kinds(job_id)
+
+
+def test_a_delivery_of_a_job_asked_to_stop_does_not_start_it(database: str) -> None:
+    from finetuneflow.jobs.app import run_job
+
+    job_id = log.create(None, "build", {"project": "p", "args": {}}, queue="default")
+    log.append(job_id, "started", {}, status="running", attempts=1)
+    jobs.cancel(job_id)
+    _age(job_id, 10)  # its worker died; the broker delivers the job again (Redis's visibility timeout)
+    assert run_job(job_id, FAST) == "cancelled"
+    assert log.get(job_id)["status"] == "cancelled" and "started" not in _kinds(job_id)[-2:]
+
+
+def test_a_job_the_broker_does_not_take_fails_saying_so_and_is_not_left_queued(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.errors import QueueUnavailable
+
+    monkeypatch.setenv("FTF_BROKER_URL", "redis://:s3cret-pw@127.0.0.1:1/0")  # nothing listens there
+    project = f"q-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(QueueUnavailable, match="could not be queued") as caught:
+        jobs.submit("ingest", project, {"paths": []})
+    job = next(j for j in log.listed(1000) if j["params"].get("project") == project)
+    assert job["status"] == "failed" and "the job queue did not take it" in job["error"]
+    assert "s3cret" not in str(caught.value) and "s3cret" not in job["error"]
+
+
+def test_a_progress_event_the_database_cannot_take_is_skipped_not_fatal(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    real_append = log.append
+
+    def locked(job_id: int, kind: str, *args: object, **kwargs: object) -> int:
+        if kind == "progress":  # SQLite's busy timeout ran out under another writer
+            raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        return real_append(job_id, kind, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(log, "append", locked)
+    with log.tracked("x", None, {}, None) as (sink, done):
+        Emitter("x", sink)("work", 1, 2, message="half way")  # used to end the step (and a training run)
+        done({"ok": True})
+    job_id = max(j["id"] for j in log.listed(50) if j["step"] == "x")
+    assert log.get(job_id)["status"] == "finished"

@@ -102,6 +102,8 @@ def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
         raise
     if job["status"] in log.DONE or (job["status"] == "running" and _alive_elsewhere(job, cfg)):
         return "skipped"
+    if job["cancel_requested"]:  # asked to stop while no process ran it: a delivery must not start it
+        return "cancelled" if log.cancel_unstarted(job_id, int(job["attempts"])) else "skipped"
     attempt = int(job["attempts"]) + 1
     if attempt > cfg.max_attempts:
         return _failed(job_id, RuntimeError(f"started {attempt - 1} times and never finished (max_attempts)"))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from functools import cache
 from typing import Any
 
 from celery import Celery
 
+from finetuneflow.errors import QueueUnavailable
 from finetuneflow.jobs.app import TASK, declare_queues, make_app
 from finetuneflow.jobs.config import JobsConfig
 from finetuneflow.jobs.runners import QUEUES, RUNNERS
@@ -32,7 +34,8 @@ def submit(step: str, project: str, args: dict[str, Any], cfg: JobsConfig | None
     a new project, the others need an existing one.
 
     Raises:
-        KeyError: an unknown step. LookupError: no such project.
+        KeyError: an unknown step. LookupError: no such project. QueueUnavailable: the broker did
+        not take the job (it is then marked failed, saying so).
     """
     if step not in RUNNERS:
         raise KeyError(f"no job step {step!r}; known: {', '.join(RUNNERS)}")
@@ -42,12 +45,19 @@ def submit(step: str, project: str, args: dict[str, Any], cfg: JobsConfig | None
         args = {"run_id": rf.new_run_id(), **args}
     queue = QUEUES.get(step, "default")
     job_id = log.create(pid, step, {"project": project, "args": args}, queue=queue)
-    _send(job_id, queue, cfg or JobsConfig())
+    _send(job_id, 0, queue, cfg or JobsConfig())
     return job_id
 
 
-def _send(job_id: int, queue: str, cfg: JobsConfig) -> None:
-    _app(cfg.broker()).send_task(TASK, args=[job_id], queue=queue)
+def _send(job_id: int, attempts: int, queue: str, cfg: JobsConfig) -> None:
+    """Hand job ``job_id`` to the broker; if it does not take it, undo the ``queued`` the job row
+    says (``log.unqueue``) and raise QueueUnavailable."""
+    try:
+        _app(cfg.broker()).send_task(TASK, args=[job_id], queue=queue)
+    except Exception as err:  # kombu's connection errors vary by transport; the URL may hold a password
+        reason = f"{type(err).__name__} from the broker (FTF_BROKER_URL); is it running?"
+        log.unqueue(job_id, attempts, reason)
+        raise QueueUnavailable(f"job {job_id} could not be queued: {reason}") from err
 
 
 def list_jobs(
@@ -58,8 +68,10 @@ def list_jobs(
     return log.listed(limit, status)
 
 
-def show(job_id: int) -> dict[str, Any]:
-    """A job's summary with its whole history under ``events``. Raises LookupError if unknown."""
+def show(job_id: int, cfg: JobsConfig | None = None) -> dict[str, Any]:
+    """A job's summary with its whole history under ``events``, after reaping the lost jobs (a
+    job whose process died shows so). Raises LookupError if unknown."""
+    reap(cfg or JobsConfig())
     return {**log.get(job_id), "events": log.events(job_id)}
 
 
@@ -83,19 +95,26 @@ def cancel(job_id: int) -> str:
 
 def reap(cfg: JobsConfig) -> list[int]:
     """Running jobs whose heartbeat is ``stale_after_s`` old: a queued job is sent again while it
-    has attempts left and ``requeue_lost`` is on (training resumes from its checkpoint), any other
-    is marked failed (``lost``). Returns the ids it handled."""
+    has attempts left and ``requeue_lost`` is on (training resumes from its checkpoint), unless it
+    was asked to stop (then it ends ``cancelled``); any other is marked failed (``lost``). Returns
+    the ids it handled."""
     handled = []
     foreground = max(cfg.stale_after_s, 3 * log.HEARTBEAT_S)  # they beat at their own pace
     for job in log.stale(cfg.stale_after_s):
         if not job["queue"] and job["id"] not in {j["id"] for j in log.stale(foreground)}:
             continue
         handled.append(job["id"])
-        if job["queue"] and cfg.requeue_lost and job["attempts"] < cfg.max_attempts:
+        if (
+            job["queue"]
+            and cfg.requeue_lost
+            and job["attempts"] < cfg.max_attempts
+            and not job["cancel_requested"]
+        ):
             # conditional: of two reapers (or a reaper and a redelivery) one sends it, never both
             reason = f"no heartbeat for {cfg.stale_after_s:g} s"
             if log.requeue(job["id"], job["attempts"], reason, cfg.stale_after_s):
-                _send(job["id"], job["queue"], cfg)
+                with suppress(QueueUnavailable):  # running (and stale) again: the next reap retries
+                    _send(job["id"], job["attempts"], job["queue"], cfg)
         else:
             log.mark_lost(job["id"], cfg.stale_after_s, job["attempts"])
     return handled

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from finetuneflow.errors import JobCancelled, JobSuperseded
 from finetuneflow.events import Event, EventSink
@@ -95,6 +95,24 @@ def claim(job_id: int, attempts: int, where: dict[str, Any]) -> bool:
     PostgreSQL, so of two deliveries of one job exactly one runs it. Logs ``started``."""
     return _moved(job_id, attempts, ("queued", "running"), "started", where,
                   status="running", attempts=attempts + 1, heartbeat_at=_now())  # fmt: skip
+
+
+def cancel_unstarted(job_id: int, attempts: int) -> bool:
+    """End a job that was asked to stop and is not running anywhere (a delivery found it so, or
+    a reaper did) as ``cancelled``, while attempt ``attempts`` still holds it; whether it did."""
+    return _moved(job_id, attempts, ("queued", "running"), "cancelled", {}, status="cancelled")
+
+
+def unqueue(job_id: int, attempts: int, reason: str) -> bool:
+    """Undo the ``queued`` of a job whose message the broker did not take (refused, or down):
+    a new job (``attempts`` 0) fails with ``reason``; one a reaper was sending again goes back to
+    ``running`` with its dead process's heartbeat, so the next reap tries again. Whether it did.
+    Left ``queued`` with no message in the broker, a job would wait forever and count as live
+    (its project could not be deleted)."""
+    error = f"the job queue did not take it: {reason}"
+    if attempts == 0:
+        return _moved(job_id, 0, ("queued",), "failed", {"error": error}, status="failed", error=error)
+    return _moved(job_id, attempts, ("queued",), "requeue_failed", {"error": error}, status="running")
 
 
 def requeue(job_id: int, attempts: int, reason: str, stale_s: float | None = None) -> bool:
@@ -197,10 +215,17 @@ def mark_lost(job_id: int, timeout_s: float, attempts: int) -> bool:
     """Fail a stale job: its process stopped beating ``timeout_s`` ago. Only while attempt
     ``attempts`` still holds it and it is still that silent (a job that beat again since it was
     read stays running); whether it was failed. A training job's run row (still ``running``:
-    nobody else will end it) fails with it; ``ftf train --resume`` reopens it."""
+    nobody else will end it) fails with it; ``ftf train --resume`` reopens it. A job that was
+    asked to stop ends ``cancelled`` instead: its process died before it could see the request,
+    and sending it again would undo the cancel."""
     error = f"lost: no heartbeat for {timeout_s:g} s (its process was killed or its machine is gone)"
-    if not _moved(job_id, attempts, ("running",), "lost", {"error": error}, timeout_s,
-                  status="failed", error=error):  # fmt: skip
+    if get(job_id)["cancel_requested"]:
+        ended = _moved(job_id, attempts, ("running",), "cancelled", {"reason": error}, timeout_s,
+                       status="cancelled")  # fmt: skip
+    else:
+        ended = _moved(job_id, attempts, ("running",), "lost", {"error": error}, timeout_s,
+                       status="failed", error=error)  # fmt: skip
+    if not ended:
         return False
     run_id = run_of(get(job_id)["params"])
     if run_id:
@@ -322,7 +347,10 @@ def _sink(job_id: int, on_event: EventSink | None, attempt: int | None = None) -
                 row["progress"] = fraction
             payload = {"step": event.step, "stage": event.stage, "done": event.done, "total": event.total,
                        "message": event.message, "metrics": _plain(event.metrics)}  # fmt: skip
-            append(job_id, "progress", payload, attempt, **row)  # none from a superseded attempt
+            try:
+                append(job_id, "progress", payload, attempt, **row)  # none from a superseded attempt
+            except OperationalError:  # the database stayed locked: progress may skip, the work not
+                _log.debug("job %s: a progress event was dropped (database busy)", job_id, exc_info=True)
         if now - last["cancel"] > CANCEL_CHECK_S:
             last["cancel"] = now
             _check_stop(job_id, attempt)

@@ -9,11 +9,13 @@ uses 409); anything else is a 500 whose message names the error type only, so no
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from finetuneflow.api.memory_port import MemoryUnavailable
@@ -22,6 +24,7 @@ from finetuneflow.errors import (
     FinishedRunError,
     ProjectInUse,
     ProviderError,
+    QueueUnavailable,
     ReaderError,
     RequestRejected,
     RunInUse,
@@ -79,6 +82,20 @@ def _api(_: Request, err: Exception) -> JSONResponse:
     return error_response(err.status, err.message, err.code, err.headers)
 
 
+def _missing_file(_: Request, err: Exception) -> JSONResponse:
+    # an OSError's text holds the whole path, inside the state folder: the file's name is enough
+    assert isinstance(err, FileNotFoundError)
+    name = Path(str(err.filename)).name if err.filename else ""
+    return error_response(404, f"not found: {name}" if name else "not found", "not_found")
+
+
+def _busy(_: Request, err: Exception) -> JSONResponse:
+    # SQLite locked past its busy timeout, or the database unreachable: worth trying again soon
+    log.warning("the state database did not answer: %s", type(err).__name__)
+    return error_response(503, "the state database is busy or unreachable; try again in a moment",
+                          "database_unavailable", headers={"Retry-After": "2"})  # fmt: skip
+
+
 def _http(_: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
@@ -113,6 +130,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(MemoryUnavailable, _mapped(503, "memory_unavailable"))
     app.add_exception_handler(ProviderError, _provider)
     app.add_exception_handler(LookupError, _mapped(404, "not_found"))
-    app.add_exception_handler(FileNotFoundError, _mapped(404, "not_found"))
+    app.add_exception_handler(FileNotFoundError, _missing_file)
+    app.add_exception_handler(QueueUnavailable, _mapped(503, "queue_unavailable"))
+    app.add_exception_handler(OperationalError, _busy)
     app.add_exception_handler(ValueError, _mapped(400, "invalid_value"))
     app.add_exception_handler(Exception, _internal)

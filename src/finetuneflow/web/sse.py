@@ -1,19 +1,26 @@
 """A job's history as server-sent events, read from the database's event log: each event goes out
 with ``id:`` its seq, ``event:`` its kind and ``data:`` its JSON, so a browser's EventSource that
 reconnects sends ``Last-Event-ID`` and gets exactly the events it missed, whichever server process
-answers (the log outlives any of them). The stream ends once the job is done and drained."""
+answers (the log outlives any of them). The stream ends once the job is done and drained; a job
+whose process died is found out while the stream waits (each keep-alive reaps, as listing jobs
+does), so the stream of a job nobody runs any more ends too."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from finetuneflow.jobs import client
+from finetuneflow.jobs.config import JobsConfig
 from finetuneflow.state import jobs as log
+
+_log = logging.getLogger("finetuneflow.web")
 
 RETRY_MS = 2000  # how long a disconnected EventSource waits before it reconnects
 MAX_SEQ = 2**31 - 1  # job_events.seq is a 32-bit column: a larger number overflows PostgreSQL's query
@@ -52,4 +59,14 @@ async def job_stream(job_id: int, after: int, poll_s: float, keepalive_s: float)
         if time.monotonic() - quiet_since >= keepalive_s:
             quiet_since = time.monotonic()
             yield ": keep-alive\n\n"
+            await run_in_threadpool(_reap)
         await asyncio.sleep(poll_s)
+
+
+def _reap() -> None:
+    """Mark the jobs whose process is gone (``jobs.client.reap``); a failure here must not end
+    the stream (the next keep-alive tries again)."""
+    try:
+        client.reap(JobsConfig())
+    except Exception:
+        _log.warning("reaping lost jobs failed", exc_info=True)

@@ -292,3 +292,39 @@ def test_without_a_token_only_this_machines_names_are_answered(
     monkeypatch.setenv("FTF_WEB_TOKEN", "tok")
     named = {"Host": "studio.example", "Authorization": "Bearer tok"}
     assert make_client(host="0.0.0.0").get("/api/projects", headers=named).status_code == 200
+
+
+def test_a_missing_file_a_busy_database_and_a_broker_that_is_down_answer_what_they_are(
+    client: TestClient, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from finetuneflow.api import projects as papi
+    from finetuneflow.errors import QueueUnavailable
+    from finetuneflow.web import routes
+
+    client.post("/api/projects", json={"name": project})
+    failures: list[BaseException] = [
+        FileNotFoundError(2, "No such file or directory", "/home/someone/.ftf/projects/x/raw/.incoming"),
+        OperationalError("SELECT", {}, Exception("database is locked")),
+    ]
+
+    real = papi.show_project
+
+    def failing(name: str) -> object:
+        if failures:
+            raise failures.pop(0)
+        return real(name)
+
+    monkeypatch.setattr(papi, "show_project", failing)  # never undo(): the fixtures' settings go too
+    message = _error(client.get(f"/api/projects/{project}"), 404, "not_found")
+    assert message == "not found: .incoming"  # the file's name, never the state folder's path
+    busy = client.get(f"/api/projects/{project}")
+    assert _error(busy, 503, "database_unavailable") and busy.headers["retry-after"] == "2"
+
+    def down(*_: object) -> int:
+        raise QueueUnavailable("job 7 could not be queued: OperationalError from the broker")
+
+    monkeypatch.setattr(routes.queue, "submit", down)
+    assert "could not be queued" in _error(client.post(f"/api/projects/{project}/datasets", json={}),
+                                           503, "queue_unavailable")  # fmt: skip

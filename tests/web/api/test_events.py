@@ -143,3 +143,25 @@ def test_a_reconnect_after_the_server_restarted_gets_exactly_the_missed_events(
     with httpx.stream("GET", url, headers={"Last-Event-ID": "4"}, timeout=30) as r:
         missed = _events(_parse(r.iter_lines()))  # to its end: the job is done
     assert missed == [(5, "progress"), (6, "progress"), (7, "finished")]
+
+
+def test_the_stream_of_a_job_whose_process_died_ends_with_lost(database: str, project: str) -> None:
+    """A foreground step killed (its terminal closed) with no worker about: nothing else would
+    ever mark it, so the stream's keep-alives reap it, and the stream ends."""
+    from datetime import UTC, datetime, timedelta
+
+    from finetuneflow.state import schema
+
+    with session_scope() as s:
+        pid = get_or_create_project(s, project).id
+    job_id = log.create(pid, "train", {"project": project})  # a foreground job: running, beating
+    with session_scope() as s:
+        job = s.get(schema.Job, job_id)
+        assert job is not None
+        job.heartbeat_at = datetime.now(UTC) - timedelta(seconds=600)  # then its process died
+
+    async def collect() -> list[str]:
+        return [piece async for piece in job_stream(job_id, after=0, poll_s=0.05, keepalive_s=0.1)]
+
+    pieces = asyncio.run(asyncio.wait_for(collect(), timeout=30))
+    assert "event: lost" in pieces[-1] and log.get(job_id)["status"] == "failed"
