@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from finetuneflow.web.errors import ApiError
 
 UPLOADS = "uploads"
 INCOMING = ".incoming"
+STALE_PART_S = 3600.0  # a part untouched this long was left by a server killed mid-upload
 MAX_NAME_BYTES = 200
 MAX_FILES = 100  # per request
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]")  # \w is unicode-aware: letters of any script stay
@@ -156,8 +158,22 @@ def parser(project: str, content_type: str, limit: int) -> tuple[MultipartParser
         )
     incoming = paths.project_dir(project) / "raw" / INCOMING
     incoming.mkdir(exist_ok=True)
+    _sweep(incoming)
     form = _Form(incoming, limit)
     return MultipartParser(options[b"boundary"], form.callbacks()), form  # type: ignore[arg-type]
+
+
+def _sweep(incoming: Path) -> None:
+    """Remove the parts that uploads cut off by a killed server left (a request removes its own
+    parts however it ends, but only while its process lives); a live upload writes on, so only
+    parts untouched for ``STALE_PART_S`` go."""
+    cutoff = time.time() - STALE_PART_S
+    for part in incoming.glob("*.part"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: the next upload tries again
+            continue
 
 
 def store(project: str, form: _Form) -> list[dict[str, Any]]:

@@ -169,3 +169,20 @@ def test_an_upload_needs_a_project_and_a_multipart_file(up: TestClient, project:
         up.post(f"/api/projects/{project}/files", files=[("files", ("e.md", b""))]).json()["error"]["code"]
         == "empty_file"
     )
+
+
+def test_parts_left_by_a_server_killed_mid_upload_are_swept_by_the_next_upload(
+    up: TestClient, project: str
+) -> None:
+    import os
+    import time
+
+    incoming = paths.project_dir(project) / "raw" / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    old, live = incoming / "0123456789abcdef.part", incoming / "fedcba9876543210.part"
+    old.write_bytes(b"x" * 1000)
+    live.write_bytes(b"y")  # another upload, still writing
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    assert _send(up, project, ("notes.txt", b"hello"))[0] == 201
+    assert sorted(p.name for p in incoming.iterdir()) == [live.name]
