@@ -430,3 +430,22 @@ def test_a_progress_event_the_database_cannot_take_is_skipped_not_fatal(
         done({"ok": True})
     job_id = max(j["id"] for j in log.listed(50) if j["step"] == "x")
     assert log.get(job_id)["status"] == "finished"
+
+
+def test_a_reaper_leaves_a_job_to_the_slower_beat_its_worker_was_started_with(
+    database: str, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The studio reaps with the default settings (60 s); a worker started with --heartbeat 90
+    --stale-after 300 beats every 90 s, so 100 s of silence is not a lost job there (it used to
+    be sent again, and the work restarted beside the running one)."""
+    ftf_home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("FTF_BROKER_URL", f"sqla+sqlite:///{ftf_home / 'broker.db'}")
+    job_id = log.create(None, "train", {}, queue="train")
+    assert log.claim(job_id, 0, {"worker": "elsewhere", "pid": 1, "attempt": 1, "heartbeat_s": 90.0,
+                                 "stale_after_s": 300.0})  # fmt: skip
+    _age(job_id, 100)
+    assert job_id not in jobs.reap(JobsConfig())
+    assert log.get(job_id)["status"] == "running"
+    _age(job_id, 301)
+    assert job_id in jobs.reap(JobsConfig())
+    assert (log.get(job_id)["status"], _kinds(job_id)[-1]) == ("queued", "requeued")

@@ -107,7 +107,8 @@ def run_job(job_id: int, cfg: JobsConfig, task: Task | None = None) -> str:
     attempt = int(job["attempts"]) + 1
     if attempt > cfg.max_attempts:
         return _failed(job_id, RuntimeError(f"started {attempt - 1} times and never finished (max_attempts)"))
-    where = {"worker": socket.gethostname(), "pid": os.getpid(), "attempt": attempt}
+    where = {"worker": socket.gethostname(), "pid": os.getpid(), "attempt": attempt,
+             "heartbeat_s": cfg.heartbeat_s, "stale_after_s": cfg.stale_after_s}  # fmt: skip
     if not log.claim(job_id, attempt - 1, where):
         return "skipped"  # another delivery of the job started it since it was read
     runner = RUNNERS[job["step"]]
@@ -151,11 +152,10 @@ def _failed(job_id: int, err: BaseException, owner: int | None = None) -> str:
 def _alive_elsewhere(job: dict[str, Any], cfg: JobsConfig) -> bool:
     """Is the process that last started this running job still at it? On this machine its pid
     says so at once (a killed child of this worker: no); elsewhere, its heartbeat."""
-    started = [e for e in log.events(job["id"]) if e["kind"] == "started"]
-    last = started[-1]["payload"] if started else {}
+    last = log.started_with(int(job["id"]))
     if last.get("worker") == socket.gethostname():
         return last.get("pid") != os.getpid() and _pid_alive(int(last.get("pid", 0)))
-    return all(s["id"] != job["id"] for s in log.stale(cfg.stale_after_s))
+    return log.silent_s(job) < log.allowed_silence(job, cfg.stale_after_s)
 
 
 def _pid_alive(pid: int) -> bool:

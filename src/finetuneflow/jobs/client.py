@@ -94,14 +94,14 @@ def cancel(job_id: int) -> str:
 
 
 def reap(cfg: JobsConfig) -> list[int]:
-    """Running jobs whose heartbeat is ``stale_after_s`` old: a queued job is sent again while it
-    has attempts left and ``requeue_lost`` is on (training resumes from its checkpoint), unless it
-    was asked to stop (then it ends ``cancelled``); any other is marked failed (``lost``). Returns
-    the ids it handled."""
+    """Running jobs silent for longer than they may be (``state.jobs.allowed_silence``): a queued job is
+    sent again while it has attempts left and ``requeue_lost`` is on (training resumes from its
+    checkpoint), unless it was asked to stop (then it ends ``cancelled``); any other is marked
+    failed (``lost``). Returns the ids it handled."""
     handled = []
-    foreground = max(cfg.stale_after_s, 3 * log.HEARTBEAT_S)  # they beat at their own pace
     for job in log.stale(cfg.stale_after_s):
-        if not job["queue"] and job["id"] not in {j["id"] for j in log.stale(foreground)}:
+        allowed = log.allowed_silence(job, cfg.stale_after_s)
+        if log.silent_s(job) < allowed:
             continue
         handled.append(job["id"])
         if (
@@ -111,10 +111,10 @@ def reap(cfg: JobsConfig) -> list[int]:
             and not job["cancel_requested"]
         ):
             # conditional: of two reapers (or a reaper and a redelivery) one sends it, never both
-            reason = f"no heartbeat for {cfg.stale_after_s:g} s"
-            if log.requeue(job["id"], job["attempts"], reason, cfg.stale_after_s):
+            reason = f"no heartbeat for {allowed:g} s"
+            if log.requeue(job["id"], job["attempts"], reason, allowed):
                 with suppress(QueueUnavailable):  # running (and stale) again: the next reap retries
                     _send(job["id"], job["attempts"], job["queue"], cfg)
         else:
-            log.mark_lost(job["id"], cfg.stale_after_s, job["attempts"])
+            log.mark_lost(job["id"], allowed, job["attempts"])
     return handled

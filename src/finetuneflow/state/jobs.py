@@ -211,6 +211,37 @@ def stale(timeout_s: float) -> list[dict[str, Any]]:
         return [summary(j) for j in rows if _aware(j.heartbeat_at or j.updated_at) < cutoff]
 
 
+def silent_s(job: Summary) -> float:
+    """Seconds since ``job`` (a summary) last beat, or was last written."""
+    last = job["heartbeat_at"] or job["updated_at"]
+    return (_now() - _aware(datetime.fromisoformat(last))).total_seconds()
+
+
+def started_with(job_id: int) -> dict[str, Any]:
+    """What the job's newest ``started`` event recorded (a worker's host, pid, attempt and beat
+    settings); empty if it never started."""
+    with session_scope() as s:
+        payload = s.scalar(
+            select(schema.JobEvent.payload)
+            .where(schema.JobEvent.job_id == job_id, schema.JobEvent.kind == "started")
+            .order_by(schema.JobEvent.seq.desc())
+            .limit(1)
+        )
+    return dict(payload or {})
+
+
+def allowed_silence(job: Summary, stale_after_s: float) -> float:
+    """Seconds a running job may go without a heartbeat before a reaper whose setting is
+    ``stale_after_s`` counts it lost: that, or longer where the job's own process beats slower: a
+    foreground step every ``HEARTBEAT_S``, a worker's job by the settings its worker recorded when
+    it started it (the studio reaps with the defaults; a worker started with ``--heartbeat 90``
+    must keep its jobs)."""
+    if not job["queue"]:
+        return max(stale_after_s, 3 * HEARTBEAT_S)
+    own = started_with(int(job["id"]))
+    return max(stale_after_s, float(own.get("stale_after_s", 0)), 3 * float(own.get("heartbeat_s", 0)))
+
+
 def mark_lost(job_id: int, timeout_s: float, attempts: int) -> bool:
     """Fail a stale job: its process stopped beating ``timeout_s`` ago. Only while attempt
     ``attempts`` still holds it and it is still that silent (a job that beat again since it was
