@@ -52,7 +52,10 @@ def _train_until_a_checkpoint(project: str, tiny_model: Path, proc: Any, tmp_pat
     job_id = jobs.submit("train", project, _train_args(tiny_model, steps=40))
     run_dir = paths.project_dir(project) / "runs" / log.get(job_id)["params"]["args"]["run_id"]
     log_file = tmp_path / "worker-0.log"
-    wait_for(lambda: list(run_dir.glob("checkpoints/*")), 120, "a first checkpoint", proc, log_file)
+    # step-* only: a checkpoint is written as checkpoints/.partial-* and renamed when whole, and a
+    # kill before the rename rightly starts the run over (this waited for the partial one, and on a
+    # loaded machine the kill landed before the rename)
+    wait_for(lambda: list(run_dir.glob("checkpoints/step-*")), 120, "a first checkpoint", proc, log_file)
     return job_id, run_dir
 
 
