@@ -250,7 +250,8 @@ def mark_lost(job_id: int, timeout_s: float, attempts: int) -> bool:
     asked to stop ends ``cancelled`` instead: its process died before it could see the request,
     and sending it again would undo the cancel."""
     error = f"lost: no heartbeat for {timeout_s:g} s (its process was killed or its machine is gone)"
-    if get(job_id)["cancel_requested"]:
+    job = get(job_id)
+    if job["cancel_requested"]:
         ended = _moved(job_id, attempts, ("running",), "cancelled", {"reason": error}, timeout_s,
                        status="cancelled")  # fmt: skip
     else:
@@ -258,7 +259,7 @@ def mark_lost(job_id: int, timeout_s: float, attempts: int) -> bool:
                        status="failed", error=error)  # fmt: skip
     if not ended:
         return False
-    run_id = run_of(get(job_id)["params"])
+    run_id = run_of(job["params"])  # parameters never change
     if run_id:
         with session_scope() as s:
             run = s.get(schema.Run, run_id)

@@ -90,8 +90,9 @@ def _missing_file(_: Request, err: Exception) -> JSONResponse:
 
 
 def _busy(_: Request, err: Exception) -> JSONResponse:
-    # SQLite locked past its busy timeout, or the database unreachable: worth trying again soon
-    log.warning("the state database did not answer: %s", type(err).__name__)
+    # SQLite locked past its busy timeout, or the database unreachable: worth trying again soon.
+    # The traceback goes to the log: an OperationalError can also be a schema problem, not a pause
+    log.warning("the state database did not answer (%s)", type(err).__name__, exc_info=err)
     return error_response(503, "the state database is busy or unreachable; try again in a moment",
                           "database_unavailable", headers={"Retry-After": "2"})  # fmt: skip
 
