@@ -2,12 +2,13 @@
 
 FineTuneFlow's own errors map to 4xx by what they mean (a bad setting or input 400, an unknown
 name 404, a file we cannot read 415, a finished run in the way or a run or project a job still
-uses 409); anything else is a 500 whose message names the error type only, so no internal detail
+uses 409), a full disk 507; anything else is a 500 whose message names the error type only, so no internal detail
 (a path, a key) leaks into a response.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ log = logging.getLogger("finetuneflow.web")
 _TYPES = {
     400: "invalid_request", 401: "authentication_error", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_type",
-    422: "invalid_request", 429: "rate_limited", 503: "unavailable",
+    422: "invalid_request", 429: "rate_limited", 503: "unavailable", 507: "insufficient_storage",
 }  # fmt: skip
 
 
@@ -97,6 +98,16 @@ def _busy(_: Request, err: Exception) -> JSONResponse:
                           "database_unavailable", headers={"Retry-After": "2"})  # fmt: skip
 
 
+def _os_error(request: Request, err: Exception) -> JSONResponse:
+    # a full disk (or quota) is the machine's state, not our bug: say so, without the path
+    assert isinstance(err, OSError)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        log.warning("out of disk space (%s)", type(err).__name__, exc_info=err)
+        return error_response(507, "the disk where FineTuneFlow keeps its state is full; free some "
+                              "space (delete old runs or projects) and try again", "insufficient_storage")  # fmt: skip
+    return _internal(request, err)
+
+
 def _http(_: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
@@ -132,6 +143,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProviderError, _provider)
     app.add_exception_handler(LookupError, _mapped(404, "not_found"))
     app.add_exception_handler(FileNotFoundError, _missing_file)
+    app.add_exception_handler(OSError, _os_error)
     app.add_exception_handler(QueueUnavailable, _mapped(503, "queue_unavailable"))
     app.add_exception_handler(OperationalError, _busy)
     app.add_exception_handler(ValueError, _mapped(400, "invalid_value"))

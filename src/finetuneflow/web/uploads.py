@@ -5,13 +5,18 @@ a fact), zip packages checked for bombs before anything opens them, and its name
 
 Nothing is written outside ``raw/``: parts land in ``raw/.incoming/`` under random names, and a
 checked file is linked into ``raw/uploads/`` under its safe name (a link fails rather than replace
-an existing file, so a collision takes the next suffix), its resolved path checked to be there."""
+an existing file, so a collision takes the next suffix), its resolved path checked to be there.
+
+An upload never fills the disk the state database lives on: the declared body must fit in the free
+space less :data:`DISK_RESERVE_BYTES`, and the free space is looked at again every
+:data:`CHECK_EVERY_BYTES` while the body arrives (a client may declare no length, or lie)."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import shutil
 import time
 import unicodedata
 from collections.abc import Callable
@@ -32,6 +37,10 @@ INCOMING = ".incoming"
 STALE_PART_S = 3600.0  # a part untouched this long was left by a server killed mid-upload
 MAX_NAME_BYTES = 200
 MAX_FILES = 100  # per request
+# left free by every upload: SQLite's journal, running jobs' checkpoints and logs need room to
+# write, and a full disk fails them mid-write (a training run loses the step it was saving)
+DISK_RESERVE_BYTES = 512 * 2**20
+CHECK_EVERY_BYTES = 8 * 2**20  # how much of a body arrives between two looks at the free space
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]")  # \w is unicode-aware: letters of any script stay
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -89,6 +98,8 @@ class _Form:
     header: tuple[bytearray, bytearray] = field(default_factory=lambda: (bytearray(), bytearray()))
     headers: dict[str, bytes] = field(default_factory=dict)
     current: _Part | None = None
+    unchecked: int = 0  # bytes written since the free space was last looked at
+    looked: bool = False  # whether it was looked at since the body began
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
@@ -131,6 +142,11 @@ class _Form:
             limit = f"{self.limit / 2**20:g} MB"
             message = f"{part.sent_name[:80]!r} is over the upload limit of {limit} (setting max_upload_mb)"
             raise ApiError(413, message, "upload_too_large")
+        self.unchecked += end - start
+        if self.unchecked >= CHECK_EVERY_BYTES or not self.looked:
+            # room for this piece and for what may arrive before the next look
+            check_room(self.incoming, end - start + CHECK_EVERY_BYTES)
+            self.unchecked, self.looked = 0, True
         part.handle.write(data[start:end])
 
     def _close(self) -> None:
@@ -145,11 +161,13 @@ class _Form:
             part.path.unlink(missing_ok=True)
 
 
-def parser(project: str, content_type: str, limit: int) -> tuple[MultipartParser, _Form]:
-    """A streaming parser for one upload body and the form state it fills.
+def parser(project: str, content_type: str, limit: int, declared: int = 0) -> tuple[MultipartParser, _Form]:
+    """A streaming parser for one upload body (of ``declared`` bytes, 0 when not said) and the form
+    state it fills.
 
     Raises:
-        ApiError: 415 when the body is not multipart/form-data with a boundary.
+        ApiError: 415 when the body is not multipart/form-data with a boundary; 507 when the body
+            would not leave :data:`DISK_RESERVE_BYTES` free.
     """
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data" or b"boundary" not in options:
@@ -159,8 +177,24 @@ def parser(project: str, content_type: str, limit: int) -> tuple[MultipartParser
     incoming = paths.project_dir(project) / "raw" / INCOMING
     incoming.mkdir(exist_ok=True)
     _sweep(incoming)
+    check_room(incoming, declared)
     form = _Form(incoming, limit)
     return MultipartParser(options[b"boundary"], form.callbacks()), form  # type: ignore[arg-type]
+
+
+def check_room(folder: Path, wanted: int) -> None:
+    """Refuse ``wanted`` more bytes in ``folder`` unless :data:`DISK_RESERVE_BYTES` stay free.
+
+    Raises:
+        ApiError: 507, saying how much is free and what to do.
+    """
+    free = shutil.disk_usage(folder).free
+    if free - wanted >= DISK_RESERVE_BYTES:
+        return
+    raise ApiError(507, f"not enough free disk space: {free / 2**20:,.0f} MB free where the projects are "
+                   f"kept, the upload needs {wanted / 2**20:,.0f} MB more and {DISK_RESERVE_BYTES // 2**20} MB "
+                   "stay free for the database and running jobs; delete old runs or projects and "
+                   "upload again", "insufficient_storage")  # fmt: skip
 
 
 def _sweep(incoming: Path) -> None:

@@ -1,6 +1,7 @@
 """Hostile uploads: path tricks, NUL, hidden files, zip bombs, types disguised by their extension,
-oversize files (declared or streamed). Each gets a clear 4xx, and nothing is ever written outside
-the project's raw/ (the whole state folder is compared before and after)."""
+oversize files (declared or streamed), a disk too full for them. Each gets a clear 4xx (a 507 for
+the disk), and nothing is ever written outside the project's raw/ (the whole state folder is
+compared before and after)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import QUICKSTART
@@ -186,3 +188,72 @@ def test_parts_left_by_a_server_killed_mid_upload_are_swept_by_the_next_upload(
     os.utime(old, (hours_ago, hours_ago))
     assert _send(up, project, ("notes.txt", b"hello"))[0] == 201
     assert sorted(p.name for p in incoming.iterdir()) == [live.name]
+
+
+def _disk_of(monkeypatch: pytest.MonkeyPatch, incoming: Path, room: int) -> None:
+    """The upload folder's disk as one with ``room`` bytes free past the reserve, less what the
+    parts being written take: the disk fills as the body arrives, as a real one would."""
+    from finetuneflow.web import uploads
+
+    total = uploads.DISK_RESERVE_BYTES + room
+
+    def usage(_: object) -> SimpleNamespace:
+        written = sum(p.stat().st_size for p in incoming.glob("*.part"))
+        return SimpleNamespace(total=total * 4, used=total * 3 + written, free=total - written)
+
+    monkeypatch.setattr(uploads.shutil, "disk_usage", usage)
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused_and_leaves_nothing(
+    up: TestClient, project: str, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetuneflow.web import uploads
+
+    incoming = paths.project_dir(project) / "raw" / ".incoming"
+    before = _outside_raw(ftf_home, project)
+    _disk_of(monkeypatch, incoming, 300_000)
+    status, body = _send(up, project, ("a.txt", b"a" * 200_000), ("b.txt", b"b" * 200_000))  # declared
+    assert status == 507, body
+    error = body["error"]  # type: ignore[index]
+    assert error["code"] == "insufficient_storage" and "free" in error["message"]
+    assert "delete old runs" in error["message"] and str(ftf_home) not in error["message"]
+
+    monkeypatch.setattr(uploads, "CHECK_EVERY_BYTES", 65536)
+
+    def streamed() -> Iterator[bytes]:  # chunked: the length is never said, so only watching helps
+        for name in ("c.txt", "d.txt"):
+            yield b'--B\r\nContent-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n\r\n'
+            for _ in range(3):
+                yield b"c" * 65536
+            yield b"\r\n"
+        yield b"--B--\r\n"
+
+    r = up.post(f"/api/projects/{project}/files", content=streamed(),
+                headers={"content-type": "multipart/form-data; boundary=B"})  # fmt: skip
+    assert r.status_code == 507 and r.json()["error"]["code"] == "insufficient_storage"
+    assert _uploads(project) == [] and not any(incoming.iterdir())
+    assert _outside_raw(ftf_home, project) == before
+    _disk_of(monkeypatch, incoming, 2**20)  # room again: the same upload goes through
+    assert _send(up, project, ("a.txt", b"a" * 200_000))[0] == 201
+
+
+def test_a_full_disk_anywhere_in_the_api_is_a_507_without_the_path(ftf_home: Path) -> None:
+    import errno
+    import os
+
+    c = make_client()
+
+    def full() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(ftf_home / "runs" / "x" / "metrics.jsonl"))
+
+    def denied() -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(ftf_home / "secret"))
+
+    c.app.add_api_route("/api/test-full", full)  # type: ignore[attr-defined]
+    c.app.add_api_route("/api/test-denied", denied)  # type: ignore[attr-defined]
+    with c:
+        r = c.get("/api/test-full")
+        assert r.status_code == 507 and r.json()["error"]["code"] == "insufficient_storage"
+        assert "full" in r.json()["error"]["message"] and str(ftf_home) not in r.text
+        r = c.get("/api/test-denied")  # any other OS error stays an internal one, still without the path
+        assert r.status_code == 500 and str(ftf_home) not in r.text

@@ -79,7 +79,8 @@ def list_files(project: Project) -> list[dict[str, Any]]:
     status_code=201,
     openapi_extra=_UPLOAD_BODY,
     responses={
-        415: {"model": ErrorPublic, "description": "Not multipart, or a file type ingest cannot read"}
+        415: {"model": ErrorPublic, "description": "Not multipart, or a file type ingest cannot read"},
+        507: {"model": ErrorPublic, "description": "Not enough free disk space: nothing was kept"},
     },
 )
 async def upload_files(project: Project, request: Request, cfg: Config) -> list[dict[str, Any]]:
@@ -91,7 +92,8 @@ async def upload_files(project: Project, request: Request, cfg: Config) -> list[
     if declared.isdigit() and int(declared) > limit * uploads.MAX_FILES + 2**20:
         raise ApiError(413, f"the upload is over the limit of {cfg.max_upload_mb:g} MB per file "
                        f"(setting max_upload_mb)", "upload_too_large")  # fmt: skip
-    parser, form = uploads.parser(project, request.headers.get("content-type", ""), limit)
+    size = int(declared) if declared.isdigit() else 0
+    parser, form = uploads.parser(project, request.headers.get("content-type", ""), limit, size)
     try:
         async for chunk in request.stream():
             await run_in_threadpool(parser.write, chunk)
