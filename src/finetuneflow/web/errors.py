@@ -2,8 +2,8 @@
 
 FineTuneFlow's own errors map to 4xx by what they mean (a bad setting or input 400, an unknown
 name 404, a file we cannot read 415, a finished run in the way or a run or project a job still
-uses 409), a full disk 507; anything else is a 500 whose message names the error type only, so no internal detail
-(a path, a key) leaks into a response.
+uses 409), a full disk to 507; anything else is a 500 whose message names the error type only,
+so no internal detail (a path, a key) leaks into a response.
 """
 
 from __future__ import annotations
@@ -103,8 +103,11 @@ def _os_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, OSError)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         log.warning("out of disk space (%s)", type(err).__name__, exc_info=err)
-        return error_response(507, "the disk where FineTuneFlow keeps its state is full; free some "
-                              "space (delete old runs or projects) and try again", "insufficient_storage")  # fmt: skip
+        message = (
+            "the disk where FineTuneFlow keeps its state is full; free some space "
+            "(delete old runs or projects) and try again"
+        )
+        return error_response(507, message, "insufficient_storage")
     return _internal(request, err)
 
 

@@ -191,10 +191,13 @@ def check_room(folder: Path, wanted: int) -> None:
     free = shutil.disk_usage(folder).free
     if free - wanted >= DISK_RESERVE_BYTES:
         return
-    raise ApiError(507, f"not enough free disk space: {free / 2**20:,.0f} MB free where the projects are "
-                   f"kept, the upload needs {wanted / 2**20:,.0f} MB more and {DISK_RESERVE_BYTES // 2**20} MB "
-                   "stay free for the database and running jobs; delete old runs or projects and "
-                   "upload again", "insufficient_storage")  # fmt: skip
+    reserve = DISK_RESERVE_BYTES // 2**20
+    message = (
+        f"not enough free disk space: {free / 2**20:,.0f} MB free where the projects are kept, the "
+        f"upload needs {wanted / 2**20:,.0f} MB more and {reserve} MB stay free for the database and "
+        "running jobs; delete old runs or projects and upload again"
+    )
+    raise ApiError(507, message, "insufficient_storage")
 
 
 def _sweep(incoming: Path) -> None:

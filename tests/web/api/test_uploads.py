@@ -221,8 +221,8 @@ def test_an_upload_that_would_fill_the_disk_is_refused_and_leaves_nothing(
     monkeypatch.setattr(uploads, "CHECK_EVERY_BYTES", 65536)
 
     def streamed() -> Iterator[bytes]:  # chunked: the length is never said, so only watching helps
-        for name in ("c.txt", "d.txt"):
-            yield b'--B\r\nContent-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n\r\n'
+        for name in (b"c.txt", b"d.txt"):
+            yield b'--B\r\nContent-Disposition: form-data; name="files"; filename="' + name + b'"\r\n\r\n'
             for _ in range(3):
                 yield b"c" * 65536
             yield b"\r\n"
