@@ -120,6 +120,33 @@ def test_micro_batches_side_by_side_train_as_one_after_another(
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_a_busy_core_keeps_the_micro_batches_side_by_side(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beside another process that keeps a core busy, the default (all cores) still runs two
+    micro-batches at once, each single-threaded: 1.24x one at a time there (README "Both cores").
+    The load is what /proc/stat would say with a spinner on one core of two."""
+    from finetuneflow import hardware
+    from finetuneflow.train.side_by_side import SideBySide
+
+    ran: list[tuple[int, int]] = []
+    real = SideBySide.accumulate
+
+    def counted(self: SideBySide, parts: list[Any], *a: Any) -> float:
+        ran.append((len(parts), torch.get_num_threads()))
+        return real(self, parts, *a)
+
+    monkeypatch.setattr(SideBySide, "accumulate", counted)
+    monkeypatch.setattr(hardware, "available_cores", lambda: 2)
+    monkeypatch.setattr(hardware.CoreShare, "others_busy", lambda self: 1.0)
+    ds = chat_dataset(tmp_path / "ds")
+    busy = train(ds, tmp_path / "busy", _cfg(tiny_model, batch_size=0, grad_accum=4, threads=0))
+    assert ran == [(4, 1)] * 3  # torch's threads went to 1 (the free core), the parts still two at a time
+    seq = train(ds, tmp_path / "seq", _cfg(tiny_model, batch_size=1, grad_accum=4, threads=1))
+    losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("busy", "seq")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and busy["steps"] == seq["steps"] == 3
+
+
 def test_out_of_memory_side_by_side_goes_one_micro_batch_at_a_time_first(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
