@@ -66,3 +66,26 @@ def test_background_queues_the_step_and_prints_the_job_id(
 def test_an_unknown_job_is_an_error_not_a_crash() -> None:
     result = runner.invoke(app, ["jobs", "show", "42"])
     assert result.exit_code == 2 and "no job 42" in result.output
+
+
+def test_a_worker_on_another_broker_than_its_clients_says_so(
+    ftf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ftf worker --broker X` alone serves X while the studio and `--background` send to
+    $FTF_BROKER_URL (or the embedded broker): their jobs would wait forever without a word."""
+    from finetuneflow.jobs import worker
+
+    served: list[str] = []
+    monkeypatch.setattr(worker, "run_worker", lambda cfg, queues, level: served.append(cfg.broker()) or 0)
+    other = f"sqla+sqlite:///{ftf_home / 'other.db'}"
+    monkeypatch.delenv("FTF_BROKER_URL", raising=False)
+    said = runner.invoke(app, ["worker", "--broker", other])
+    assert said.exit_code == 0 and served == [other]
+    assert "warning" in said.stderr and "embedded SQLite broker" in said.stderr
+    assert "FTF_BROKER_URL" in said.stderr
+    assert other not in said.stderr  # a broker URL may hold a password
+    monkeypatch.setenv("FTF_BROKER_URL", other)  # the clients' broker too: nothing to say
+    quiet = runner.invoke(app, ["worker", "--broker", other])
+    assert quiet.exit_code == 0 and served == [other, other] and "warning" not in quiet.stderr
+    monkeypatch.setenv("FTF_BROKER_URL", f"sqla+sqlite:///{ftf_home / 'broker.db'}")
+    assert "$FTF_BROKER_URL" in runner.invoke(app, ["worker", "--broker", other]).stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import typer
@@ -39,10 +40,31 @@ def worker(
     try:
         cfg = settings(JobsConfig, config, broker_url=broker, concurrency=concurrency, heartbeat_s=heartbeat,
                        stale_after_s=stale_after)  # fmt: skip
+        _warn_other_broker(cfg)
         code = run_worker(cfg, [q.strip() for q in queues.split(",") if q.strip()], loglevel)
     except ValueError as err:
         fail(err)
     raise typer.Exit(code)
+
+
+def _warn_other_broker(cfg: Any) -> None:
+    """Say so when this worker's broker is not the one clients send to: the studio and
+    ``--background`` read ``$FTF_BROKER_URL`` only, so their jobs would wait forever unseen."""
+    from finetuneflow.jobs.config import BROKER_ENV, JobsConfig
+
+    if cfg.broker() == JobsConfig().broker():
+        return
+    theirs = (
+        f"${BROKER_ENV}"
+        if os.environ.get(BROKER_ENV)
+        else f"the embedded SQLite broker (${BROKER_ENV} unset)"
+    )
+    typer.echo(
+        f"warning: this worker takes jobs from the broker set by --broker or the config file, but the studio "
+        f"and `--background` send theirs to {theirs}: set {BROKER_ENV} to the same URL where they run, "
+        "or their jobs stay queued with no worker",
+        err=True,
+    )
 
 
 @jobs_app.command("list")
