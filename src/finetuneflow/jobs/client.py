@@ -80,9 +80,12 @@ def follow(job_id: int, after: int = 0, poll_s: float = 0.5) -> Iterator[dict[st
     is done (what ``ftf jobs logs --follow`` and a future SSE stream read)."""
     while True:
         done = log.get(job_id)["status"] in log.DONE  # read before the events: none is missed
-        for event in log.events(job_id, after):
+        page = log.events(job_id, after, log.EVENT_PAGE)
+        for event in page:
             after = event["seq"]
             yield event
+        if len(page) == log.EVENT_PAGE:  # more already written: read on at once
+            continue
         if done:
             return
         time.sleep(poll_s)

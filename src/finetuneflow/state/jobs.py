@@ -151,13 +151,18 @@ def _add_event(s: Any, job_id: int, kind: str, payload: dict[str, Any] | None) -
     return int(seq)
 
 
-def events(job_id: int, after: int = 0) -> list[dict[str, Any]]:
-    """A job's events with ``seq`` > ``after``, oldest first, as plain dicts."""
+EVENT_PAGE = 500  # events a follower reads at once: a long run's history is tens of thousands
+
+
+def events(job_id: int, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """A job's events with ``seq`` > ``after``, oldest first, as plain dicts; the first ``limit``
+    of them when given."""
     with session_scope() as s:
         rows = s.scalars(
             select(schema.JobEvent)
             .where(schema.JobEvent.job_id == job_id, schema.JobEvent.seq > after)
             .order_by(schema.JobEvent.seq)
+            .limit(limit)
         ).all()
         return [{"seq": e.seq, "at": e.at.isoformat(), "kind": e.kind, "payload": e.payload} for e in rows]
 

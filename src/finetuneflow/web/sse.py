@@ -50,10 +50,14 @@ async def job_stream(job_id: int, after: int, poll_s: float, keepalive_s: float)
     while True:
         # the status is read before the events: an event written in between is read next round
         done = (await run_in_threadpool(log.get, job_id))["status"] in log.DONE
-        for event in await run_in_threadpool(log.events, job_id, after):
+        # a page at a time: a long run's history (an event a step) is never one list in memory
+        page = await run_in_threadpool(log.events, job_id, after, log.EVENT_PAGE)
+        for event in page:
             after = event["seq"]
             quiet_since = time.monotonic()
             yield frame(event)
+        if len(page) == log.EVENT_PAGE:  # more already written: read on at once
+            continue
         if done:
             return
         if time.monotonic() - quiet_since >= keepalive_s:

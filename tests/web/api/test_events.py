@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from finetuneflow.state import jobs as log
@@ -165,3 +166,30 @@ def test_the_stream_of_a_job_whose_process_died_ends_with_lost(database: str, pr
 
     pieces = asyncio.run(asyncio.wait_for(collect(), timeout=30))
     assert "event: lost" in pieces[-1] and log.get(job_id)["status"] == "failed"
+
+
+def test_a_long_history_streams_a_page_at_a_time_all_of_it_in_order(
+    client: TestClient, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run writes an event a step: the stream (and `ftf jobs logs --follow`) reads them a
+    page at a time, never the whole history as one list, and misses none."""
+    from finetuneflow.jobs import client as jobs_client
+
+    monkeypatch.setattr(log, "EVENT_PAGE", 50)
+    pages: list[int] = []
+    real = log.events
+
+    def paged(job_id: int, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        found = real(job_id, after, limit)
+        pages.append(len(found))
+        return found
+
+    monkeypatch.setattr(log, "events", paged)
+    url = _finished_events_url(project, 130)  # 133 events: queued, started, 130 steps, finished
+    with client.stream("GET", url) as r:
+        assert [s for s, _ in _events(_parse(r.iter_lines()))] == list(range(1, 134))
+    assert max(pages) == 50 and sum(pages) == 133
+    pages.clear()
+    job_id = int(url.split("/")[3])
+    assert [e["seq"] for e in jobs_client.follow(job_id, poll_s=0.01)] == list(range(1, 134))
+    assert max(pages) == 50 and sum(pages) == 133
