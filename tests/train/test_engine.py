@@ -120,12 +120,12 @@ def test_micro_batches_side_by_side_train_as_one_after_another(
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_a_busy_core_keeps_the_micro_batches_side_by_side(
+def test_beside_a_busy_core_each_way_is_tried_and_the_faster_kept(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Beside another process that keeps a core busy, the default (all cores) still runs two
-    micro-batches at once, each single-threaded: 1.24x one at a time there (README "Both cores").
-    The load is what /proc/stat would say with a spinner on one core of two."""
+    """Beside another process that keeps a core busy (what /proc/stat says with a spinner on one
+    core of two), the default tries a step side by side (torch's threads at 1 each) and one one at
+    a time, then keeps the faster: which wins depends on the other process (README "Both cores")."""
     from finetuneflow import hardware
     from finetuneflow.train.side_by_side import SideBySide
 
@@ -141,10 +141,29 @@ def test_a_busy_core_keeps_the_micro_batches_side_by_side(
     monkeypatch.setattr(hardware.CoreShare, "others_busy", lambda self: 1.0)
     ds = chat_dataset(tmp_path / "ds")
     busy = train(ds, tmp_path / "busy", _cfg(tiny_model, batch_size=0, grad_accum=4, threads=0))
-    assert ran == [(4, 1)] * 3  # torch's threads went to 1 (the free core), the parts still two at a time
+    ways = [m["side_by_side"] for m in rf.read_metrics(tmp_path / "busy") if "loss" in m]
+    assert ways[:2] == [2, 1] and ways[2] in (1, 2) and len(ways) == 3  # tried both, then one kept
+    assert ran == [(4, 1)] * ways.count(2)  # side by side: the four parts two at a time, 1 thread each
     seq = train(ds, tmp_path / "seq", _cfg(tiny_model, batch_size=1, grad_accum=4, threads=1))
     losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("busy", "seq")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and busy["steps"] == seq["steps"] == 3
+
+
+def test_the_busy_choice_keeps_the_faster_way_then_measures_again() -> None:
+    from finetuneflow.train.side_by_side import BusyChoice
+
+    choice = BusyChoice(keep=2)
+    assert choice.side() is True
+    choice.record(True, 12.0, 1000)  # side by side: 12 ms a token
+    assert choice.side() is False
+    choice.record(False, 10.0, 1000)  # one at a time: 10 ms
+    assert [choice.side(), choice.side()] == [False, False]
+    choice.record(False, 10.0, 1000)
+    choice.record(False, 10.0, 1000)  # kept for two steps: both are tried again
+    assert choice.side() is True
+    choice.record(True, 5.0, 600)  # per real token: 8.3 ms against 9 ms
+    choice.record(False, 9.0, 1000)
+    assert choice.side() is True
 
 
 def test_out_of_memory_side_by_side_goes_one_micro_batch_at_a_time_first(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
 from finetuneflow.train import fsdp
 from finetuneflow.train.config import TrainConfig
-from finetuneflow.train.side_by_side import SideBySide
+from finetuneflow.train.side_by_side import BusyChoice, SideBySide
 
 # AdamW's fused kernel (one pass over each parameter for the whole update) on a CPU or CUDA device,
 # unsharded; the same maths as the per-parameter loop within float rounding (tests/train/test_step.py
@@ -60,6 +60,7 @@ class Loop:
     cores: Any = None
     side: int = 1  # micro-batches at once, one core each (train/side_by_side.py), up to torch's threads
     pool: SideBySide | None = None  # its threads, while run() runs
+    busy: BusyChoice = field(default_factory=BusyChoice)  # side by side beside a busy core?
     trim: Callable[[], bool] = lambda: False  # after each step: allocator.FreedPages.trim
 
     @property
@@ -127,15 +128,20 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
     while state.step < loop.total:
         rows = [r for micro in loop.plan[state.step] for r in micro]
         threads = loop.cores.adapt() if loop.cores else None
+        busy = loop.pool is not None and threads is not None and threads < loop.side  # a core taken
+        side = loop.pool is not None and (not busy or loop.busy.side())
         lr = lr_at(state.step, loop.total, warmup, cfg.learning_rate)
         started = time.time()
-        loss, norm = _optimizer_step(loop, state, rows, lr, log)
+        loss, norm = _optimizer_step(loop, state, rows, lr, log, side)
         loop.trim()  # timed with the step: a purge's cost is the step's
-        state.train_seconds += time.time() - started
+        seconds = time.time() - started
+        state.train_seconds += seconds
         state.step, state.last_loss = state.step + 1, loss
         session_steps += 1
         real = sum(r.real_tokens for r in rows)
         state.seen_tokens += real
+        if busy:
+            loop.busy.record(side, seconds, real)
         eta = (time.time() - session_start) / session_steps * (loop.total - state.step)
         speed = state.seen_tokens / max(state.train_seconds, 1e-9)
         if log:
@@ -143,6 +149,7 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
                 step=state.step, loss=round(loss, 5), lr=lr, grad_norm=round(norm, 4), real_tokens=real,
                 tokens_per_s=round(speed, 1), eta_s=round(eta, 1),
                 **({"threads": threads} if threads else {}),
+                **({"side_by_side": loop.side if side and loop.pool else 1} if loop.side > 1 else {}),
             )  # fmt: skip
         stop = False
         evaluated = state.step % eval_every == 0 or state.step == loop.total
@@ -164,7 +171,7 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
 
 
 def _optimizer_step(
-    loop: Loop, state: ckpt.LoopState, rows: list[Row], lr: float, log: rf.MetricsLog | None
+    loop: Loop, state: ckpt.LoopState, rows: list[Row], lr: float, log: rf.MetricsLog | None, side: bool
 ) -> tuple[float, float]:
     """Forward/backward over this rank's rows in micro-batches, then one optimizer step.
 
@@ -181,9 +188,7 @@ def _optimizer_step(
     for attempt in range(loop.cfg.checkpoints.oom_retries + 1):
         try:
             parts = loop.microbatches(rows, state.micro_size)
-            # side by side even when another process keeps a core busy (torch's threads then 1):
-            # beside a spinner 1.24x one at a time, beside two 1.14x (README "Both cores")
-            if loop.pool and len(parts) > 1:
+            if side and loop.pool and len(parts) > 1:  # a core each (torch's threads 1 each)
                 local = loop.pool.accumulate(parts, loop.loss_fn, loop.params, 1 / n_sup, amp, loop.device)
                 break
             local = 0.0
