@@ -93,3 +93,47 @@ def test_damaged_packages_say_how_to_fix(tmp_path: Path, members: dict[str, str]
 )
 def test_heading_levels(name: str, level: int) -> None:
     assert heading_level(name) == level
+
+
+def test_a_text_box_word_writes_twice_is_read_once(tmp_path: Path) -> None:
+    """Word 2010+ writes a text box as a drawing (mc:Choice) and again as VML for old readers
+    (mc:Fallback): one flyer line, not two."""
+    mc = 'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"'
+    box = "<w:txbxContent>" + para("Call 555-0100 for service.") + "</w:txbxContent>"
+    body = (
+        f"<w:p><w:r><w:t>Flyer:</w:t></w:r><w:r><mc:AlternateContent {mc}>"
+        f"<mc:Choice Requires='wps'><w:drawing>{box}</w:drawing></mc:Choice>"
+        f"<mc:Fallback><w:pict>{box}</w:pict></mc:Fallback>"
+        "</mc:AlternateContent></w:r></w:p>"
+    )
+    (text,) = docx_blocks(make_docx(tmp_path / "flyer.docx", body))
+    assert text.count("Call 555-0100") == 1, text
+
+
+def _flip_bytes(path: Path, member: str) -> None:
+    """Damage ``member``'s compressed bytes in place (a disk or transfer error)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for k in range(start + 2, start + info.compress_size - 2, 3):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_member_is_a_clear_error_and_damaged_styles_only_cost_the_headings(tmp_path: Path) -> None:
+    body = "".join(para(f"Paragraph {i} about the label printer.") for i in range(50))
+    path = tmp_path / "broken.docx"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", f"<w:document {NS}><w:body>{body}</w:body></w:document>")
+    _flip_bytes(path, "word/document.xml")
+    with pytest.raises(ReaderError, match="save it again as .docx"):
+        docx_blocks(path)
+    styled = tmp_path / "de.docx"
+    doc = f"<w:document {NS}><w:body>{para('Einleitung', 'berschrift1')}{body}</w:body></w:document>"
+    with zipfile.ZipFile(styled, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", doc)
+        archive.writestr("word/styles.xml", STYLES * 40)
+    _flip_bytes(styled, "word/styles.xml")
+    blocks = docx_blocks(styled)  # the text is all in the main part: read, without '#' marks
+    assert blocks[0] == "Einleitung" and len(blocks) == 51

@@ -48,7 +48,7 @@ def test_without_the_extra_scanned_pages_are_named_with_the_install_command(
     assert [r.page for r in result.records] == [2]
     assert result.problems == [
         "pages 1, 3-4: scanned (no text layer) and not read: OCR is not installed; install it with: "
-        "pip install 'finetuneflow[ocr]'"
+        "pip install 'finetuneflow[ocr]', then ingest again with --reread"
     ]
 
 

@@ -44,6 +44,7 @@ def ingest(
     max_file_mb: Annotated[float | None, opt("ingest", "max_file_mb")] = None,
     max_record_mb: Annotated[float | None, opt("ingest", "max_record_mb")] = None,
     max_depth: Annotated[int | None, opt("ingest", "max_depth")] = None,
+    reread: Annotated[bool | None, opt("ingest", "reread", "--reread")] = None,
     config: ConfigFile = None,
     background: Background = False,
 ) -> None:
@@ -60,7 +61,7 @@ def ingest(
         cfg = settings(
             IngestConfig, config, tokenizer=model, max_tokens=max_tokens, overlap=overlap, domain=domain,
             scrub_pii=scrub_pii, dedup=dedup, workers=workers, max_file_mb=max_file_mb,
-            max_record_mb=max_record_mb, max_depth=max_depth,
+            max_record_mb=max_record_mb, max_depth=max_depth, reread=reread,
         )  # fmt: skip
         if background:  # the worker may run elsewhere in the file system: absolute paths
             from finetuneflow.config import to_dict

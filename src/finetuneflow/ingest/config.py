@@ -23,6 +23,11 @@ class IngestConfig:
         "or CSV line, a file of a type read whole (PDF, DOCX, HTML, code...). Text is streamed.",
     )
     max_depth: int = setting(100, "JSON nested deeper than this (lists and objects) is refused.")
+    reread: bool = setting(
+        False,
+        "Read unchanged files again too (after raising max_depth or max_record_mb, or installing "
+        "OCR, for the parts a file skipped); off: a re-run reads only new and changed files.",
+    )
     segment_mb: float = setting(
         1.0,
         "Larger files are read, cleaned and tokenized in pieces of this size (memory stays flat); "

@@ -20,8 +20,10 @@ from typing import Any
 from lxml import etree
 
 from finetuneflow.errors import ReaderError
+from finetuneflow.ingest.ooxml import DAMAGED
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"  # mc:AlternateContent
 # Untrusted XML: no DTD entities (billion laughs, XXE), no network, no multi-GB trees.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
 _MAIN_PART = "word/document.xml"
@@ -40,12 +42,13 @@ def docx_blocks(path: Path) -> list[str]:
             main = _parse(archive, _MAIN_PART)
             headings = _builtin_headings(main)
             if None in headings and _STYLES_PART in archive.namelist():
-                headings.update(_heading_styles(_parse(archive, _STYLES_PART)))
-    except (zipfile.BadZipFile, KeyError, etree.XMLSyntaxError) as exc:
+                headings.update(_styled_headings(archive))
+    except DAMAGED as exc:  # a damaged compressed member too (zlib.error, EOFError)
         raise ReaderError(
             f"not a readable Word document (main part {_MAIN_PART} missing or damaged: {exc}); "
             "open it in Word or LibreOffice and save it again as .docx"
         ) from exc
+    _drop_fallbacks(main)
     body = main.find(f"{_W}body")
     if body is None:
         raise ReaderError(f"not a readable Word document ({_MAIN_PART} has no body)")
@@ -111,6 +114,24 @@ def _blocks(container: Any, headings: dict[str | None, int]) -> list[str]:
             if content is not None:
                 out += _blocks(content, headings)
     return out
+
+
+def _styled_headings(archive: zipfile.ZipFile) -> dict[str | None, int]:
+    """Heading levels named by the styles part; none when it is damaged (styles only name the
+    headings: the text is all in the main part, so a broken styles part costs the '#' marks)."""
+    try:
+        return _heading_styles(_parse(archive, _STYLES_PART))
+    except DAMAGED:
+        return {}
+
+
+def _drop_fallbacks(main: Any) -> None:
+    """Remove the ``mc:Fallback`` copies: Word 2010+ writes a text box twice, as the drawing
+    (``mc:Choice``) and as a VML fallback for old readers, and both hold the same text."""
+    for fallback in list(main.iter(f"{_MC}Fallback")):
+        parent = fallback.getparent()
+        if parent is not None:
+            parent.remove(fallback)
 
 
 def _paragraph(p: Any, headings: dict[str | None, int]) -> str:

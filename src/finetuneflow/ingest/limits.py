@@ -60,7 +60,8 @@ def too_deep(depth: int) -> str:
     limit = current().max_depth
     return (
         f"JSON nested {depth}+ levels deep is over max_depth={limit}; "
-        f"raise it with --max-depth (or max_depth in the config) if the file is meant to be that deep"
+        f"raise it with --max-depth (or max_depth in the config) if the file is meant to be that deep "
+        f"(add --reread when the file itself did not change)"
     )
 
 
@@ -69,7 +70,8 @@ def too_long(what: str, size: int) -> str:
     limit = current().max_record_mb
     return (
         f"{what} of {size / 2**20:.3g} MB is over max_record_mb={limit:g}; "
-        f"raise it with --max-record-mb (or max_record_mb in the config)"
+        f"raise it with --max-record-mb (or max_record_mb in the config; add --reread when the file "
+        f"itself did not change)"
     )
 
 

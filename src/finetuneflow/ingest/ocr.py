@@ -108,7 +108,7 @@ class ScannedPages:
             out.insert(
                 0,
                 f"{_pages(self.not_installed)}: scanned (no text layer) and not read: OCR is not "
-                f"installed; install it with: {OCR_INSTALL}",
+                f"installed; install it with: {OCR_INSTALL}, then ingest again with --reread",
             )
         return out
 

@@ -288,7 +288,10 @@ def _read_jsonl(path: Path) -> ReadResult:
 def _jsonl_result(text: str) -> ReadResult:
     """Parse JSON lines text; see :func:`_read_jsonl`."""
     result = ReadResult([])
-    for item in jsonl_records(enumerate(text.splitlines(), start=1)):
+    # "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON allows raw
+    # inside a string (json.dumps(ensure_ascii=False) writes them so), cutting good records in two
+    lines = (line.removesuffix("\r") for line in text.split("\n"))
+    for item in jsonl_records(enumerate(lines, start=1)):
         if isinstance(item, str):
             result.problems.append(item)
         else:

@@ -66,7 +66,8 @@ def write_report(folder: Path, data: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / REPORT_FILE
     tmp = path.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # errors="replace": a problem line may quote a lone surrogate from a file (a role, a key)
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8", errors="replace")
     os.replace(tmp, path)
     return path
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,26 @@ def discover(inputs: list[Path]) -> Iterator[Candidate]:
     for root in inputs:
         root = root.expanduser()
         if not root.is_dir():
-            yield Candidate(root, root.name if root.is_file() else str(root), root.parent, explicit=True)
+            yield _named(
+                Candidate(root, root.name if root.is_file() else str(root), root.parent, explicit=True)
+            )
             continue
         for rel, skipped in _files_under(str(root), ""):
-            yield Candidate(root / rel, os.path.join(root.name, rel), root, skipped=skipped)
+            yield _named(Candidate(root / rel, os.path.join(root.name, rel), root, skipped=skipped))
+
+
+def _named(c: Candidate) -> Candidate:
+    """``c``, or where its name is not valid UTF-8 (bytes of another encoding, which Python keeps
+    as lone surrogates) skipped under a readable name: no database, report or tokenizer takes it."""
+    try:
+        c.name.encode("utf-8")
+    except UnicodeEncodeError:
+        readable = c.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return replace(c, name=readable, skipped=_BAD_NAME)
+    return c
+
+
+_BAD_NAME = "its name is not valid UTF-8 (written in an older encoding such as Latin-1); rename it to read it"
 
 
 def _files_under(folder: str, rel: str) -> Iterator[tuple[str, str]]:
@@ -73,24 +89,42 @@ def _files_under(folder: str, rel: str) -> Iterator[tuple[str, str]]:
     (and links that loop or lead nowhere) are not entered and unreadable folders not listed, each
     given with the reason (the second item; empty for a file to read). One ``scandir``
     per folder (its entries know their type) instead of rglob + sort + a stat per file: ~4x
-    faster on 10,000 files, and the main process walks before any worker has work.
+    faster on 10,000 files, and the main process walks before any worker has work. A stack of
+    folders, not recursion: a tree 1,000 folders deep is a legal path on Linux.
     """
-    try:
-        with os.scandir(folder) as found:
-            entries = sorted(found, key=lambda entry: entry.name)  # per level = sorted whole paths
-    except OSError as err:
-        yield rel, f"folder not read: {err.strerror or err}; check its permissions"
+    top = _listing(folder)
+    if isinstance(top, str):
+        yield rel, top
         return
-    for entry in entries:
+    open_folders: list[tuple[Iterator[os.DirEntry[str]], str]] = [(iter(top), rel)]
+    while open_folders:
+        entries, here = open_folders[-1]
+        entry = next(entries, None)
+        if entry is None:
+            open_folders.pop()
+            continue
         if entry.name.startswith(".") or entry.name in SKIP_DIRS:
             continue
-        path = os.path.join(rel, entry.name)
+        path = os.path.join(here, entry.name)
         if entry.is_dir(follow_symlinks=False):
-            yield from _files_under(entry.path, path)
+            inner = _listing(entry.path)
+            if isinstance(inner, str):
+                yield path, inner
+            else:
+                open_folders.append((iter(inner), path))
         elif entry.name != COLLECTION_FILE and _is_file(entry):
             yield path, ""
         elif entry.is_symlink():
             yield path, _LINK_SKIPPED
+
+
+def _listing(folder: str) -> list[os.DirEntry[str]] | str:
+    """The folder's entries by name (per level = sorted whole paths), or why it was not read."""
+    try:
+        with os.scandir(folder) as found:
+            return sorted(found, key=lambda entry: entry.name)
+    except OSError as err:
+        return f"folder not read: {err.strerror or err}; check its permissions"
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:
@@ -130,6 +164,8 @@ def _precheck(known: dict[str, tuple[str, str]], c: Candidate, cfg: IngestConfig
             )
     if info is None:
         return FileReport(c.name, "failed", problems=["no such file or folder"])
+    if not stat.S_ISREG(info.st_mode):  # reading a named pipe would wait for a writer forever
+        return FileReport(c.name, "skipped", problems=["not a regular file (a pipe, socket or device)"])
     if c.file.suffix and c.file.suffix.lower() not in SUPPORTED_EXTENSIONS:
         return FileReport(c.name, "skipped", problems=[f"unsupported type '{c.file.suffix}'"])
     size = info.st_size
@@ -140,7 +176,9 @@ def _precheck(known: dict[str, tuple[str, str]], c: Candidate, cfg: IngestConfig
         if not collection or collection["domain"] != cfg.domain:
             return FileReport(c.name, "skipped", problems=[f"not in a '{cfg.domain}' collection"])
     sha, status = known.get(c.name, ("", ""))
-    if sha and status != "failed" and sha == paths.sha256_file(c.file):
+    # reread: what a partial file skipped may read now (a raised --max-depth or --max-record-mb,
+    # OCR installed since), as its problems' advice says; otherwise a re-run keeps every chunk id
+    if sha and status != "failed" and not cfg.reread and sha == paths.sha256_file(c.file):
         return FileReport(c.name, "unchanged")
     return None
 

@@ -276,11 +276,13 @@ def insert_pending(session: Session, index: DedupIndex, pending: Pending) -> Non
 def forget_file_chunks(session: Session, file_id: int) -> list[int]:
     """Delete a file's chunks (returning their ids); chunks elsewhere that were dropped as their
     duplicates come back, since what they duplicated is gone."""
-    old = list(session.scalars(select(schema.Chunk.id).where(schema.Chunk.file_id == file_id)))
+    mine = select(schema.Chunk.id).where(schema.Chunk.file_id == file_id)
+    old = list(session.scalars(mine))
     if old:
+        # a subquery, not the ids bound one by one: a file of 800k chunks is past SQLite's variable limit
         session.execute(
             update(schema.Chunk)
-            .where(schema.Chunk.duplicate_of.in_(old))
+            .where(schema.Chunk.duplicate_of.in_(mine))
             .values(drop_reason=None, duplicate_of=None)
         )
         session.execute(delete(schema.Chunk).where(schema.Chunk.file_id == file_id))

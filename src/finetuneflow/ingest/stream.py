@@ -264,26 +264,27 @@ def _delimited(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]
 
 
 def lines(pieces: Iterable[str]) -> Iterator[tuple[int, str | None]]:
-    """(1-based number, line) as ``str.splitlines`` numbers them; None for a line longer than
-    ``max_record_mb`` (its text is dropped as it is read)."""
+    """(1-based number, line) of JSON Lines text, cut at "\n" only (``str.splitlines`` would also
+    cut at U+2028, U+2029 and U+0085, which JSON allows raw inside a string); None for a line longer
+    than ``max_record_mb`` (its text is dropped as it is read)."""
     limit = current().max_record
     rest, number, skipping = "", 0, 0
     for piece in pieces:
-        found = (rest + piece).splitlines(keepends=True)
-        rest = found.pop() if found else ""
+        found = (rest + piece).split("\n")
+        rest = found.pop()
         for line in found:
             number += 1
             if skipping:
                 yield number, None
                 skipping = 0
             else:
-                yield number, (line.splitlines() or [""])[0]
+                yield number, line.removesuffix("\r")
         if len(rest) > limit:
             skipping, rest = skipping + len(rest), ""
     if skipping:
         yield number + 1, None
     elif rest:
-        yield number + 1, rest
+        yield number + 1, rest.removesuffix("\r")
 
 
 def _jsonl_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:

@@ -14,6 +14,9 @@ _LINE_BREAKS = re.compile("\r\n|[\r\v\f\x85\u2028\u2029]")
 # C0 and C1 control characters except "\t" and "\n": NULs and escape codes from bad
 # exports confuse tokenizers and show up as garbage in the UI.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Lone UTF-16 surrogates: JSON's "\ud83d" escape without its pair (a chat export cut mid-emoji)
+# decodes to a str no tokenizer, database or UTF-8 file accepts; each becomes U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
 # Three or more newlines means two or more blank lines; one blank line is enough to mark a paragraph.
 _BLANK_RUN = re.compile(r"\n{3,}")
@@ -34,7 +37,7 @@ def clean_text(text: str) -> str:
 def clean_segment(text: str) -> str:
     """:func:`clean_text` without the final strip: for a text read in pieces cut at a
     :data:`SAFE_CUT`, the cleaned pieces joined and stripped equal the whole text cleaned."""
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", _SURROGATE.sub("\ufffd", text))
     text = _LINE_BREAKS.sub("\n", text)
     text = _CONTROL.sub("", text)
     text = _TRAILING_SPACE.sub("", text)
@@ -53,7 +56,7 @@ def clean_message(text: str) -> str:
     Line structure inside the message is kept as written (code blocks and lists depend on it),
     except that line endings are normalised to "\\n". Never raises.
     """
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", _SURROGATE.sub("\ufffd", text))
     text = _LINE_BREAKS.sub("\n", text)
     return _CONTROL.sub("", text).strip()
 
