@@ -84,3 +84,29 @@ def test_exact_keys_answer_like_a_dict_across_merges(monkeypatch: pytest.MonkeyP
     for key, slots in reference.items():
         assert exact.slots(key) == slots
     assert max(map(len, reference.values())) > 2
+
+
+def test_forgetting_a_file_of_more_chunks_than_sqlite_takes_variables(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A changed large file's old chunks are forgotten by one statement whatever their number: a
+    bound id per chunk passed SQLite's variable limit (250,000 here, 32,766 in stock builds)."""
+    import sqlite3
+
+    from finetuneflow.ingest.store import forget_file_chunks
+
+    doc = tmp_path / "manual.md"
+    doc.write_text(
+        "\n\n".join(f"Section {i}: the printer's part number {i * 7919} is kept here." for i in range(60))
+    )
+    api.ingest([doc], "p", IngestConfig(tokenizer=str(tiny_model), max_tokens=16, overlap=0, dedup=False))
+    with session_scope() as s:
+        (file_id,) = s.scalars(select(File.id)).all()
+        count = len(s.scalars(select(Chunk.id).where(Chunk.file_id == file_id)).all())
+        raw = s.connection().connection.driver_connection
+        if not isinstance(raw, sqlite3.Connection):
+            pytest.skip("the variable limit is SQLite's")
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, count // 2)  # as if the file were 2x the limit
+        assert len(forget_file_chunks(s, file_id)) == count > 20
+    with session_scope() as s:
+        assert s.scalars(select(Chunk.id)).all() == []
