@@ -91,8 +91,9 @@ class BusyChoice:
 
     Beside a process spinning on one core, two micro-batches at once trained 1.24x as fast as one
     at a time (the scheduler shares the busy core with them, and they meet only at the step's
-    end); beside another training run, whose working set competes for the same caches, they ran
-    3-8% slower (README "Both cores", Zen 4, 2026-12-07).
+    end). Beside a heavier neighbour they can lose; two of our own runs at once both keep side by
+    side (beside a neighbour that does, one at a time gets the smaller share) and each trained at
+    ~236 tokens/s against ~257 with ``threads: 1`` in both (README "Both cores", Zen 4, 2026-12-07).
     """
 
     keep: int = 20
