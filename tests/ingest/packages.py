@@ -157,3 +157,15 @@ def encrypt(path: Path, password: str = "secret") -> Path:
         OOXMLFile(plain).encrypt(password, out)
     path.write_bytes(out.getvalue())
     return path
+
+
+def flip_member_bytes(path: Path, member: str) -> None:
+    """Damage ``member``'s compressed bytes in place, every third byte (a disk or transfer error:
+    a bad CRC or an inflate error when it is read)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for k in range(start + 2, start + info.compress_size - 2, 3):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -10,6 +10,7 @@ import pytest
 from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.docx import docx_blocks, heading_level
 from finetuneflow.ingest.readers import read_file
+from ingest.packages import flip_member_bytes
 
 NS = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
 STYLES = (
@@ -110,23 +111,12 @@ def test_a_text_box_word_writes_twice_is_read_once(tmp_path: Path) -> None:
     assert text.count("Call 555-0100") == 1, text
 
 
-def _flip_bytes(path: Path, member: str) -> None:
-    """Damage ``member``'s compressed bytes in place (a disk or transfer error)."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(member)
-    data = bytearray(path.read_bytes())
-    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    for k in range(start + 2, start + info.compress_size - 2, 3):
-        data[k] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def test_a_damaged_member_is_a_clear_error_and_damaged_styles_only_cost_the_headings(tmp_path: Path) -> None:
     body = "".join(para(f"Paragraph {i} about the label printer.") for i in range(50))
     path = tmp_path / "broken.docx"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("word/document.xml", f"<w:document {NS}><w:body>{body}</w:body></w:document>")
-    _flip_bytes(path, "word/document.xml")
+    flip_member_bytes(path, "word/document.xml")
     with pytest.raises(ReaderError, match="save it again as .docx"):
         docx_blocks(path)
     styled = tmp_path / "de.docx"
@@ -134,6 +124,6 @@ def test_a_damaged_member_is_a_clear_error_and_damaged_styles_only_cost_the_head
     with zipfile.ZipFile(styled, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("word/document.xml", doc)
         archive.writestr("word/styles.xml", STYLES * 40)
-    _flip_bytes(styled, "word/styles.xml")
+    flip_member_bytes(styled, "word/styles.xml")
     blocks = docx_blocks(styled)  # the text is all in the main part: read, without '#' marks
     assert blocks[0] == "Einleitung" and len(blocks) == 51

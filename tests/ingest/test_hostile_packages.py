@@ -9,7 +9,6 @@ never surfaces as an internal error.
 from __future__ import annotations
 
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,16 @@ import pytest
 from finetuneflow.errors import ReaderError
 from finetuneflow.ingest.readers import read_file
 from ingest.files import write
-from ingest.packages import add_bomb, encrypt, make_epub, make_pptx, make_xlsx, rewrite, with_doctype
+from ingest.packages import (
+    add_bomb,
+    encrypt,
+    flip_member_bytes,
+    make_epub,
+    make_pptx,
+    make_xlsx,
+    rewrite,
+    with_doctype,
+)
 
 MAKERS: dict[str, Callable[[Path], Path]] = {".pptx": make_pptx, ".xlsx": make_xlsx, ".epub": make_epub}
 # Where each format keeps text we can swap an entity reference into.
@@ -135,13 +143,7 @@ def test_corrupted_bytes_inside_a_member(tmp_path: Path, kind: str) -> None:
     """A bit flipped in a compressed member (bad CRC or inflate error): reported, never a crash."""
     path = made(tmp_path, kind)
     part, _ = TEXT_PARTS[kind]
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(part)
-    data = bytearray(path.read_bytes())
-    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    for k in range(start + 2, start + info.compress_size - 2, 3):
-        data[k] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_member_bytes(path, part)
     try:
         result = read_file(path)
     except ReaderError as exc:
