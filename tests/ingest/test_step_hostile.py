@@ -147,3 +147,21 @@ def test_a_partial_file_is_read_again_once_its_limit_is_raised(tiny_model: Path,
     again = api.ingest([path], "p", cfg(tiny_model, max_depth=500, reread=True))  # as the problem says
     assert again.files[0].status == "ingested", again.files[0]
     assert api.ingest([path], "p", cfg(tiny_model, max_depth=500)).files[0].status == "unchanged"
+
+
+def test_a_file_that_now_fails_keeps_its_earlier_chunks(tiny_model: Path, tmp_path: Path) -> None:
+    path = tmp_path / "faq.json"
+    rows = [
+        {"question": f"What does error E{i} mean?", "answer": f"Part {i} needs a look."} for i in range(8)
+    ]
+    path.write_text(json.dumps(rows))
+    assert api.ingest([path], "p", cfg(tiny_model)).files[0].status == "ingested"
+    before = sorted(_texts())
+    path.write_text(json.dumps(rows)[:150])  # truncated by a sync conflict
+    again = api.ingest([path], "p", cfg(tiny_model)).files[0]
+    assert again.status == "failed" and "invalid JSON" in again.problems[0]
+    assert any("earlier version of this file and its chunks are kept" in n for n in again.notes)
+    assert sorted(_texts()) == before
+    path.write_text(json.dumps(rows[:3]))  # mended: read again, and this version replaces the earlier
+    mended = api.ingest([path], "p", cfg(tiny_model)).files[0]
+    assert mended.status == "ingested" and len(_texts()) < len(before)

@@ -445,11 +445,12 @@ class _Store:
 def _store_batch(
     session: Session, store: _Store, batch: list[tuple[int, Prepared]]
 ) -> list[tuple[int, FileReport]]:
+    out = [(i, _kept_earlier(store, i, p)) for i, p in batch if _keeps_earlier(store, i, p)]
+    batch = [(i, p) for i, p in batch if not _keeps_earlier(store, i, p)]
     statuses = [_file_status(p) for _, p in batch]
     named = [(store.candidates[i].name, p, st) for (i, p), st in zip(batch, statuses, strict=True)]
     file_ids = _upsert_files(session, store, named)
     pending = Pending()
-    out = []
     for (i, p), file_id, status in zip(batch, file_ids, statuses, strict=True):
         dropped = plan_units(
             store.project_id, file_id, (p.units, p.keys, p.sigs), store.index, store.cfg.min_chars, pending
@@ -462,6 +463,18 @@ def _store_batch(
         out.append((i, FileReport(name, status, kept, p.problems, dict(dropped), p.domain, notes)))
     insert_pending(session, store.index, pending)
     return out
+
+
+def _keeps_earlier(store: _Store, i: int, p: Prepared) -> bool:
+    """Whether a failed read leaves the earlier version of its file as it was: a file truncated by a
+    sync conflict must not take the chunks of its last good read with it (its row keeps the old
+    hash, so the next ingest reads it again)."""
+    return _file_status(p) == "failed" and store.candidates[i].name in store.replaced
+
+
+def _kept_earlier(store: _Store, i: int, p: Prepared) -> FileReport:
+    note = "this read failed, so the earlier version of this file and its chunks are kept"
+    return FileReport(store.candidates[i].name, "failed", 0, p.problems, {}, p.domain, [*p.notes, note])
 
 
 def _file_status(p: Prepared) -> str:
