@@ -180,11 +180,12 @@ def test_long_json_string_and_csv_line_are_refused_by_name(tiny_model: Path, tmp
         json.dumps({"text": [_prose(random.Random(n), 1000) for n in range(4)]})
     )
     (folder / "line.csv").write_text("a,b\n" + "x," + "y" * 30000 + "\n")
+    (folder / "list.json").write_text(json.dumps(["short", "z" * 30000]))  # a list's item: built whole
     one = {"question": "q", "answer": "a", "data": [{"question": f"q{n}", "answer": "a"} for n in range(900)]}
     (folder / "one-example.json").write_text(json.dumps(one))
     cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.001, max_record_mb=0.01)
     files = {Path(f.path).name: f for f in api.ingest([folder], "p", cfg).files}
-    for name in ("string.json", "line.csv", "one-example.json"):
+    for name in ("string.json", "line.csv", "one-example.json", "list.json"):
         assert files[name].status == "failed", files[name]
         assert (
             "max_record_mb=0.01" in files[name].problems[0] and "--max-record-mb" in files[name].problems[0]
@@ -209,3 +210,48 @@ def test_csv_progress_moves_inside_the_file(tiny_model: Path, tmp_path: Path) ->
         if e.stage == "bytes" and e.message == "rows.csv" and e.done < path.stat().st_size
     ]
     assert len(inside) >= 5 and inside == sorted(inside)
+
+
+def test_streamed_json_with_a_bom_or_in_utf16_reads_as_its_utf8_copy(tiny_model: Path, tmp_path: Path) -> None:
+    """Windows PowerShell 5 writes ``ConvertTo-Json > file`` in UTF-16 with a byte-order mark, and
+    some editors save UTF-8 with one: the streaming parser takes UTF-8 only, so large files failed."""
+    _objects(tmp_path / "utf8")
+    qa = [{"question": f"Q{n}", "answer": _prose(random.Random(n), 20)} for n in range(150)]
+    (tmp_path / "utf8" / "list.json").write_text(json.dumps(qa), encoding="utf-8")
+    for encoding in ("utf-8-sig", "utf-16"):
+        (tmp_path / encoding).mkdir()
+        for path in (tmp_path / "utf8").iterdir():
+            (tmp_path / encoding / path.name).write_text(path.read_text(encoding="utf-8"), encoding=encoding)
+    base = dict(tokenizer=str(tiny_model), max_tokens=64, overlap=8, workers=1, segment_mb=0.01)
+    seen = {}
+    for encoding in ("utf8", "utf-8-sig", "utf-16"):
+        report = api.ingest([tmp_path / encoding], encoding, IngestConfig(**base))
+        files = {Path(f.path).name: (f.status, f.chunks, f.problems) for f in report.files}
+        seen[encoding] = files, {Path(p).name: rows for p, rows in _chunks(encoding).items()}
+    files, chunks = seen["utf8"]
+    assert len(files) == 12 and files["list.json"][:2] == ("ingested", 149)  # one near-duplicate
+    for encoding in ("utf-8-sig", "utf-16"):
+        assert seen[encoding] == (files, chunks), encoding
+
+
+def test_invalid_streamed_json_is_named_without_quoting_the_file(tiny_model: Path, tmp_path: Path) -> None:
+    """The parser's own message quotes the text around the error: a report must not show a key."""
+    secret = "sk-live-4f9a8b7c6d5e"
+    rows = [{"question": f"Q{n}", "answer": _prose(random.Random(n), 20)} for n in range(100)]
+    body = json.dumps(rows)[:-1] + f', {{"question": "token", "answer": "{secret}" oops}}]'
+    (tmp_path / "broken.json").write_text(body, encoding="utf-8")
+    (tmp_path / "latin1.json").write_bytes(json.dumps(rows).replace("Q7", "Q7 café").encode("cp1252"))
+    cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.001)
+    files = {Path(f.path).name: f for f in api.ingest([tmp_path], "p", cfg).files}
+    broken, latin1 = files["broken.json"], files["latin1.json"]
+    assert (
+        broken.status == "failed"
+        and "invalid JSON (lexical error: invalid char in json text)" in broken.problems[0]
+    )
+    assert not any(secret in p or "oops" in p for f in files.values() for p in f.problems)
+    from finetuneflow import paths
+    from finetuneflow.ingest.report import REPORT_FILE
+
+    assert secret not in (paths.project_dir("p") / REPORT_FILE).read_text(encoding="utf-8")
+    assert latin1.status == "failed" and "save it again as UTF-8" in latin1.problems[0], latin1.problems
+    assert "café" not in latin1.problems[0]

@@ -12,6 +12,7 @@ repeated key) whole, up to ``max_record_mb``. :func:`check_strings` refuses a st
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,56 @@ class Bytes(Protocol):
     """A binary file (or a wrapper counting what is read of one)."""
 
     def read(self, size: int = -1, /) -> bytes: ...
+
+
+def invalid(exc: Exception) -> ReaderError:
+    """The error for JSON the streaming parser rejected: its first line only. yajl's message goes
+    on to quote the text around the error, and a report must never show what a file holds (a key
+    or a password on that line)."""
+    text = str(exc)
+    text = text[2:] if text.startswith(("b'", 'b"')) else text  # some messages arrive as bytes' repr
+    first = text.replace("\\n", "\n").split("\n")[0].strip().rstrip(".")
+    advice = "save it again as UTF-8" if "UTF8" in first else "validate the file with a JSON linter"
+    return ReaderError(f"invalid JSON ({first}); {advice}")
+
+
+def as_utf8(handle: Bytes) -> Bytes:
+    """``handle``, at the file's start, as the streaming parser takes it: UTF-8 without a byte-order
+    mark. JSON saved with a BOM or in UTF-16 (Windows PowerShell 5's ``ConvertTo-Json > file``
+    writes UTF-16 with one) is transcoded as it is read, as the whole-file reader decodes it (UTF-16
+    without a BOM looks binary to ``sniff`` and is refused before any reader)."""
+    head = handle.read(3)
+    if head.startswith(codecs.BOM_UTF8):
+        return _Utf8(handle, b"", None)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _Utf8(handle, head, "utf-16")
+    return _Utf8(handle, head, None)
+
+
+class _Utf8:
+    """The bytes of ``handle`` after ``head`` (given back first), decoded from ``encoding`` and
+    encoded as UTF-8 (None: passed as they are)."""
+
+    def __init__(self, handle: Bytes, head: bytes, encoding: str | None) -> None:
+        self.handle, self.pending, self.encoding = handle, head, encoding
+        self.decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size == 0:  # ijson asks read(0) whether the file gives bytes or str: nothing consumed
+            return b""
+        while True:
+            block = self.pending or self.handle.read(size if size > 0 else 1 << 16)
+            self.pending = b""
+            if self.decoder is None:
+                return block
+            try:
+                text = self.decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                raise ReaderError(
+                    f"damaged {self.encoding} text ({exc.reason}); save it again as UTF-8"
+                ) from exc
+            if text or not block:  # b"" only at the end: the parser stops there
+                return text.encode("utf-8")
 
 
 @dataclass
@@ -82,7 +133,7 @@ def survey(handle: Bytes) -> Survey:
                 if len(keys) > limit:
                     raise ReaderError(too_deep(len(keys)))
     except ijson.JSONError as exc:
-        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+        raise invalid(exc) from exc
     return out
 
 
@@ -114,7 +165,7 @@ def items(handle: Bytes, key: str) -> Iterator[Any]:
     try:
         yield from ijson.items(handle, f"{key}.item", use_float=True)
     except ijson.JSONError as exc:
-        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+        raise invalid(exc) from exc
 
 
 def document_strings(handle: Bytes) -> Iterator[str]:
@@ -133,7 +184,7 @@ def document_strings(handle: Bytes) -> Iterator[str]:
             for start in range(0, len(value), segment):
                 yield value[start : start + segment]
     except ijson.JSONError as exc:
-        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+        raise invalid(exc) from exc
 
 
 _QUOTE_OR_ESCAPE = re.compile(rb'["\\]')

@@ -301,19 +301,22 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
     document read whole (up to ``max_record_mb``)."""
     import ijson
 
+    if path.stat().st_size > current().max_record:  # the parser would build a huge string whole
+        with path.open("rb") as raw:
+            json_object.check_strings(json_object.as_utf8(raw), current().max_record)
     with path.open("rb") as raw:
-        events = ijson.basic_parse(_Counting(raw, progress), use_float=True)
+        events = ijson.basic_parse(json_object.as_utf8(_Counting(raw, progress)), use_float=True)
         try:
             first, _ = next(events)
         except (ijson.JSONError, StopIteration) as exc:
-            raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+            raise json_object.invalid(exc) from exc
         if first == "start_array":
             yield from _list_items(_items(events), log, lambda: _document_text(path))
             return
     how, key = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "")
     if how == json_object.ITEMS:
         with path.open("rb") as raw:
-            items = json_object.items(_Counting(raw, progress), key)
+            items = json_object.items(json_object.as_utf8(_Counting(raw, progress)), key)
             yield from _list_items(items, log, lambda: _object_text(path, None))
     elif how == json_object.TEXT:
         yield from _object_text(path, progress)
@@ -328,17 +331,13 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
 
 
 def _object_plan(path: Path) -> tuple[str, str]:
-    """How to read a JSON object (strings over ``max_record_mb`` refused first). A file that fits
-    in ``max_record_mb`` and fails the survey is read whole, whose reader says where it is invalid
-    (or reads it as JSON lines)."""
-    limit = current().max_record
-    fits = path.stat().st_size <= limit
+    """How to read a JSON object (its strings over ``max_record_mb`` refused before). A file that
+    fits in ``max_record_mb`` and fails the survey is read whole, whose reader says where it is
+    invalid (or reads it as JSON lines)."""
+    fits = path.stat().st_size <= current().max_record
     with path.open("rb") as raw:
-        if not fits:
-            json_object.check_strings(raw, limit)
-            raw.seek(0)
         try:
-            return json_object.plan(json_object.survey(raw))
+            return json_object.plan(json_object.survey(json_object.as_utf8(raw)))
         except ReaderError:
             if fits:
                 return json_object.WHOLE, ""
@@ -350,7 +349,9 @@ def _object_text(path: Path, progress: Progress | None) -> Iterator[Item]:
 
     def strings() -> Iterator[str]:
         with path.open("rb") as raw:
-            yield from json_object.document_strings(_Counting(raw, progress) if progress else raw)
+            yield from json_object.document_strings(
+                json_object.as_utf8(_Counting(raw, progress) if progress else raw)
+            )
 
     segments = clean_pieces(strings())
     head = next(segments, None)
@@ -408,7 +409,7 @@ def _items(events: Iterator[tuple[str, Any]]) -> Iterator[Any]:
                 yield builder.value
                 builder = None
     except ijson.JSONError as exc:
-        raise ReaderError(f"invalid JSON ({exc}); validate the file with a JSON linter") from exc
+        raise json_object.invalid(exc) from exc
 
 
 def _document_text(path: Path) -> Iterator[Item]:
@@ -418,7 +419,7 @@ def _document_text(path: Path) -> Iterator[Item]:
     def strings() -> Iterator[str]:
         with path.open("rb") as handle:
             first = True
-            for item in ijson.items(handle, "item", use_float=True):
+            for item in ijson.items(json_object.as_utf8(handle), "item", use_float=True):
                 for text in json_shapes.strings(item):
                     yield text if first else "\n" + text
                     first = False
