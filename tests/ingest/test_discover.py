@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from finetuneflow.ingest.discover import SKIP_DIRS, discover
 from finetuneflow.ingest.domains import COLLECTION_FILE
-from finetuneflow.ingest.step import SKIP_DIRS, discover
 
 
 def _rglob_files(root: Path) -> list[str]:

@@ -59,7 +59,7 @@ def test_registry_covers_supported_extensions() -> None:
         ".jsonl",
     }
     expected |= {".html", ".htm", ".xhtml", ".py", ".js", ".ts", ".go", ".rs", ".java", ".c", ".cpp", ".h"}
-    expected |= {".rb", ".sh", ".sql", ".yaml", ".yml", ".toml", ".ini"}
+    expected |= {".rb", ".sh", ".sql", ".yaml", ".yml", ".toml", ".ini", ".mk", ".dockerfile"}
     expected |= {".epub", ".pptx", ".xlsx"}
     assert set(SUPPORTED_EXTENSIONS) == set(READERS) == expected
 
@@ -68,10 +68,13 @@ def test_extension_is_case_insensitive(tmp_path: Path) -> None:
     assert only(read_file(write(tmp_path, "NOTES.TXT", "hello"))) == "hello"
 
 
-@pytest.mark.parametrize("name", ["slides.key", "archive.zip", "README"])
+@pytest.mark.parametrize("name", ["slides.key", "archive.zip", ".env"])
 def test_unsupported_extension(tmp_path: Path, name: str) -> None:
+    """A dotfile (.env, likely secrets) is not read as text for want of an extension."""
     with pytest.raises(ReaderError, match="unsupported file type.*supported: .adoc, .csv"):
         read_file(write(tmp_path, name, "data"))
+    if name == ".env":  # an ordinary name without an extension is text (ingest/sniff.extensionless)
+        assert only(read_file(write(tmp_path, "README", "data"))) == "data"
 
 
 @pytest.mark.parametrize("name", ["empty.txt", "empty.pdf", "empty.docx", "empty.jsonl"])

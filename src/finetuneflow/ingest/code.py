@@ -34,6 +34,8 @@ LANGUAGES: dict[str, str] = {
     ".yml": "yaml",
     ".toml": "toml",
     ".ini": "ini",
+    ".mk": "make",  # also a Makefile (ingest/sniff.extensionless)
+    ".dockerfile": "dockerfile",  # also a Dockerfile
 }
 """Language name (``meta["language"]``) per lower-case source file extension."""
 

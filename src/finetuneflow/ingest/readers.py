@@ -29,7 +29,7 @@ from finetuneflow.ingest.json_shapes import QA_COLUMNS
 from finetuneflow.ingest.limits import current, past_the_stack, too_deep, too_long
 from finetuneflow.ingest.ocr import ScannedPages, is_scanned
 from finetuneflow.ingest.pptx import pptx_records
-from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, sniff
+from finetuneflow.ingest.sniff import HEAD_BYTES, check_zip_bomb, extensionless, sniff
 from finetuneflow.ingest.xlsx import xlsx_records
 from finetuneflow.records import SourceRecord
 from finetuneflow.text.clean import clean_text, decode_bytes
@@ -418,8 +418,9 @@ def _read_html(path: Path) -> ReadResult:
 
 def _read_code(path: Path) -> ReadResult:
     """Source code: the whole file as ``text``; Python also gives Q&A pairs of documented functions."""
-    text, _ = decode_bytes(path.read_bytes())
-    return ReadResult(code_records(text, path.suffix.lower()))
+    data = path.read_bytes()
+    text, _ = decode_bytes(data)
+    return ReadResult(code_records(text, path.suffix.lower() or extensionless(path.name, data[:HEAD_BYTES])))
 
 
 READERS: dict[str, Reader] = {

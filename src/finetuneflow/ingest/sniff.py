@@ -84,14 +84,43 @@ def sniff(path: Path, head: bytes, known: Collection[str]) -> str:
         return _sniff_zip(path)
     if head.startswith(_OLE_MAGIC):
         _refuse_ole(path, suffix)
-    binary = _looks_binary(head)
+    binary = looks_binary(head)
     if suffix in _CONTAINERS:
         _wrong_container(suffix, "binary data" if binary else "text")
     if binary:
         raise ReaderError("this looks like a binary file, not text or a document; check the file type")
     if suffix in known:
         return suffix
-    return _sniff_text(path, head) or suffix
+    found = _sniff_text(path, head)
+    if found or suffix or path.name.startswith("."):  # a dotfile (.env) is not read as text by chance
+        return found or suffix
+    return extensionless(path.name, head)
+
+
+# Files a project names without an extension: read as the type their name means.
+_NAMED = {
+    **dict.fromkeys(("makefile", "gnumakefile"), ".mk"),
+    **dict.fromkeys(("dockerfile", "containerfile"), ".dockerfile"),
+    **dict.fromkeys(("gemfile", "rakefile", "vagrantfile", "podfile", "brewfile"), ".rb"),
+}
+# A script's interpreter (its ``#!`` line, ``env`` skipped) -> the extension its language has.
+_SHEBANGS = {"python": ".py", "sh": ".sh", "bash": ".sh", "zsh": ".sh", "dash": ".sh", "ksh": ".sh",
+             "node": ".js", "ruby": ".rb"}  # fmt: skip
+
+
+def extensionless(name: str, head: bytes) -> str:
+    """The reader key of a text file without an extension (LICENSE, Makefile, a script in
+    ``bin/``): a build file by its name, a script by its ``#!`` interpreter, else plain text."""
+    named = _NAMED.get(name.lower())
+    if named:
+        return named
+    first = head.split(b"\n", 1)[0]
+    if first.startswith(b"#!"):
+        words = first[2:].decode("utf-8", "replace").split()
+        program = words[1] if words and words[0].endswith("/env") and len(words) > 1 else (words or [""])[0]
+        interpreter = program.rsplit("/", 1)[-1].rstrip("0123456789.")
+        return _SHEBANGS.get(interpreter, ".txt")
+    return ".txt"
 
 
 def _sniff_zip(path: Path) -> str:
@@ -179,7 +208,14 @@ def _wrong_container(suffix: str, looks_like: str) -> None:
     )
 
 
-def _looks_binary(head: bytes) -> bool:
+def plain_binary(head: bytes) -> bool:
+    """Binary data that no reader takes by its content (not a PDF, a zip package or an Office
+    file): a program or a data file."""
+    documents = head.lstrip(b"\xef\xbb\xbf \t\r\n\x00").startswith(_PDF_MAGIC)
+    return looks_binary(head) and not documents and not head.startswith((*_ZIP_MAGICS, _OLE_MAGIC))
+
+
+def looks_binary(head: bytes) -> bool:
     """NUL bytes without a UTF-16 byte-order mark: no text encoding we read produces them."""
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return False
