@@ -212,7 +212,9 @@ def test_csv_progress_moves_inside_the_file(tiny_model: Path, tmp_path: Path) ->
     assert len(inside) >= 5 and inside == sorted(inside)
 
 
-def test_streamed_json_with_a_bom_or_in_utf16_reads_as_its_utf8_copy(tiny_model: Path, tmp_path: Path) -> None:
+def test_streamed_json_with_a_bom_or_in_utf16_reads_as_its_utf8_copy(
+    tiny_model: Path, tmp_path: Path
+) -> None:
     """Windows PowerShell 5 writes ``ConvertTo-Json > file`` in UTF-16 with a byte-order mark, and
     some editors save UTF-8 with one: the streaming parser takes UTF-8 only, so large files failed."""
     _objects(tmp_path / "utf8")
