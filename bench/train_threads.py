@@ -10,6 +10,10 @@ Also printed, not judged: the machine's own two-core scaling for this step, two 
 once in two processes (nothing shared: no GIL, no allocator, no barrier) over one alone. On the AMD
 kind it moved 1.75-1.86x between minutes (``bench/results/train_threads_amd.txt`` run 9): the
 default's quiet ratio is read against it.
+
+Then the busy case where the other process is another training of ours: two runs with the default
+threads at once against those two one-thread runs at once (target >= 1.0x for the slower of the two
+defaults over the one-thread mean; each default sees the other in train/peers.py's registry).
 """
 
 from __future__ import annotations
@@ -53,23 +57,28 @@ def scaling(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root:
         verdict = "met" if ratio >= target else "NOT met"
         print(f"default threads / 1 thread, {'busy' if busy else 'quiet'}: {ratio:.2f}x; "
               f"target >= {target}x: {verdict}")  # fmt: skip
-    pair = two_at_once(run_child, {**job, "threads": 1}, root)
+    alone = run_child("ours", {**job, "threads": 1}, root, "alone-1")
+    ones = at_once(run_child, {**job, "threads": 1}, root, "1")
+    pair = sum(ones) / (alone["tokens"] / alone["seconds"])
+    print(f"  alone-1        {alone['tokens'] / alone['seconds']:7.1f} real tok/s; at once: "
+          f"{ones[0]:.1f} + {ones[1]:.1f}", flush=True)  # fmt: skip
     share = tps[("0", False)] / tps[("1", False)] / pair
     print(
         f"two one-thread runs at once, two processes (the machine's own scaling, not judged): "
         f"{pair:.2f}x one alone; the default's quiet ratio is {share:.0%} of it"
     )
+    defaults = at_once(run_child, job | {"threads": 0}, root, "default")
+    ratio = min(defaults) / (sum(ones) / 2)
+    print(f"  at once, default threads in both: {defaults[0]:.1f} + {defaults[1]:.1f} real tok/s")
+    verdict = "met" if ratio >= TARGET_BUSY else "NOT met"
+    print(f"two of ours at once, default threads / 1 thread each (the slower default over the one-thread "
+          f"mean): {ratio:.2f}x; target >= {TARGET_BUSY}x: {verdict}")  # fmt: skip
 
 
-def two_at_once(run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root: Path) -> float:
-    """Tokens/s of two copies of ``job`` run at once in two processes, over one copy alone."""
-    alone = run_child("ours", job, root, "alone-1")
+def at_once(
+    run_child: Callable[..., dict[str, Any]], job: dict[str, Any], root: Path, name: str
+) -> list[float]:
+    """Real tokens/s of each of two copies of ``job`` run at once in two processes."""
     with ThreadPoolExecutor(2) as pool:  # the threads only wait on their subprocess
-        pair = list(pool.map(lambda i: run_child("ours", job, root, f"pair-1-{i}"), range(2)))
-    speed = [r["tokens"] / r["seconds"] for r in pair]
-    print(
-        f"  alone-1        {alone['tokens'] / alone['seconds']:7.1f} real tok/s; at once: "
-        f"{speed[0]:.1f} + {speed[1]:.1f}",
-        flush=True,
-    )
-    return sum(speed) / (alone["tokens"] / alone["seconds"])
+        pair = list(pool.map(lambda i: run_child("ours", job, root, f"pair-{name}-{i}"), range(2)))
+    return [r["tokens"] / r["seconds"] for r in pair]

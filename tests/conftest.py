@@ -17,9 +17,11 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 
 @pytest.fixture(autouse=True)
 def ftf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Every test gets its own FTF_HOME, so no test sees another's state or the user's."""
+    """Every test gets its own FTF_HOME, so no test sees another's state or the user's (nor, in its
+    trainings, the user's other trainings running on this machine: train/peers.py)."""
     home = tmp_path / "ftf_home"
     monkeypatch.setenv("FTF_HOME", str(home))
+    monkeypatch.setenv("FTF_TRAINERS_DIR", str(tmp_path / "ftf_trainers"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("FTF_DATABASE_URL", raising=False)
     yield home

@@ -29,6 +29,22 @@ def test_threads_leave_the_cores_others_keep_busy() -> None:
     assert hardware.threads_for(8, 2.4) == 6
 
 
+def test_settling_beside_other_trainings_of_ours_takes_a_share_before_they_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    monkeypatch.setattr(hardware.CoreShare, "others_busy", lambda self: 0.0)  # they are still loading
+    before = torch.get_num_threads()
+    try:
+        assert hardware.CoreShare(2).settle(0.0) == 2
+        assert hardware.CoreShare(2).settle(0.0, ours=1) == torch.get_num_threads() == 1
+        assert hardware.CoreShare(8).settle(0.0, ours=3) == 2
+        assert hardware.CoreShare(2).settle(0.0, ours=5) == 1  # never fewer than one
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_core_share_sees_another_process_spinning() -> None:
     import subprocess
     import sys

@@ -75,13 +75,23 @@ class CoreShare:
         all_busy = (j1[0] - j0[0]) / tick / (t1 - t0)  # ticks of every CPU: busy cores
         return max(0.0, all_busy - (own1 - own0) / (t1 - t0))
 
-    def settle(self, sample_s: float = 0.3) -> int:
+    def settle(self, sample_s: float = 0.3, ours: int = 0) -> int:
         """Decide now, from a short look at the load, so the first seconds of work do not run
-        oversubscribed; returns the count (later :meth:`adapt` calls keep ``every_s``)."""
+        oversubscribed; returns the count (later :meth:`adapt` calls keep ``every_s``). ``ours``
+        other trainings of ours running count as holding their share of the cores even while
+        they still load (each gets ``cores / (ours + 1)``)."""
         every, self.every_s = self.every_s, sample_s
         time.sleep(sample_s)
         try:
-            return self.adapt()
+            threads = self.adapt()
+            if ours:
+                share = max(1, self.cores // (ours + 1))
+                if share < threads:
+                    import torch
+
+                    torch.set_num_threads(share)
+                    self.threads = threads = share
+            return threads
         finally:
             self.every_s = every
 

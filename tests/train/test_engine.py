@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -147,6 +148,48 @@ def test_beside_a_busy_core_each_way_is_tried_and_the_faster_kept(
     seq = train(ds, tmp_path / "seq", _cfg(tiny_model, batch_size=1, grad_accum=4, threads=1))
     losses = [[m["loss"] for m in rf.read_metrics(tmp_path / r) if "loss" in m] for r in ("busy", "seq")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and busy["steps"] == seq["steps"] == 3
+
+
+def test_beside_another_training_of_ours_every_step_runs_one_at_a_time(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the busy core is another of our trainings (registered in train/peers.py), no way is
+    tried: each keeping side by side made both slower than one thread each (README "Both cores")."""
+    from finetuneflow import hardware
+    from finetuneflow.train.peers import Trainings
+    from finetuneflow.train.side_by_side import SideBySide
+
+    ran: list[int] = []
+    real = SideBySide.accumulate
+    monkeypatch.setattr(
+        SideBySide, "accumulate", lambda self, parts, *a: ran.append(len(parts)) or real(self, parts, *a)
+    )
+    monkeypatch.setattr(hardware, "available_cores", lambda: 2)
+    busy = iter([0.0])  # at the start the other is still loading; then it holds its core
+    monkeypatch.setattr(hardware.CoreShare, "others_busy", lambda self: next(busy, 1.0))
+    import threading
+
+    real_loss, where = loop_module.summed_loss, []
+
+    def noted(model: Any, batch: dict[str, Any], chunk: int = 4096) -> Any:
+        if model.training:
+            where.append(threading.current_thread().name.split("_")[0])
+        return real_loss(model, batch, chunk)
+
+    monkeypatch.setattr(loop_module, "summed_loss", noted)
+    ds = chat_dataset(tmp_path / "ds")
+    with Trainings():  # the other training, in the folder this test's runs look in
+        beside = train(ds, tmp_path / "beside", _cfg(tiny_model, batch_size=0, grad_accum=4, threads=0))
+    steps = [m for m in rf.read_metrics(tmp_path / "beside") if "loss" in m]
+    assert [(m["side_by_side"], m["other_trainings"], m["threads"]) for m in steps] == [(1, 1, 1)] * 3
+    assert ran == [] and beside["steps"] == 3
+    # one at a time on the kept thread, never the main one (which ran torch's ops on every core)
+    assert where == ["ftf-alone"] * 12
+    monkeypatch.setattr(hardware.CoreShare, "others_busy", lambda self: 1.0)  # a spinner, not ours
+    alone = train(ds, tmp_path / "alone", _cfg(tiny_model, batch_size=0, grad_accum=4, threads=0))
+    ways = [m["side_by_side"] for m in rf.read_metrics(tmp_path / "alone") if "loss" in m]
+    assert ways[:2] == [2, 1] and alone["steps"] == 3  # it has left: the busy choice is back
+    assert not list(Path(os.environ["FTF_TRAINERS_DIR"]).glob("*.training"))  # both runs left too
 
 
 def test_the_busy_choice_keeps_the_faster_way_then_measures_again() -> None:

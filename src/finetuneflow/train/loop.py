@@ -61,6 +61,7 @@ class Loop:
     side: int = 1  # micro-batches at once, one core each (train/side_by_side.py), up to torch's threads
     pool: SideBySide | None = None  # its threads, while run() runs
     busy: BusyChoice = field(default_factory=BusyChoice)  # side by side beside a busy core?
+    peers: Any = None  # train/peers.Trainings on a CPU: whether the busy core is another of ours
     trim: Callable[[], bool] = lambda: False  # after each step: allocator.FreedPages.trim
 
     @property
@@ -129,7 +130,9 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
         rows = [r for micro in loop.plan[state.step] for r in micro]
         threads = loop.cores.adapt() if loop.cores else None
         busy = loop.pool is not None and threads is not None and threads < loop.side  # a core taken
-        side = loop.pool is not None and (not busy or loop.busy.side())
+        # beside another training of ours, one at a time (both keeping side by side was slower for each)
+        ours = loop.peers.others() if busy and loop.peers else 0
+        side = loop.pool is not None and (not busy or (not ours and loop.busy.side()))
         lr = lr_at(state.step, loop.total, warmup, cfg.learning_rate)
         started = time.time()
         loss, norm = _optimizer_step(loop, state, rows, lr, log, side)
@@ -140,7 +143,7 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
         session_steps += 1
         real = sum(r.real_tokens for r in rows)
         state.seen_tokens += real
-        if busy:
+        if busy and not ours:
             loop.busy.record(side, seconds, real)
         eta = (time.time() - session_start) / session_steps * (loop.total - state.step)
         speed = state.seen_tokens / max(state.train_seconds, 1e-9)
@@ -150,6 +153,7 @@ def _steps(loop: Loop, state: ckpt.LoopState, log: rf.MetricsLog | None, warmup:
                 tokens_per_s=round(speed, 1), eta_s=round(eta, 1),
                 **({"threads": threads} if threads else {}),
                 **({"side_by_side": loop.side if side and loop.pool else 1} if loop.side > 1 else {}),
+                **({"other_trainings": ours} if ours else {}),
             )  # fmt: skip
         stop = False
         evaluated = state.step % eval_every == 0 or state.step == loop.total
@@ -191,13 +195,9 @@ def _optimizer_step(
             if side and loop.pool and len(parts) > 1:  # a core each (torch's threads 1 each)
                 local = loop.pool.accumulate(parts, loop.loss_fn, loop.params, 1 / n_sup, amp, loop.device)
                 break
-            local = 0.0
-            for part, weight in parts:
-                with amp():
-                    loss_sum, _ = loop.loss_fn(rows_to_tensors(part, loop.device))
-                scaled = loss_sum * (weight / n_sup)
-                (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
-                local += weight * float(loss_sum.detach())
+            one_by_one = partial(_one_at_a_time, loop, parts, n_sup, amp)
+            # beside a busy core, on a thread that never ran torch's ops on every core (SideBySide.alone)
+            local = loop.pool.alone(one_by_one) if loop.pool and not side else one_by_one()
             break
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not is_out_of_memory(err):
@@ -221,6 +221,21 @@ def _optimizer_step(
         loop.opt.step()
     loop.opt.zero_grad(set_to_none=True)
     return step_loss, float(norm)
+
+
+def _one_at_a_time(
+    loop: Loop, parts: list[tuple[list[Row], float]], n_sup: int, amp: Callable[[], Any]
+) -> float:
+    """Forward and backward of each micro-batch in turn, gradients accumulated into ``.grad``;
+    returns the weighted loss sum."""
+    local = 0.0
+    for part, weight in parts:
+        with amp():
+            loss_sum, _ = loop.loss_fn(rows_to_tensors(part, loop.device))
+        scaled = loss_sum * (weight / n_sup)
+        (loop.scaler.scale(scaled) if loop.scaler else scaled).backward()
+        local += weight * float(loss_sum.detach())
+    return local
 
 
 def _back_off(

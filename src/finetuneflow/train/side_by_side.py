@@ -37,11 +37,32 @@ def safe(model: Any) -> bool:
 
 class SideBySide:
     """A pool of threads kept for the whole run: the same threads keep their allocator arenas, whose
-    freed pages the next step reuses (allocator.keep_freed_pages)."""
+    freed pages the next step reuses (allocator.keep_freed_pages).
+
+    Also one thread for the steps run one at a time beside a busy core (:meth:`alone`): the main
+    thread has run torch's ops on every core (loading, the dtype probe, evaluation), and a thread
+    whose OpenMP team once had two threads ran single-threaded work 20-30% slower than a thread
+    that never had (Intel Xeon, MKL's sgemm, fp32, 2026-12-07: a product, SiLU and a product again,
+    median 637 against 500 ms in a fresh thread; README "Both cores"). Neither thread ever runs
+    more torch threads than a busy step gives it."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ftf-micro")
+        self._alone = ThreadPoolExecutor(1, thread_name_prefix="ftf-alone")
+
+    def alone(self, work: Callable[[], float]) -> float:
+        """``work`` (a step's micro-batches one at a time) on the kept thread, with torch's threads
+        as the caller has them now; exceptions (out of memory) reach the caller."""
+        import torch
+
+        threads = torch.get_num_threads()
+
+        def run() -> float:
+            torch.set_num_threads(threads)  # this thread's own setting
+            return work()
+
+        return self._alone.submit(run).result()
 
     def accumulate(
         self,
@@ -81,6 +102,7 @@ class SideBySide:
 
     def close(self) -> None:
         self._pool.shutdown()
+        self._alone.shutdown()
 
 
 @dataclass
@@ -91,9 +113,10 @@ class BusyChoice:
 
     Beside a process spinning on one core, two micro-batches at once trained 1.24x as fast as one
     at a time (the scheduler shares the busy core with them, and they meet only at the step's
-    end). Beside a heavier neighbour they can lose; two of our own runs at once both keep side by
-    side (beside a neighbour that does, one at a time gets the smaller share) and each trained at
-    ~236 tokens/s against ~257 with ``threads: 1`` in both (README "Both cores", Zen 4, 2026-12-07).
+    end). Beside a heavier neighbour they can lose. Not used when the neighbour is another training
+    of ours (train/peers.py): each would keep side by side (beside a neighbour that does, one at a
+    time gets the smaller share) and each trained at ~236 tokens/s against ~257 with ``threads: 1``
+    in both (README "Both cores", Zen 4, 2026-12-07); the loop runs those steps one at a time.
     """
 
     keep: int = 20

@@ -28,7 +28,7 @@ from finetuneflow.state import runs as rf
 from finetuneflow.state.datasets import dataset_hashes, read_split
 from finetuneflow.train import checkpoint as ckpt
 from finetuneflow.train import distributed as dd
-from finetuneflow.train import fsdp, machine, memory, rehearsal, side_by_side
+from finetuneflow.train import fsdp, machine, memory, peers, rehearsal, side_by_side
 from finetuneflow.train import recipe as rcp
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.loop import Loop, make_optimizer, plain_loss, run
@@ -107,6 +107,16 @@ def train(
         TrainingError: the run folder holds a finished run (or, resuming, a run of other settings
             or data), there is no data, the loss became NaN/inf, or memory ran out for good.
     """
+    # registered from the start on a CPU: another training starting beside this one sees it while
+    # it loads, before either keeps a core busy (train/peers.py)
+    with peers.Trainings(register=hardware.pick_device(cfg.device) == "cpu") as trainings:
+        return _train(dataset_dir, run_dir, cfg, on_event, resume, trainings)
+
+
+def _train(
+    dataset_dir: Path, run_dir: Path, cfg: TrainConfig, on_event: EventSink | None, resume: bool,
+    trainings: peers.Trainings,
+) -> dict[str, Any]:  # fmt: skip
     import torch
 
     emit = Emitter("train", on_event)
@@ -163,9 +173,12 @@ def train(
         built.model, opt, scaler, params, plan, prep.eval_rows, cfg, device, dtype, run_dir, emit, dist,
         loss_fn, sharded, probe, side=side,
     )  # fmt: skip
+    loop.peers = trainings
     if cfg.threads == 0 and device == "cpu" and dist.world == 1:  # "all cores": those left free
         loop.cores = hardware.CoreShare(threads)
-        loop.cores.settle()  # the first step too: a step beside a busy core on all of them ran 2.7x slower
+        # the first step too: a step beside a busy core on all of them ran 2.7x slower, and two of
+        # ours starting together each found the other still loading and took both cores
+        loop.cores.settle(ours=trainings.others())
     state = _start_state(loop, resume)
     with allocator.keep_freed_pages() as pages:  # jemalloc: no page faults on reused activations
         loop.trim = pages.trim  # between steps: what it keeps stays near one step's working set
