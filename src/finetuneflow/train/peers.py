@@ -57,9 +57,14 @@ class Trainings:
             name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
             pending = self.folder / f".{name}.tmp"
             fd = os.open(pending, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+        except OSError:  # a read-only or full temporary folder: train without knowing the others
+            return
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # held until close() or the process ends
             pending.rename(self.folder / f"{name}{SUFFIX}")
-        except OSError:  # a read-only or full temporary folder: train without knowing the others
+        except OSError:
+            os.close(fd)
+            pending.unlink(missing_ok=True)
             return
         self._fd, self.path = fd, self.folder / f"{name}{SUFFIX}"
 

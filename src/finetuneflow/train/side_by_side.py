@@ -41,10 +41,10 @@ class SideBySide:
 
     Also one thread for the steps run one at a time beside a busy core (:meth:`alone`): the main
     thread has run torch's ops on every core (loading, the dtype probe, evaluation), and a thread
-    whose OpenMP team once had two threads ran single-threaded work 20-30% slower than a thread
+    whose OpenMP team once had two threads ran single-threaded work ~20% slower than a thread
     that never had (Intel Xeon, MKL's sgemm, fp32, 2026-12-07: a product, SiLU and a product again,
-    median 637 against 500 ms in a fresh thread; README "Both cores"). Neither thread ever runs
-    more torch threads than a busy step gives it."""
+    median 687 against 546 ms in a fresh thread; bench/results/train_threads_intel.txt). Neither
+    thread ever runs more torch threads than a busy step gives it."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
