@@ -111,6 +111,30 @@ def test_cp1252_text_is_decoded(tmp_path: Path) -> None:
     assert result.records[0].meta["encoding"] == "cp1252"
 
 
+def test_utf8_text_with_a_stray_cp1252_byte_keeps_its_utf8(tmp_path: Path) -> None:
+    # a Windows quote pasted into UTF-8 text: the whole file used to be read as cp1252, every
+    # UTF-8 accent turned into two letters ("café" became "cafÃ©")
+    data = "Le café de Zürich, déjà ouvert. ".encode() + b"It\x92s open." + " Crème brûlée.".encode()
+    result = read_file(write(tmp_path, "mixed.txt", data))
+    assert only(result) == "Le café de Zürich, déjà ouvert. It’s open. Crème brûlée."
+    assert result.records[0].meta["encoding"] == "utf-8+cp1252"
+
+
+def test_utf8_cut_inside_its_last_character_keeps_the_rest(tmp_path: Path) -> None:
+    data = "Señor Müller’s naïve résumé, ".encode() * 3 + "€".encode()[:2]
+    text = only(read_file(write(tmp_path, "cut.txt", data)))
+    assert text.startswith("Señor Müller’s naïve résumé, Señor") and "Ã" not in text[:-2]
+
+
+@pytest.mark.parametrize("codec", ["cp1252", "latin-1"])
+def test_legacy_text_with_one_utf8_looking_pair_stays_legacy(tmp_path: Path, codec: str) -> None:
+    # "Ã©" in cp1252 is the bytes of UTF-8's "é": one such pair among many accents is not UTF-8
+    original = "Le garçon a mangé une crème brûlée à la fenêtre, déjà, Ã© noté.\n"
+    result = read_file(write(tmp_path, "fr.txt", original.encode(codec)))
+    assert only(result) == original.strip()
+    assert result.records[0].meta["encoding"] == "cp1252"
+
+
 def test_whitespace_only_text(tmp_path: Path) -> None:
     with pytest.raises(ReaderError, match="only whitespace"):
         read_file(write(tmp_path, "blank.txt", " \n\t\n"))

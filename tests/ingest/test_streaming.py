@@ -221,6 +221,24 @@ def test_a_large_file_whose_legacy_text_starts_after_ascii_is_not_mangled(
     assert "Café crème brûlée" in text and "\ufffd" not in text
 
 
+@pytest.mark.parametrize("name", ["big.txt", "big.csv"])
+def test_a_large_utf8_file_with_stray_cp1252_bytes_keeps_its_utf8(
+    tiny_model: Path, tmp_path: Path, name: str
+) -> None:
+    # the segment where UTF-8 failed holds only ASCII and one Windows quote: alone it looks like
+    # cp1252, and the whole file was read so, its UTF-8 accents in earlier segments mangled
+    tmp_path = tmp_path / "in"
+    tmp_path.mkdir()
+    head = "question,answer\n" + "Où est le café?,À Zürich déjà.\n" * 400
+    tail = b"plain,ascii row\n" * 400 + b"it\x92s,here\n"
+    (tmp_path / name).write_bytes(head.encode() + tail)
+    cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.01)
+    assert api.ingest([tmp_path], "p", cfg).counts() == {"ingested": 1}
+    text = "".join(chunk[2] for chunk in _chunks("p")[f"in/{name}"])
+    assert "café" in text and "Zürich" in text and "it’s" in text
+    assert "Ã" not in text and "\ufffd" not in text
+
+
 def test_a_cancel_inside_a_large_file_stops_the_ingest_and_the_file_is_read_again(
     tiny_model: Path, tmp_path: Path
 ) -> None:

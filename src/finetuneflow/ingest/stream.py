@@ -33,7 +33,7 @@ from finetuneflow.ingest.readers import (
 )
 from finetuneflow.ingest.sniff import HEAD_BYTES, sniff
 from finetuneflow.records import SourceRecord
-from finetuneflow.text.clean import SAFE_CUT, clean_segment, decode_bytes
+from finetuneflow.text.clean import MIXED, SAFE_CUT, STRAY_BYTES, clean_segment, decode_bytes
 
 Progress = Callable[[int], None]
 """Called with the bytes of the file read so far."""
@@ -129,15 +129,19 @@ def _encoding(path: Path) -> str:
         if b"\x00" in head[:8192]:
             raise ReaderError("this looks like a binary file, not text; check the file type")
         decoder = codecs.getincrementaldecoder("utf-8")()
+        utf8_seen = False  # non-ASCII text that decoded as UTF-8 before the failing segment
         try:
             data = head
             while data:
                 decoder.decode(data)
+                utf8_seen = utf8_seen or not data.isascii()
                 data = handle.read(block)
             decoder.decode(b"", final=True)
             return "utf-8-sig"
         except UnicodeDecodeError:
             encoding = decode_bytes(data or head)[1]
+            if utf8_seen or encoding == MIXED:
+                return MIXED
             # a segment that decodes alone failed only across its end: the file's last character
             return "latin-1" if encoding == "utf-8" else encoding
 
@@ -149,10 +153,10 @@ def decoded(path: Path, progress: Progress) -> tuple[str, Iterator[str]]:
         ReaderError: binary, or damaged in its encoding (while iterating).
     """
     encoding = _encoding(path)
-    errors = "strict" if encoding in ("utf-8-sig", "utf-16") else "replace"
+    codec, errors = _codec(encoding)
 
     def pieces() -> Iterator[str]:
-        decoder = codecs.getincrementaldecoder(encoding)(errors)
+        decoder = codecs.getincrementaldecoder(codec)(errors)
         with path.open("rb") as raw:
             handle = _Counting(raw, progress)
             try:
@@ -163,6 +167,13 @@ def decoded(path: Path, progress: Progress) -> tuple[str, Iterator[str]]:
                 raise ReaderError(f"damaged {encoding} text ({exc.reason}); save it again as UTF-8") from exc
 
     return ("utf-8" if encoding == "utf-8-sig" else encoding), pieces()
+
+
+def _codec(encoding: str) -> tuple[str, str]:
+    """(codec, errors) that read a file of ``encoding`` as :func:`_encoding` named it."""
+    if encoding == MIXED:
+        return "utf-8-sig", STRAY_BYTES
+    return encoding, "strict" if encoding in ("utf-8-sig", "utf-16") else "replace"
 
 
 def clean_pieces(raw: Iterable[str]) -> Iterator[str]:
@@ -241,12 +252,12 @@ class _CountingRaw(io.RawIOBase):
 def _delimited(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item]:
     """Rows one by one from a text stream over the file, as ``readers`` reads a small one."""
     encoding = _encoding(path)
-    errors = "strict" if encoding in ("utf-8-sig", "utf-16") else "replace"
+    codec, errors = _codec(encoding)
     default = "\t" if path.suffix.lower() == ".tsv" else ","
     produced = False
     with path.open("rb") as raw:
         buffered = io.BufferedReader(_CountingRaw(raw, progress), current().segment)
-        stream = io.TextIOWrapper(buffered, encoding=encoding, errors=errors, newline="")
+        stream = io.TextIOWrapper(buffered, encoding=codec, errors=errors, newline="")
         try:
             for item in delimited_items(stream, default):
                 if isinstance(item, str):

@@ -24,6 +24,12 @@ _CP1252_LETTERS = frozenset("ŒœŠšŽžŸ")
 _CP1252_SYMBOLS = frozenset("\xa0€‘’‚“”„–—…•°«»©®™§£¡¿·ªº")
 _SYMBOL_IN_WORD = re.compile(r"[^\W\d_][¡¿£§°·«»©®][^\W\d_]")
 
+# UTF-8 text with a few bytes that are not UTF-8 (a Windows editor's quote pasted in, a line from a
+# cp1252 file appended) is read as UTF-8 with those bytes as cp1252: reading all of it as cp1252
+# turned every UTF-8 accent into two letters ("é" became "Ã©"). MIXED is the encoding reported.
+STRAY_BYTES = "finetuneflow.stray-cp1252"
+MIXED = "utf-8+cp1252"
+
 
 def clean_text(text: str) -> str:
     """Normalise document text: NFKC, one line-ending style, no control characters.
@@ -62,7 +68,8 @@ def clean_message(text: str) -> str:
 
 
 def decode_bytes(data: bytes) -> tuple[str, str]:
-    """Decode file bytes as UTF-8 (BOM allowed), else the detected encoding; returns (text, encoding).
+    """Decode file bytes as UTF-8 (BOM allowed), UTF-8 with stray cp1252 bytes (:data:`MIXED`), else
+    the detected encoding; returns (text, encoding).
 
     Raises:
         ReaderError: the bytes look binary (NUL bytes without a UTF-16 byte-order mark).
@@ -78,6 +85,8 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
+    if mostly_utf8(data):
+        return data.decode("utf-8-sig", STRAY_BYTES), MIXED
     try:
         text = data.decode("cp1252")
     except UnicodeDecodeError:
@@ -91,6 +100,27 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
             except (UnicodeDecodeError, LookupError):
                 continue
     return data.decode("latin-1"), "latin-1"  # latin-1 maps every byte, so this cannot fail
+
+
+def mostly_utf8(data: bytes) -> bool:
+    """True if ``data`` is UTF-8 text with a few stray bytes that are not: more of its non-ASCII
+    characters decode as UTF-8 than fail to. A cp1252 or Latin-1 file fails at nearly every
+    accented letter (one followed by ASCII is never valid UTF-8), so it has almost no valid ones."""
+    text = data.decode("utf-8", "replace")
+    strays = text.count("\ufffd") - data.count("\ufffd".encode())
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    return non_ascii - strays > strays
+
+
+def _stray_as_cp1252(exc: UnicodeError) -> tuple[str, int]:
+    """Decoding error handler: bytes that are not UTF-8 read as cp1252 (a Windows quote or accent
+    pasted into UTF-8 text), U+FFFD where cp1252 has no character."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start : exc.end].decode("cp1252", "replace"), exc.end
+
+
+codecs.register_error(STRAY_BYTES, _stray_as_cp1252)
 
 
 def _plausible_western(text: str) -> bool:
