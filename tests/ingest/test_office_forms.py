@@ -280,3 +280,26 @@ def test_xlsx_cells_show_what_excel_shows(tmp_path: Path) -> None:
     )
     (record,) = read_file(hand_made_xlsx(tmp_path / "mac.xlsx", cells, styles, date1904=True)).records
     assert "2028-05-02 |" in record.text  # the 1904 date system counts from 1904-01-01
+
+
+def test_xlsx_escaped_characters_read_as_excel_shows_them(tmp_path: Path) -> None:
+    # Excel writes a cell's Windows line break as _x000D_ and a typed "_x0041_" as _x005F_x0041_;
+    # they reached the dataset as written
+    cells = (
+        '<row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1" t="s"><v>1</v></c></row>'
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>How long?_x000D_\nIn days_x0021_</t></is></c>'
+        '<c r="B2" t="inlineStr"><is><t>Keep _x005F_x0041_ and _x005f_ as typed, _xD83D__xDE00_.</t></is>'
+        '</c></row><row r="3"><c r="A3" t="str"><f>A2</f><v>Tab_x0009_stop</v></c>'
+        '<c r="B3" t="inlineStr"><is><t>_x00_ and _xZZZZ_ stay</t></is></c></row>'
+    )
+    records = read_file(hand_made_xlsx(tmp_path / "escaped.xlsx", cells)).records
+    assert [r.messages for r in records] == [
+        [
+            {"role": "user", "content": "How long?\nIn days!"},
+            {"role": "assistant", "content": "Keep _x0041_ and _ as typed, \U0001f600."},
+        ],
+        [
+            {"role": "user", "content": "Tab\tstop"},
+            {"role": "assistant", "content": "_x00_ and _xZZZZ_ stay"},
+        ],
+    ]

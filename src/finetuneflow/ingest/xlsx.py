@@ -10,8 +10,9 @@ its own. ``line`` is the row number in the sheet (the block's first row for a ta
 
 Rows are parsed one at a time (:meth:`Package.elements`), so a big sheet never sits in memory;
 only the shared-string table does, as in Excel itself. Cells show what Excel shows for the common
-cases: shared and inline strings, formula results, TRUE / FALSE, whole numbers without ``.0``, and
-dates (numbers whose style is a date format) as ISO dates. Error values (``#DIV/0!``) are blank.
+cases: shared and inline strings (with the ``_x000D_`` escapes undone), formula results, TRUE /
+FALSE, whole numbers without ``.0``, and dates (numbers whose style is a date format) as ISO dates.
+Error values (``#DIV/0!``) are blank.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ make every row 16,384 cells wide."""
 _DATE_FORMAT_IDS = frozenset({*range(14, 23), *range(27, 37), *range(45, 48), *range(50, 59)})
 _FORMAT_NOISE = re.compile(r'"[^"]*"|\[[^\]]*\]|\\.|_.|\*.')  # literals, colours, padding
 _COLUMN_LETTERS = re.compile(r"[A-Z]{1,3}")
+_XSTRING_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
 
 def xlsx_records(path: Path) -> Iterator[SourceRecord | str]:
@@ -173,7 +175,9 @@ class _CellReader:
             return "TRUE" if value.strip() == "1" else "FALSE"
         if kind == "n":
             return self._number(value, _int(cell.get("s"), 0) in self.date_styles)
-        return value  # "str" (a formula's text result) and "d" (an ISO date) are shown as stored
+        if kind == "str":  # a formula's text result
+            return _unescaped(value)
+        return value  # "d" (an ISO date) is shown as stored
 
     def _number(self, value: str, is_date: bool) -> str:
         try:
@@ -198,7 +202,18 @@ def _shared_strings(package: Package, part: str | None) -> list[str]:
 
 def _string_item(item: Any) -> str:
     """Text of a string item: plain or rich-text runs; phonetic guides (``rPh``) left out."""
-    return "".join(node.text or "" for node in item.iter(f"{_S}t") if node.getparent().tag != f"{_S}rPh")
+    runs = (node.text or "" for node in item.iter(f"{_S}t") if node.getparent().tag != f"{_S}rPh")
+    return _unescaped("".join(runs))
+
+
+def _unescaped(text: str) -> str:
+    """A cell's string as Excel shows it: SpreadsheetML writes characters XML cannot hold as
+    ``_xHHHH_`` (ECMA-376 ST_Xstring; Excel writes a cell's Windows line breaks as ``_x000D_``, and a
+    typed ``_x0041_`` as ``_x005F_x0041_``), a UTF-16 surrogate pair as two of them."""
+    if "_x" not in text:
+        return text
+    text = _XSTRING_ESCAPE.sub(lambda match: chr(int(match[1], 16)), text)
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # pairs joined
 
 
 def _date_styles(package: Package, part: str | None) -> frozenset[int]:
