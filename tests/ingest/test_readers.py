@@ -349,6 +349,20 @@ def test_csv_note_lines_above_the_header_are_skipped(tmp_path: Path) -> None:
     assert record.text == "Date: 2024-01-02; Price: 10.5" and record.line == 4
 
 
+@pytest.mark.parametrize("header", ["#,Question,Answer", '"#";Question;Answer', "#\tQuestion\tAnswer"])
+def test_csv_whose_first_column_is_named_hash_keeps_its_header(tmp_path: Path, header: str) -> None:
+    # an exported table's row-number column: the header was skipped as a note, and the first row
+    # named the columns (no Q&A pairs, the first question lost)
+    delimiter = header[-7]
+    rows = [header, *(delimiter.join([str(n), f"Question {n}?", f"Answer {n}."]) for n in (1, 2))]
+    path = write(tmp_path, "numbered.csv", "# exported 2026-12-07, by hand\n" + "\n".join(rows) + "\n")
+    records = read_file(path).records
+    assert [(r.kind, r.line, r.messages and r.messages[0]["content"]) for r in records] == [
+        ("qa", 3, "Question 1?"),
+        ("qa", 4, "Question 2?"),
+    ]
+
+
 def test_a_number_past_pythons_digit_limit_keeps_its_line(tmp_path: Path) -> None:
     # int() refuses over 4,300 digits (ValueError, not JSONDecodeError): the whole file used to
     # fail as an "internal error"; the number is kept as its text

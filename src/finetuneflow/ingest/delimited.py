@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -20,6 +21,8 @@ from finetuneflow.records import SourceRecord
 from finetuneflow.text.clean import clean_text
 
 SNIFF_CHARS = 65536  # text the delimiter is sniffed from, as the whole-text reader did
+# A header line "#,question,answer" (a column of row numbers named '#'), not a '#' note above it.
+_NUMBER_COLUMN = re.compile(r"#[ ]*[,;\t|]")
 
 
 class Lines(Protocol):
@@ -55,12 +58,13 @@ def _csv_rows(stream: Lines, default: str) -> Iterator[tuple[int, list[str]]]:
     """(1-based line where the row starts, cells) for every row, with a sniffed delimiter.
 
     Leading '#' lines (a data-source note above the header, as in many exported sheets) are
-    skipped; a '#' line runs to the next '\\n', as the whole-text reader cut it.
+    skipped; a '#' line runs to the next '\\n', as the whole-text reader cut it. A header whose
+    first column is named '#' (the row numbers of an exported table) is not a note.
     """
     lines = _bounded(stream)
     skipped = 0
     line = next(lines, "")
-    while line.startswith("#"):
+    while line.startswith("#") and not _NUMBER_COLUMN.match(line):
         while line and not line.endswith("\n"):  # a lone '\r' did not end the note
             line = next(lines, "")
         line = next(lines, "")
