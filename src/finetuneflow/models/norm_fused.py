@@ -91,7 +91,7 @@ def _function() -> Any:
         def forward(ctx: Any, x: Any, weight: Any, eps: float) -> Any:
             # what its consumers' matmuls read; without autocast what the plain norm returns
             dtype = compute_dtype(x.device.type, torch.promote_types(weight.dtype, x.dtype))
-            if compiled.use(x):
+            if forward_kernel.applies(x):
                 out, scale = forward_kernel(x, weight, eps, dtype)
             else:
                 wide = x.to(torch.float32, copy=True)  # never x itself: it is written in place
@@ -103,7 +103,7 @@ def _function() -> Any:
         @staticmethod
         def backward(ctx: Any, grad: Any) -> Any:
             x, weight, scale = ctx.saved_tensors
-            if compiled.use(x) and not ctx.needs_input_grad[1]:  # LoRA: the norms are frozen
+            if backward_kernel.applies(x) and not ctx.needs_input_grad[1]:  # LoRA: the norms are frozen
                 return backward_kernel(x, weight, scale, grad), None, None
             normed = x.to(torch.float32, copy=True).mul_(scale)
             g = grad.to(torch.float32, copy=True)
