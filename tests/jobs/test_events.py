@@ -135,6 +135,27 @@ def test_a_queued_job_is_cancelled_at_once(database: str) -> None:
     assert _kinds(job_id) == ["queued", "cancel", "cancelled"]
 
 
+def test_a_cancel_that_meets_a_worker_starting_the_job_leaves_it_to_stop_running(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cancel read "queued", a worker then started the job, and the cancel wrote "cancelled"
+    # over it: the studio showed cancelled while the worker ran on
+    job_id = log.create(None, "dataset", {}, queue="default")
+    read = log.get
+
+    def then_started(job: int) -> dict[str, object]:
+        seen = read(job)
+        monkeypatch.setattr(log, "get", read)
+        assert log.claim(job_id, 0, {"pid": 2})
+        return seen
+
+    monkeypatch.setattr(log, "get", then_started)
+    assert jobs.cancel(job_id) == "running"
+    job = log.get(job_id)
+    assert (job["status"], job["cancel_requested"], job["attempts"]) == ("running", True, 1)
+    assert _kinds(job_id) == ["queued", "started", "cancel"]
+
+
 def test_a_delivery_of_a_job_whose_row_is_gone_is_skipped(database: str) -> None:
     from finetuneflow.jobs.app import run_job
     from finetuneflow.state import schema, session_scope

@@ -198,14 +198,16 @@ def summary(job: schema.Job) -> dict[str, Any]:
 def request_cancel(job_id: int) -> str:
     """Ask a job to stop: a queued one is cancelled now, a running one stops at its next progress
     event. Returns the job's status after the request. Raises LookupError for an unknown job."""
-    status = get(job_id)["status"]
-    if status in DONE:
-        return str(status)
+    job = get(job_id)
+    if job["status"] in DONE:
+        return str(job["status"])
     append(job_id, "cancel", {}, cancel_requested=True)
-    if status == "queued":
-        append(job_id, "cancelled", {}, status="cancelled")
+    # only while no worker has started it since it was read: one that did sees the request at
+    # its next progress event (written unconditionally, "cancelled" hid a job still running)
+    if job["status"] == "queued" and _moved(job_id, job["attempts"], ("queued",), "cancelled", {},
+                                            status="cancelled"):  # fmt: skip
         return "cancelled"
-    return "running"
+    return str(get(job_id)["status"])
 
 
 def stale(timeout_s: float) -> list[dict[str, Any]]:
