@@ -363,6 +363,26 @@ def test_csv_whose_first_column_is_named_hash_keeps_its_header(tmp_path: Path, h
     ]
 
 
+def test_csv_delimiter_is_sniffed_from_a_bounded_sample_of_whole_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # csv.Sniffer's time is quadratic in its sample on unclosed quotes (9 s for 64K characters of
+    # ',"x'): it now sees at most 16K, cut at a line end, and long rows still give their delimiter
+    import csv
+
+    samples: list[str] = []
+    sniff = csv.Sniffer.sniff
+    monkeypatch.setattr(
+        csv.Sniffer, "sniff", lambda self, text, *a, **k: samples.append(text) or sniff(self, text, *a, **k)
+    )
+    rows = ["question;answer"] + [f"Question {n}?;" + "A long answer, with commas. " * 100 for n in range(30)]
+    records = read_file(write(tmp_path, "long.csv", "\n".join(rows) + "\n")).records
+    assert len(records) == 30 and records[0].messages and records[0].messages[0]["content"] == "Question 0?"
+    assert 0 < len(samples[-1]) <= 16384 and samples[-1].endswith("\n")
+    hostile = read_file(write(tmp_path, "hostile.csv", "a,b\n" + ',"x' * 30000))
+    assert hostile.records and len(samples[-1]) <= 16384
+
+
 def test_a_number_past_pythons_digit_limit_keeps_its_line(tmp_path: Path) -> None:
     # int() refuses over 4,300 digits (ValueError, not JSONDecodeError): the whole file used to
     # fail as an "internal error"; the number is kept as its text
