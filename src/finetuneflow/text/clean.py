@@ -85,7 +85,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
-    if mostly_utf8(data):
+    if _mostly_utf8(data):
         return data.decode("utf-8-sig", STRAY_BYTES), MIXED
     try:
         text = data.decode("cp1252")
@@ -102,7 +102,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     return data.decode("latin-1"), "latin-1"  # latin-1 maps every byte, so this cannot fail
 
 
-def mostly_utf8(data: bytes) -> bool:
+def _mostly_utf8(data: bytes) -> bool:
     """True if ``data`` is UTF-8 text with a few stray bytes that are not: more of its non-ASCII
     characters decode as UTF-8 than fail to. A cp1252 or Latin-1 file fails at nearly every
     accented letter (one followed by ASCII is never valid UTF-8), so it has almost no valid ones."""
