@@ -68,11 +68,19 @@ def list_jobs(
     return log.listed(limit, status)
 
 
-def show(job_id: int, cfg: JobsConfig | None = None) -> dict[str, Any]:
-    """A job's summary with its whole history under ``events``, after reaping the lost jobs (a
-    job whose process died shows so). Raises LookupError if unknown."""
+def show(
+    job_id: int, cfg: JobsConfig | None = None, after: int = 0, limit: int | None = None
+) -> dict[str, Any]:
+    """A job's summary with its history under ``events`` (those after seq ``after``, at most
+    ``limit`` of them), after reaping the lost jobs (a job whose process died shows so).
+    ``next_after`` is the seq to read on from when more events follow, else None. Raises
+    LookupError if unknown."""
     reap(cfg or JobsConfig())
-    return {**log.get(job_id), "events": log.events(job_id)}
+    job = log.get(job_id)
+    events = log.events(job_id, after, None if limit is None else limit + 1)
+    more = limit is not None and len(events) > limit
+    events = events[:limit] if more else events
+    return {**job, "events": events, "next_after": events[-1]["seq"] if more else None}
 
 
 def follow(job_id: int, after: int = 0, poll_s: float = 0.5) -> Iterator[dict[str, Any]]:

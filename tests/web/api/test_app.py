@@ -216,6 +216,25 @@ def test_an_offset_past_any_database_integer_is_a_clear_400(client: TestClient, 
         assert answer.json()["error"]["message"].startswith("query.offset:"), answer.text
 
 
+def test_a_jobs_history_comes_whole_or_in_pages(client: TestClient) -> None:
+    # a long training run's history is tens of thousands of events: it came whole on every call
+    job_id = log.create(None, "dataset", {}, queue="default")
+    for n in range(5):
+        log.append(job_id, "progress", {"n": n})
+    whole = client.get(f"/api/jobs/{job_id}").json()
+    assert [e["seq"] for e in whole["events"]] == [1, 2, 3, 4, 5, 6] and whole["next_after"] is None
+    pages, after = [], 0
+    while after is not None:
+        page = client.get(f"/api/jobs/{job_id}", params={"after": after, "limit": 4}).json()
+        pages.append([e["seq"] for e in page["events"]])
+        after = page["next_after"]
+    assert pages == [[1, 2, 3, 4], [5, 6]]
+    exact = client.get(f"/api/jobs/{job_id}", params={"after": 2, "limit": 4}).json()
+    assert [e["seq"] for e in exact["events"]] == [3, 4, 5, 6] and exact["next_after"] is None
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"after": -1}):
+        assert client.get(f"/api/jobs/{job_id}", params=bad).status_code == 400, bad
+
+
 def test_a_delete_whose_files_cannot_move_is_a_409_that_says_why(
     client: TestClient, ftf_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

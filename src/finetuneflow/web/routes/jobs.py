@@ -29,9 +29,16 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail)
-def show_job(job_id: JobId) -> dict[str, Any]:
-    """A job with its whole history."""
-    return jobs.show(job_id)
+def show_job(
+    job_id: JobId,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only the events after this seq")] = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, le=10_000, description="At most this many events (default: all)")
+    ] = None,
+) -> dict[str, Any]:
+    """A job with its history, whole or a page of it: a long training run's is tens of thousands
+    of events. ``next_after`` is the ``after`` of the next page, null on the last."""
+    return jobs.show(job_id, after=after, limit=limit)
 
 
 @router.post("/{job_id}/cancel", response_model=JobCancelled)

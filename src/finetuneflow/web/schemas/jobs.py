@@ -38,6 +38,8 @@ class JobEventPublic(BaseModel):
 
 class JobDetail(JobPublic):
     events: list[JobEventPublic]
+    next_after: int | None = None
+    """With ``limit``: the ``after`` that reads the next page of events; null when none follow."""
 
 
 class JobCancelled(BaseModel):
