@@ -142,13 +142,14 @@ def _caller(event: Any) -> str:
     return str(parent.name) if parent is not None else "(top level)"
 
 
-def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str]]:
-    """Self CPU microseconds by part, by op name and, for casts, by what they ran for, over
-    ``events`` (``prof.events()``)."""
+def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str], Counter[tuple[str, str]]]:
+    """Self CPU microseconds by part, by op name, for casts by what they ran for, and by (part, op
+    name), over ``events`` (``prof.events()``)."""
     forward = {e.sequence_nr: _scope(e) for e in events if e.sequence_nr >= 0 and not _backward_node(e)}
     parts: Counter[str] = Counter()
     ops: Counter[str] = Counter()
     casts: Counter[str] = Counter()
+    part_ops: Counter[tuple[str, str]] = Counter()
     for e in events:
         if e.name.startswith(LABEL) or e.self_cpu_time_total <= 0:
             continue
@@ -157,9 +158,10 @@ def split(events: list[Any]) -> tuple[Counter[str], Counter[str], Counter[str]]:
         scope = forward.get(node.sequence_nr) if node is not None else _scope(e)
         part = _by_name(e.name) or scope or "other"
         parts[part] += e.self_cpu_time_total
+        part_ops[(part, e.name)] += e.self_cpu_time_total
         if part == "casts":
             casts[f"{_caller(e)} [{scope or '-'}]"] += e.self_cpu_time_total
-    return parts, ops, casts
+    return parts, ops, casts, part_ops
 
 
 def _product_flop(name: str, args: tuple[Any, ...]) -> tuple[str, int]:
@@ -351,10 +353,11 @@ def child_profile(job: dict[str, Any]) -> dict[str, Any]:
         train_step.build_model = built
         for scope in stack:
             scope.__exit__(None, None, None)
-    parts, ops, casts = split(list(prof.events()))
+    parts, ops, casts, part_ops = split(list(prof.events()))
     return {
         "steps": steps, "seconds": clock["seconds"], "parts_us": dict(parts),
         "top_ops_us": dict(ops.most_common(15)), "casts_us": dict(casts.most_common(8)),
+        "part_ops_us": {f"{part}: {op}": us for (part, op), us in part_ops.most_common() if part != "matmul"},
         "tokens_per_s": summary["tokens_per_s"], "threads": torch.get_num_threads(),
         "final_loss": summary["final_loss"], "plain_seconds": clock.get("plain_seconds", 0.0),
         "clocked": clock_rows(matmuls) if not plain else [], "clocked_s": clock.get("clocked", 0.0),
@@ -382,4 +385,11 @@ def print_profile(result: dict[str, Any]) -> None:
     for title, key in (("top ops by self time", "top_ops_us"), ("casts, by what they ran for", "casts_us")):
         print(f"  {title}:")
         for name, us in result[key].items():
+            print(f"    {name:<60} {us / 1e3 / result['steps']:9.1f} ms/step  {us / total:6.1%}")
+    shown: Counter[str] = Counter()
+    print("  the ops of each part but matmul (its top 4 by self time):")
+    for name, us in result.get("part_ops_us", {}).items():
+        part = name.split(": ", 1)[0]
+        shown[part] += 1
+        if shown[part] <= 4:
             print(f"    {name:<60} {us / 1e3 / result['steps']:9.1f} ms/step  {us / total:6.1%}")
