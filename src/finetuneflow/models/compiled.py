@@ -7,7 +7,9 @@ back. Inductor fuses such a function into one loop. RMSNorm's forward and backwa
 x 576 (SmolLM2-135M), bf16, one thread, on a 2-core Intel Xeon with AMX (2026-12-07): 0.28 and
 0.36 ms compiled against 0.95 and ~2.2 ms for the eager passes of the fused autograd function
 (models/norm_fused.py); in the training step ~0.5 s less norm and cast time, the step 0.965-0.979
-of the eager one (``bench/train.py --profile 2 --ab compiled``). Whole decoder layers were tried
+of the eager one (``bench/train.py --profile 2 --ab compiled``; an upper bound: that eager arm ran
+``normed`` uncompiled, ~1% slower than the norm's in-place passes in a Zen 5 step, see
+``Kernel.applies``). Whole decoder layers were tried
 and not kept (250 s of compiling, docs/ARCHITECTURE.md); one small function compiles in 3.5-6 s
 (16.5 s for the norm's two with an empty inductor cache), once per process and thread count
 (dynamo guards on torch's threads), with dynamic token counts. SwiGLU compiled ran slower than
