@@ -219,16 +219,7 @@ def show_run(project: str, run_id: str) -> dict[str, Any]:
 def run_metrics(project: str, run_id: str, after_step: int = -1) -> list[dict[str, Any]]:
     """The run's ``metrics.jsonl`` records with ``step`` > ``after_step`` (a live chart polls with
     the last step it has). A line still being written is skipped, not an error."""
-    out = []
-    path = run_dir(project, run_id) / rf.METRICS
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", 0) > after_step:
-            out.append(record)
-    return out
+    return [r for r in rf.read_metrics(run_dir(project, run_id)) if r.get("step", 0) > after_step]
 
 
 def evaluation(project: str, run_id: str) -> dict[str, Any]:

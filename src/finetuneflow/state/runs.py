@@ -116,10 +116,19 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's metrics records, oldest first. A line still being written (a reader beside the
+    training: the studio's chart, a test) or cut by a kill is skipped, not an error: read whole it
+    failed the studio's page and a resume after a kill mid-line."""
     path = run_dir / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:

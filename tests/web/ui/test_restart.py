@@ -23,6 +23,7 @@ import pytest
 from conftest import QUICKSTART
 
 from finetuneflow.state import jobs as log
+from finetuneflow.state import runs as rf
 
 from .conftest import Studio, start_studio, stop_studio, studio_env
 from .test_browser import JOB_S, ready, shot, wait_job
@@ -104,10 +105,8 @@ def _prepare(url: str, tiny_model: Path) -> None:
 
 
 def _metrics(home: Path, run_id: str) -> list[dict[str, Any]]:
-    path = home / "projects" / PROJECT / "runs" / run_id / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [m for m in map(json.loads, path.read_text().splitlines()) if "loss" in m]
+    # read beside the worker that appends to it: a half-written last line is skipped
+    return [m for m in rf.read_metrics(home / "projects" / PROJECT / "runs" / run_id) if "loss" in m]
 
 
 def test_the_page_reattaches_after_a_server_restart(
@@ -196,7 +195,6 @@ def _restart_mid_run(
     assert shown == seqs  # the reloaded page replays the whole log, once
     chart = page.locator("#loss-chart")
     assert int(chart.get_attribute("data-count") or 0) == STEPS
-    evals = [m for m in map(json.loads, (home / "projects" / PROJECT / "runs" / run_id / "metrics.jsonl")
-             .read_text().splitlines()) if "eval_loss" in m]  # fmt: skip
+    evals = [m for m in rf.read_metrics(home / "projects" / PROJECT / "runs" / run_id) if "eval_loss" in m]
     assert len(evals) >= 2 and int(chart.get_attribute("data-eval-count") or 0) == len(evals)
     context.close()

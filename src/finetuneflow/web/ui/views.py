@@ -15,6 +15,7 @@ from finetuneflow import api, paths
 from finetuneflow.api import projects as papi
 from finetuneflow.api import review
 from finetuneflow.state import jobs as log
+from finetuneflow.state import runs as rf
 
 STEPS = (
     ("model", "Model"),
@@ -116,11 +117,8 @@ def runs(project: str) -> list[dict[str, Any]]:
 def run_metrics(project: str, run_id: str, key: str = "loss") -> list[dict[str, Any]]:
     """The run's ``metrics.jsonl`` lines with ``key``: the training loss (the chart's points after
     a reload), or ``eval_loss`` (its second line)."""
-    path = paths.project_dir(project) / "runs" / run_id / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [m for m in lines if key in m and "step" in m]
+    records = rf.read_metrics(paths.project_dir(project) / "runs" / run_id)
+    return [m for m in records if key in m and "step" in m]
 
 
 def evaluation(project: str, run_id: str) -> dict[str, Any] | None:
