@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,52 @@ def start_studio(home: Path, log: Path, *args: str, port: int | None = None) -> 
         time.sleep(0.3)
     stop_studio(studio)
     pytest.fail(f"ftf ui did not start\n{studio.tail()}")
+
+
+@contextmanager
+def paused(pid: int, database: Path | None = None) -> Iterator[None]:
+    """SIGSTOP a process and its children (its own session: one process group), SIGCONT after.
+    With ``database`` (SQLite), only at a moment it holds no write transaction there: paused
+    inside one, it would keep every other writer waiting (a 5 s busy timeout, then an error)."""
+    for _ in range(100):
+        os.killpg(pid, signal.SIGSTOP)
+        if database is None or _no_writer(database):
+            break
+        os.killpg(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"{database} stayed locked while its writer was paused")
+    try:
+        yield
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
+def _no_writer(database: Path) -> bool:
+    import sqlite3
+
+    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")  # fails at once while another holds the write lock
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def worker_of(studio: Studio) -> int:
+    """The pid of the ``ftf worker`` that ``ftf ui`` started (a session of its own), from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+        if ppid == studio.proc.pid and b"worker" in command:
+            return int(stat.parent.name)
+    pytest.fail(f"ftf ui runs no worker\n{studio.tail()}")
 
 
 def stop_studio(studio: Studio) -> int:

@@ -18,7 +18,9 @@ from conftest import QUICKSTART
 from dataset.teacher import teacher
 from llm_server import ScriptedServer
 
-from .conftest import Studio
+from finetuneflow.state import jobs as log
+
+from .conftest import Studio, paused, worker_of
 
 PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 
@@ -254,7 +256,14 @@ def _train_evaluate_export(
 
     # Stop after a checkpoint (one at each of the ~5 evals: step 8, 16, ...), then resume the run
     page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 10", timeout=JOB_S * 1000)
-    page.get_by_role("button", name="Stop", exact=True).click()
+    # the worker waits while Stop is clicked: on a fast CPU the tiny model trained its last 30
+    # steps before the cancel reached it (the job "finished"; 1 in 3 runs on a Zen 5 host)
+    job_id = int(job_url.split("job=")[1].split("&")[0])
+    with paused(worker_of(studio), home / "ftf.db"):
+        page.get_by_role("button", name="Stop", exact=True).click()
+        deadline = time.monotonic() + 30
+        while not log.get(job_id)["cancel_requested"] and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert wait_job(page, studio) == "cancelled"
     page.locator("[data-job-panel][data-job-status=cancelled]").wait_for(timeout=30_000)
     ready(page)

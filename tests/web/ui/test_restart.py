@@ -8,13 +8,10 @@ the restart go to ``tests/web/ui/artifacts/``."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ from conftest import QUICKSTART
 from finetuneflow.state import jobs as log
 from finetuneflow.state import runs as rf
 
-from .conftest import Studio, start_studio, stop_studio, studio_env
+from .conftest import Studio, paused, start_studio, stop_studio, studio_env
 from .test_browser import JOB_S, ready, shot, wait_job
 
 PROJECT = "restart"
@@ -62,16 +59,6 @@ def worker(ftf_home: Path, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-@contextmanager
-def paused(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """SIGSTOP a process and its children (its own session: one process group), SIGCONT after."""
-    os.killpg(proc.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGCONT)
 
 
 def _ran(client: httpx.Client, response: httpx.Response) -> None:
@@ -158,7 +145,7 @@ def _restart_mid_run(
     # Hold the worker while the server restarts, so the run is still going when the page re-attaches
     # however fast this machine trains (a CI machine once finished all steps during the restart).
     # A pause of seconds is far inside the jobs' stale_after_s, so nothing is reaped.
-    with paused(worker):
+    with paused(worker.pid):
         with pytest.raises(httpx.HTTPError):
             httpx.get(studio.url + "/", timeout=2)  # really down
         shown_while_down = int(page.locator("#loss-chart").get_attribute("data-count") or 0)
