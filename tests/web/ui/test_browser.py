@@ -19,6 +19,7 @@ from dataset.teacher import teacher
 from llm_server import ScriptedServer
 
 from finetuneflow.state import jobs as log
+from finetuneflow.state import runs as rf
 
 from .conftest import Studio, paused, worker_of
 
@@ -255,11 +256,18 @@ def _train_evaluate_export(
     shot(page, shots, "08-train-reattached")
 
     # Stop after a checkpoint (one at each of the ~5 evals: step 8, 16, ...), then resume the run
-    page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 10", timeout=JOB_S * 1000)
-    # the worker waits while Stop is clicked: on a fast CPU the tiny model trained its last 30
-    # steps before the cancel reached it (the job "finished"; 1 in 3 runs on a Zen 5 host)
+    # The worker is paused from its 10th step until Stop is recorded: on a fast CPU the tiny model
+    # trained its last 30 steps before the page had shown 10 points and the cancel reached it (the
+    # job "finished"; 1 in 3 runs on a Zen 5 host, under the full suite even with Stop clicked at once)
     job_id = int(job_url.split("job=")[1].split("&")[0])
+    run = home / "projects" / project / "runs" / job_url.split("run=")[1].split("&")[0]
+    deadline = time.monotonic() + JOB_S
+    while sum("loss" in m for m in rf.read_metrics(run)) < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
     with paused(worker_of(studio), home / "ftf.db"):
+        assert log.get(job_id)["status"] == "running"
+        # its progress events may trail its metrics by a step: the page shows what the log holds
+        page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 8", timeout=30_000)
         page.get_by_role("button", name="Stop", exact=True).click()
         deadline = time.monotonic() + 30
         while not log.get(job_id)["cancel_requested"] and time.monotonic() < deadline:
