@@ -71,23 +71,31 @@ def start_studio(home: Path, log: Path, *args: str, port: int | None = None) -> 
     pytest.fail(f"ftf ui did not start\n{studio.tail()}")
 
 
-@contextmanager
-def paused(pid: int, database: Path | None = None) -> Iterator[None]:
-    """SIGSTOP a process and its children (its own session: one process group), SIGCONT after.
-    With ``database`` (SQLite), only at a moment it holds no write transaction there: paused
-    inside one, it would keep every other writer waiting (a 5 s busy timeout, then an error)."""
+def pause(pid: int, database: Path | None = None) -> None:
+    """SIGSTOP a process and its children (its own session: one process group). With ``database``
+    (SQLite), only at a moment it holds no write transaction there: paused inside one, it would
+    keep every other writer waiting (a 5 s busy timeout, then an error)."""
     for _ in range(100):
         os.killpg(pid, signal.SIGSTOP)
         if database is None or _no_writer(database):
-            break
+            return
         os.killpg(pid, signal.SIGCONT)
         time.sleep(0.02)
-    else:
-        pytest.fail(f"{database} stayed locked while its writer was paused")
+    pytest.fail(f"{database} stayed locked while its writer was paused")
+
+
+def resume(pid: int) -> None:
+    os.killpg(pid, signal.SIGCONT)
+
+
+@contextmanager
+def paused(pid: int, database: Path | None = None) -> Iterator[None]:
+    """:func:`pause` for the block, :func:`resume` after."""
+    pause(pid, database)
     try:
         yield
     finally:
-        os.killpg(pid, signal.SIGCONT)
+        resume(pid)
 
 
 def _no_writer(database: Path) -> bool:

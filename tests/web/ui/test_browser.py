@@ -21,7 +21,7 @@ from llm_server import ScriptedServer
 from finetuneflow.state import jobs as log
 from finetuneflow.state import runs as rf
 
-from .conftest import Studio, paused, worker_of
+from .conftest import Studio, pause, resume, worker_of
 
 PlaywrightError = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").Error
 
@@ -70,6 +70,11 @@ def ready(page: Any) -> None:
     """Wait until the page's script has wired its actions (a click before that would be lost)."""
     page.wait_for_load_state("load")
     page.locator("html[data-ready]").wait_for(state="attached")
+
+
+def steps_logged(run: Path) -> int:
+    """Training steps in the run's metrics log (its eval lines have no ``loss``)."""
+    return sum("loss" in m for m in rf.read_metrics(run))
 
 
 def step(page: Any, name: str) -> None:
@@ -230,54 +235,59 @@ def _train_evaluate_export(
     ready(page)
     assert page.get_by_label("Method").input_value() == "lora"
 
-    # Train: the live chart gets points; close the page mid-run, reopen, it re-attaches
+    # Train: the live chart gets points; close the page mid-run, reopen, it re-attaches. The worker
+    # trains only while the test lets it (SIGSTOP/SIGCONT, between database writes): the tiny model
+    # runs its 40 steps in seconds on a fast CPU, faster than a loaded browser reopens a page and
+    # clicks Stop (a CI run had finished before its Stop was seen; the job "finished")
     step(page, "Train")
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url("**job=*")
     job_url = page.url
-    chart = page.locator("#loss-chart")
-    page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 3", timeout=JOB_S * 1000)
-    seen = int(chart.get_attribute("data-count") or 0)
-    shot(page, shots, "07-train-live")
-    page.close()
-
-    page = context.new_page()
-    page.goto(studio.url + f"/ui/projects/{project}/train")  # no job in the URL: the newest train job
-    ready(page)
-    assert (
-        page.locator("[data-job-panel]").get_attribute("data-job-id")
-        == job_url.split("job=")[1].split("&")[0]
-    )
-    status = page.locator("[data-job-field=status]").inner_text()
-    assert status in ("running", "queued"), f"the run ended before the page was reopened ({status})"
-    page.wait_for_function(
-        f"document.getElementById('loss-chart').dataset.count > {seen}", timeout=JOB_S * 1000
-    )
-    shot(page, shots, "08-train-reattached")
-
-    # Stop after a checkpoint (one at each of the ~5 evals: step 8, 16, ...), then resume the run
-    # The worker is paused from its 10th step until Stop is recorded: on a fast CPU the tiny model
-    # trained its last 30 steps before the page had shown 10 points and the cancel reached it (the
-    # job "finished"; 1 in 3 runs on a Zen 5 host, under the full suite even with Stop clicked at once)
     job_id = int(job_url.split("job=")[1].split("&")[0])
     run = home / "projects" / project / "runs" / job_url.split("run=")[1].split("&")[0]
-    deadline = time.monotonic() + JOB_S
-    while sum("loss" in m for m in rf.read_metrics(run)) < 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    with paused(worker_of(studio), home / "ftf.db"):
+    worker, database = worker_of(studio), home / "ftf.db"
+    chart = page.locator("#loss-chart")
+    page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 3", timeout=JOB_S * 1000)
+    pause(worker, database)
+    try:
+        seen = int(chart.get_attribute("data-count") or 0)
+        logged = steps_logged(run)
+        assert logged < 30, f"the run was at step {logged} of 40 before the test could pause it"
+        shot(page, shots, "07-train-live")
+        page.close()
+
+        page = context.new_page()
+        page.goto(studio.url + f"/ui/projects/{project}/train")  # no job in the URL: the newest train job
+        ready(page)
+        assert page.locator("[data-job-panel]").get_attribute("data-job-id") == str(job_id)
+        assert page.locator("[data-job-field=status]").inner_text().strip() == "running"
+        # new points while the page is open, up to past the first checkpoint (one at each of the ~5
+        # evals: step 8, 16, ...); its progress events may trail its metrics by a step
+        resume(worker)
+        deadline = time.monotonic() + JOB_S
+        while steps_logged(run) < max(10, logged + 2) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pause(worker, database)
+        count = "document.getElementById('loss-chart').dataset.count"
+        page.wait_for_function(f"{count} > {seen} && {count} >= 8", timeout=30_000)
+        shot(page, shots, "08-train-reattached")
+
+        # Stop, then resume the run from its checkpoint
         assert log.get(job_id)["status"] == "running"
-        # its progress events may trail its metrics by a step: the page shows what the log holds
-        page.wait_for_function("document.getElementById('loss-chart').dataset.count >= 8", timeout=30_000)
         page.get_by_role("button", name="Stop", exact=True).click()
         deadline = time.monotonic() + 30
         while not log.get(job_id)["cancel_requested"] and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert log.get(job_id)["cancel_requested"], "Stop was clicked but no cancel was recorded"
+    finally:
+        resume(worker)
     assert wait_job(page, studio) == "cancelled"
     page.locator("[data-job-panel][data-job-status=cancelled]").wait_for(timeout=30_000)
     ready(page)
     shot(page, shots, "09-train-stopped")
     finished(page, studio, page.get_by_role("button", name=re.compile(r"^Resume run ")))
     assert int(page.locator("#loss-chart").get_attribute("data-count") or 0) == 40  # one run, all its steps
+    assert page.locator("#loss-chart text.step").all_text_contents() == ["0", "10", "20", "30", "40"]
     assert page.locator("#runs tbody tr").count() == 1 and "finished" in page.locator("#runs").inner_text()
     # the figures are the run's last step, not those of an older job's events replayed over them
     assert page.locator("[data-stat=step]").inner_text().strip() == "40"

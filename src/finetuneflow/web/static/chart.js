@@ -21,6 +21,15 @@
     return Array.from({ length: n }, (_, i) => lo + i * step);
   }
 
+  // whole steps 1, 2 or 5 × 10^k apart, at most ~6 of them: 0 2 4 6 8, not 0 2 3 5 6 8
+  function stepTicks(lo, hi) {
+    let gap = 1;
+    for (let k = 1; (hi - lo) / gap > 5; k *= 10) gap = [k, 2 * k, 5 * k].find((g) => (hi - lo) / g <= 5) || 10 * k;
+    const out = [];
+    for (let x = Math.ceil(lo / gap) * gap; x <= hi; x += gap) out.push(x);
+    return out;
+  }
+
   function line(svg, points, sx, sy, kind) {
     const d = points.map((p, i) => `${i ? "L" : "M"}${sx(p.step).toFixed(1)},${sy(p.loss).toFixed(1)}`).join("");
     svg.append(el("path", { d, class: `line ${kind}` }));
@@ -41,9 +50,8 @@
       svg.append(el("line", { x1: PAD.l, x2: W - PAD.r, y1: sy(y), y2: sy(y), class: "grid" }));
       svg.append(el("text", { x: PAD.l - 6, y: sy(y) + 4, "text-anchor": "end", class: "tick" }, y.toFixed(3)));
     }
-    // steps are whole numbers: a tick is drawn where its rounded label is, under that step's point
-    for (const x of new Set(ticks(x0, x1, Math.min(6, Math.max(2, x1 - x0 + 1))).map(Math.round))) {
-      svg.append(el("text", { x: sx(x), y: H - PAD.b + 16, "text-anchor": "middle", class: "tick" }, x));
+    for (const x of stepTicks(x0, x1)) {
+      svg.append(el("text", { x: sx(x), y: H - PAD.b + 16, "text-anchor": "middle", class: "tick step" }, x));
     }
     svg.append(el("text", { x: (W + PAD.l) / 2, y: H - 4, "text-anchor": "middle", class: "axis" }, "step"));
     if (points.length) {
