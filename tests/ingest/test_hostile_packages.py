@@ -185,3 +185,15 @@ def test_deeply_nested_xml_part_is_damaged_not_a_crash(tmp_path: Path, kind: str
     path = rewrite(made(tmp_path, kind), {part: lambda data: data.replace(text.encode(), nest.encode())})
     result = read_file(path)
     assert any(f"part {part} is damaged" in problem for problem in result.problems)
+
+
+def test_a_spine_that_repeats_chapters_reads_each_once_in_first_order(tmp_path: Path) -> None:
+    plain = read_file(make_epub(tmp_path / "plain.epub"))
+    again = '<itemref idref="chapter_1"/><itemref idref="missing"/><itemref idref="chapter_0"/></spine>'
+    path = rewrite(
+        make_epub(tmp_path / "repeats.epub"),
+        {"EPUB/content.opf": lambda data: data.replace(b"</spine>", again.encode())},
+    )
+    result = read_file(path)
+    assert [(r.text, r.meta) for r in result.records] == [(r.text, r.meta) for r in plain.records]
+    assert len(result.records) == 3 and not result.problems

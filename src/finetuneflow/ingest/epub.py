@@ -93,12 +93,12 @@ def _manifest(opf: Any, folder: str) -> dict[str, tuple[str, str, str]]:
 
 def _spine(opf: Any, manifest: dict[str, tuple[str, str, str]]) -> list[str]:
     """Member names of the spine's (X)HTML documents in reading order, each once."""
-    parts: list[str] = []
+    parts: dict[str, None] = {}  # ordered and each once, without a list scan per itemref
     for itemref in opf.iterfind(f"{_OPF}spine/{_OPF}itemref"):
         part, media_type, _ = manifest.get(itemref.get("idref", ""), ("", "", ""))
-        if part and media_type in _CHAPTER_TYPES and part not in parts:
-            parts.append(part)
-    return parts
+        if part and media_type in _CHAPTER_TYPES:
+            parts.setdefault(part)
+    return list(parts)
 
 
 def _encrypted(package: Package) -> set[str]:
