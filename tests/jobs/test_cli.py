@@ -29,6 +29,11 @@ def test_list_show_and_logs_read_a_foreground_job(tiny_model: Path) -> None:
     assert [(j["id"], j["step"], j["status"]) for j in listed] == [(1, "ingest", "finished")]
     shown = json.loads(ftf("jobs", "show", "1"))
     assert shown["events"][0]["kind"] == "started" and shown["events"][-1]["kind"] == "finished"
+    seqs = [e["seq"] for e in shown["events"]]
+    page = json.loads(ftf("jobs", "show", "1", "--after", str(seqs[0]), "--limit", "2"))
+    assert [e["seq"] for e in page["events"]] == seqs[1:3] and page["next_after"] == seqs[2]
+    last = json.loads(ftf("jobs", "show", "1", "--after", str(seqs[-3]), "--limit", "5"))
+    assert [e["seq"] for e in last["events"]] == seqs[-2:] and last["next_after"] is None
     lines = ftf("jobs", "logs", "1", "--follow").splitlines()  # done: prints all and returns
     assert len(lines) == len(shown["events"]) and "ingest:files 1/1" in ftf("jobs", "logs", "1")
     assert "already finished" in ftf("jobs", "cancel", "1")

@@ -90,12 +90,18 @@ def jobs_list(
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: JobId) -> None:
-    """A job's summary and its whole event history as JSON."""
+def jobs_show(
+    job_id: JobId,
+    after: Annotated[int, typer.Option(help="Only the events after this seq.")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many events; `next_after` says where more begin.")
+    ] = None,
+) -> None:
+    """A job's summary and its event history (all of it, or a page) as JSON, as ``GET /api/jobs/{id}``."""
     from finetuneflow import jobs
 
     try:
-        typer.echo(json.dumps(jobs.show(job_id), indent=2, default=str))
+        typer.echo(json.dumps(jobs.show(job_id, after=after, limit=limit), indent=2, default=str))
     except LookupError as err:
         fail(err)
 
