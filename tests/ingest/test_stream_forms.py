@@ -181,17 +181,23 @@ def test_long_json_string_and_csv_line_are_refused_by_name(tiny_model: Path, tmp
     )
     (folder / "line.csv").write_text("a,b\n" + "x," + "y" * 30000 + "\n")
     (folder / "list.json").write_text(json.dumps(["short", "z" * 30000]))  # a list's item: built whole
+    # an item of many short strings (each under the limit), past the parser's 64 KiB reads
+    many = {"question": "q", "answer": "a", "tags": ["w"] * 30_000}
+    (folder / "item.json").write_text(json.dumps([{"question": "q", "answer": "a"}, many]))
+    (folder / "wrapped-item.json").write_text(json.dumps({"data": [{"question": "q", "answer": "a"}, many]}))
     one = {"question": "q", "answer": "a", "data": [{"question": f"q{n}", "answer": "a"} for n in range(900)]}
     (folder / "one-example.json").write_text(json.dumps(one))
     cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.001, max_record_mb=0.01)
     files = {Path(f.path).name: f for f in api.ingest([folder], "p", cfg).files}
-    for name in ("string.json", "line.csv", "one-example.json", "list.json"):
+    for name in ("string.json", "line.csv", "one-example.json", "list.json", "item.json", "wrapped-item.json"):
         assert files[name].status == "failed", files[name]
         assert (
             "max_record_mb=0.01" in files[name].problems[0] and "--max-record-mb" in files[name].problems[0]
         )
         assert files[name].problems[0].startswith(f"{name}: ")
     assert "read whole (one example" in files["one-example.json"].problems[0]
+    assert "a JSON list item of" in files["item.json"].problems[0]
+    assert "a JSON list item of" in files["wrapped-item.json"].problems[0]
     assert files["fits.json"].status == "ingested" and files["fits.json"].chunks > 1, files["fits.json"]
 
 

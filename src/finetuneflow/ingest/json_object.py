@@ -154,16 +154,30 @@ def plan(found: Survey) -> tuple[str, str]:
     return (ITEMS, wrapper) if wrapper else (TEXT, "")
 
 
-def items(handle: Bytes, key: str) -> Iterator[Any]:
-    """The values of the top-level ``key``'s list, built one at a time.
+def list_events(handle: Bytes, key: str) -> Iterator[tuple[str, Any]]:
+    """The parser's events inside the top-level ``key``'s list, from after its opening bracket to
+    its closing one, for a builder that bounds each item as it grows. The rest of the document is
+    parsed before the closing event is given: invalid JSON after the list is still an error.
 
     Raises:
         ReaderError: invalid JSON.
     """
     import ijson
 
+    events = ijson.parse(handle, use_float=True)
     try:
-        yield from ijson.items(handle, f"{key}.item", use_float=True)
+        for prefix, event, _ in events:
+            if prefix == key and event == "start_array":
+                break
+        depth = 1
+        for _, event, value in events:
+            depth += (event in ("start_map", "start_array")) - (event in ("end_map", "end_array"))
+            if depth == 0:
+                for _ in events:  # the rest of the document, checked
+                    pass
+            yield event, value
+            if depth == 0:
+                return
     except ijson.JSONError as exc:
         raise invalid(exc) from exc
 

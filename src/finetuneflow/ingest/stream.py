@@ -316,19 +316,21 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
         with path.open("rb") as raw:
             json_object.check_strings(json_object.as_utf8(raw), current().max_record)
     with path.open("rb") as raw:
-        events = ijson.basic_parse(json_object.as_utf8(_Counting(raw, progress)), use_float=True)
+        counted = _Counting(raw, progress)
+        events = ijson.basic_parse(json_object.as_utf8(counted), use_float=True)
         try:
             first, _ = next(events)
         except (ijson.JSONError, StopIteration) as exc:
             raise json_object.invalid(exc) from exc
         if first == "start_array":
-            yield from _list_items(_items(events), log, lambda: _document_text(path))
+            yield from _list_items(_items(events, counted), log, lambda: _document_text(path))
             return
     how, key = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "")
     if how == json_object.ITEMS:
         with path.open("rb") as raw:
-            items = json_object.items(json_object.as_utf8(_Counting(raw, progress)), key)
-            yield from _list_items(items, log, lambda: _object_text(path, None))
+            counted = _Counting(raw, progress)
+            events = json_object.list_events(json_object.as_utf8(counted), key)
+            yield from _list_items(_items(events, counted), log, lambda: _object_text(path, None))
     elif how == json_object.TEXT:
         yield from _object_text(path, progress)
     else:
@@ -393,16 +395,19 @@ def _list_items(items: Iterable[Any], log: StreamLog, text: Callable[[], Iterato
 _NOT_EXAMPLE = "not a chat or Q&A example (needs 'messages', 'conversations' or Q&A keys)"
 
 
-def _items(events: Iterator[tuple[str, Any]]) -> Iterator[Any]:
-    """The values of the top-level list whose opening event was consumed, built one by one.
+def _items(events: Iterator[tuple[str, Any]], counted: _Counting) -> Iterator[Any]:
+    """The values of a list whose opening event was consumed, built one by one, from the parser
+    of the file ``counted`` reads.
 
     Raises:
-        ReaderError: an item nests deeper than ``max_depth`` or the JSON is invalid.
+        ReaderError: an item nests deeper than ``max_depth``, or takes more than ``max_record_mb``
+            of the file (its values are built in memory, and many short strings each pass
+            :func:`json_object.check_strings`), or the JSON is invalid.
     """
     import ijson
 
-    limit = current().max_depth
-    depth, builder = 1, None
+    limit, most = current().max_depth, current().max_record
+    depth, builder, start = 1, None, 0
     try:
         for event, value in events:
             if event in ("start_map", "start_array"):
@@ -414,11 +419,14 @@ def _items(events: Iterator[tuple[str, Any]]) -> Iterator[Any]:
             if depth == 0:
                 return
             if builder is None:
-                builder = ijson.ObjectBuilder()
+                # the file read since the item began is all the item's (the parser reads ahead of it)
+                builder, start = ijson.ObjectBuilder(), counted.done
             builder.event(event, value)
             if depth == 1:
                 yield builder.value
                 builder = None
+            elif counted.done - start > most:
+                raise ReaderError(too_long("a JSON list item", counted.done - start))
     except ijson.JSONError as exc:
         raise json_object.invalid(exc) from exc
 
