@@ -189,7 +189,14 @@ def test_long_json_string_and_csv_line_are_refused_by_name(tiny_model: Path, tmp
     (folder / "one-example.json").write_text(json.dumps(one))
     cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.001, max_record_mb=0.01)
     files = {Path(f.path).name: f for f in api.ingest([folder], "p", cfg).files}
-    for name in ("string.json", "line.csv", "one-example.json", "list.json", "item.json", "wrapped-item.json"):
+    for name in (
+        "string.json",
+        "line.csv",
+        "one-example.json",
+        "list.json",
+        "item.json",
+        "wrapped-item.json",
+    ):
         assert files[name].status == "failed", files[name]
         assert (
             "max_record_mb=0.01" in files[name].problems[0] and "--max-record-mb" in files[name].problems[0]
