@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,10 +95,13 @@ class Survey:
     """The ``messages`` / ``conversations`` keys whose list starts with a chat turn."""
     repeated: bool = False
     """Some object (at any depth) repeats a key: ``json.loads`` keeps the last value."""
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Top-level key -> bytes read when the parser reached it (``position``; at or a parser's
+    read past the key)."""
 
 
-def survey(handle: Bytes) -> Survey:
-    """The top level of the object in ``handle``.
+def survey(handle: Bytes, position: Callable[[], int] = lambda: 0) -> Survey:
+    """The top level of the object in ``handle``; ``position()`` says how much of it was read.
 
     Raises:
         ReaderError: nested deeper than ``max_depth``, or invalid JSON.
@@ -115,7 +118,9 @@ def survey(handle: Bytes) -> Survey:
             if event == "map_key":
                 out.repeated = out.repeated or value in keys[-1]
                 keys[-1].add(value)
-                key = value if depth == 1 else key
+                if depth == 1:
+                    key = value
+                    out.offsets.setdefault(key, position())
                 if in_first and depth == 3 and value in ("role", "from"):
                     out.turns.add(key)
                 continue
@@ -154,30 +159,16 @@ def plan(found: Survey) -> tuple[str, str]:
     return (ITEMS, wrapper) if wrapper else (TEXT, "")
 
 
-def list_events(handle: Bytes, key: str) -> Iterator[tuple[str, Any]]:
-    """The parser's events inside the top-level ``key``'s list, from after its opening bracket to
-    its closing one, for a builder that bounds each item as it grows. The rest of the document is
-    parsed before the closing event is given: invalid JSON after the list is still an error.
+def items(handle: Bytes, key: str) -> Iterator[Any]:
+    """The values of the top-level ``key``'s list, built one at a time.
 
     Raises:
         ReaderError: invalid JSON.
     """
     import ijson
 
-    events = ijson.parse(handle, use_float=True)
     try:
-        for prefix, event, _ in events:
-            if prefix == key and event == "start_array":
-                break
-        depth = 1
-        for _, event, value in events:
-            depth += (event in ("start_map", "start_array")) - (event in ("end_map", "end_array"))
-            if depth == 0:
-                for _ in events:  # the rest of the document, checked
-                    pass
-            yield event, value
-            if depth == 0:
-                return
+        yield from ijson.items(handle, f"{key}.item", use_float=True)
     except ijson.JSONError as exc:
         raise invalid(exc) from exc
 

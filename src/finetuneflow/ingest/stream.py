@@ -101,16 +101,31 @@ def _counted(items: Iterator[Item], unit: str) -> Iterator[Item]:
 
 
 class _Counting:
-    """A binary file that reports how far it has been read."""
+    """A binary file that reports how far it has been read; with ``most``, refuses to read more
+    than that past ``mark`` (a list item built from what it reads: :func:`_bounded`)."""
 
     def __init__(self, handle: IO[bytes], progress: Progress) -> None:
         self.handle, self.progress, self.done = handle, progress, 0
+        self.mark, self.most = 0, 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.handle.read(size)
         self.done += len(data)
         self.progress(self.done)
+        if self.most and self.done - self.mark > self.most:
+            raise ReaderError(too_long("a JSON list item", self.done - self.mark))
         return data
+
+
+def _bounded(items: Iterable[Any], counted: _Counting, start: int) -> Iterator[Any]:
+    """The items of a list that begins at byte ``start`` of the file ``counted`` reads, each
+    refused once its part of the file passes ``max_record_mb`` while it is built: an item of many
+    short strings passes the string check, and its values are held in memory. What was read since
+    the last item (or the list's start) is all the current item's: the parser reads ahead of it."""
+    counted.mark, counted.most = start, current().max_record
+    for item in items:
+        counted.mark = counted.done
+        yield item
 
 
 def _encoding(path: Path) -> str:
@@ -323,14 +338,15 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
         except (ijson.JSONError, StopIteration) as exc:
             raise json_object.invalid(exc) from exc
         if first == "start_array":
-            yield from _list_items(_items(events, counted), log, lambda: _document_text(path))
+            items = _bounded(_items(events), counted, 0)
+            yield from _list_items(items, log, lambda: _document_text(path))
             return
-    how, key = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "")
+    how, key, start = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "", 0)
     if how == json_object.ITEMS:
         with path.open("rb") as raw:
             counted = _Counting(raw, progress)
-            events = json_object.list_events(json_object.as_utf8(counted), key)
-            yield from _list_items(_items(events, counted), log, lambda: _object_text(path, None))
+            items = _bounded(json_object.items(json_object.as_utf8(counted), key), counted, start)
+            yield from _list_items(items, log, lambda: _object_text(path, None))
     elif how == json_object.TEXT:
         yield from _object_text(path, progress)
     else:
@@ -343,17 +359,20 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
         yield from result.records
 
 
-def _object_plan(path: Path) -> tuple[str, str]:
-    """How to read a JSON object (its strings over ``max_record_mb`` refused before). A file that
-    fits in ``max_record_mb`` and fails the survey is read whole, whose reader says where it is
-    invalid (or reads it as JSON lines)."""
+def _object_plan(path: Path) -> tuple[str, str, int]:
+    """How to read a JSON object (its strings over ``max_record_mb`` refused before), and where
+    the wrapper's list begins. A file that fits in ``max_record_mb`` and fails the survey is read
+    whole, whose reader says where it is invalid (or reads it as JSON lines)."""
     fits = path.stat().st_size <= current().max_record
     with path.open("rb") as raw:
+        counted = _Counting(raw, lambda _: None)
         try:
-            return json_object.plan(json_object.survey(json_object.as_utf8(raw)))
+            found = json_object.survey(json_object.as_utf8(counted), lambda: counted.done)
+            how, key = json_object.plan(found)
+            return how, key, found.offsets.get(key, 0)
         except ReaderError:
             if fits:
-                return json_object.WHOLE, ""
+                return json_object.WHOLE, "", 0
             raise
 
 
@@ -395,19 +414,16 @@ def _list_items(items: Iterable[Any], log: StreamLog, text: Callable[[], Iterato
 _NOT_EXAMPLE = "not a chat or Q&A example (needs 'messages', 'conversations' or Q&A keys)"
 
 
-def _items(events: Iterator[tuple[str, Any]], counted: _Counting) -> Iterator[Any]:
-    """The values of a list whose opening event was consumed, built one by one, from the parser
-    of the file ``counted`` reads.
+def _items(events: Iterator[tuple[str, Any]]) -> Iterator[Any]:
+    """The values of the top-level list whose opening event was consumed, built one by one.
 
     Raises:
-        ReaderError: an item nests deeper than ``max_depth``, or takes more than ``max_record_mb``
-            of the file (its values are built in memory, and many short strings each pass
-            :func:`json_object.check_strings`), or the JSON is invalid.
+        ReaderError: an item nests deeper than ``max_depth`` or the JSON is invalid.
     """
     import ijson
 
-    limit, most = current().max_depth, current().max_record
-    depth, builder, start = 1, None, 0
+    limit = current().max_depth
+    depth, builder = 1, None
     try:
         for event, value in events:
             if event in ("start_map", "start_array"):
@@ -419,14 +435,11 @@ def _items(events: Iterator[tuple[str, Any]], counted: _Counting) -> Iterator[An
             if depth == 0:
                 return
             if builder is None:
-                # the file read since the item began is all the item's (the parser reads ahead of it)
-                builder, start = ijson.ObjectBuilder(), counted.done
+                builder = ijson.ObjectBuilder()
             builder.event(event, value)
             if depth == 1:
                 yield builder.value
                 builder = None
-            elif counted.done - start > most:
-                raise ReaderError(too_long("a JSON list item", counted.done - start))
     except ijson.JSONError as exc:
         raise json_object.invalid(exc) from exc
 
