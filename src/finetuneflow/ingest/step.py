@@ -354,8 +354,9 @@ class _Store:
 def _store_batch(
     session: Session, store: _Store, batch: list[tuple[int, Prepared]]
 ) -> list[tuple[int, FileReport]]:
-    out = [(i, _kept_earlier(store, i, p)) for i, p in batch if _keeps_earlier(store, i, p)]
-    batch = [(i, p) for i, p in batch if not _keeps_earlier(store, i, p)]
+    keeps = [_keeps_earlier(store, i, p) for i, p in batch]
+    out = [(i, _kept_earlier(store, i, p)) for (i, p), keep in zip(batch, keeps, strict=True) if keep]
+    batch = [pair for pair, keep in zip(batch, keeps, strict=True) if not keep]
     statuses = [_file_status(p) for _, p in batch]
     named = [(store.candidates[i].name, p, st) for (i, p), st in zip(batch, statuses, strict=True)]
     file_ids = _upsert_files(session, store, named)
