@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from dataset.teacher import teacher  # noqa: E402
 from llm_server import ScriptedServer  # noqa: E402
 
-from finetuneflow.dataset.generate import ChunkIn, GenerateConfig, Generated, Session, generate  # noqa: E402
+from finetuneflow.dataset.generate import AnswerCache, ChunkIn, GenerateConfig, Generated, generate  # noqa: E402
 from finetuneflow.dataset.presets import ProviderConfig  # noqa: E402
 from finetuneflow.dataset.provider import Provider  # noqa: E402
 from finetuneflow.events import Emitter  # noqa: E402
@@ -53,7 +53,7 @@ def run(srv: ScriptedServer, chunks: list[ChunkIn], concurrency: int) -> tuple[f
     with Provider(cfg) as provider:
         start = time.perf_counter()
         stopped = generate(
-            chunks, Session(provider, cfg.model, {}), GenerateConfig(), collect, Emitter("bench", None)
+            chunks, AnswerCache(provider, cfg.model, {}), GenerateConfig(), collect, Emitter("bench", None)
         )
         seconds = time.perf_counter() - start
         if stopped:

@@ -190,7 +190,7 @@ def _clock_mode() -> Any:
 
         def __init__(self) -> None:
             super().__init__()
-            self.seconds: Counter[str] = Counter()
+            self.seconds: dict[str, float] = defaultdict(float)
             self.calls: Counter[str] = Counter()
             self.flop: Counter[str] = Counter()
 
@@ -212,7 +212,7 @@ def _clock_mode() -> Any:
 
 def clock_rows(clock: Any, top: int = 14) -> list[tuple[str, int, float, int]]:
     """(shapes, calls, seconds, FLOPs) of the products that took longest, then one row for the rest."""
-    ranked = [key for key, _ in clock.seconds.most_common()]
+    ranked = sorted(clock.seconds, key=clock.seconds.__getitem__, reverse=True)
     rows = [(key, clock.calls[key], clock.seconds[key], clock.flop[key]) for key in ranked[:top]]
     rest = ranked[top:]
     if rest:
