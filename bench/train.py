@@ -57,7 +57,7 @@ shared box are noisy.
     python bench/train.py [--rounds 2] [--threads 1] [--tokens 16384 | --steps N | --epochs E]
                           [--batch 8] [--seed 0] [--model NAME_OR_PATH] [--quick] [--keep]
                           [--engines ours,trl,trl_best] [--trl-best padding_free|packing]
-                          [--profile [STEPS] [--ab fused_adamw|compile|query_parts|compiled]]
+                          [--profile [STEPS] [--ab fused_adamw|compile|query_parts|compiled|head_chunk]]
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ runs fewer ops):
 - ``query_parts``: attention's matmul blocks in query parts (``attention.QUERY_ROWS``) or whole;
 - ``compiled``: the small functions ``models/compiled.py`` compiles (RMSNorm's forward and
   backward) compiled (``FTF_COMPILE=1``) or eager (the default).
+- ``head_chunk``: the fused head's chunks of fp32 products at ``FUSED_CHUNK_LOGITS_FP32`` (the
+  default) or at the 16-bit size (``models/loss.py``).
 """
 
 from __future__ import annotations
@@ -250,12 +252,20 @@ def _compiled(on: bool, model: Any) -> None:
     os.environ[compiled.ENV] = "1" if on else "0"  # off by default in the product
 
 
+def _head_chunk(on: bool, model: Any) -> None:
+    from finetuneflow.models import loss
+
+    if not on:  # fp32 products in the 16-bit chunk size, as before they had their own
+        loss.FUSED_CHUNK_LOGITS_FP32 = loss.FUSED_CHUNK_LOGITS
+
+
 # arm name -> (apply before the model is built (model None), and to the built model)
 ARMS: dict[str, Callable[[bool, Any], None]] = {
     "fused_adamw": _fused_adamw,
     "compile": _compile_layers,
     "query_parts": _query_parts,
     "compiled": _compiled,
+    "head_chunk": _head_chunk,
 }
 
 

@@ -116,13 +116,14 @@ def test_fused_head_is_the_path_lora_trains_and_its_chunks_add_up(tiny_model: Pa
     targets = torch.randint(0, 300, (50,))
     expected = torch.nn.functional.cross_entropy(states @ weight.T, targets, reduction="sum")
     (want,) = torch.autograd.grad(expected, states)
-    old = loss_module.FUSED_CHUNK_LOGITS
+    assert loss_module.fused_chunk_logits(True) > loss_module.fused_chunk_logits(False)
+    old = loss_module.FUSED_CHUNK_LOGITS_FP32
     try:
-        loss_module.FUSED_CHUNK_LOGITS = 300 * 8  # 8 rows a chunk: 7 chunks, the last one short
+        loss_module.FUSED_CHUNK_LOGITS_FP32 = 300 * 8  # fp32: 8 rows a chunk, 7 chunks, the last one short
         got = loss_module.fused_head_loss(states, weight, targets)
         (grad,) = torch.autograd.grad(got * 2, states)  # the upstream gradient scales it
     finally:
-        loss_module.FUSED_CHUNK_LOGITS = old
+        loss_module.FUSED_CHUNK_LOGITS_FP32 = old
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(grad, 2 * want, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # evaluation: the loss alone

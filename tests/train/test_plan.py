@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from finetuneflow.config import to_dict
-from finetuneflow.models.loss import FUSED_CHUNK_LOGITS
+from finetuneflow.models.loss import fused_chunk_logits
 from finetuneflow.state.datasets import split_path, write_jsonl
 from finetuneflow.train.config import LoraSettings, TrainConfig
 from finetuneflow.train.machine import Hardware, probe
@@ -242,7 +242,10 @@ def test_auto_micro_batch_takes_two_rows_per_core_on_a_cpu_and_the_whole_step_on
     held = replace(auto, batch_size=4, grad_accum=1)  # what two 2-row micro-batches hold at once
     side, one = estimate_memory(SMOLLM2_135M, auto, c), estimate_memory(SMOLLM2_135M, held, c)
     assert replace(side, logits=one.logits) == one
-    assert side.logits - one.logits == 4 * FUSED_CHUNK_LOGITS  # each thread's chunk of fp32 logits
+    assert side.logits - one.logits == 4 * fused_chunk_logits(False)  # each thread's chunk of fp32 logits
+    fp32 = estimate_memory(SMOLLM2_135M, replace(auto, precision="fp32"), c)  # Split(1, 2): two threads
+    states = fp32.tokens // 2 * SMOLLM2_135M["hidden_size"] * 4  # half the tokens supervised, fp32
+    assert fp32.logits == 2 * 4 * fused_chunk_logits(True) + states  # fp32 products: longer chunks
 
 
 def test_qlora_on_a_cpu_becomes_lora_with_the_reason() -> None:

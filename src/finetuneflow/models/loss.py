@@ -73,10 +73,20 @@ def _head_loss(head: Any, states: Any, targets: Any, cap: float = 0.0) -> Any:
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
-# Supervised rows per chunk of the fused head: ~8M fp32 logits (32 MB; 170 rows of SmolLM2's 49k
-# vocabulary) keeps each chunk's softmax passes near the cache while the chunk's matmul stays
-# large enough to run at full speed (64-256 rows within 10% of each other on one AMX core).
+# Logits per chunk of the fused head (its rows: this over the vocabulary). With 16-bit products
+# ~8M fp32 logits (32 MB; 170 rows of SmolLM2's 49k vocabulary) keeps each chunk's softmax passes
+# near the cache while the chunk's matmul stays large enough to run at full speed (64-256 rows
+# within 10% of each other on one AMX core; 2^23 the fastest of 2^20-2^25 on a Zen 5 core).
 FUSED_CHUNK_LOGITS = 1 << 23
+# fp32 products (MKL's sgemm) run short chunks slower: on an Ice Lake core the head of 2,720 tokens
+# (logits and states' gradient) took 2.26 s in chunks of 682 rows (2^25 logits, 128 MB) against
+# 2.65 s in chunks of 170 (medians of 6; 2^26 only 2% less again, at twice the memory).
+FUSED_CHUNK_LOGITS_FP32 = 1 << 25
+
+
+def fused_chunk_logits(fp32: bool) -> int:
+    """Logits per chunk of the fused head whose products run in fp32 (else in 16 bits)."""
+    return FUSED_CHUNK_LOGITS_FP32 if fp32 else FUSED_CHUNK_LOGITS
 
 
 def fused_head_applies(head: Any) -> bool:
@@ -108,7 +118,7 @@ def _head_function() -> Any:
         def forward(ctx: Any, states: Any, weight: Any, targets: Any) -> Any:
             dtype = compute_dtype(states.device.type, weight.dtype)
             x, w = states.to(dtype), weight.to(dtype)
-            rows = min(x.shape[0], max(8, FUSED_CHUNK_LOGITS // w.shape[0]))
+            rows = min(x.shape[0], max(8, fused_chunk_logits(dtype == torch.float32) // w.shape[0]))
             grad = torch.empty_like(x) if ctx.needs_input_grad[0] else None
             total = torch.zeros((), dtype=torch.float32, device=states.device)
             # one fp32 buffer for all chunks: a fresh 32 MB tensor per chunk would come from mmap and

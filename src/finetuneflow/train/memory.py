@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from finetuneflow.models.loss import FUSED_CHUNK_LOGITS
+from finetuneflow.models.loss import fused_chunk_logits
 from finetuneflow.train.attention import kept_probabilities
 from finetuneflow.train.config import TrainConfig
 from finetuneflow.train.machine import Hardware
@@ -254,7 +254,7 @@ def estimate_memory(
     if cfg.method == "full" or d.plain_head:  # transformers' head: its logits, a chunk at a time
         logits = int(min(supervised, cfg.loss_chunk) * d.vocab * LOGIT_BYTES)
     else:  # models/loss.py's fused head: a chunk of fp32 logits per thread, the states' gradient
-        logits = split.side * 4 * FUSED_CHUNK_LOGITS + supervised * d.hidden * (2 if half else 4)
+        logits = split.side * 4 * fused_chunk_logits(not half) + supervised * d.hidden * (2 if half else 4)
     overhead = CUDA_RUNTIME if hw.device == "cuda" else CPU_RUNTIME
     return MemoryEstimate(
         weights=_weight_bytes(d, n, cfg, half),
