@@ -188,6 +188,8 @@ def test_long_json_string_and_csv_line_are_refused_by_name(tiny_model: Path, tmp
     # the same strings before the wrapper's list are not its first item's
     before = {"notes": many["tags"], "data": [{"question": f"q{n}", "answer": "a"} for n in range(3)]}
     (folder / "notes-first.json").write_text(json.dumps(before))
+    after = {"data": before["data"], "notes": many["tags"]}  # nor those after it its last item's
+    (folder / "notes-after.json").write_text(json.dumps(after))
     one = {"question": "q", "answer": "a", "data": [{"question": f"q{n}", "answer": "a"} for n in range(900)]}
     (folder / "one-example.json").write_text(json.dumps(one))
     cfg = IngestConfig(tokenizer=str(tiny_model), workers=1, segment_mb=0.001, max_record_mb=0.01)
@@ -210,6 +212,7 @@ def test_long_json_string_and_csv_line_are_refused_by_name(tiny_model: Path, tmp
     assert "a JSON list item of" in files["wrapped-item.json"].problems[0]
     assert files["fits.json"].status == "ingested" and files["fits.json"].chunks > 1, files["fits.json"]
     assert files["notes-first.json"].status == "ingested", files["notes-first.json"]
+    assert files["notes-after.json"].status == "ingested", files["notes-after.json"]
 
 
 def test_csv_progress_moves_inside_the_file(tiny_model: Path, tmp_path: Path) -> None:

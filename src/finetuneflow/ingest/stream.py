@@ -106,23 +106,23 @@ class _Counting:
 
     def __init__(self, handle: IO[bytes], progress: Progress) -> None:
         self.handle, self.progress, self.done = handle, progress, 0
-        self.mark, self.most = 0, 0
+        self.mark, self.most, self.until = 0, 0, 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.handle.read(size)
         self.done += len(data)
         self.progress(self.done)
-        if self.most and self.done - self.mark > self.most:
-            raise ReaderError(too_long("a JSON list item", self.done - self.mark))
+        if self.most and min(self.done, self.until) - self.mark > self.most:
+            raise ReaderError(too_long("a JSON list item", min(self.done, self.until) - self.mark))
         return data
 
 
-def _bounded(items: Iterable[Any], counted: _Counting, start: int) -> Iterator[Any]:
-    """The items of a list that begins at byte ``start`` of the file ``counted`` reads, each
+def _bounded(items: Iterable[Any], counted: _Counting, start: int, end: int) -> Iterator[Any]:
+    """The items of a list within bytes ``start``-``end`` of the file ``counted`` reads, each
     refused once its part of the file passes ``max_record_mb`` while it is built: an item of many
     short strings passes the string check, and its values are held in memory. What was read since
     the last item (or the list's start) is all the current item's: the parser reads ahead of it."""
-    counted.mark, counted.most = start, current().max_record
+    counted.mark, counted.most, counted.until = start, current().max_record, end
     for item in items:
         counted.mark = counted.done
         yield item
@@ -338,14 +338,14 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
         except (ijson.JSONError, StopIteration) as exc:
             raise json_object.invalid(exc) from exc
         if first == "start_array":
-            items = _bounded(_items(events), counted, 0)
+            items = _bounded(_items(events), counted, 0, path.stat().st_size)
             yield from _list_items(items, log, lambda: _document_text(path))
             return
-    how, key, start = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "", 0)
+    how, key, start, end = _object_plan(path) if first == "start_map" else (json_object.WHOLE, "", 0, 0)
     if how == json_object.ITEMS:
         with path.open("rb") as raw:
             counted = _Counting(raw, progress)
-            items = _bounded(json_object.items(json_object.as_utf8(counted), key), counted, start)
+            items = _bounded(json_object.items(json_object.as_utf8(counted), key), counted, start, end)
             yield from _list_items(items, log, lambda: _object_text(path, None))
     elif how == json_object.TEXT:
         yield from _object_text(path, progress)
@@ -359,20 +359,24 @@ def _json_items(path: Path, log: StreamLog, progress: Progress) -> Iterator[Item
         yield from result.records
 
 
-def _object_plan(path: Path) -> tuple[str, str, int]:
-    """How to read a JSON object (its strings over ``max_record_mb`` refused before), and where
-    the wrapper's list begins. A file that fits in ``max_record_mb`` and fails the survey is read
-    whole, whose reader says where it is invalid (or reads it as JSON lines)."""
+def _object_plan(path: Path) -> tuple[str, str, int, int]:
+    """How to read a JSON object (its strings over ``max_record_mb`` refused before), and the
+    bytes the wrapper's list lies within (from its key to the next key or the end). A file that
+    fits in ``max_record_mb`` and fails the survey is read whole, whose reader says where it is
+    invalid (or reads it as JSON lines)."""
     fits = path.stat().st_size <= current().max_record
     with path.open("rb") as raw:
         counted = _Counting(raw, lambda _: None)
         try:
             found = json_object.survey(json_object.as_utf8(counted), lambda: counted.done)
             how, key = json_object.plan(found)
-            return how, key, found.offsets.get(key, 0)
+            keys = list(found.offsets)
+            later = keys[keys.index(key) + 1 :] if key in found.offsets else []
+            end = found.offsets[later[0]] if later else path.stat().st_size
+            return how, key, found.offsets.get(key, 0), end
         except ReaderError:
             if fits:
-                return json_object.WHOLE, "", 0
+                return json_object.WHOLE, "", 0, 0
             raise
 
 
